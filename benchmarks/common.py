@@ -1,0 +1,149 @@
+"""Helpers shared by the benchmarks: machine/version info, step timing, JSON output and a short table.
+
+Nothing here imports JAX or PyTorch at module level, so the PyTorch baselines and the JAX benchmarks can
+both use it (and it imports on a machine that has only one of them).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+
+def _version(module_name: str) -> str | None:
+  try:
+    module = __import__(module_name)
+  except Exception:  # noqa: BLE001 - absent or broken installs are both "not available"
+    return None
+  return str(getattr(module, "__version__", "unknown"))
+
+
+def machine_info() -> dict[str, Any]:
+  """Platform, CPU count, Python and library versions, and accelerator names (all imports guarded)."""
+  info: dict[str, Any] = {
+      "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "platform": platform.platform(),
+      "machine": platform.machine(),
+      "processor": platform.processor() or None,
+      "cpu_count": os.cpu_count(),
+      "python": sys.version.split()[0],
+  }
+  try:
+    info["cpu_affinity"] = len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    pass
+  for name in ("numpy", "jax", "jaxlib", "flax", "optax", "torch", "torchvision"):
+    info[name] = _version(name)
+
+  try:
+    import torch
+    info["torch_cuda"] = torch.version.cuda
+    info["torch_cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    info["torch_num_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+      info["torch_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+      info["torch_devices"] = []
+  except Exception as e:  # noqa: BLE001
+    info["torch_error"] = f"{type(e).__name__}: {e}" if _version("torch") else None
+
+  try:
+    import jax
+    devices = jax.devices()
+    info["jax_backend"] = jax.default_backend()
+    info["jax_devices"] = [getattr(d, "device_kind", str(d)) for d in devices]
+  except Exception as e:  # noqa: BLE001
+    info["jax_error"] = f"{type(e).__name__}: {e}" if _version("jax") else None
+  return {k: v for k, v in info.items() if v is not None}
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,
+               sync: Callable[[Any], Any] | None = None) -> list[float]:
+  """Seconds per call of `fn()`, one entry per repeat.
+
+  Each repeat runs `fn` `inner` times, then `sync(last_result)` (e.g. `jax.block_until_ready`, or
+  `lambda _: torch.cuda.synchronize()`), and records the elapsed time / inner. The `warmup` calls (compilation,
+  autotuning, allocator growth) are synced and excluded.
+  """
+  if repeats < 1 or inner < 1:
+    raise ValueError(f"repeats and inner must be >= 1, got repeats={repeats}, inner={inner}")
+  sync = sync or (lambda _: None)
+  out = None
+  for _ in range(warmup):
+    out = fn()
+  sync(out)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+      out = fn()
+    sync(out)
+    times.append((time.perf_counter() - t0) / inner)
+  return times
+
+
+def median_time(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,
+                sync: Callable[[Any], Any] | None = None) -> float:
+  """Median seconds per call of `fn()` after `warmup` excluded calls (see `time_calls`)."""
+  return statistics.median(time_calls(fn, warmup=warmup, repeats=repeats, inner=inner, sync=sync))
+
+
+def _jsonable(obj: Any) -> Any:
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, (str, int, float, bool)) or obj is None:
+    return obj
+  if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch / jax scalars
+    return obj.item()
+  if isinstance(obj, pathlib.Path):
+    return str(obj)
+  return repr(obj)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> pathlib.Path:
+  """Writes `payload` as indented JSON (creating parent folders); non-JSON values are stringified."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
+  return path
+
+
+def _cell(value: Any) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, int):
+    return f"{value:,}"
+  if isinstance(value, float):
+    if value != value:  # NaN
+      return "nan"
+    if abs(value) >= 100:
+      return f"{value:,.0f}"
+    if abs(value) >= 1:
+      return f"{value:.2f}"
+    return f"{value:.4g}"
+  return str(value)
+
+
+def format_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, max_width: int = 40) -> str:
+  """A fixed-width text table of `columns` (missing values print as '-', long cells are cut)."""
+  cells = [[_cell(r.get(c))[:max_width] for c in columns] for r in rows]
+  widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+  line = lambda parts: "  ".join(p.ljust(w) for p, w in zip(parts, widths)).rstrip()
+  out = [line(columns), line(["-" * w for w in widths])]
+  out += [line(row) for row in cells]
+  return "\n".join(out)
+
+
+def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, max_width: int = 40) -> None:
+  """Prints `format_table(rows, columns)`."""
+  print(format_table(rows, columns, max_width=max_width), flush=True)

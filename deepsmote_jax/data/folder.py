@@ -1,0 +1,478 @@
+"""Image folders (one subfolder per class) to an in-memory `ImageSet`, and back.
+
+`load_image_folder` decodes PNG/JPEG/BMP/TIFF files of any size and mode with Pillow in a thread pool
+(Pillow releases the GIL while decoding), converts them to 1 or 3 channels of uint8 and brings them to a
+square `image_size` by a resize policy. Bad input (missing folders, under-populated classes, corrupt,
+truncated, zero-byte or non-image files, images too small for `center_crop`) either raises a `ValueError`
+naming the file or folder (`on_error='raise'`) or is skipped, listed in `ImageSet.skipped` and summarised
+in one warning (`on_error='skip'`): never a crash deep inside Pillow halfway through a training run.
+
+No TensorFlow here: this module only needs NumPy and Pillow.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import warnings
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+DEFAULT_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+RESIZE_POLICIES = ('resize', 'center_crop', 'pad')
+ON_ERROR = ('raise', 'skip')
+# Pillow's BILINEAR widens its kernel by the scale factor when shrinking, i.e. it averages over the
+# source area (no aliasing), and interpolates bilinearly when enlarging.
+_RESAMPLE = Image.Resampling.BILINEAR
+# JPEGs are first decoded at a reduced DCT scale, but kept at least this many times the target size so the
+# final (antialiased) resize still sees enough pixels; the same rule as Pillow's `thumbnail`.
+_REDUCING_GAP = 2.0
+_MAX_LISTED = 5  # file names quoted in the skip warning
+
+
+@dataclasses.dataclass
+class ImageSet:
+  """Images in memory with integer labels, their class names and source files.
+
+  Attributes:
+    images: uint8 array (N, H, W, C).
+    labels: int32 array (N,), indices into `class_names`.
+    class_names: class of each label index.
+    files: source of each image, relative to the loaded root (e.g. 'blowhole/exp1_num_3667.jpg').
+    skipped: (file, reason) of the inputs that were left out with `on_error='skip'`.
+    attrs: optional per-image arrays of length N (e.g. ELPV cell type), kept aligned by `subset`/`concat`.
+  """
+  images: np.ndarray
+  labels: np.ndarray
+  class_names: list[str]
+  files: list[str]
+  skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  attrs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    self.images = np.asarray(self.images)
+    if self.images.dtype != np.uint8 or self.images.ndim != 4:
+      raise ValueError(f'ImageSet.images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}')
+    self.labels = np.asarray(self.labels).astype(np.int32, copy=False).reshape(-1)
+    self.class_names = list(self.class_names)
+    self.files = list(self.files)
+    self.skipped = [tuple(s) for s in self.skipped]
+    self.attrs = {k: np.asarray(v) for k, v in self.attrs.items()}
+    n = len(self.images)
+    if len(self.labels) != n or len(self.files) != n:
+      raise ValueError(f'ImageSet: {n} images, {len(self.labels)} labels, {len(self.files)} files')
+    for key, value in self.attrs.items():
+      if len(value) != n:
+        raise ValueError(f'ImageSet.attrs[{key!r}] has {len(value)} entries for {n} images')
+    if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+      raise ValueError(f'ImageSet labels must lie in [0, {len(self.class_names)})')
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.images.shape[1:])
+
+  def to_float(self) -> np.ndarray:
+    """Images as float32 in [-1, 1] (x / 127.5 - 1), the range of the decoder's tanh output."""
+    return self.images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+  def counts(self) -> dict[str, int]:
+    """Number of images per class name (every class listed, zero included)."""
+    per_label = np.bincount(self.labels, minlength=len(self.class_names))
+    return {name: int(c) for name, c in zip(self.class_names, per_label)}
+
+  def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
+    """The images at `indices` (integer indices or a boolean mask of length N), same class names."""
+    idx = np.asarray(indices)
+    if idx.dtype == bool:
+      if idx.shape != (len(self),):
+        raise ValueError(f'boolean mask of shape {idx.shape} for {len(self)} images')
+      idx = np.flatnonzero(idx)
+    idx = idx.astype(np.int64).reshape(-1)
+    return ImageSet(images=self.images[idx], labels=self.labels[idx], class_names=self.class_names,
+                    files=[self.files[i] for i in idx], skipped=list(self.skipped),
+                    attrs={k: v[idx] for k, v in self.attrs.items()})
+
+  def concat(self, other: ImageSet) -> ImageSet:
+    """This set followed by `other`; both must have the same class names, image shape and attrs keys."""
+    if list(other.class_names) != self.class_names:
+      raise ValueError(f'concat: class names differ: {self.class_names} vs {other.class_names}')
+    if len(self) and len(other) and other.image_shape != self.image_shape:
+      raise ValueError(f'concat: image shapes differ: {self.image_shape} vs {other.image_shape}')
+    if set(self.attrs) != set(other.attrs):
+      raise ValueError(f'concat: attrs differ: {sorted(self.attrs)} vs {sorted(other.attrs)}')
+    images = (np.concatenate([self.images, other.images]) if len(self) and len(other)
+              else (self.images if len(other) == 0 else other.images).copy())
+    return ImageSet(images=images, labels=np.concatenate([self.labels, other.labels]),
+                    class_names=self.class_names, files=self.files + other.files,
+                    skipped=self.skipped + other.skipped,
+                    attrs={k: np.concatenate([v, other.attrs[k]]) for k, v in self.attrs.items()})
+
+
+class BadImageError(ValueError):
+  """An input file that cannot be used (corrupt, not an image, too small, ...)."""
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+  exts = tuple(('.' + e.lstrip('.')).lower() for e in extensions)
+  if not exts:
+    raise ValueError('extensions must not be empty')
+  return exts
+
+
+def _list_class_files(class_dir: str, extensions: tuple[str, ...]) -> list[str]:
+  """Image files under `class_dir` (recursively, hidden entries ignored), relative to it, sorted."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    rel_dir = os.path.relpath(dirpath, class_dir)
+    for name in filenames:
+      if name.startswith('.') or os.path.splitext(name)[1].lower() not in extensions:
+        continue
+      found.append(name if rel_dir == '.' else os.path.join(rel_dir, name))
+  return sorted(found)
+
+
+def _composite_on_black(im: Image.Image) -> Image.Image:
+  """RGBA/LA to RGB/L with transparent areas black (alpha premultiplied), not their arbitrary colour."""
+  a = np.asarray(im, dtype=np.uint16)
+  colour, alpha = a[..., :-1], a[..., -1:]
+  out = ((colour * alpha + 127) // 255).astype(np.uint8)
+  return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out, 'L' if out.shape[-1] == 1 else 'RGB')
+
+
+def to_8bit(im: Image.Image, channels: int) -> Image.Image:
+  """Any Pillow mode to 8-bit 'L' (channels=1) or 'RGB' (channels=3).
+
+  16-bit and 32-bit integer images are scaled from [0, 65535] (not clipped at 255), float images from
+  [0, 1] when their maximum is at most 1 and from [0, 255] otherwise; alpha is composited onto black;
+  palette images are expanded through their palette; colour to gray uses ITU-R 601 luma.
+  """
+  mode = im.mode
+  if mode.startswith('I'):  # I;16, I;16B, I;16L, I;16N, I (e.g. 16-bit PNG/TIFF)
+    a = np.asarray(im).astype(np.float64)
+    a = np.clip(a, 0, 65535) / 257.0
+    im = Image.fromarray(np.rint(a).astype(np.uint8), 'L')
+  elif mode == 'F':
+    a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if a.size and a.max() <= 1.0:
+      a = a * 255.0
+    im = Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8), 'L')
+  elif mode == '1':
+    im = im.convert('L')
+  elif mode in ('P', 'PA'):
+    im = im.convert('RGBA')
+  elif mode in ('LA', 'La'):
+    im = im.convert('LA')
+  elif mode not in ('L', 'RGB', 'RGBA', 'RGBa'):
+    im = im.convert('RGB')  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+  if im.mode in ('RGBA', 'RGBa', 'LA'):
+    im = _composite_on_black(im.convert('RGBA' if im.mode == 'RGBa' else im.mode))
+  if channels == 1 and im.mode != 'L':
+    im = im.convert('L')
+  elif channels == 3 and im.mode != 'RGB':
+    im = im.convert('RGB')
+  return im
+
+
+def fit_image(im: Image.Image, image_size: int, resize: str) -> Image.Image:
+  """Bring an 8-bit image to image_size × image_size.
+
+  'resize': stretch to the square (aspect ratio not kept). 'center_crop': scale the shorter side down to
+  image_size and cut the central square (images whose shorter side is below image_size are rejected:
+  upscaling would invent detail). 'pad': scale the longer side to image_size and pad with black, centred.
+  """
+  s = image_size
+  w, h = im.size
+  if resize == 'resize':
+    return im if (w, h) == (s, s) else im.resize((s, s), _RESAMPLE)
+  if resize == 'center_crop':
+    if min(w, h) < s:
+      raise BadImageError(f'{w}x{h} is smaller than {s}x{s} (center_crop does not upscale)')
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    if (nw, nh) != (w, h):
+      im = im.resize((nw, nh), _RESAMPLE)
+    left, top = (nw - s) // 2, (nh - s) // 2
+    return im.crop((left, top, left + s, top + s))
+  if resize == 'pad':
+    scale = s / max(w, h)
+    nw, nh = min(s, max(1, round(w * scale))), min(s, max(1, round(h * scale)))
+    if (nw, nh) != (w, h):
+      im = im.resize((nw, nh), _RESAMPLE)
+    canvas = Image.new(im.mode, (s, s), 0)
+    canvas.paste(im, ((s - nw) // 2, (s - nh) // 2))
+    return canvas
+  raise ValueError(f'resize must be one of {RESIZE_POLICIES}, got {resize!r}')
+
+
+def open_image(path: str, *, channels: int, draft_size: int | None = None) -> Image.Image:
+  """Decode one file fully to an 8-bit 'L'/'RGB' image; any failure becomes a `BadImageError`.
+
+  `draft_size` lets JPEGs decode at a reduced DCT scale while staying >= 2 × draft_size on both sides.
+  EXIF orientation is applied; multi-frame files give their first frame.
+  """
+  try:
+    if os.path.getsize(path) == 0:
+      raise BadImageError('empty file (0 bytes)')
+    with Image.open(path) as im:
+      if draft_size and im.format == 'JPEG':
+        target = int(draft_size * _REDUCING_GAP)
+        im.draft(None, (target, target))
+      im.load()
+      im = ImageOps.exif_transpose(im)
+      return to_8bit(im, channels)
+  except BadImageError:
+    raise
+  except Image.UnidentifiedImageError:
+    raise BadImageError('not a recognised image file') from None
+  except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, struct.error, ValueError, ...
+    raise BadImageError(f'cannot decode ({type(e).__name__}: {e})') from None
+
+
+def _decode_one(path: str, image_size: int, channels: int, resize: str) -> np.ndarray:
+  try:
+    im = open_image(path, channels=channels, draft_size=image_size)
+    arr = np.asarray(fit_image(im, image_size, resize), dtype=np.uint8)
+  except BadImageError:
+    raise
+  except Exception as e:  # noqa: BLE001 - e.g. a resize on a degenerate image
+    raise BadImageError(f'cannot process ({type(e).__name__}: {e})') from None
+  return arr.reshape(image_size, image_size, channels)
+
+
+def _default_workers() -> int:
+  return min(32, (os.cpu_count() or 1) + 2)
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int | None = None,
+                 stop_on_error: bool = False) -> list[tuple[Any, BaseException | None]]:
+  """[(fn(item), None) or (None, error)] in item order, run on a thread pool.
+
+  With `stop_on_error` the first failing item (in order) stops the map: pending items are cancelled
+  and only the results up to it are returned.
+  """
+  workers = num_workers or _default_workers()
+
+  def call(item):
+    try:
+      return fn(item), None
+    except Exception as e:  # noqa: BLE001 - reported to the caller
+      return None, e
+
+  if workers <= 1 or len(items) <= 1:
+    out = []
+    for item in items:
+      out.append(call(item))
+      if stop_on_error and out[-1][1] is not None:
+        break
+    return out
+  ex = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix='decode')
+  out = []
+  try:
+    for res in ex.map(call, items):
+      out.append(res)
+      if stop_on_error and res[1] is not None:
+        break
+  finally:
+    ex.shutdown(wait=True, cancel_futures=True)
+  return out
+
+
+def _skip_warning(where: str, skipped: list[tuple[str, str]]) -> None:
+  shown = '; '.join(f'{f} ({r})' for f, r in skipped[:_MAX_LISTED])
+  more = f'; and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
+  warnings.warn(f'{where}: skipped {len(skipped)} file(s): {shown}{more}', stacklevel=3)
+
+
+def _validate_common(image_size: int, channels: int, resize: str, on_error: str) -> None:
+  if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+    raise ValueError(f'image_size must be a positive int, got {image_size!r}')
+  if channels not in (1, 3):
+    raise ValueError(f'channels must be 1 or 3, got {channels!r}')
+  if resize not in RESIZE_POLICIES:
+    raise ValueError(f'resize must be one of {RESIZE_POLICIES}, got {resize!r}')
+  if on_error not in ON_ERROR:
+    raise ValueError(f'on_error must be one of {ON_ERROR}, got {on_error!r}')
+
+
+def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None,
+                      extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> tuple[list[str], list[str], list[int]]:
+  """(class_names, files relative to root, labels) of a class-per-subfolder tree, without decoding.
+
+  Raises ValueError for a missing root, a root without class subfolders or a requested class folder that
+  does not exist. Files with other extensions and hidden entries are ignored.
+  """
+  root = os.fspath(root)
+  exts = _normalise_extensions(extensions)
+  if not os.path.exists(root):
+    raise ValueError(f'image folder {root!r} does not exist')
+  if not os.path.isdir(root):
+    raise ValueError(f'image folder {root!r} is not a directory')
+  subdirs = sorted(d for d in os.listdir(root) if not d.startswith('.') and os.path.isdir(os.path.join(root, d)))
+  if classes is None:
+    if not subdirs:
+      what = 'is empty' if not os.listdir(root) else 'has no class subfolders (expected root/<class>/<image>)'
+      raise ValueError(f'image folder {root!r} {what}')
+    class_names = subdirs
+  else:
+    class_names = list(classes)
+    if not class_names:
+      raise ValueError('classes must not be empty')
+    if len(set(class_names)) != len(class_names):
+      raise ValueError(f'classes has duplicates: {class_names}')
+    missing = [c for c in class_names if not os.path.isdir(os.path.join(root, c))]
+    if missing:
+      raise ValueError(f'class folder(s) {missing} not found under {root!r} (found {subdirs})')
+  files, labels = [], []
+  for label, name in enumerate(class_names):
+    for rel in _list_class_files(os.path.join(root, name), exts):
+      files.append(os.path.join(name, rel))
+      labels.append(label)
+  return class_names, files, labels
+
+
+def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int, resize: str = 'resize',
+                      on_error: str = 'raise', min_per_class: int = 1, classes: Sequence[str] | None = None,
+                      extensions: Iterable[str] = DEFAULT_EXTENSIONS, num_workers: int | None = None,
+                      patches: Any = None) -> ImageSet:
+  """Decode `root/<class>/<image>` into an `ImageSet` of uint8 (N, image_size, image_size, channels).
+
+  Args:
+    root: folder with one subfolder per class (nested folders inside a class are included).
+    image_size: side of the square output images.
+    channels: 1 (grayscale) or 3 (RGB); every input mode is converted (see `to_8bit`).
+    resize: 'resize' (stretch), 'center_crop' (shorter side to image_size, central square; smaller
+      images are bad input) or 'pad' (longer side to image_size, black borders).
+    on_error: 'raise' -> ValueError naming the first bad file/folder; 'skip' -> bad files (and classes
+      left with fewer than `min_per_class` images, unless named in `classes`) are left out, listed in
+      `ImageSet.skipped` and summarised in a warning.
+    min_per_class: fewest usable images a class may have.
+    classes: class folders to load, in label order; default all subfolders, sorted.
+    extensions: file suffixes (case-insensitive) taken as images; other files are ignored.
+    num_workers: decoding threads (default cpu_count + 2, at most 32).
+    patches: optional `deepsmote_jax.data.patches` spec (`TileSpec` / `DefectCropSpec`): each file then
+      gives several patches, named '<file>#<y>_<x>' in `files`.
+
+  Returns:
+    The `ImageSet`, images in class order then sorted file order.
+  """
+  _validate_common(image_size, channels, resize, on_error)
+  if min_per_class < 0:
+    raise ValueError(f'min_per_class must be >= 0, got {min_per_class}')
+  root = os.fspath(root)
+  class_names, files, labels = list_image_folder(root, classes=classes, extensions=extensions)
+  skip = on_error == 'skip'
+  explicit = classes is not None
+
+  # Classes that cannot reach min_per_class even before decoding.
+  counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+  for label, name in enumerate(class_names):
+    if counts[label] < min_per_class and (not skip or explicit):
+      raise ValueError(f'class folder {os.path.join(root, name)!r} has {counts[label]} image file(s), '
+                       f'fewer than min_per_class={min_per_class}')
+
+  if patches is not None:
+    from deepsmote_jax.data import patches as patches_lib  # pylint: disable=g-import-not-at-top
+    fn = lambda rel: patches_lib.extract_file_patches(root, rel, patches, image_size=image_size,
+                                                      channels=channels)
+  else:
+    fn = lambda rel: _decode_one(os.path.join(root, rel), image_size, channels, resize)
+  results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
+
+  skipped: list[tuple[str, str]] = []
+  out_images, out_labels, out_files = [], [], []
+  for rel, label, (res, err) in zip(files, labels, results):
+    if err is not None:
+      if not skip:
+        raise ValueError(f'{os.path.join(root, rel)}: {err}') from (None if isinstance(err, BadImageError) else err)
+      skipped.append((rel, str(err)))
+      continue
+    if patches is None:
+      out_images.append(res)
+      out_labels.append(label)
+      out_files.append(rel)
+    else:
+      for arr, tag in res:
+        out_images.append(arr)
+        out_labels.append(label)
+        out_files.append(f'{rel}#{tag}')
+
+  # Classes left under min_per_class after decoding.
+  valid = np.bincount(np.asarray(out_labels, dtype=np.int64), minlength=len(class_names))
+  keep = [c for c in range(len(class_names)) if valid[c] >= min_per_class]
+  for c in range(len(class_names)):
+    if valid[c] < min_per_class and (not skip or explicit):
+      raise ValueError(f'class folder {os.path.join(root, class_names[c])!r} has {valid[c]} usable image(s), '
+                       f'fewer than min_per_class={min_per_class}')
+  if len(keep) < len(class_names):
+    if not keep:
+      raise ValueError(f'image folder {root!r}: no class has min_per_class={min_per_class} usable images')
+    remap = {old: new for new, old in enumerate(keep)}
+    dropped = [c for c in range(len(class_names)) if c not in remap]
+    for c in dropped:
+      skipped.append((class_names[c] + '/', f'class has {valid[c]} usable image(s) < min_per_class={min_per_class}'))
+    sel = [i for i, lab in enumerate(out_labels) if lab in remap]
+    out_images = [out_images[i] for i in sel]
+    out_files = [out_files[i] for i in sel]
+    out_labels = [remap[out_labels[i]] for i in sel]
+    class_names = [class_names[c] for c in keep]
+
+  images = (np.stack(out_images) if out_images else np.zeros((0, image_size, image_size, channels), np.uint8))
+  if skipped:
+    _skip_warning(f'load_image_folder({root!r})', skipped)
+  return ImageSet(images=images, labels=np.asarray(out_labels, np.int32), class_names=class_names,
+                  files=out_files, skipped=skipped)
+
+
+def save_image_folder(images_uint8: np.ndarray, labels: Sequence[int] | np.ndarray, class_names: Sequence[str],
+                      out_dir: str | os.PathLike, names: Sequence[str] | None = None) -> list[str]:
+  """Write images as PNGs to `out_dir/<class>/<name>.png`; returns the paths relative to out_dir.
+
+  A folder is created for every class (so a reload with `classes=class_names` keeps the label order).
+  `names` default to the running index ('000000.png', ...); '.png' is appended where missing.
+  """
+  images = np.asarray(images_uint8)
+  if images.dtype != np.uint8:
+    raise ValueError(f'save_image_folder expects uint8 images, got {images.dtype}')
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'images must be (N, H, W[, 1|3|4]), got {images.shape}')
+  labels = np.asarray(labels).reshape(-1)
+  if len(labels) != len(images):
+    raise ValueError(f'{len(images)} images but {len(labels)} labels')
+  class_names = list(class_names)
+  if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+    raise ValueError(f'labels must lie in [0, {len(class_names)})')
+  if names is None:
+    names = [f'{i:06d}.png' for i in range(len(images))]
+  names = [n if n.lower().endswith('.png') else n + '.png' for n in names]
+  if len(names) != len(images):
+    raise ValueError(f'{len(images)} images but {len(names)} names')
+  out_dir = os.fspath(out_dir)
+  for name in class_names:
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+  rels = [os.path.join(class_names[int(lab)], n) for lab, n in zip(labels, names)]
+  if len(set(rels)) != len(rels):
+    raise ValueError('save_image_folder: duplicate names within a class')
+  mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[images.shape[-1]]
+
+  def write(i):
+    path = os.path.join(out_dir, rels[i])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = images[i][..., 0] if mode == 'L' else images[i]
+    Image.fromarray(arr, mode).save(path, format='PNG')
+
+  for _, err in parallel_map(write, range(len(images))):
+    if err is not None:
+      raise err
+  return rels

@@ -1,0 +1,392 @@
+"""Classification metrics for defect inspection, in pure NumPy.
+
+Conventions used throughout:
+
+* Confusion matrices have rows = ACTUAL class and columns = PREDICTED class (as scikit-learn and the
+  AMOLED paper's Table 1).
+* Binary reports treat the defect class (NG) as the positive class, so `recall` is the NG catch rate.
+  The AMOLED paper computed its four columns with OK as the positive class and with precision and recall
+  swapped; `paper_columns` reproduces those numbers and says so in its keys' documentation. Never mix
+  the two.
+* A ratio whose denominator is zero (0/0, e.g. the recall of a class with no samples) is NaN, as
+  scikit-learn with `zero_division=np.nan`. Averages over classes (ACSA, G-mean, macro-F1) skip NaN
+  classes, as scikit-learn's `balanced_accuracy_score` and macro `f1_score(zero_division=np.nan)` do.
+  Functions returning a bare number emit an `UndefinedMetricWarning` when they return NaN or skip a class;
+  report functions collect the same messages in a `notes` list instead.
+* Score curves follow scikit-learn exactly, ties included: all samples sharing a score form one point.
+  A sample is predicted positive when `score >= threshold`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class UndefinedMetricWarning(RuntimeWarning):
+  """A metric is undefined (0/0 or a class absent) and was returned as NaN or computed without it."""
+
+
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
+
+def _warn(msg: str) -> None:
+  warnings.warn(msg, UndefinedMetricWarning, stacklevel=3)
+
+
+def _ratio(num: float, den: float) -> float:
+  """num/den, NaN when den == 0 (scikit-learn's zero_division=np.nan)."""
+  return float(num) / float(den) if den else math.nan
+
+
+def _labels_1d(x: Any, name: str) -> np.ndarray:
+  arr = np.asarray(x)
+  if arr.ndim != 1:
+    raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+  if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    if np.issubdtype(arr.dtype, np.bool_):
+      return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+      raise ValueError(f"{name} must contain integer class indices, got dtype {arr.dtype}")
+  return arr.astype(np.int64)
+
+
+def _scores_1d(x: Any, name: str) -> np.ndarray:
+  arr = np.asarray(x, dtype=np.float64)
+  if arr.ndim != 1:
+    raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+  if np.isnan(arr).any():
+    raise ValueError(f"{name} contains NaN")
+  return arr
+
+
+def _binary_inputs(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+  y = _labels_1d(y_true, "y_true")
+  s = _scores_1d(scores, "scores")
+  if y.shape != s.shape:
+    raise ValueError(f"y_true and scores have different lengths: {y.shape[0]} vs {s.shape[0]}")
+  if np.any((y != 0) & (y != 1)):
+    raise ValueError("y_true must be binary (0 = OK/negative, 1 = NG/positive)")
+  return y, s
+
+
+# ----------------------------------------------------------------------------------------------------
+# Confusion matrix and binary (NG-positive) report
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
+  """(C, C) int64 counts, rows = actual class, columns = predicted class.
+
+  `num_classes` fixes C so absent classes still get a row/column; None uses max(label) + 1.
+  """
+  yt = _labels_1d(y_true, "y_true")
+  yp = _labels_1d(y_pred, "y_pred")
+  if yt.shape != yp.shape:
+    raise ValueError(f"y_true and y_pred have different lengths: {yt.shape[0]} vs {yp.shape[0]}")
+  if num_classes is None:
+    num_classes = int(max(yt.max(initial=-1), yp.max(initial=-1))) + 1
+  c = int(num_classes)
+  if c < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+  for name, arr in (("y_true", yt), ("y_pred", yp)):
+    if arr.size and (arr.min() < 0 or arr.max() >= c):
+      raise ValueError(f"{name} has labels outside [0, {c}): min {arr.min()}, max {arr.max()}")
+  return np.bincount(yt * c + yp, minlength=c * c).reshape(c, c).astype(np.int64)
+
+
+def _check_cm(cm: Any, square: bool = True) -> np.ndarray:
+  arr = np.asarray(cm)
+  if arr.ndim != 2 or (square and arr.shape[0] != arr.shape[1]):
+    raise ValueError(f"cm must be a square (C, C) matrix, got shape {arr.shape}")
+  if np.any(arr < 0):
+    raise ValueError("cm has negative counts")
+  return arr
+
+
+def binary_counts(cm_or_counts: Any, positive: int = 1) -> dict[str, int]:
+  """TP/FN/FP/TN with `positive` (the NG class index) as the positive class.
+
+  Accepts a 2×2 confusion matrix (rows actual) or a mapping with keys tp, fn, fp, tn.
+  """
+  if isinstance(cm_or_counts, Mapping):
+    missing = {"tp", "fn", "fp", "tn"} - set(cm_or_counts)
+    if missing:
+      raise ValueError(f"cm_or_counts is missing counts {sorted(missing)}")
+    return {k: int(cm_or_counts[k]) for k in ("tp", "fn", "fp", "tn")}
+  cm = _check_cm(cm_or_counts)
+  if cm.shape != (2, 2):
+    raise ValueError(f"cm_or_counts must be 2×2 for a binary report, got {cm.shape}")
+  if positive not in (0, 1):
+    raise ValueError(f"positive must be 0 or 1, got {positive}")
+  p, n = positive, 1 - positive
+  return {"tp": int(cm[p, p]), "fn": int(cm[p, n]), "fp": int(cm[n, p]), "tn": int(cm[n, n])}
+
+
+def binary_report(cm_or_counts: Any, positive: int = 1) -> dict[str, Any]:
+  """Inspection metrics with NG (`positive`) as the positive class; every ratio in [0, 1] or NaN.
+
+  Keys (TP = NG flagged NG, FN = NG passed as OK, FP = OK flagged NG, TN = OK passed as OK):
+    recall        TP/(TP+FN)  NG catch rate, share of actual NG that are flagged (a.k.a. sensitivity).
+    miss_rate     FN/(TP+FN)  share of actual NG passed as OK (1 - recall).
+    precision     TP/(TP+FP)  share of flagged panels that really are NG.
+    f1            2TP/(2TP+FP+FN).
+    specificity   TN/(TN+FP)  OK recall, share of actual OK passed.
+    overkill_rate FP/(FP+TN)  share of actual OK flagged NG (1 - specificity): good panels scrapped or
+                              sent to re-inspection.
+    leak_rate     FN/(FN+TN)  share of panels passed as OK that are actually NG (1 - NPV): defects that
+                              reach the customer, per panel shipped.
+    accuracy, balanced_accuracy (mean of recall and specificity), plus the counts and `notes`.
+  """
+  c = binary_counts(cm_or_counts, positive)
+  tp, fn, fp, tn = c["tp"], c["fn"], c["fp"], c["tn"]
+  n_pos, n_neg, n = tp + fn, fp + tn, tp + fn + fp + tn
+  rep: dict[str, Any] = dict(c)
+  rep.update(
+      n=n, n_actual_positive=n_pos, n_actual_negative=n_neg, n_flagged=tp + fp, n_passed=fn + tn,
+      recall=_ratio(tp, n_pos), miss_rate=_ratio(fn, n_pos), precision=_ratio(tp, tp + fp),
+      f1=_ratio(2 * tp, 2 * tp + fp + fn), specificity=_ratio(tn, n_neg), overkill_rate=_ratio(fp, n_neg),
+      leak_rate=_ratio(fn, fn + tn), accuracy=_ratio(tp + tn, n))
+  rep["balanced_accuracy"] = (
+      float(np.nanmean([rep["recall"], rep["specificity"]])) if n else math.nan)
+  notes = []
+  if n_pos == 0:
+    notes.append("no actual NG samples: recall and miss_rate are NaN")
+  if n_neg == 0:
+    notes.append("no actual OK samples: specificity and overkill_rate are NaN")
+  if tp + fp == 0:
+    notes.append("nothing flagged NG: precision is NaN")
+  if fn + tn == 0:
+    notes.append("nothing passed as OK: leak_rate is NaN")
+  if (n_pos == 0) != (n_neg == 0):
+    notes.append("balanced_accuracy uses the one class present")
+  rep["notes"] = notes
+  return rep
+
+
+def paper_columns(cm: Any, ng: int = 1) -> dict[str, Any]:
+  """The AMOLED paper's Table 1 columns, computed exactly as the paper did (NOT standard NG metrics).
+
+  The paper used OK as the positive class and swapped precision and recall:
+    accuracy       (TP+TN)/N.
+    precision      labelled 'Precision' in the paper = OK recall = TN/(TN+FP) (with NG positive).
+    recall         labelled 'Recall' in the paper = share of panels passed as OK that are OK = TN/(TN+FN).
+    f1             harmonic mean of the two above = 2TN/(2TN+FP+FN).
+  For InceptionV3 (rows actual OK [2457, 267], actual NG [22, 927]) this gives 92.13 / 90.20 / 99.11 /
+  94.45 % (the paper prints 94.46). Use `binary_report` for numbers to act on.
+  """
+  c = binary_counts(cm, positive=ng)
+  tp, fn, fp, tn = c["tp"], c["fn"], c["fp"], c["tn"]
+  return {
+      "accuracy": _ratio(tp + tn, tp + fn + fp + tn),
+      "precision": _ratio(tn, tn + fp),
+      "recall": _ratio(tn, tn + fn),
+      "f1": _ratio(2 * tn, 2 * tn + fp + fn),
+  }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multi-class
+
+
+def multiclass_report(cm: Any) -> dict[str, Any]:
+  """Per-class recall/precision/F1 and the DeepSMOTE paper's averages from a (C, C) matrix.
+
+  acsa      average class-specific accuracy = mean per-class recall = balanced accuracy.
+  g_mean    geometric mean of per-class recalls (0 if any present class has recall 0).
+  macro_f1  unweighted mean of per-class F1.
+  Classes absent from the actual labels have NaN recall and are left out of ACSA and G-mean; a class
+  neither present nor predicted has NaN F1 and is left out of macro-F1 (scikit-learn's behaviour).
+  """
+  cm = _check_cm(cm).astype(np.int64)
+  c = cm.shape[0]
+  tp = np.diag(cm).astype(np.float64)
+  support = cm.sum(axis=1)
+  predicted = cm.sum(axis=0)
+  n = int(cm.sum())
+  recall = [_ratio(tp[i], support[i]) for i in range(c)]
+  precision = [_ratio(tp[i], predicted[i]) for i in range(c)]
+  f1 = [_ratio(2 * tp[i], support[i] + predicted[i]) for i in range(c)]
+  notes = []
+  absent = [i for i in range(c) if support[i] == 0]
+  if absent:
+    notes.append(f"classes {absent} have no actual samples: their recall is NaN and they are left out "
+                 "of ACSA and G-mean")
+  unpredicted = [i for i in range(c) if predicted[i] == 0]
+  if unpredicted:
+    notes.append(f"classes {unpredicted} are never predicted: their precision is NaN")
+  r = np.array([x for x in recall if not math.isnan(x)])
+  f = np.array([x for x in f1 if not math.isnan(x)])
+  return {
+      "n": n,
+      "accuracy": _ratio(tp.sum(), n),
+      "support": support.tolist(),
+      "predicted": predicted.tolist(),
+      "recall": recall,
+      "precision": precision,
+      "f1": f1,
+      "acsa": float(r.mean()) if r.size else math.nan,
+      "g_mean": _gmean(r),
+      "macro_f1": float(f.mean()) if f.size else math.nan,
+      "notes": notes,
+  }
+
+
+def _gmean(r: np.ndarray) -> float:
+  if not r.size:
+    return math.nan
+  if np.any(r == 0):
+    return 0.0
+  return float(np.exp(np.mean(np.log(r))))
+
+
+def _report_scalar(cm: Any, key: str) -> float:
+  rep = multiclass_report(cm)
+  for note in rep["notes"]:
+    _warn(note)
+  return rep[key]
+
+
+def acsa(cm: Any) -> float:
+  """Average class-specific accuracy (= balanced accuracy, mean per-class recall) of a confusion matrix."""
+  return _report_scalar(cm, "acsa")
+
+
+def g_mean(cm: Any) -> float:
+  """Geometric mean of the per-class recalls of a confusion matrix."""
+  return _report_scalar(cm, "g_mean")
+
+
+def macro_f1(cm: Any) -> float:
+  """Unweighted mean of the per-class F1 scores of a confusion matrix."""
+  return _report_scalar(cm, "macro_f1")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Score curves (scikit-learn's algorithms, ties grouped)
+
+
+def counts_at_thresholds(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(fps, tps, thresholds) at every distinct score, thresholds decreasing; positive when score >= t."""
+  y, s = _binary_inputs(y_true, scores)
+  if not y.size:
+    raise ValueError("y_true is empty")
+  order = np.argsort(s, kind="mergesort")[::-1]
+  s, y = s[order], y[order]
+  idx = np.r_[np.where(np.diff(s))[0], y.size - 1]
+  tps = np.cumsum(y)[idx].astype(np.float64)
+  fps = 1.0 + idx - tps
+  return fps, tps, s[idx]
+
+
+def roc_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = True
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(fpr, tpr, thresholds) as `sklearn.metrics.roc_curve`; thresholds[0] = inf; NaN rates if a class is absent."""
+  fps, tps, thr = counts_at_thresholds(y_true, scores)
+  if drop_intermediate and fps.size > 2:
+    keep = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
+    fps, tps, thr = fps[keep], tps[keep], thr[keep]
+  fps, tps, thr = np.r_[0.0, fps], np.r_[0.0, tps], np.r_[np.inf, thr]
+  if fps[-1] <= 0:
+    _warn("no negative (OK) samples in y_true: false positive rate is NaN")
+    fpr = np.full(fps.shape, np.nan)
+  else:
+    fpr = fps / fps[-1]
+  if tps[-1] <= 0:
+    _warn("no positive (NG) samples in y_true: true positive rate is NaN")
+    tpr = np.full(tps.shape, np.nan)
+  else:
+    tpr = tps / tps[-1]
+  return fpr, tpr, thr
+
+
+def roc_auc(y_true: Any, scores: Any) -> float:
+  """Area under the ROC curve (trapezoidal, ties count half); NaN with a warning if a class is absent."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UndefinedMetricWarning)
+    fpr, tpr, _ = roc_curve(y_true, scores)
+  if np.isnan(fpr).any() or np.isnan(tpr).any():
+    _warn("ROC AUC is undefined with only one class in y_true: returning NaN")
+    return math.nan
+  return float(_trapezoid(tpr, fpr))
+
+
+def precision_recall_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(precision, recall, thresholds) as `sklearn.metrics.precision_recall_curve` (drop_intermediate=False).
+
+  Recall decreases along the arrays; the last point is (recall 0, precision 1) with no threshold. With no
+  positives recall is NaN (scikit-learn sets it to 1 instead).
+  """
+  fps, tps, thr = counts_at_thresholds(y_true, scores)
+  precision = tps / (tps + fps)  # tps + fps >= 1 at every threshold
+  if tps[-1] == 0:
+    _warn("no positive (NG) samples in y_true: recall is NaN")
+    recall = np.full(tps.shape, np.nan)
+  else:
+    recall = tps / tps[-1]
+  return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thr[::-1]
+
+
+def average_precision(y_true: Any, scores: Any) -> float:
+  """Step-wise area under the PR curve, sum_k (R_k - R_{k-1}) P_k, as `average_precision_score`.
+
+  NaN with a warning when there is no positive sample (scikit-learn returns 0 there).
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UndefinedMetricWarning)
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+  if np.isnan(recall).any():
+    _warn("average precision is undefined without positive (NG) samples: returning NaN")
+    return math.nan
+  return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Operating threshold
+
+
+def threshold_for_recall(y_true: Any, scores: Any, target_recall: float = 0.98) -> float:
+  """Highest threshold t whose NG recall on (y_true, scores) is >= target_recall.
+
+  Decision rule: predict NG when score >= t. t is always one of the NG samples' scores: the k-th highest,
+  with k the fewest NG that must be caught (smallest k with k / n_NG >= target). Every threshold above t
+  catches fewer than k, so t is the highest; samples tied at t are all flagged, so the recall reached can
+  exceed the target. target_recall = 0 gives +inf (flag nothing). NaN with a warning when y_true has no NG.
+  """
+  y, s = _binary_inputs(y_true, scores)
+  if not 0.0 <= target_recall <= 1.0:
+    raise ValueError(f"target_recall must be in [0, 1], got {target_recall}")
+  pos = np.sort(s[y == 1])[::-1]
+  n_pos = pos.size
+  if n_pos == 0:
+    _warn("no positive (NG) samples: recall is undefined, threshold is NaN")
+    return math.nan
+  k = int(math.ceil(target_recall * n_pos))
+  while k > 0 and (k - 1) / n_pos >= target_recall:
+    k -= 1
+  while k < n_pos and k / n_pos < target_recall:
+    k += 1
+  return math.inf if k == 0 else float(pos[k - 1])
+
+
+def apply_threshold(scores: Any, threshold: float) -> np.ndarray:
+  """int64 predictions, 1 (NG) where score >= threshold, else 0 (OK)."""
+  s = _scores_1d(scores, "scores")
+  if math.isnan(threshold):
+    raise ValueError("threshold is NaN")
+  return (s >= threshold).astype(np.int64)
+
+
+def recall_at_threshold(y_true: Any, scores: Any, threshold: float) -> float:
+  """NG recall when predicting NG for score >= threshold (NaN if y_true has no NG)."""
+  y, s = _binary_inputs(y_true, scores)
+  return _ratio(int(np.sum(s[y == 1] >= threshold)), int(np.sum(y == 1)))
+
+
+__all__ = [
+    "UndefinedMetricWarning", "confusion_matrix", "binary_counts", "binary_report", "paper_columns",
+    "multiclass_report", "acsa", "g_mean", "macro_f1", "counts_at_thresholds", "roc_curve", "roc_auc",
+    "precision_recall_curve", "average_precision", "threshold_for_recall", "apply_threshold",
+    "recall_at_threshold",
+]

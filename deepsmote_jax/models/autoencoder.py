@@ -1,0 +1,154 @@
+"""DeepSMOTE encoder and decoder (Flax NNX), built from a layer table in `presets.py`.
+
+Parameters and BatchNorm statistics are float32; `dtype` sets the compute dtype (bfloat16 on accelerators).
+BatchNorm follows PyTorch's defaults (momentum 0.1 => Flax momentum 0.9, epsilon 1e-5), as in the released
+DeepSMOTE code. Images are NHWC floats in [-1, 1]; codes are float32 vectors of `latent_dim`.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from deepsmote_jax.models import presets as presets_lib
+from deepsmote_jax.models.layers import ConvTranspose
+from deepsmote_jax.models.presets import AutoencoderSpec
+
+_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+class Encoder(nnx.Module):
+  """Convolutions (no bias) + BatchNorm (from the 2nd on) + LeakyReLU(0.2), flatten, Linear -> latent."""
+
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dtype = dtype
+    convs, norms = [], []
+    c_in = spec.channels
+    for i, c in enumerate(spec.encoder):
+      convs.append(nnx.Conv(c_in, c.features, (c.kernel, c.kernel), strides=c.stride,
+                            padding=((c.padding, c.padding), (c.padding, c.padding)), use_bias=False,
+                            dtype=dtype, rngs=rngs))
+      norms.append(nnx.BatchNorm(c.features, dtype=dtype, rngs=rngs, **_BN) if i > 0 else None)
+      c_in = c.features
+    self.convs = nnx.List(convs)
+    self.norms = nnx.List(norms)
+    h, w, c = presets_lib.encoder_shapes(spec)[-1]
+    self.fc = nnx.Linear(h * w * c, spec.latent_dim, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    x = x.astype(self.dtype)
+    for conv, norm in zip(self.convs, self.norms):
+      x = conv(x)
+      if norm is not None:
+        x = norm(x, use_running_average=not train)
+      x = nnx.leaky_relu(x, 0.2)
+    x = x.reshape(x.shape[0], -1)
+    return self.fc(x).astype(jnp.float32)
+
+
+class Decoder(nnx.Module):
+  """Linear + ReLU to a (h, w, c) map, transposed convolutions (+ BatchNorm + ReLU), Tanh last."""
+
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.input_shape = tuple(spec.decoder_input)
+    self.fc = nnx.Linear(spec.latent_dim, math.prod(self.input_shape), dtype=dtype, rngs=rngs)
+    deconvs, norms = [], []
+    c_in = self.input_shape[-1]
+    for i, c in enumerate(spec.decoder):
+      last = i == len(spec.decoder) - 1
+      c_out = spec.channels if last else c.features
+      deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding,
+                                   dtype=dtype, rngs=rngs))
+      norms.append(None if last else nnx.BatchNorm(c_out, dtype=dtype, rngs=rngs, **_BN))
+      c_in = c_out
+    self.deconvs = nnx.List(deconvs)
+    self.norms = nnx.List(norms)
+
+  def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
+    x = nnx.relu(self.fc(z.astype(self.dtype)))
+    x = x.reshape((x.shape[0],) + self.input_shape)
+    for deconv, norm in zip(self.deconvs, self.norms):
+      x = deconv(x)
+      if norm is not None:
+        x = nnx.relu(norm(x, use_running_average=not train))
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class Autoencoder(nnx.Module):
+  """An encoder/decoder pair plus the spec it was built from."""
+
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    presets_lib.validate(spec)
+    self.spec = spec
+    self.encoder = Encoder(spec, dtype=dtype, rngs=rngs)
+    self.decoder = Decoder(spec, dtype=dtype, rngs=rngs)
+
+  def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.encoder(x, train=train)
+
+  def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.decoder(z, train=train)
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.decode(self.encode(x, train=train), train=train)
+
+
+def build_autoencoder(preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp.float32,
+                      **overrides) -> Autoencoder:
+  """Builds a preset by name (or from a spec), e.g. `build_autoencoder('amoled_dent_200', channels=1)`."""
+  spec = presets_lib.get_preset(preset, **overrides) if isinstance(preset, str) else preset.replace(**overrides)
+  return Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+
+
+def count_params(module: nnx.Module) -> int:
+  """Trainable parameters (nnx.Param), as the paper's tables and torchsummary count them."""
+  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def _params_of(*modules) -> int:
+  return sum(count_params(m) for m in modules if m is not None)
+
+
+def summary_rows(model: Autoencoder) -> list[tuple[str, str, int]]:
+  """(layer, output shape, parameters) per layer, in the layout of the paper's Fig. 3 / Fig. 5."""
+  spec = model.spec
+  rows = [("Input", str((spec.image_size, spec.image_size, spec.channels)), 0)]
+  for i, ((h, w, c), conv, norm) in enumerate(zip(presets_lib.encoder_shapes(spec), model.encoder.convs,
+                                                  model.encoder.norms)):
+    cs = spec.encoder[i]
+    rows.append((f"Conv2d {cs.kernel}x{cs.kernel}/{cs.stride} p{cs.padding}", str((h, w, c)), _params_of(conv)))
+    if norm is not None:
+      rows.append(("BatchNorm2d", str((h, w, c)), _params_of(norm)))
+    rows.append(("LeakyReLU(0.2)", str((h, w, c)), 0))
+  h, w, c = presets_lib.encoder_shapes(spec)[-1]
+  rows.append(("Flatten", str((h * w * c,)), 0))
+  rows.append(("Linear (latent)", str((spec.latent_dim,)), _params_of(model.encoder.fc)))
+  rows.append(("Linear", str((math.prod(spec.decoder_input),)), _params_of(model.decoder.fc)))
+  rows.append(("ReLU + reshape", str(tuple(spec.decoder_input)), 0))
+  for i, ((h, w, c), deconv, norm) in enumerate(zip(presets_lib.decoder_shapes(spec), model.decoder.deconvs,
+                                                    model.decoder.norms)):
+    cs = spec.decoder[i]
+    rows.append((f"ConvTranspose2d {cs.kernel}x{cs.kernel}/{cs.stride} p{cs.padding}", str((h, w, c)),
+                 _params_of(deconv)))
+    if norm is not None:
+      rows.append(("BatchNorm2d + ReLU", str((h, w, c)), _params_of(norm)))
+    else:
+      rows.append(("Tanh", str((h, w, c)), 0))
+  return rows
+
+
+def summary(model: Autoencoder) -> str:
+  """A printable table of layers, output shapes and parameter counts with encoder/decoder totals."""
+  rows = summary_rows(model)
+  width = max(len(r[0]) for r in rows) + 2
+  lines = [f"{model.spec.name}: {model.spec.image_size}x{model.spec.image_size}x{model.spec.channels}, "
+           f"latent {model.spec.latent_dim}",
+           f"{'Layer':<{width}}{'Output shape':<20}{'Param #':>12}", "-" * (width + 32)]
+  lines += [f"{name:<{width}}{shape:<20}{params:>12,}" for name, shape, params in rows]
+  lines += ["-" * (width + 32),
+            f"Encoder parameters: {count_params(model.encoder):,}",
+            f"Decoder parameters: {count_params(model.decoder):,}"]
+  return "\n".join(lines)
