@@ -177,12 +177,13 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
                     device: str | torch.device | None = "auto", steps: int = 10, warmup: int = 3,
                     chunk: int = 1, penalty_size: int | None = None, num_classes: int = 2,
                     lr: float = 2e-4, fused_adam: bool = False, cudnn_benchmark: bool = True,
-                    seed: int = 0) -> dict[str, Any]:
+                    num_threads: int | None = None, seed: int = 0) -> dict[str, Any]:
   """Times the PyTorch DeepSMOTE step; returns a JSON-able dict (img/s counts B + P images per step).
 
   `steps` timed samples of `chunk` steps each (synchronised after each sample), `warmup` steps excluded;
   'step_s' is the median seconds per step. Inputs are uniform in [-1, 1]. Errors (compile failures, out
-  of memory) are returned in 'error' with no timing.
+  of memory) are returned in 'error' with no timing. `num_threads` sets torch's intra-op CPU threads for
+  this call (on a shared CPU, 1 avoids OpenMP barrier stalls).
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -203,7 +204,10 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
     torch.backends.cudnn.benchmark = cudnn_benchmark
     result.update(cudnn_benchmark=cudnn_benchmark, cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
-  else:
+  threads_before = torch.get_num_threads()
+  if num_threads:
+    torch.set_num_threads(num_threads)
+  if dev.type == "cpu":
     result["num_threads"] = torch.get_num_threads()
   try:
     torch.manual_seed(seed)
@@ -246,6 +250,7 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
     lines = [l for l in traceback.format_exception_only(type(e), e)[-1].strip().splitlines() if l.strip()]
     result["error"] = (f"{type(e).__name__}: " + " ".join(lines))[:500]
   finally:
+    torch.set_num_threads(threads_before)
     if dev.type == "cuda":
       torch.cuda.empty_cache()
   return result
@@ -270,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--chunk", type=int, default=1)
   parser.add_argument("--fused-adam", action="store_true")
+  parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
   parser.add_argument("--json", default=None, help="write machine info + results here")
   args = parser.parse_args(argv)
 
@@ -279,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     for b in (int(s) for s in args.batch.split(",")):
       for mode in args.modes.split(","):
         r = time_torch_step(spec, b, mode=mode, device=args.device, steps=args.steps, warmup=args.warmup,
-                            chunk=args.chunk, fused_adam=args.fused_adam)
+                            chunk=args.chunk, fused_adam=args.fused_adam, num_threads=args.threads)
         results.append(r)
         print(f"{name} B={b} {mode}: " + (f"{r['img_per_s']:,.0f} img/s" if "error" not in r else r["error"]),
               flush=True)

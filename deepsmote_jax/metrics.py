@@ -216,6 +216,10 @@ def multiclass_report(cm: Any) -> dict[str, Any]:
   unpredicted = [i for i in range(c) if predicted[i] == 0]
   if unpredicted:
     notes.append(f"classes {unpredicted} are never predicted: their precision is NaN")
+  unused = [i for i in range(c) if support[i] == 0 and predicted[i] == 0]
+  if unused:
+    notes.append(f"classes {unused} are neither present nor predicted: their F1 is NaN and they are left "
+                 "out of macro-F1")
   r = np.array([x for x in recall if not math.isnan(x)])
   f = np.array([x for x in f1 if not math.isnan(x)])
   return {
@@ -242,9 +246,12 @@ def _gmean(r: np.ndarray) -> float:
 
 
 def _report_scalar(cm: Any, key: str) -> float:
+  """One average of `multiclass_report`, warning about the classes it leaves out."""
   rep = multiclass_report(cm)
+  topic = "macro-F1" if key == "macro_f1" else "ACSA"
   for note in rep["notes"]:
-    _warn(note)
+    if topic in note:
+      _warn(note)
   return rep[key]
 
 

@@ -51,12 +51,11 @@ def _block(n: int, block_size: int) -> int:
 @functools.partial(jax.jit, static_argnames=("k", "query_block", "reference_block", "precision"))
 def _blocked_knn(query, reference, self_index, *, k, query_block, reference_block, precision):
   """Exact k-NN by tiles; `self_index[i]` is the reference row query i must skip (-1: none)."""
+  # No centring: it would make exactly tied distances (duplicates, grid data) unequal by rounding, and
+  # the tie rule (lower index first) is only meaningful on exactly computed distances.
   dtype = jnp.promote_types(jnp.result_type(query, reference), jnp.float32)
-  # Centring on the reference mean leaves distances unchanged and shrinks the cancellation in
-  # |a|² + |b|² - 2ab.
-  center = jnp.mean(reference.astype(dtype), axis=0)
-  query = query.astype(dtype) - center
-  reference = reference.astype(dtype) - center
+  query = query.astype(dtype)
+  reference = reference.astype(dtype)
   n_query, dim = query.shape
   n_ref = reference.shape[0]
   n_query_pad = _round_up(n_query, query_block)
@@ -167,20 +166,43 @@ class SmoteDraw(NamedTuple):
   gap: jax.Array  # (n_samples,)
 
 
+def _uniform_index(high_bits, low_bits, span: int):
+  """Integers uniform in [0, span) from two 32-bit words (jax.random.randint's reduction)."""
+  multiplier = jnp.uint32((2**32) % span)
+  span = jnp.uint32(span)
+  return ((high_bits % span) * multiplier + low_bits % span) % span
+
+
+def _unit_uniform(bits, dtype):
+  """Floats uniform in [0, 1) from 32-bit words (23 mantissa bits, as jax.random.uniform)."""
+  one = lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+  return one.astype(dtype)
+
+
 def _draw(key, points, reference, nn_indices, n_samples, base_weights=None, base=None, half_gap=None):
-  """SMOTE interpolation with static `n_samples`; traceable (no Python branching on values)."""
-  key_base, key_col, key_gap = jax.random.split(key, 3)
+  """SMOTE interpolation with static `n_samples`; traceable (no Python branching on values).
+
+  All randomness comes from one `jax.random.bits` call (one threefry per row, which also keeps the
+  compile short); indices use randint's two-word reduction, so the draw is uniform to ~2^-32.
+  """
   n, k = nn_indices.shape
-  if base is None:
-    if base_weights is None:
-      base = jax.random.randint(key_base, (n_samples,), 0, n, dtype=jnp.int32)
-    else:
-      # Inverse-CDF draw, O(n + n_samples log n) memory-light; zero weights are never drawn.
-      base = jax.random.choice(key_base, n, (n_samples,), replace=True, p=base_weights).astype(jnp.int32)
-  col = jax.random.randint(key_col, (n_samples,), 0, k, dtype=jnp.int32)
-  neighbor = nn_indices[base, col]
   dtype = jnp.promote_types(points.dtype, jnp.float32)
-  gap = jax.random.uniform(key_gap, (n_samples,), dtype)
+  bits = jax.random.bits(key, (4, n_samples), jnp.uint32)
+  if base is None and base_weights is None and n * k < 2**31:
+    # One uniform index over the n*k (base, neighbour slot) pairs, as imblearn draws them.
+    pair = _uniform_index(bits[0], bits[1], n * k).astype(jnp.int32)
+    base, col = pair // k, pair % k
+  else:
+    if base is None and base_weights is None:
+      base = _uniform_index(bits[0], bits[1], n).astype(jnp.int32)
+    elif base is None:
+      # Inverse CDF: O(n + n_samples log n) memory, and zero weights are never drawn.
+      cumulative = jnp.cumsum(base_weights.astype(jnp.float32))
+      u = 1.0 - _unit_uniform(bits[0], jnp.float32)  # (0, 1]
+      base = jnp.searchsorted(cumulative, cumulative[-1] * u).astype(jnp.int32)
+    col = _uniform_index(bits[1], bits[3], k).astype(jnp.int32)
+  neighbor = nn_indices[base, col]
+  gap = _unit_uniform(bits[2], dtype)
   if half_gap is not None:
     gap = jnp.where(half_gap[neighbor], 0.5 * gap, gap)
   x_base = points[base].astype(dtype)
@@ -389,6 +411,11 @@ def _other_class_neighbors(x_class, X, class_rows, y_codes, class_code, *, m, bl
   return jnp.sum(y_codes[nn] != class_code, axis=1)
 
 
+def _draw_size(n: int) -> int:
+  """n rounded up to one of a few sizes per octave (<= 25% extra), so classes share compiled draws."""
+  return _round_up(n, 2 ** max(3, n.bit_length() - 2))
+
+
 def _check_inputs(X, y):
   """Shapes, labels and finiteness, checked before any work; returns (X as jax array, y as numpy)."""
   X = jnp.asarray(X)
@@ -423,7 +450,14 @@ def fit_resample(
   """Over-samples latent codes X (n, d) with labels y, like imblearn's SMOTE/BorderlineSMOTE/ADASYN.
 
   Each class is resampled on its own (a Python loop over the few classes); its k-NN and draw are one
-  jitted call with static shapes. Returns only the synthetic rows (see `Resampled.concatenate`).
+  jitted call with static shapes (Borderline/ADASYN add one call for the all-class neighbourhood, whose
+  result decides the bases on the host). Returns only the synthetic rows (see `Resampled.concatenate`).
+
+  Per-class counts equal imblearn's for every kind: SMOTE and Borderline produce the targets (Borderline
+  skips a class with no point in danger, with a warning, as imblearn does silently); ADASYN allocates
+  rint(weight * n_new) rows per point, so its total can differ from the target by rounding, as in
+  imblearn. One deliberate difference: Borderline-SMOTE-2 draws the gap toward an other-class neighbour
+  as U[0, 0.5) (Han et al. 2005); imblearn multiplies U[0, 1) by U[0, 0.5).
 
   Args:
     key: jax.random key; a class's draw uses `fold_in(key, position of the class in sorted order)`.
@@ -482,7 +516,7 @@ def fit_resample(
     neighbor_rows = class_rows  # neighbour indices are class-local unless borderline-2
 
     if kind == "smote":
-      draw = _smote_class(class_key, x_class, None, n_samples=n_new, **static)
+      draw = _smote_class(class_key, x_class, None, n_samples=_draw_size(n_new), **static)
     elif kind in ("borderline-1", "borderline-2"):
       n_other = np.asarray(_other_class_neighbors(
           x_class, X, jnp.asarray(class_rows, jnp.int32), y_codes_dev, code, m=m_neighbors,
@@ -495,10 +529,10 @@ def fit_resample(
         continue
       weights = jnp.asarray(in_danger, jnp.float32)
       if kind == "borderline-1":
-        draw = _smote_class(class_key, x_class, weights, n_samples=n_new, **static)
+        draw = _smote_class(class_key, x_class, weights, n_samples=_draw_size(n_new), **static)
       else:
         draw = _borderline2_class(class_key, x_class, X, jnp.asarray(class_rows, jnp.int32),
-                                  y_codes_dev != code, weights, n_samples=n_new, **static)
+                                  y_codes_dev != code, weights, n_samples=_draw_size(n_new), **static)
         neighbor_rows = np.arange(n_total)
     else:  # adasyn
       n_other = np.asarray(_other_class_neighbors(
@@ -512,14 +546,17 @@ def fit_resample(
       n_new = int(per_point.sum())
       if not n_new:
         raise ValueError(f"class {c!r}: ADASYN's rounded allocation generates no sample")
-      fixed_base = jnp.asarray(np.repeat(np.arange(len(class_rows)), per_point), jnp.int32)
-      draw = _fixed_base_class(class_key, x_class, fixed_base, n_samples=n_new, **static)
+      fixed_base = np.zeros(_draw_size(n_new), np.int32)
+      fixed_base[:n_new] = np.repeat(np.arange(len(class_rows)), per_point)
+      draw = _fixed_base_class(class_key, x_class, jnp.asarray(fixed_base), n_samples=len(fixed_base),
+                               **static)
 
-    samples.append(draw.samples)
+    # Draws are i.i.d. given the class, so the first n_new of the padded draw are an exact draw of n_new.
+    samples.append(draw.samples[:n_new])
     labels.append(np.full(n_new, c, dtype=y.dtype))
-    base.append(class_rows[np.asarray(draw.base)])
-    neighbor.append(neighbor_rows[np.asarray(draw.neighbor)])
-    gap.append(np.asarray(draw.gap))
+    base.append(class_rows[np.asarray(draw.base[:n_new])])
+    neighbor.append(neighbor_rows[np.asarray(draw.neighbor[:n_new])])
+    gap.append(np.asarray(draw.gap[:n_new]))
 
   if samples:
     out_samples = jnp.concatenate(samples)

@@ -37,12 +37,14 @@ class Encoder(nnx.Module):
     h, w, c = presets_lib.encoder_shapes(spec)[-1]
     self.fc = nnx.Linear(h * w * c, spec.latent_dim, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+    """`mask` (B,) excludes padded rows from the BatchNorm batch statistics (train mode)."""
     x = x.astype(self.dtype)
+    bn_mask = None if mask is None else mask[:, None, None, None]
     for conv, norm in zip(self.convs, self.norms):
       x = conv(x)
       if norm is not None:
-        x = norm(x, use_running_average=not train)
+        x = norm(x, use_running_average=not train, mask=bn_mask)
       x = nnx.leaky_relu(x, 0.2)
     x = x.reshape(x.shape[0], -1)
     return self.fc(x).astype(jnp.float32)
@@ -67,13 +69,15 @@ class Decoder(nnx.Module):
     self.deconvs = nnx.List(deconvs)
     self.norms = nnx.List(norms)
 
-  def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, z: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+    """`mask` (B,) excludes padded rows from the BatchNorm batch statistics (train mode)."""
     x = nnx.relu(self.fc(z.astype(self.dtype)))
     x = x.reshape((x.shape[0],) + self.input_shape)
+    bn_mask = None if mask is None else mask[:, None, None, None]
     for deconv, norm in zip(self.deconvs, self.norms):
       x = deconv(x)
       if norm is not None:
-        x = nnx.relu(norm(x, use_running_average=not train))
+        x = nnx.relu(norm(x, use_running_average=not train, mask=bn_mask))
     return jnp.tanh(x).astype(jnp.float32)
 
 

@@ -1,0 +1,223 @@
+"""Latent SMOTE: deepsmote_jax.smote vs imbalanced-learn's SMOTE (and sklearn's k-NN), side by side.
+
+Task per row: one minority class of n latent codes of dimension d, one new point per sample
+(sampling_strategy='auto' against a majority class of 2n rows, k = 5), as in ../shared/PERFORMANCE.md.
+Timed: the full resample (project `fit_resample` vs `imblearn.over_sampling.SMOTE.fit_resample`) and the
+k-NN alone (project `nearest_neighbors` vs `sklearn.neighbors.NearestNeighbors(...).kneighbors`).
+Times are medians of up to --repeats runs (fewer once --budget-s is spent); the project gets a warm-up
+call first, timed and reported separately as first_call_s (compile included); the baselines compile
+nothing and get no warm-up (their first_call_s is their first timed run). Memory: the extra host RSS peak during a row (sampled from /proc every 2 ms), the
+process's ru_maxrss, and on accelerators the device's peak_bytes_in_use.
+
+Runs without TensorFlow. Example:
+  python benchmarks/smote.py                      # CPU defaults, a few minutes
+  python benchmarks/smote.py --full --out $OUT/smote_gpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+
+from deepsmote_jax import smote  # noqa: E402
+
+
+def _rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+  """Highest RSS above the level at entry, sampled in a background thread."""
+
+  def __enter__(self):
+    self.start = _rss_bytes()
+    self.peak = self.start
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._poll, daemon=True)
+    self._thread.start()
+    return self
+
+  def _poll(self):
+    while not self._stop.is_set():
+      self.peak = max(self.peak, _rss_bytes())
+      time.sleep(0.002)
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, _rss_bytes())
+    self.extra_mib = (self.peak - self.start) / 2**20
+
+
+def _time(fn, repeats: int, *, warmup: bool = True, budget_s: float = 20.0):
+  """(first call s, median s, repeat times, extra peak RSS MiB over the repeats).
+
+  With `warmup` the first call (compile, for the project) is timed apart and not in the median. Repeats
+  stop early once `budget_s` is spent (at least one is always run), so the large rows stay affordable.
+  """
+  first = None
+  if warmup:
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+  times = []
+  with PeakRss() as rss:
+    while len(times) < repeats and (not times or sum(times) < budget_s):
+      t0 = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t0)
+  return (first if warmup else times[0]), statistics.median(times), times, rss.extra_mib
+
+
+def _device_peak_mib():
+  stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2**20
+  return None
+
+
+def _data(n: int, d: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  minority = rng.normal(0.5, 1.0, size=(n, d)).astype(np.float32)
+  majority = rng.normal(0.0, 1.0, size=(2 * n, d)).astype(np.float32)
+  X = np.concatenate([majority, minority])
+  y = np.concatenate([np.zeros(2 * n, np.int64), np.ones(n, np.int64)])
+  return X, y, minority
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--n", type=int, nargs="+", default=None, help="minority-class sizes")
+  parser.add_argument("--d", type=int, nargs="+", default=[300, 512, 1024], help="latent dimensions")
+  parser.add_argument("--full", action="store_true",
+                      help="add n = 100,000 (baselines too) and 1,000,000 (project only)")
+  parser.add_argument("--baseline-max-n", type=int, default=100_000,
+                      help="skip imblearn/sklearn above this n (they are quadratic in memory/time)")
+  parser.add_argument("--large-n", type=int, default=20_000,
+                      help="from this n on, only --large-d dimensions are run")
+  parser.add_argument("--large-d", type=int, nargs="+", default=[512],
+                      help="dimensions used for n >= --large-n (keeps the run affordable)")
+  parser.add_argument("--k", type=int, default=5)
+  parser.add_argument("--block-size", type=int, default=None,
+                      help="k-NN tile edge; default 256 on CPU (faster there), 1024 on accelerators")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--budget-s", type=float, default=20.0,
+                      help="stop repeating a measurement after this many seconds")
+  parser.add_argument("--no-baselines", action="store_true")
+  parser.add_argument("--out", type=pathlib.Path,
+                      default=pathlib.Path(__file__).parent / "results" / "smote_cpu.json")
+  args = parser.parse_args(argv)
+
+  if args.block_size is None:
+    args.block_size = 256 if jax.default_backend() == "cpu" else 1024
+  sizes = args.n or ([1000, 5000, 20000] + ([100_000, 1_000_000] if args.full else []))
+  baselines = not args.no_baselines
+  if baselines:
+    import imblearn
+    import sklearn
+    from imblearn.over_sampling import SMOTE
+    from sklearn.neighbors import NearestNeighbors
+
+  device = jax.devices()[0]
+  meta = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                  "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
+                  "device_kind": device.device_kind, "load_avg_at_start": os.getloadavg()},
+      "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__,
+                   "sklearn": sklearn.__version__ if baselines else None,
+                   "imblearn": imblearn.__version__ if baselines else None},
+      "settings": {"k": args.k, "block_size": args.block_size, "repeats": args.repeats,
+                   "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
+                           "(n new rows), float32 codes"},
+  }
+  rows = []
+
+  def record(**row):
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+  for n in sizes:
+    for d in (args.d if n < args.large_n else args.large_d):
+      X, y, minority = _data(n, d)
+      key = jax.random.key(0)
+      X_dev, minority_dev = jax.device_put(X), jax.device_put(minority)
+      common = dict(n=n, d=d)
+
+      def project_resample():
+        result = smote.fit_resample(key, X_dev, y, k_neighbors=args.k, block_size=args.block_size)
+        result.samples.block_until_ready()
+        return result
+
+      def project_knn():
+        return jax.block_until_ready(
+            smote.nearest_neighbors(minority_dev, args.k, block_size=args.block_size))
+
+      first, med, times, rss = _time(project_resample, args.repeats, budget_s=args.budget_s)
+      record(impl="deepsmote_jax fit_resample", op="resample", **common, first_call_s=first,
+             compile_s_approx=max(first - med, 0.0), median_s=med, times_s=times, extra_rss_mib=rss,
+             device_peak_mib=_device_peak_mib())
+      first, med, times, rss = _time(project_knn, args.repeats, budget_s=args.budget_s)
+      record(impl="deepsmote_jax nearest_neighbors", op="knn", **common, first_call_s=first,
+             compile_s_approx=max(first - med, 0.0), median_s=med, times_s=times, extra_rss_mib=rss,
+             device_peak_mib=_device_peak_mib())
+
+      if baselines and n <= args.baseline_max_n:
+        sampler = SMOTE(k_neighbors=args.k, random_state=0)
+        first, med, times, rss = _time(lambda: sampler.fit_resample(X, y), args.repeats, warmup=False,
+                                        budget_s=args.budget_s)
+        record(impl="imblearn SMOTE.fit_resample", op="resample", **common, first_call_s=first,
+               median_s=med, times_s=times, extra_rss_mib=rss)
+        first, med, times, rss = _time(
+            lambda: NearestNeighbors(n_neighbors=args.k + 1).fit(minority).kneighbors(minority),
+            args.repeats, warmup=False, budget_s=args.budget_s)
+        record(impl="sklearn NearestNeighbors.kneighbors", op="knn", **common, first_call_s=first,
+               median_s=med, times_s=times, extra_rss_mib=rss)
+      del X_dev, minority_dev
+
+  meta["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
+
+  # Short table, last.
+  print(f"\n{device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; median seconds "
+        f"(first call incl. compile); extra host RSS MiB")
+  print(f"{'op':9} {'n':>8} {'d':>5} | {'project':>22} | {'baseline':>16} | {'speed-up':>8}")
+  for op in ("resample", "knn"):
+    for n in sizes:
+      for d in (args.d if n < args.large_n else args.large_d):
+        mine = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d
+                and r["impl"].startswith("deepsmote")]
+        base = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d
+                and not r["impl"].startswith("deepsmote")]
+        if not mine:
+          continue
+        m = mine[0]
+        cell = f"{m['median_s']:.3f} ({m['first_call_s']:.2f}) {m['extra_rss_mib']:.0f}M"
+        if base:
+          b = base[0]
+          bcell = f"{b['median_s']:.3f} {b['extra_rss_mib']:.0f}M"
+          ratio = f"{b['median_s'] / m['median_s']:.2f}x"
+        else:
+          bcell, ratio = "-", "-"
+        print(f"{op:9} {n:>8} {d:>5} | {cell:>22} | {bcell:>16} | {ratio:>8}")
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

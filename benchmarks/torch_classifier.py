@@ -1,0 +1,190 @@
+"""PyTorch baseline of a classifier training step: torchvision InceptionV3 (with aux logits) and ResNet50.
+
+Modes as in `torch_autoencoder`: 'fp32' (eager), 'bf16_cl' (autocast bfloat16 + channels_last),
+'compile' and 'compile_bf16_cl' (torch.compile of the loss; failures are reported, not raised).
+torchvision is imported lazily: without it every result is `{'error': 'torchvision not installed', ...}`.
+
+Run: `python -m benchmarks.torch_classifier --archs inception_v3,resnet50 --batch 64 --device cuda`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import pathlib
+import statistics
+import sys
+import traceback
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __package__ in (None, ""):  # run as `python benchmarks/torch_classifier.py`
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks import common
+
+ARCHS = {"inception_v3": 299, "resnet50": 224}  # default (square) input size
+MODES = ("fp32", "bf16_cl", "compile", "compile_bf16_cl")
+AUX_WEIGHT = 0.4  # torchvision's reference recipe for InceptionV3's auxiliary head
+
+
+def _torchvision():
+  try:
+    import torchvision
+  except ImportError:
+    return None
+  return torchvision
+
+
+def build_classifier(arch: str, num_classes: int = 1000) -> nn.Module:
+  """A randomly initialised torchvision model (InceptionV3: aux_logits=True, init_weights=False)."""
+  tv = _torchvision()
+  if tv is None:
+    raise ImportError("torchvision not installed")
+  if arch == "inception_v3":
+    return tv.models.inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=num_classes)
+  if arch == "resnet50":
+    return tv.models.resnet50(weights=None, num_classes=num_classes)
+  raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+
+
+def classifier_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+  """Cross-entropy; for InceptionV3 in train mode, + AUX_WEIGHT * the auxiliary head's cross-entropy."""
+  out = model(x)
+  if hasattr(out, "aux_logits"):
+    loss = F.cross_entropy(out.logits, y)
+    return loss + AUX_WEIGHT * F.cross_entropy(out.aux_logits, y) if out.aux_logits is not None else loss
+  return F.cross_entropy(out, y)
+
+
+def make_optimizer(model: nn.Module, name: str = "sgd", lr: float | None = None) -> torch.optim.Optimizer:
+  """SGD (momentum 0.9, lr 0.1 by default) or Adam (lr 1e-3 by default)."""
+  if name == "sgd":
+    return torch.optim.SGD(model.parameters(), lr=0.1 if lr is None else lr, momentum=0.9)
+  if name == "adam":
+    return torch.optim.Adam(model.parameters(), lr=1e-3 if lr is None else lr)
+  raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
+                          device: str | torch.device | None = "auto", image_size: int | None = None,
+                          num_classes: int = 1000, optimizer: str = "sgd", steps: int = 10, warmup: int = 3,
+                          chunk: int = 1, cudnn_benchmark: bool = True, num_threads: int | None = None,
+                          seed: int = 0) -> dict[str, Any]:
+  """Times one training step (forward, loss, backward, optimiser step); returns a JSON-able dict.
+
+  'step_s' is the median seconds per step over `steps` samples of `chunk` steps, `warmup` excluded;
+  'img_per_s' = batch_size / step_s. Inputs are uniform in [-1, 1], labels uniform over the classes.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if arch not in ARCHS:
+    raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+  if device in (None, "auto"):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch.device(device)
+  size = image_size or ARCHS[arch]
+  channels_last = mode.endswith("_cl")
+  amp_dtype = torch.bfloat16 if "bf16" in mode else None
+  result: dict[str, Any] = {
+      "implementation": "torchvision", "arch": arch, "image_size": size, "batch_size": batch_size,
+      "num_classes": num_classes, "optimizer": optimizer, "mode": mode, "device": str(dev),
+      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+      "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32", "channels_last": channels_last,
+      "compiled": mode.startswith("compile"), "steps": steps, "chunk": chunk, "warmup": warmup,
+      "torch": torch.__version__,
+  }
+  if arch == "inception_v3":
+    result["aux_weight"] = AUX_WEIGHT
+  tv = _torchvision()
+  if tv is None:
+    result["error"] = "torchvision not installed"
+    return result
+  result["torchvision"] = tv.__version__
+  if dev.type == "cuda":
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    result["cudnn_benchmark"] = cudnn_benchmark
+  threads_before = torch.get_num_threads()
+  if num_threads:
+    torch.set_num_threads(num_threads)
+  if dev.type == "cpu":
+    result["num_threads"] = torch.get_num_threads()
+  try:
+    torch.manual_seed(seed)
+    model = build_classifier(arch, num_classes).to(dev).train()
+    result["params"] = sum(p.numel() for p in model.parameters())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+      model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, optimizer)
+    x = torch.empty(batch_size, 3, size, size, device=dev).uniform_(-1.0, 1.0).contiguous(memory_format=fmt)
+    y = torch.randint(0, num_classes, (batch_size,), device=dev)
+    loss_fn = lambda xb, yb: classifier_loss(model, xb, yb)
+    if result["compiled"]:
+      loss_fn = torch.compile(loss_fn)
+    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+
+    def step() -> torch.Tensor:
+      opt.zero_grad(set_to_none=True)
+      with autocast():
+        loss = loss_fn(x, y)
+      loss.backward()
+      opt.step()
+      return loss.detach()
+
+    sync = (lambda _: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
+    if dev.type == "cuda":
+      torch.cuda.reset_peak_memory_stats(dev)
+    last: list[torch.Tensor] = []
+    times = common.time_calls(lambda: last.append(step()) or last[-1], warmup=warmup, repeats=steps,
+                              inner=chunk, sync=sync)
+    step_s = statistics.median(times)
+    result.update(step_s=step_s, step_s_min=min(times), step_s_max=max(times),
+                  img_per_s=batch_size / step_s, loss=float(last[-1]))
+    if dev.type == "cuda":
+      result["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+  except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
+    msg = " ".join(l for l in traceback.format_exception_only(type(e), e)[-1].strip().splitlines() if l.strip())
+    result["error"] = (f"{type(e).__name__}: " + msg)[:500]
+  finally:
+    torch.set_num_threads(threads_before)
+    if dev.type == "cuda":
+      torch.cuda.empty_cache()
+  return result
+
+
+TABLE_COLUMNS = ("arch", "image_size", "batch_size", "mode", "device_name", "step_ms", "img_per_s", "error")
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--archs", default="inception_v3,resnet50")
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--image-size", type=int, default=None, help="default: 299 (InceptionV3), 224 (ResNet50)")
+  parser.add_argument("--modes", default="fp32,bf16_cl", help=f"comma-separated, of {','.join(MODES)}")
+  parser.add_argument("--num-classes", type=int, default=1000)
+  parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+  parser.add_argument("--device", default="auto")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
+  parser.add_argument("--json", default=None)
+  args = parser.parse_args(argv)
+  results = []
+  for arch in args.archs.split(","):
+    for mode in args.modes.split(","):
+      r = time_torch_classifier(arch, args.batch, mode=mode, device=args.device, image_size=args.image_size,
+                                num_classes=args.num_classes, optimizer=args.optimizer, steps=args.steps,
+                                warmup=args.warmup, num_threads=args.threads)
+      results.append(r)
+  if args.json:
+    common.write_json(args.json, {"machine": common.machine_info(), "results": results})
+  rows = [dict(r, step_ms=r["step_s"] * 1e3 if "step_s" in r else None) for r in results]
+  common.print_table(rows, TABLE_COLUMNS)
+  return results
+
+
+if __name__ == "__main__":
+  main()

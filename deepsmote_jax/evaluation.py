@@ -1,0 +1,637 @@
+"""Evaluate a defect classifier the way an inspection line reads it, and write the results to disk.
+
+`evaluate` turns test labels and (N, C) class probabilities into every number of `deepsmote_jax.metrics`
+(argmax decision), optionally a recall-first operating threshold chosen on validation scores, and writes
+`metrics.json`, `report.md` (the AMOLED paper's Table 1 layout plus unambiguous NG-positive rows) and three
+PNGs. `compare_table` puts several runs side by side; `paper_table1` / `paper_table2` hold the paper's
+published numbers as data (only those actually known here; nothing is filled in).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from deepsmote_jax import metrics as M
+
+# ----------------------------------------------------------------------------------------------------
+# The AMOLED paper's published numbers
+
+_TABLE1_CLASSES = ("OK", "NG")
+_TABLE1_SUPPORT = {"OK": 2724, "NG": 949}
+_TABLE1_MODELS = ("InceptionV3", "ResNet50", "EfficientNetB5", "Xception")
+_TABLE1_KNOWN = {
+    # rows actual (OK, NG), columns predicted (OK, NG)
+    "InceptionV3": {
+        "confusion_matrix": [[2457, 267], [22, 927]],
+        # The paper's four columns in %, OK as positive class, precision/recall swapped (see
+        # metrics.paper_columns). F1 recomputes to 94.45; the paper prints 94.46.
+        "reported": {"accuracy": 92.13, "precision": 90.20, "recall": 99.11, "f1": 94.46},
+    },
+}
+
+
+def _check_counts(cm: Any, name: str) -> list[list[int]]:
+  arr = np.asarray(cm)
+  if arr.shape != (2, 2) or np.any(arr < 0) or np.any(arr != np.round(arr)):
+    raise ValueError(f"{name} must be a 2×2 matrix of non-negative counts (rows actual OK, NG), got {cm!r}")
+  return arr.astype(np.int64).tolist()
+
+
+def paper_table1(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The AMOLED paper's Table 1 (test set 2,724 OK / 949 NG) as data; rows actual, columns predicted.
+
+  Only InceptionV3's confusion counts are known here. ResNet50, EfficientNetB5 and Xception are listed
+  under `missing` unless the caller passes their 2×2 counts in `extra` ({model: [[OK→OK, OK→NG],
+  [NG→OK, NG→NG]]}); rows must sum to the test set's 2,724 and 949.
+  """
+  models = {k: {"confusion_matrix": [r[:] for r in v["confusion_matrix"]], "reported": dict(v["reported"])}
+            for k, v in _TABLE1_KNOWN.items()}
+  for name, cm in (extra or {}).items():
+    counts = _check_counts(cm, f"extra[{name!r}]")
+    if [sum(r) for r in counts] != [_TABLE1_SUPPORT["OK"], _TABLE1_SUPPORT["NG"]]:
+      raise ValueError(f"extra[{name!r}] rows sum to {[sum(r) for r in counts]}, the paper's test set has "
+                       f"{_TABLE1_SUPPORT['OK']} OK and {_TABLE1_SUPPORT['NG']} NG")
+    models[name] = {"confusion_matrix": counts, "reported": None}
+  return {
+      "class_names": list(_TABLE1_CLASSES),
+      "layout": "rows actual class, columns predicted class",
+      "test_support": dict(_TABLE1_SUPPORT),
+      "models": models,
+      "missing": [m for m in _TABLE1_MODELS if m not in models],
+      "notes": ["'precision'/'recall'/'f1' in `reported` are the paper's columns: OK as positive class, "
+                "precision and recall swapped (metrics.paper_columns reproduces them)"],
+  }
+
+
+def paper_table2(counts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The AMOLED paper's Table 2: accuracy on a production line unseen in training, without/with synthetic data.
+
+  Only the accuracies (55.53 % → 94.86 %) are known here, not the confusion counts; pass them as
+  {'without_synthetic': 2×2, 'with_synthetic': 2×2} and each is checked to reproduce its accuracy.
+  """
+  table = {
+      "without_synthetic": {"accuracy_percent": 55.53, "confusion_matrix": None},
+      "with_synthetic": {"accuracy_percent": 94.86, "confusion_matrix": None},
+  }
+  for key, cm in (counts or {}).items():
+    if key not in table:
+      raise ValueError(f"counts keys must be 'without_synthetic' / 'with_synthetic', got {key!r}")
+    c = _check_counts(cm, f"counts[{key!r}]")
+    acc = 100.0 * (c[0][0] + c[1][1]) / max(1, sum(map(sum, c)))
+    if round(acc, 2) != table[key]["accuracy_percent"]:
+      raise ValueError(f"counts[{key!r}] give accuracy {acc:.2f} %, the paper reports "
+                       f"{table[key]['accuracy_percent']} %")
+    table[key]["confusion_matrix"] = c
+  return {
+      "class_names": list(_TABLE1_CLASSES),
+      "layout": "rows actual class, columns predicted class",
+      **table,
+      "notes": [] if all(v["confusion_matrix"] for v in table.values()) else
+               ["confusion counts are not available here; only the reported accuracies are"],
+  }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _as_scores(x: Any, name: str, num_classes: int | None) -> np.ndarray:
+  try:
+    arr = np.asarray(x, dtype=np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name} must be a numeric (N, C) array: {e}") from None
+  if arr.ndim != 2:
+    raise ValueError(f"{name} must be an (N, C) array of class probabilities, got shape {arr.shape}")
+  if num_classes is not None and arr.shape[1] != num_classes:
+    raise ValueError(f"{name} has {arr.shape[1]} columns but class_names has {num_classes} entries")
+  if np.isnan(arr).any():
+    raise ValueError(f"{name} contains NaN ({int(np.isnan(arr).sum())} entries)")
+  if np.isinf(arr).any():
+    raise ValueError(f"{name} contains inf")
+  return arr
+
+
+def _as_labels(x: Any, name: str, class_names: Sequence[str]) -> np.ndarray:
+  """1-D class indices; accepts indices in [0, C) or the class names themselves."""
+  arr = np.asarray(x)
+  if arr.ndim != 1:
+    raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+  if arr.dtype.kind in "USO":
+    lookup = {c: i for i, c in enumerate(class_names)}
+    unknown = sorted({str(v) for v in arr.tolist()} - set(lookup))
+    if unknown:
+      raise ValueError(f"{name} has labels not in class_names: {unknown[:5]}")
+    return np.array([lookup[str(v)] for v in arr.tolist()], dtype=np.int64)
+  if arr.dtype.kind == "b":
+    arr = arr.astype(np.int64)
+  if arr.dtype.kind == "f":
+    if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+      raise ValueError(f"{name} must contain integer class indices (or class names)")
+  elif arr.dtype.kind not in "iu":
+    raise ValueError(f"{name} must contain integer class indices (or class names), got dtype {arr.dtype}")
+  arr = arr.astype(np.int64)
+  if arr.size and (arr.min() < 0 or arr.max() >= len(class_names)):
+    raise ValueError(f"{name} has class indices outside [0, {len(class_names)})")
+  return arr
+
+
+def _check_pair(labels: Any, scores: Any, lname: str, sname: str, class_names: Sequence[str]
+                ) -> tuple[np.ndarray, np.ndarray]:
+  s = _as_scores(scores, sname, len(class_names))
+  y = _as_labels(labels, lname, class_names)
+  if y.shape[0] != s.shape[0]:
+    raise ValueError(f"{lname} and {sname} have different lengths: {y.shape[0]} vs {s.shape[0]}")
+  if y.shape[0] == 0:
+    raise ValueError(f"{lname} is empty")
+  return y, s
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _record(notes: list[str], fn, *args):
+  """Calls fn, turning UndefinedMetricWarnings into notes."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", M.UndefinedMetricWarning)
+    out = fn(*args)
+  for w in caught:
+    if issubclass(w.category, M.UndefinedMetricWarning):
+      msg = str(w.message)
+      if msg not in notes:
+        notes.append(msg)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  return out
+
+
+def _curves(y: np.ndarray, s: np.ndarray, notes: list[str]) -> dict[str, Any]:
+  fpr, tpr, rthr = _record(notes, M.roc_curve, y, s)
+  prec, rec, pthr = _record(notes, M.precision_recall_curve, y, s)
+  return {
+      "roc_auc": _record(notes, M.roc_auc, y, s),
+      "average_precision": _record(notes, M.average_precision, y, s),
+      "prevalence": float(np.mean(y)),
+      "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": rthr.tolist()},
+      "pr": {"precision": prec.tolist(), "recall": rec.tolist(), "thresholds": pthr.tolist()},
+  }
+
+
+def _one_vs_rest(cm: np.ndarray, p: int) -> np.ndarray:
+  """2×2 matrix of class p against the rest: rows/cols (rest, p)."""
+  tp = cm[p, p]
+  fn = cm[p].sum() - tp
+  fp = cm[:, p].sum() - tp
+  tn = cm.sum() - tp - fn - fp
+  return np.array([[tn, fp], [fn, tp]], dtype=np.int64)
+
+
+def evaluate(y_true: Any, scores: Any, class_names: Sequence[str], *, positive_class: str | None = "NG",
+             val_true: Any = None, val_scores: Any = None, target_recall: float = 0.98,
+             out_dir: str | os.PathLike | None = None, title: str = "") -> dict[str, Any]:
+  """All metrics of a classifier's test predictions; writes the report files when out_dir is given.
+
+  Args:
+    y_true: (N,) actual classes, as indices into class_names or as the names themselves.
+    scores: (N, C) class probabilities (any scores work; only order matters). Prediction = argmax (first
+      class on ties).
+    class_names: the C class names, in the column order of scores.
+    positive_class: the defect class for the NG-positive binary metrics, curves and threshold. With more
+      than two classes it is evaluated one-vs-rest on its own probability column. None skips them (e.g.
+      a dataset of defect types only).
+    val_true, val_scores: validation labels/scores; when given, the highest threshold on the positive
+      class's probability with validation NG recall >= target_recall is applied to the test set
+      (predict NG when probability >= threshold).
+    out_dir: folder for metrics.json, report.md, confusion_matrix.png, pr_curve.png, roc_curve.png.
+    title: report heading and the model's name in the Table-1 layout.
+
+  Returns a JSON-compatible dict (NaN where a metric is undefined, explained in `notes`). In
+  metrics.json NaN and ±inf are written as null (the first ROC threshold is +inf).
+  """
+  class_names = [str(c) for c in class_names]
+  if len(class_names) < 2:
+    raise ValueError(f"class_names needs at least 2 entries, got {class_names}")
+  if len(set(class_names)) != len(class_names):
+    raise ValueError(f"class_names has duplicates: {class_names}")
+  n_cls = len(class_names)
+  y, s = _check_pair(y_true, scores, "y_true", "scores", class_names)
+  if positive_class is not None and positive_class not in class_names:
+    raise ValueError(f"positive_class {positive_class!r} is not in class_names {class_names}")
+  if (val_true is None) != (val_scores is None):
+    missing = "val_scores" if val_scores is None else "val_true"
+    raise ValueError(f"val_true and val_scores go together: {missing} is missing")
+  if val_true is not None and positive_class is None:
+    raise ValueError("a validation threshold needs positive_class")
+  if not 0.0 < target_recall <= 1.0:
+    raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+  if val_true is not None:
+    vy, vs = _check_pair(val_true, val_scores, "val_true", "val_scores", class_names)
+
+  notes: list[str] = []
+  pred = np.argmax(s, axis=1)
+  cm = M.confusion_matrix(y, pred, n_cls)
+  mc = M.multiclass_report(cm)
+  notes.extend(mc["notes"])
+  result: dict[str, Any] = {
+      "title": title,
+      "class_names": class_names,
+      "positive_class": positive_class,
+      "n": int(y.shape[0]),
+      "decision": "argmax",
+      "confusion_matrix": cm.tolist(),
+      "accuracy": mc["accuracy"],
+      "acsa": mc["acsa"],
+      "g_mean": mc["g_mean"],
+      "macro_f1": mc["macro_f1"],
+      "per_class": {c: {"support": mc["support"][i], "predicted": mc["predicted"][i], "recall": mc["recall"][i],
+                        "precision": mc["precision"][i], "f1": mc["f1"][i]} for i, c in enumerate(class_names)},
+      "binary": None, "paper_columns": None, "roc_auc": None, "average_precision": None,
+      "threshold": None, "curves": {},
+  }
+
+  if positive_class is not None:
+    p = class_names.index(positive_class)
+    bcm = cm if n_cls == 2 else _one_vs_rest(cm, p)
+    bpos = p if n_cls == 2 else 1
+    binary = M.binary_report(bcm, positive=bpos)
+    notes.extend(binary.pop("notes"))
+    result["binary"] = binary
+    if n_cls == 2:
+      result["paper_columns"] = M.paper_columns(cm, ng=p)
+    yb, sb = (y == p).astype(np.int64), s[:, p]
+    curves = _curves(yb, sb, notes)
+    result["roc_auc"] = curves["roc_auc"]
+    result["average_precision"] = curves["average_precision"]
+    result["curves"][positive_class] = curves
+
+    if val_true is not None:
+      vyb, vsb = (vy == p).astype(np.int64), vs[:, p]
+      thr = _record(notes, M.threshold_for_recall, vyb, vsb, target_recall)
+      tinfo: dict[str, Any] = {"value": thr, "target_recall": float(target_recall),
+                               "rule": f"predict {positive_class} when P({positive_class}) >= value",
+                               "val_n": int(vy.shape[0]), "val_n_positive": int(vyb.sum())}
+      if math.isnan(thr):
+        tinfo.update(val_recall=math.nan, test=None)
+      else:
+        tinfo["val_recall"] = M.recall_at_threshold(vyb, vsb, thr)
+        tpred = M.apply_threshold(sb, thr)
+        tcm = M.confusion_matrix(yb, tpred, 2)  # rows/cols (rest, positive)
+        trep = M.binary_report(tcm, positive=1)
+        notes.extend(f"at threshold: {n}" for n in trep.pop("notes"))
+        tinfo["test"] = trep
+        if n_cls == 2:  # back to class_names order
+          full = tcm if p == 1 else tcm[::-1, ::-1]
+          tinfo["confusion_matrix"] = np.asarray(full).tolist()
+          tinfo["paper_columns"] = M.paper_columns(full, ng=p)
+      result["threshold"] = tinfo
+
+  if n_cls > 2:
+    aucs = []
+    for i, c in enumerate(class_names):
+      if c == positive_class:
+        auc = result["roc_auc"]
+      else:
+        auc = _record(notes, M.roc_auc, (y == i).astype(np.int64), s[:, i])
+      result["per_class"][c]["roc_auc_ovr"] = auc
+      aucs.append(auc)
+    finite = [a for a in aucs if not math.isnan(a)]
+    result["roc_auc_ovr_macro"] = float(np.mean(finite)) if finite else math.nan
+    if positive_class is None:
+      for i, c in enumerate(class_names):
+        result["curves"][c] = _curves((y == i).astype(np.int64), s[:, i], notes)
+
+  result["notes"] = notes
+  if out_dir is not None:
+    write_report(result, out_dir)
+  return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+
+
+def _json_safe(x: Any) -> Any:
+  if isinstance(x, Mapping):
+    return {str(k): _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _json_safe(x.tolist())
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
+  """Writes metrics.json, report.md and the three PNGs of an `evaluate` result; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {name: os.path.join(out_dir, name) for name in
+           ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png", "roc_curve.png")}
+  with open(paths["metrics.json"], "w") as f:
+    json.dump(_json_safe(result), f, indent=1, allow_nan=False)
+  with open(paths["report.md"], "w") as f:
+    f.write(report_markdown(result))
+  _plot_confusion(result, paths["confusion_matrix.png"])
+  _plot_curves(result, "pr", paths["pr_curve.png"])
+  _plot_curves(result, "roc", paths["roc_curve.png"])
+  return paths
+
+
+def _pct(v: Any, digits: int = 2) -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "n/a"
+  return f"{100.0 * v:.{digits}f}"
+
+
+def _num(v: Any, digits: int = 4) -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "n/a"
+  if isinstance(v, float) and math.isinf(v):
+    return "inf" if v > 0 else "-inf"
+  return f"{v:.{digits}f}"
+
+
+def paper_layout_table(rows: Mapping[str, Any], class_names: Sequence[str] = ("OK", "NG"), ng: int = 1,
+                       footnote: bool = True) -> str:
+  """Markdown table in the AMOLED paper's Table 1 layout: per model, one row per ACTUAL class.
+
+  `rows` maps model name → 2×2 confusion matrix (rows actual, columns predicted, in class_names order).
+  The Accuracy/Precision/Recall/F1 columns are the paper's (`metrics.paper_columns`), marked with *.
+  """
+  ok = 1 - ng
+  names = list(class_names)
+  order = [ok, ng]
+  head = (f"| Model | Actual | Predicted {names[ok]} | Predicted {names[ng]} | Accuracy (%) | Precision* (%) | "
+          "Recall* (%) | F1* (%) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+  body = []
+  for model, cm in rows.items():
+    cm = np.asarray(cm)
+    pc = M.paper_columns(cm, ng=ng)
+    for j, a in enumerate(order):
+      vals = [_pct(pc[k]) for k in ("accuracy", "precision", "recall", "f1")] if j == 0 else [""] * 4
+      body.append(f"| {model if j == 0 else ''} | {names[a]} | {cm[a, ok]} | {cm[a, ng]} | " + " | ".join(vals) + " |")
+  foot = (f"\n\\* As the paper computed them: {names[ok]} is the positive class and precision/recall are "
+          f"swapped, i.e. Precision* = {names[ok]} recall = TN/(TN+FP), Recall* = share of panels passed as "
+          f"{names[ok]} that are {names[ok]} = TN/(TN+FN), F1* = their harmonic mean (TP = {names[ng]} flagged "
+          f"{names[ng]}). See the {names[ng]}-positive rows for the numbers to act on.\n")
+  return head + "\n".join(body) + "\n" + (foot if footnote else "")
+
+
+def _binary_rows(b: Mapping[str, Any], pos: str, neg: str) -> list[str]:
+  """Summary rows of a binary report; with neg == 'rest' the accuracy is the positive-vs-rest one."""
+  tp, fn, fp, tn = b["tp"], b["fn"], b["fp"], b["tn"]
+  acc = "Accuracy" if neg != "rest" else f"{pos}-vs-rest accuracy"
+  rows = [  # (name, value, numerator, denominator, definition)
+      (f"{pos} recall (catch rate)", b["recall"], tp, tp + fn, f"actual {pos} flagged {pos}"),
+      ("Leak rate", b["leak_rate"], fn, fn + tn, f"passed as {neg} but actually {pos}"),
+      ("Overkill rate", b["overkill_rate"], fp, fp + tn, f"actual {neg} flagged {pos}"),
+      (f"{pos} precision", b["precision"], tp, tp + fp, f"flagged {pos} that are {pos}"),
+      (f"{pos} F1", b["f1"], None, None, "2TP/(2TP+FP+FN)"),
+      (f"Specificity ({neg} recall)", b["specificity"], tn, tn + fp, f"actual {neg} passed"),
+      (acc, b["accuracy"], tp + tn, b["n"], ""),
+  ]
+  return [f"| {name} | {_pct(v)} | {'' if a is None else f'{a}/{d}'} | {what} |" for name, v, a, d, what in rows]
+
+
+def report_markdown(result: Mapping[str, Any]) -> str:
+  """The report.md text of an `evaluate` result."""
+  names = result["class_names"]
+  cm = np.asarray(result["confusion_matrix"])
+  pos = result["positive_class"]
+  model = result["title"] or "model"
+  out = [f"# {result['title'] or 'Evaluation report'}", "",
+         f"{result['n']} test samples; prediction = argmax of the class probabilities. "
+         "Confusion matrices: rows = actual class, columns = predicted class.", ""]
+  binary2 = len(names) == 2 and pos is not None
+  if binary2:
+    ng = names.index(pos)
+    neg = names[1 - ng]
+    out += ["## Table 1 layout (AMOLED paper)", "", paper_layout_table({model: cm}, names, ng)]
+  else:
+    out += ["## Confusion matrix", "",
+            "| Actual \\ Predicted | " + " | ".join(names) + " | Total |",
+            "|---|" + "---:|" * (len(names) + 1)]
+    out += [f"| {names[i]} | " + " | ".join(str(v) for v in cm[i]) + f" | {cm[i].sum()} |"
+            for i in range(len(names))]
+    out += ["", "## Per class", "",
+            "| Class | Support | Recall (%) | Precision (%) | F1 (%) | ROC AUC one-vs-rest (%) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for c in names:
+      pc = result["per_class"][c]
+      out.append(f"| {c} | {pc['support']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} | {_pct(pc['f1'])} | "
+                 f"{_pct(pc.get('roc_auc_ovr'))} |")
+    neg = "rest"
+  out += ["", "## Summary", "", "| Metric | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
+  if pos is not None:
+    out += _binary_rows(result["binary"], pos, neg)
+  if not binary2:
+    out.append(f"| Accuracy ({len(names)} classes) | {_pct(result['accuracy'])} | "
+               f"{int(np.trace(cm))}/{result['n']} | |")
+  out += [
+      f"| ACSA (balanced accuracy) | {_pct(result['acsa'])} | | mean per-class recall |",
+      f"| G-mean | {_pct(result['g_mean'])} | | geometric mean of per-class recalls |",
+      f"| Macro-F1 | {_pct(result['macro_f1'])} | | mean per-class F1 |",
+  ]
+  if pos is not None:
+    out += [f"| ROC AUC ({pos}) | {_pct(result['roc_auc'])} | | from P({pos}) |",
+            f"| Average precision ({pos}) | {_pct(result['average_precision'])} | | from P({pos}) |"]
+  if "roc_auc_ovr_macro" in result:
+    out.append(f"| ROC AUC (macro one-vs-rest) | {_pct(result['roc_auc_ovr_macro'])} | | |")
+  t = result.get("threshold")
+  if t:
+    out += ["", "## Recall-first threshold (chosen on validation)", "",
+            f"Highest threshold with validation {pos} recall ≥ {_pct(t['target_recall'])} % "
+            f"({t['val_n_positive']} {pos} in {t['val_n']} validation samples); {t['rule']}.", "",
+            f"- threshold: {_num(t['value'], 6)}", f"- validation {pos} recall: {_pct(t['val_recall'])} %", ""]
+    if t.get("test"):
+      if t.get("confusion_matrix") is not None:
+        out += [paper_layout_table({f"{model} @ threshold": t["confusion_matrix"]}, names, names.index(pos),
+                                  footnote=False), ""]
+      out += ["| Metric (test, at threshold) | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
+      out += _binary_rows(t["test"], pos, neg)
+  if result.get("notes"):
+    out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+  return "\n".join(out) + "\n"
+
+
+def _figure(figsize=(5.0, 4.5)):
+  """A matplotlib Figure on the Agg canvas (no pyplot, no global backend change)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=figsize, dpi=120)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _plot_confusion(result: Mapping[str, Any], path: str) -> None:
+  names = result["class_names"]
+  cm = np.asarray(result["confusion_matrix"], dtype=np.float64)
+  rows = cm.sum(axis=1, keepdims=True)
+  frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+  k = len(names)
+  fig = _figure((1.2 * k + 2.5, 1.1 * k + 2.0))
+  ax = fig.add_subplot()
+  im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+  fig.colorbar(im, ax=ax, label="share of actual class")
+  for i in range(k):
+    for j in range(k):
+      ax.text(j, i, f"{int(cm[i, j])}\n{100 * frac[i, j]:.1f}%", ha="center", va="center", fontsize=8,
+              color="white" if frac[i, j] > 0.5 else "black")
+  ax.set_xticks(range(k), names, rotation=45 if k > 4 else 0)
+  ax.set_yticks(range(k), names)
+  ax.set_xlabel("Predicted")
+  ax.set_ylabel("Actual")
+  ax.set_title(result["title"] or "Confusion matrix")
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def _plot_curves(result: Mapping[str, Any], kind: str, path: str) -> None:
+  fig = _figure()
+  ax = fig.add_subplot()
+  curves = result.get("curves") or {}
+  for name, c in curves.items():
+    if kind == "roc":
+      x, y = np.asarray(c["roc"]["fpr"], float), np.asarray(c["roc"]["tpr"], float)
+      label = f"{name} (AUC {_num(c['roc_auc'], 3)})"
+    else:
+      x, y = np.asarray(c["pr"]["recall"], float), np.asarray(c["pr"]["precision"], float)
+      label = f"{name} (AP {_num(c['average_precision'], 3)})"
+    if np.isnan(x).any() or np.isnan(y).any():
+      ax.text(0.5, 0.5, f"{name}: undefined (one class absent)", ha="center", transform=ax.transAxes)
+      continue
+    if kind == "pr":
+      ax.step(x, y, where="post", label=label)
+    else:
+      ax.plot(x, y, label=label)
+  b, t = result.get("binary"), result.get("threshold")
+  points = [("argmax", b)] + ([("threshold", t["test"])] if t and t.get("test") else [])
+  for label, rep in points:
+    if rep is None:
+      continue
+    xy = (rep["overkill_rate"], rep["recall"]) if kind == "roc" else (rep["recall"], rep["precision"])
+    if not any(v is None or math.isnan(v) for v in xy):
+      ax.plot(*xy, "o", label=f"{label}: ({xy[0]:.3f}, {xy[1]:.3f})")
+  if kind == "roc":
+    ax.plot([0, 1], [0, 1], ":", color="gray")
+    ax.set_xlabel("False positive rate (overkill)")
+    ax.set_ylabel("True positive rate (recall)")
+  else:
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+  ax.set_xlim(-0.02, 1.02)
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title((result["title"] + " " if result["title"] else "") + ("ROC curve" if kind == "roc" else "PR curve"))
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Comparison table
+
+_DEFAULT_COLUMNS = (
+    ("accuracy", "Accuracy"), ("binary.recall", "NG recall"), ("binary.leak_rate", "Leak rate"),
+    ("binary.overkill_rate", "Overkill"), ("binary.precision", "NG precision"), ("binary.f1", "NG F1"),
+    ("acsa", "ACSA"), ("g_mean", "G-mean"), ("macro_f1", "Macro-F1"), ("roc_auc", "ROC AUC"),
+    ("average_precision", "AP"), ("threshold.test.recall", "NG recall @thr"),
+    ("threshold.test.overkill_rate", "Overkill @thr"), ("threshold.test.leak_rate", "Leak @thr"),
+)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      if key != "curves":
+        out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _values(entry: Any) -> dict[str, list[float]]:
+  """metric → list of values (one per seed) for one model/method."""
+  runs = entry if isinstance(entry, (list, tuple)) and entry and all(isinstance(e, Mapping) for e in entry) else [entry]
+  acc: dict[str, list[float]] = {}
+  for run in runs:
+    if not isinstance(run, Mapping):
+      raise ValueError(f"results values must be dicts or lists of dicts, got {type(run).__name__}")
+    for k, v in _flatten(run).items():
+      if _is_number(v):
+        acc.setdefault(k, []).append(v)
+      elif isinstance(v, (list, tuple, np.ndarray)) and len(v) and all(_is_number(x) for x in v):
+        acc.setdefault(k, []).extend(v)
+  return acc
+
+
+def compare_table(results: Mapping[str, Any], metrics: Sequence[str] | None = None, *, percent: bool = True,
+                  digits: int = 2) -> str:
+  """Markdown table, one row per model/method, one column per metric.
+
+  A result is a dict (e.g. `evaluate`'s output; nested keys are addressed as 'binary.recall') whose values
+  are numbers or lists of numbers over seeds, or a list of such dicts (one per seed). Several values are
+  shown as mean ± std (sample std, ddof=1). `metrics` picks columns (default: the usual inspection metrics
+  found in the results, else every numeric key); ratios are shown in % when `percent`; integer counts as is.
+  """
+  if not results:
+    raise ValueError("results is empty")
+  vals = {name: _values(entry) for name, entry in results.items()}
+  labels = dict(_DEFAULT_COLUMNS)
+  if metrics is None:
+    present = {k for v in vals.values() for k in v}
+    metrics = [k for k, _ in _DEFAULT_COLUMNS if k in present]
+    if not metrics:
+      metrics = list(dict.fromkeys(k for v in vals.values() for k in v))
+  metrics = list(metrics)
+  if not metrics:
+    raise ValueError("results have no numeric metrics")
+
+  def cell(xs: list[float] | None) -> str:
+    if not xs:
+      return "–"
+    arr = np.asarray(xs, dtype=np.float64)
+    is_count = all(isinstance(x, (int, np.integer)) for x in xs)
+    scale = 1.0 if is_count or not percent else 100.0
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+      return "n/a"
+    mean = scale * finite.mean()
+    fmt = (lambda x: f"{x:.0f}") if is_count and len(xs) == 1 else (lambda x: f"{x:.{digits}f}")
+    s = fmt(mean)
+    if len(xs) > 1:
+      s += f" ± {fmt(scale * finite.std(ddof=1)) if finite.size > 1 else 'n/a'}"
+    if finite.size < arr.size:
+      s += f" ({arr.size - finite.size} n/a)"
+    return s
+
+  def header(m: str) -> str:
+    xs = [x for v in vals.values() for x in v.get(m, [])]
+    is_count = xs and all(isinstance(x, (int, np.integer)) for x in xs)
+    return labels.get(m, m) + (" (%)" if percent and not is_count else "")
+
+  head = "| Model | " + " | ".join(header(m) for m in metrics) + " |"
+  lines = [head, "|---|" + "---:|" * len(metrics)]
+  for name, v in vals.items():
+    lines.append(f"| {name} | " + " | ".join(cell(v.get(m)) for m in metrics) + " |")
+  if any(len(x) > 1 for v in vals.values() for x in v.values()):
+    lines.append("")
+    lines.append("Several values (seeds): mean ± sample std (ddof=1).")
+  return "\n".join(lines) + "\n"
+
+
+__all__ = ["evaluate", "write_report", "report_markdown", "paper_layout_table", "compare_table",
+           "paper_table1", "paper_table2"]

@@ -1,0 +1,59 @@
+"""Exported encoder/decoder: a directory other scripts load by path.
+
+Layout: `meta.json` (format version, the layer table, compute dtype, class names, anything the caller adds)
+and `arrays/` (an Orbax checkpoint of the parameters and BatchNorm statistics). Written atomically: the
+directory is complete or absent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+import jax.numpy as jnp
+from flax import nnx
+
+from deepsmote_jax.models.autoencoder import Autoencoder
+from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
+from deepsmote_jax.train import loop
+from deepsmote_jax.train.checkpoint import load_tree, save_tree
+
+FORMAT = "deepsmote_jax.autoencoder/1"
+
+
+def spec_to_dict(spec: AutoencoderSpec) -> dict:
+  return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict) -> AutoencoderSpec:
+  return AutoencoderSpec(
+      name=d["name"], image_size=int(d["image_size"]), channels=int(d["channels"]), latent_dim=int(d["latent_dim"]),
+      encoder=tuple(ConvSpec(**c) for c in d["encoder"]), decoder_input=tuple(d["decoder_input"]),
+      decoder=tuple(ConvSpec(**c) for c in d["decoder"]))
+
+
+def export_autoencoder(model: Autoencoder, path: str | os.PathLike, *, class_names: list[str] | None = None,
+                       extra: dict | None = None) -> pathlib.Path:
+  """Saves `model` (parameters + BatchNorm statistics + layer table) to the directory `path`."""
+  _, params, stats = loop.split_model(model)
+  meta = {"format": FORMAT, "spec": spec_to_dict(model.spec), "dtype": jnp.dtype(model.encoder.dtype).name,
+          "class_names": list(class_names) if class_names is not None else None, **(extra or {})}
+  return save_tree(path, {"params": params, "batch_stats": stats}, meta=meta)
+
+
+def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencoder, dict]:
+  """Loads an exported encoder/decoder; returns (model, meta). `dtype` overrides the compute dtype."""
+  path = pathlib.Path(path)
+  if not path.is_dir():
+    raise FileNotFoundError(f"exported model directory not found: {path}")
+  meta_file = path / "meta.json"
+  meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+  if not meta or meta.get("format") != FORMAT:
+    raise ValueError(f"{path} is not an exported deepsmote_jax autoencoder (meta.json format "
+                     f"{meta.get('format') if meta else None!r}, expected {FORMAT!r})")
+  spec = spec_from_dict(meta["spec"])
+  model = Autoencoder(spec, dtype=dtype or jnp.dtype(meta["dtype"]), rngs=nnx.Rngs(0))
+  graphdef, params, stats = loop.split_model(model)
+  tree, _ = load_tree(path, like={"params": params, "batch_stats": stats})
+  return loop.merge_model(graphdef, tree["params"], tree["batch_stats"]), meta

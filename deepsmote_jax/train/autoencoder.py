@@ -1,0 +1,368 @@
+"""DeepSMOTE encoder/decoder training: loss, penalty variants, the jitted step and the training entry point.
+
+Loss = reconstruction MSE over a batch + `penalty_weight` * penalty, where the penalty is computed on a
+sample of one class drawn inside the jitted step (no host round trip, static shapes):
+
+* `reference` -- as the released DeepSMOTE code: one class drawn uniformly, up to `penalty_sample_size` of
+  its images (without replacement), encoded in train mode with the encoder output treated as a constant
+  (`stop_gradient`), the same cyclic shift (j -> j+1) applied to codes and target images, decoded and
+  compared. No gradient reaches the encoder through this term.
+* `paper` -- Algorithm 1 of the DeepSMOTE paper: the codes of the class sample (gradient flowing into the
+  encoder) are permuted (a random cyclic shift by 1..n-1, so no code keeps its place), decoded, and
+  compared with the sample in its original order.
+* `none` -- reconstruction only.
+
+The image set lives on the device as uint8 (4x less memory than float32) together with a per-class index
+table; batches are index arrays. A class sample smaller than the static sample size is masked: the masked
+rows count neither in the MSE nor in the BatchNorm statistics.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from deepsmote_jax.models.autoencoder import Autoencoder
+from deepsmote_jax.models.presets import AutoencoderSpec
+from deepsmote_jax.train import loop
+from deepsmote_jax.train import mesh as mesh_lib
+
+PENALTIES = ("reference", "paper", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class AETrainConfig:
+  """Hyper-parameters of a DeepSMOTE encoder/decoder run (defaults: the released code's)."""
+  epochs: int = 50
+  batch_size: int = 100
+  learning_rate: float = 2e-4
+  penalty: str = "reference"
+  penalty_weight: float = 1.0
+  penalty_sample_size: int = 100
+  steps_per_call: int = 10
+  compute_dtype: str = "auto"
+  seed: int = 0
+
+  def validate(self, num_images: int) -> None:
+    if self.penalty not in PENALTIES:
+      raise ValueError(f"train.penalty={self.penalty!r}: choose one of {PENALTIES}")
+    for name in ("epochs", "batch_size", "penalty_sample_size", "steps_per_call"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+    if self.learning_rate <= 0:
+      raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+    if num_images < 2:
+      raise ValueError(f"need at least 2 training images, got {num_images}")
+
+
+def to_unit_range(images_u8: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1] (the decoder's Tanh range)."""
+  return images_u8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+
+
+def class_index_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """(num_classes, max_count) image indices per class (padded with 0) and the per-class counts."""
+  labels = np.asarray(labels)
+  counts = np.bincount(labels, minlength=num_classes).astype(np.int32)
+  table = np.zeros((num_classes, max(int(counts.max()), 1)), np.int32)
+  for c in range(num_classes):
+    idx = np.flatnonzero(labels == c)
+    table[c, :len(idx)] = idx
+  return table, counts
+
+
+def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  if mask is None:
+    return jnp.mean(err)
+  per_image = jnp.mean(err.reshape(err.shape[0], -1), axis=1)
+  m = mask.astype(jnp.float32)
+  return jnp.sum(per_image * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def sample_class(key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int):
+  """Draws a class uniformly among those with >= 2 images and up to `sample_size` of its images.
+
+  Returns (class, indices (sample_size,), valid mask, number valid). Static shapes: the sample is padded
+  to `sample_size` and masked.
+  """
+  k_class, k_order = jax.random.split(key)
+  eligible = counts >= 2
+  logits = jnp.where(eligible, 0.0, -jnp.inf)
+  c = jax.random.categorical(k_class, logits)
+  n_c = counts[c]
+  width = class_table.shape[1]
+  scores = jax.random.uniform(k_order, (width,))
+  scores = jnp.where(jnp.arange(width) < n_c, scores, 2.0)  # padding sorts last
+  take = min(sample_size, width)
+  order = jnp.argsort(scores)[:take]
+  if take < sample_size:
+    order = jnp.concatenate([order, jnp.zeros((sample_size - take,), order.dtype)])
+  n_valid = jnp.minimum(n_c, sample_size)
+  valid = jnp.arange(sample_size) < n_valid
+  return c, class_table[c, order], valid, n_valid
+
+
+def cyclic_shift(n_valid: jax.Array, size: int, shift: jax.Array | int = 1) -> jax.Array:
+  """Permutation of [0, size) that rotates the first n_valid entries by `shift` and fixes the rest."""
+  j = jnp.arange(size)
+  return jnp.where(j < n_valid, (j + shift) % jnp.maximum(n_valid, 1), j)
+
+
+def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig):
+  """The pure train step `(state, batch, key, data) -> (state, metrics)`.
+
+  `batch = {'index': (B,) int32, 'mask': (B,) bool}`; `data = {'images': uint8 (N,H,W,C),
+  'class_table': (C, M) int32, 'counts': (C,) int32}` (device-resident, replicated).
+  """
+  penalty = cfg.penalty
+  p_size = cfg.penalty_sample_size
+
+  def step(state: loop.TrainState, batch, key, data):
+    step_key = jax.random.fold_in(key, state.step)
+    images = to_unit_range(data["images"][batch["index"]])
+    bmask = batch["mask"]
+
+    if penalty != "none":
+      _, idx, valid, n_valid = sample_class(step_key, data["class_table"], data["counts"], p_size)
+      class_images = to_unit_range(data["images"][idx])
+      if penalty == "reference":
+        perm = cyclic_shift(n_valid, p_size, 1)
+      else:
+        offset = jax.random.randint(jax.random.fold_in(step_key, 1), (), 1, jnp.maximum(n_valid, 2))
+        perm = cyclic_shift(n_valid, p_size, offset)
+
+    def loss_fn(params):
+      model: Autoencoder = loop.merge_model(graphdef, params, state.batch_stats)
+      z = model.encoder(images, train=True, mask=bmask)
+      recon = model.decoder(z, train=True, mask=bmask)
+      recon_loss = masked_mse(recon, images, bmask)
+      pen = jnp.zeros((), jnp.float32)
+      if penalty == "reference":
+        codes = jax.lax.stop_gradient(model.encoder(class_images, train=True, mask=valid))
+        decoded = model.decoder(codes[perm], train=True, mask=valid[perm])
+        pen = masked_mse(decoded, class_images[perm], valid[perm])
+      elif penalty == "paper":
+        codes = model.encoder(class_images, train=True, mask=valid)
+        decoded = model.decoder(codes[perm], train=True, mask=valid)
+        pen = masked_mse(decoded, class_images, valid)
+      loss = recon_loss + cfg.penalty_weight * pen
+      return loss, (recon_loss, pen, loop.batch_stats_of(model))
+
+    (loss, (recon_loss, pen, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = loop.apply_gradients(state, grads, tx, new_stats)
+    return state, {"loss": loss, "recon": recon_loss, "penalty": pen}
+
+  return step
+
+
+def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  """Shuffled (steps, B) indices and masks covering every image once; the last batch is masked, not dropped."""
+  rng = np.random.default_rng([seed, epoch])
+  perm = rng.permutation(num_images).astype(np.int32)
+  steps = -(-num_images // batch_size)
+  idx = np.zeros(steps * batch_size, np.int32)
+  mask = np.zeros(steps * batch_size, bool)
+  idx[:num_images] = perm
+  mask[:num_images] = True
+  return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+class BatchPlan:
+  """Maps a global step to its batch; a pure function of (seed, step) so resumed runs see the same data."""
+
+  def __init__(self, num_images: int, batch_size: int, seed: int):
+    self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+    self.steps_per_epoch = -(-num_images // batch_size)
+    self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+  def _epoch(self, e: int):
+    if e not in self._cache:
+      self._cache = {e: epoch_batches(self.num_images, self.batch_size, self.seed, e)}
+    return self._cache[e]
+
+  def __call__(self, first: int, n: int) -> dict:
+    idx, mask = [], []
+    for s in range(first, first + n):
+      e, i = divmod(s, self.steps_per_epoch)
+      ei, em = self._epoch(e)
+      idx.append(ei[i])
+      mask.append(em[i])
+    return {"index": np.stack(idx), "mask": np.stack(mask)}
+
+
+@dataclasses.dataclass
+class AETrainResult:
+  model: Autoencoder
+  state: loop.TrainState
+  summary: dict
+
+
+def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
+                      num_classes: int | None = None, mesh=None, workdir: str | None = None,
+                      checkpoint_every_steps: int = 0, keep_checkpoints: int = 3, resume: bool = False,
+                      progress: bool = True, stop_after_steps: int | None = None,
+                      metadata: dict | None = None) -> AETrainResult:
+  """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
+
+  Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
+  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one.
+  """
+  images_u8 = np.asarray(images_u8)
+  labels = np.asarray(labels, np.int32)
+  spec: AutoencoderSpec = model.spec
+  _check_images(images_u8, labels, spec)
+  cfg.validate(len(images_u8))
+  mesh = mesh or mesh_lib.make_mesh()
+  mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
+  num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
+  table, counts = class_index_table(labels, num_classes)
+  if cfg.penalty != "none" and not (counts >= 2).any():
+    raise ValueError("the penalty needs a class with at least 2 images; none has (set train.penalty='none')")
+  # The penalty sample is split over devices as well: round it up and mask the padding.
+  cfg = dataclasses.replace(cfg, penalty_sample_size=mesh_lib.round_up(cfg.penalty_sample_size, mesh.devices.size))
+
+  tx = optax.adam(cfg.learning_rate)
+  graphdef, state = loop.create_state(model, tx)
+  step_fn = make_step(graphdef, tx, cfg)
+  plan = BatchPlan(len(images_u8), cfg.batch_size, cfg.seed)
+  total_steps = cfg.epochs * plan.steps_per_epoch
+  data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
+  example = plan(0, min(cfg.steps_per_call, total_steps))
+  compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=example, data=data)
+  penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
+  options = loop.RunOptions(
+      total_steps=total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
+      checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, resume=resume,
+      images_per_step=cfg.batch_size + penalty_images, progress=progress, description=f"DeepSMOTE {spec.name}",
+      stop_after_steps=stop_after_steps)
+  state, summary = loop.run(state, compiled=compiled, get_batches=plan, key=jax.random.key(cfg.seed), data=data,
+                            mesh=mesh, options=options, metadata=metadata)
+  summary["epochs"] = cfg.epochs
+  summary["steps_per_epoch"] = plan.steps_per_epoch
+  trained = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
+  return AETrainResult(model=trained, state=state, summary=summary)
+
+
+def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec) -> None:
+  if images.ndim != 4:
+    raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+  if images.dtype != np.uint8:
+    raise ValueError(f"images must be uint8 in [0, 255], got {images.dtype}")
+  want = (spec.image_size, spec.image_size, spec.channels)
+  if images.shape[1:] != want:
+    raise ValueError(f"images are {images.shape[1:]} but the model {spec.name!r} expects {want} "
+                     f"(model.image_size / model.channels)")
+  if labels.shape != (images.shape[0],):
+    raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+  if labels.size and labels.min() < 0:
+    raise ValueError("labels must be non-negative class indices")
+
+
+def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+  """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
+  from flax import nnx
+  graphdef, params, stats = loop.split_model(model)
+
+  @jax.jit
+  def enc(params, stats, x):
+    m = loop.merge_model(graphdef, params, stats)
+    return m.encoder(to_unit_range(x), train=False)
+
+  return _batched(lambda x: enc(params, stats, x), np.asarray(images_u8), batch_size)
+
+
+def decode_codes(model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+  """Eval-mode decoded images as uint8 (N, H, W, C)."""
+  graphdef, params, stats = loop.split_model(model)
+
+  @jax.jit
+  def dec(params, stats, z):
+    m = loop.merge_model(graphdef, params, stats)
+    x = m.decoder(z, train=False)
+    return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+  return _batched(lambda z: dec(params, stats, z), np.asarray(codes, np.float32), batch_size)
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  n = len(x)
+  if n == 0:
+    raise ValueError("nothing to process: empty input")
+  bs = min(batch_size, n)
+  out = []
+  for i in range(0, n, bs):
+    chunk = x[i:i + bs]
+    pad = bs - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    out.append(np.asarray(fn(chunk))[:bs - pad])
+  return np.concatenate(out)
+
+
+def config_to_train(train_cfg) -> AETrainConfig:
+  """`config.train` (ConfigDict or dict) -> AETrainConfig, rejecting unknown keys by name."""
+  d = dict(train_cfg)
+  fields = {f.name for f in dataclasses.fields(AETrainConfig)}
+  unknown = sorted(set(d) - fields)
+  if unknown:
+    raise ValueError(f"unknown config.train setting(s) {unknown}; known: {sorted(fields)}")
+  return AETrainConfig(**d)
+
+
+def train_and_export(config, workdir: str, *, resume: bool = False, progress: bool = True,
+                     image_set=None) -> dict:
+  """The `scripts/train_autoencoder.py` job: load data, train, checkpoint, export, write a reconstruction grid.
+
+  Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
+  reconstructions.png (inputs beside eval-mode reconstructions), train_summary.json.
+  """
+  import json
+  import pathlib
+
+  from deepsmote_jax import visualize
+  from deepsmote_jax.export import export_autoencoder
+  from deepsmote_jax.models import presets as presets_lib
+  from deepsmote_jax.models.autoencoder import Autoencoder
+  from deepsmote_jax.train.precision import compute_dtype
+  from flax import nnx
+
+  train_cfg = config_to_train(config.train)
+  spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
+  presets_lib.validate(spec)
+  dtype = compute_dtype(train_cfg.compute_dtype)
+  if image_set is None:
+    from deepsmote_jax.data.sources import load_source
+    image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
+  _check_class_sizes(image_set)
+  train_cfg.validate(len(image_set.images))
+  work = pathlib.Path(workdir)
+  work.mkdir(parents=True, exist_ok=True)
+  model = Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(train_cfg.seed))
+  result = train_autoencoder(
+      model, image_set.images, image_set.labels, train_cfg, num_classes=len(image_set.class_names),
+      workdir=str(work), checkpoint_every_steps=int(config.checkpoint.every_steps),
+      keep_checkpoints=int(config.checkpoint.keep), resume=resume, progress=progress,
+      metadata={"preset": spec.name, "class_names": list(image_set.class_names)})
+  export_dir = export_autoencoder(result.model, work / "autoencoder", class_names=image_set.class_names,
+                                  extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary})
+  rng = np.random.default_rng(train_cfg.seed)
+  show = rng.choice(len(image_set.images), size=min(16, len(image_set.images)), replace=False)
+  recon = decode_codes(result.model, encode_images(result.model, image_set.images[show]))
+  visualize.side_by_side(image_set.images[show], recon, work / "reconstructions.png")
+  summary = {**result.summary, "export": str(export_dir), "num_images": int(len(image_set.images)),
+             "class_counts": {k: int(v) for k, v in image_set.counts().items()}}
+  (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def _check_class_sizes(image_set) -> None:
+  counts = image_set.counts()
+  small = {k: v for k, v in counts.items() if v < 2}
+  if small:
+    raise ValueError(f"class folder(s) with fewer than 2 images: {small}; DeepSMOTE needs at least 2 per class "
+                     f"(remove the class or add images)")

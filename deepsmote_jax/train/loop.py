@@ -1,0 +1,248 @@
+"""The training machinery shared by the autoencoder and the classifiers.
+
+* `TrainState`: an explicit pytree (step, params, batch_stats, opt_state) -- no objects in the hot loop.
+  Models are NNX modules split once into (graphdef, params, batch_stats); step functions merge them inside
+  the jitted function, so Python runs once per compiled call, not once per step.
+* `compile_steps`: `lax.scan` of a pure `step_fn` over K stacked batches, jitted over the device mesh
+  with explicit shardings (state replicated, batches split on the 'data' axis) and the state donated.
+* `run`: the host loop -- batches in, progress bar (loss, images/s), JSON-lines metrics, periodic
+  asynchronous Orbax checkpoints, resume from the latest one.
+
+Randomness is a function of (seed, step) only (`jax.random.fold_in`), and batches are a function of
+(seed, step) too, so a run that is killed and resumed ends exactly where an uninterrupted run ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from deepsmote_jax.train import mesh as mesh_lib
+from deepsmote_jax.train.checkpoint import CheckpointManager
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def split_model(model: nnx.Module):
+  """(graphdef, params, batch_stats) with params / batch_stats as plain nested dicts."""
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, params.to_pure_dict(), stats.to_pure_dict()
+
+
+def merge_model(graphdef, params, batch_stats) -> nnx.Module:
+  return nnx.merge(graphdef, params, batch_stats)
+
+
+def batch_stats_of(model: nnx.Module):
+  return nnx.state(model, nnx.BatchStat).to_pure_dict()
+
+
+def create_state(model: nnx.Module, tx: optax.GradientTransformation):
+  """Splits `model` and initialises the optimiser; returns (graphdef, TrainState)."""
+  graphdef, params, stats = split_model(model)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats, opt_state=tx.init(params))
+  return graphdef, state
+
+
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, batch_stats) -> TrainState:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
+
+
+ACTIVE = "_active"
+
+
+def with_active(batches: dict, n_active: int) -> dict:
+  """Adds the per-step 'active' flags used to pad the last call of a run to the compiled length."""
+  k = len(jax.tree.leaves(batches)[0])
+  return {**batches, ACTIVE: np.arange(k) < n_active}
+
+
+def pad_steps(batches: dict, k: int) -> dict:
+  """Pads stacked host batches (n, ...) to k steps by repeating the last one (inactive)."""
+  n = len(jax.tree.leaves(batches)[0])
+  if n == k:
+    return with_active(batches, n)
+  padded = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], k - n, axis=0)]), batches)
+  return with_active(padded, n)
+
+
+StepFn = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict]]
+
+
+def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_example, data=None,
+                  donate: bool = True):
+  """jit(scan(step_fn)) over K stacked batches with explicit shardings.
+
+  `step_fn(state, batch, key, data) -> (state, metrics)`; `batch_example` has the stacked shape
+  (K, B, ...) per leaf; `data` is an optional pytree of device-resident arrays (replicated) that the step
+  reads (e.g. the whole image set for class sampling). Returns `f(state, batches, key, data)` whose
+  metrics are stacked over the K steps.
+  """
+  repl = mesh_lib.replicated(mesh)
+  state_sh = jax.tree.map(lambda _: repl, state)
+  batch_example = with_active(batch_example, len(jax.tree.leaves(batch_example)[0]))
+  batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh, leading_axes=1), batch_example)
+  batch_sh[ACTIVE] = repl
+  data_sh = jax.tree.map(lambda _: repl, data)
+
+  def multi_step(state, batches, key, data):
+    def body(st, batch):
+      active = batch.pop(ACTIVE)
+      new, metrics = step_fn(st, batch, key, data)
+      # Steps past the end of the run (padding of the last call) leave the state unchanged.
+      new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, st)
+      return new, (metrics, active)
+    return jax.lax.scan(body, state, batches)
+
+  return jax.jit(multi_step, in_shardings=(state_sh, batch_sh, repl, data_sh), out_shardings=(state_sh, repl),
+                 donate_argnums=(0,) if donate else ())
+
+
+def place_state(state: TrainState, mesh: Mesh) -> TrainState:
+  return jax.device_put(state, mesh_lib.replicated(mesh))
+
+
+@dataclasses.dataclass
+class RunOptions:
+  total_steps: int
+  steps_per_call: int
+  workdir: str | None = None
+  checkpoint_every_steps: int = 0       # 0: only at the end
+  keep_checkpoints: int = 3
+  resume: bool = False
+  images_per_step: int = 1               # for images/s
+  progress: bool = True
+  description: str = "train"
+  stop_after_steps: int | None = None    # stop early (as if killed) after this many steps; tests use it
+  log_every_calls: int = 1
+
+
+def chunk_plan(start: int, total: int, k: int) -> Iterator[tuple[int, int]]:
+  """(first_step, n_steps) of each compiled call; all calls have k steps except possibly the last."""
+  step = start
+  while step < total:
+    n = min(k, total - step)
+    yield step, n
+    step += n
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to `<workdir>/metrics.jsonl`."""
+
+  def __init__(self, workdir: str | None):
+    self.path = pathlib.Path(workdir) / "metrics.jsonl" if workdir else None
+    if self.path:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+
+  def write(self, record: dict) -> None:
+    if self.path:
+      with self.path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, int], Any], key: jax.Array,
+        data, mesh: Mesh, options: RunOptions, metadata: dict | None = None,
+        on_metrics: Callable[[int, dict], None] | None = None) -> tuple[TrainState, dict]:
+  """Runs `options.total_steps` steps of `compiled` from `state` (or from the latest checkpoint).
+
+  `get_batches(first_step, n)` returns the host (NumPy) batches for steps [first_step, first_step + n),
+  stacked on a leading axis; they are put on the mesh here. Returns the final state and a summary.
+  """
+  from tqdm.auto import tqdm
+
+  manager = None
+  if options.workdir:
+    manager = CheckpointManager(pathlib.Path(options.workdir) / "checkpoints", max_to_keep=options.keep_checkpoints)
+    if options.resume and manager.latest_step() is not None:
+      state, _ = manager.restore(state)
+  state = place_state(state, mesh)
+  start = int(jax.device_get(state.step))
+  writer = MetricsWriter(options.workdir)
+  batch_sh = None
+  last_metrics: dict = {}
+  seen = 0
+  t_start = time.perf_counter()
+  compiled_sizes: dict[int, Callable] = {}
+  bar = tqdm(total=options.total_steps, initial=start, desc=options.description, disable=not options.progress,
+             dynamic_ncols=True, leave=True)
+  stop_at = options.stop_after_steps
+  last_saved = start
+  _Clock.last = None
+  try:
+    pending = None
+    for call_index, (first, n) in enumerate(chunk_plan(start, options.total_steps, options.steps_per_call)):
+      if stop_at is not None and first >= stop_at:
+        break
+      host = pad_steps(get_batches(first, n), options.steps_per_call)
+      if batch_sh is None:
+        batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh, leading_axes=1), host)
+        batch_sh[ACTIVE] = mesh_lib.replicated(mesh)
+      batches = jax.device_put(host, batch_sh)
+      state, metrics = compiled(state, batches, key, data)
+      # Fetching the previous call's metrics here keeps one call in flight while the host prepares the next.
+      if pending is not None:
+        _report(pending, bar, writer, on_metrics, options)
+      pending = (first, n, metrics)
+      seen += n
+      step_now = first + n
+      due = options.checkpoint_every_steps and step_now - last_saved >= options.checkpoint_every_steps
+      if manager and due and step_now < options.total_steps:
+        manager.save(step_now, state, metadata=metadata)
+        last_saved = step_now
+    if pending is not None:
+      last_metrics = _report(pending, bar, writer, on_metrics, options)
+    final_step = int(jax.device_get(state.step))
+    if manager and final_step > last_saved:
+      manager.save(final_step, state, metadata=metadata, force=True)
+  finally:
+    bar.close()
+    if manager:
+      manager.close()
+  wall = time.perf_counter() - t_start
+  summary = {"final_step": final_step, "steps_run": seen, "wall_s": wall, **last_metrics}
+  return state, summary
+
+
+class _Clock:
+  last = None
+
+
+def _report(pending, bar, writer: MetricsWriter, on_metrics, options: RunOptions) -> dict:
+  """Fetches one call's metrics; images/s is measured between consecutive fetches (first call: compile)."""
+  first, n, (metrics, active) = pending
+  metrics, active = jax.device_get((metrics, active))
+  now = time.perf_counter()
+  dt = now - _Clock.last if _Clock.last is not None else float("nan")
+  _Clock.last = now
+  means = {k: float(np.mean(np.asarray(v)[active])) for k, v in metrics.items()}
+  record = {"step": first + n, **means, "images_per_s": options.images_per_step * n / dt if dt == dt else None,
+            "time": time.time()}
+  bar.update(n)
+  ips = record["images_per_s"]
+  bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]} | {"img/s": f"{ips:.0f}" if ips else "-"})
+  writer.write(record)
+  if on_metrics:
+    on_metrics(first + n, record)
+  if any(not math.isfinite(v) for v in means.values()):
+    raise FloatingPointError(f"non-finite training metrics at step {first + n}: {means}")
+  return means

@@ -1,0 +1,29 @@
+"""Train a DeepSMOTE encoder/decoder.
+
+  python scripts/train_autoencoder.py --config configs/amoled_dent_200.py \
+      --config.data.root=/path/to/images --config.train.epochs=100 --workdir runs/dent [--resume]
+
+Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) and reconstructions.png.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from deepsmote_jax.train.autoencoder import train_and_export
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:local]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in the workdir.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  summary = train_and_export(config, _WORKDIR.value or config.workdir, resume=_RESUME.value)
+  print(f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
+        f"final loss {summary.get('loss', float('nan')):.4f}; exported to {summary['export']}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

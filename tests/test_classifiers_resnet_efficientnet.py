@@ -1,0 +1,284 @@
+"""ResNet50 / EfficientNet-B0 / B5 against keras.applications, and the SmallCNN.
+
+Keras models are built with weights=None (no downloads) once per module. Flax models that receive Keras
+weights are built abstractly (`nnx.eval_shape`) and filled by `load_keras_weights`, which skips the slow
+random initialisation on CPU.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ['KERAS_BACKEND'] = 'tensorflow'
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from deepsmote_jax.models.classifiers import efficientnet, resnet, small_cnn  # noqa: E402
+from deepsmote_jax.models.classifiers._keras import WeightMismatchError  # noqa: E402
+
+keras = pytest.importorskip('keras')
+
+SIZE = 32  # smallest input both Keras models accept
+
+
+def _randomise(model, seed: int):
+  """Positive, non-trivial BN statistics/affine and input-normalisation stats, so nothing is an identity."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    kind = type(layer).__name__
+    if kind == 'BatchNormalization':
+      n = layer.moving_mean.shape
+      layer.moving_mean.assign(rng.uniform(0.05, 0.5, n).astype('float32'))
+      layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype('float32'))
+      layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype('float32'))
+      layer.beta.assign(rng.normal(0.0, 0.2, n).astype('float32'))
+    elif kind == 'Normalization':
+      c = layer.adapt_mean.shape
+      layer.adapt_mean.assign(rng.uniform(0.3, 0.6, c).astype('float32'))
+      layer.adapt_variance.assign(rng.uniform(0.04, 0.08, c).astype('float32'))
+      layer.finalize_state()  # Keras snapshots mean/variance at build time
+  return model
+
+
+def _abstract(build):
+  return nnx.eval_shape(build)
+
+
+def _materialise(model):
+  """Gives the RNG streams left abstract by `nnx.eval_shape` concrete values; everything else must be loaded."""
+  graphdef, state = nnx.split(model)
+  counter = iter(range(10**6))
+
+  def fill(path, leaf):
+    if not isinstance(leaf, jax.ShapeDtypeStruct):
+      return leaf
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.key(next(counter))
+    assert 'rngs' in jax.tree_util.keystr(path), f'{jax.tree_util.keystr(path)} was not loaded'
+    return jnp.zeros(leaf.shape, leaf.dtype)
+
+  state = jax.tree_util.tree_map_with_path(fill, state)
+  return nnx.merge(graphdef, state)
+
+
+def _load(module, build, source, **kwargs):
+  model = _abstract(build)
+  copied = module.load_keras_weights(model, source, **kwargs)
+  return _materialise(model), copied
+
+
+@nnx.jit
+def _eval_logits(model, x):
+  return model(x, train=False)
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope='module')
+def keras_r50():
+  model = keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+  return _randomise(model, 0)
+
+
+@pytest.fixture(scope='module')
+def keras_b0():
+  model = keras.applications.EfficientNetB0(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+  return _randomise(model, 1)
+
+
+@pytest.fixture(scope='module')
+def keras_b5():
+  model = keras.applications.EfficientNetB5(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+  return _randomise(model, 2)
+
+
+@pytest.fixture(scope='module')
+def flax_r50(keras_r50):
+  return _load(resnet, lambda: resnet.ResNet50(1000, rngs=nnx.Rngs(0)), keras_r50)
+
+
+@pytest.fixture(scope='module')
+def flax_b0(keras_b0):
+  return _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)), keras_b0)
+
+
+def _images(seed: int, scale: float):
+  return np.random.default_rng(seed).uniform(0.0, scale, (2, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def _state_arrays(model):
+  state = nnx.state(model, nnx.Not(nnx.RngState))
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+
+# --------------------------------------------------------------------------------- parameter counts
+
+
+@pytest.mark.parametrize('arch', ['resnet50', 'b0', 'b5'])
+@pytest.mark.parametrize('config', [dict(num_classes=1000), dict(num_classes=7),
+                                    dict(num_classes=1000, include_top=False)], ids=['1000', '7', 'notop'])
+def test_param_count_matches_keras(arch, config):
+  top = config.get('include_top', True)
+  kw = dict(weights=None, include_top=top, classes=config['num_classes'], classifier_activation=None,
+            input_shape=(SIZE, SIZE, 3))
+  if arch == 'resnet50':
+    expected = keras.applications.ResNet50(**kw).count_params()
+    model = _abstract(lambda: resnet.ResNet50(rngs=nnx.Rngs(0), **config))
+    count = resnet.param_count(model)
+  else:
+    expected = getattr(keras.applications, f'EfficientNet{arch.upper()}')(**kw).count_params()
+    model = _abstract(lambda: efficientnet.EfficientNet(arch, rngs=nnx.Rngs(0), **config))
+    count = efficientnet.param_count(model)
+  assert count == expected
+
+
+# ------------------------------------------------------------------------------------ logits vs Keras
+
+
+def _check_logits(keras_model, model, x, name):
+  expected = keras_model(x, training=False).numpy()
+  got = np.asarray(_eval_logits(model, jnp.asarray(x)))
+  diff = float(np.abs(got - expected).max())
+  print(f'{name}: max |logit diff| = {diff:.3g} (max |logit| {np.abs(expected).max():.3g})')
+  assert got.shape == expected.shape and got.dtype == np.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()))
+  return diff
+
+
+def test_resnet50_logits_match_keras(keras_r50, flax_r50):
+  model, copied = flax_r50
+  assert copied == 320  # 53 conv (kernel+bias) + 53 BN x 4 + dense kernel/bias
+  x = np.random.default_rng(10).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+  _check_logits(keras_r50, model, x, 'ResNet50')
+
+
+def test_efficientnet_b0_logits_match_keras(keras_b0, flax_b0):
+  model, copied = flax_b0
+  assert copied == 314
+  _check_logits(keras_b0, model, _images(11, 255.0), 'EfficientNetB0')
+
+
+def test_efficientnet_b5_logits_match_keras(keras_b5):
+  model, _ = _load(efficientnet, lambda: efficientnet.EfficientNetB5(1000, rngs=nnx.Rngs(0)), keras_b5)
+  assert efficientnet.param_count(model) == keras_b5.count_params()
+  _check_logits(keras_b5, model, _images(12, 255.0), 'EfficientNetB5')
+
+
+def test_efficientnet_features_without_top(keras_b0):
+  """include_top=False returns the pooled `top_activation` of the same backbone."""
+  model, _ = _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, include_top=False, rngs=nnx.Rngs(0)),
+                   keras_b0)
+  x = _images(13, 255.0)
+  pooled = keras.Model(keras_b0.input, keras_b0.get_layer('avg_pool').output)(x, training=False).numpy()
+  got = np.asarray(_eval_logits(model, jnp.asarray(x)))
+  assert got.shape == (2, 1280)
+  np.testing.assert_allclose(got, pooled, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- weight files
+
+
+def test_load_efficientnet_from_keras_and_weights_h5_files(keras_b0, flax_b0, tmp_path):
+  reference = _state_arrays(flax_b0[0])
+  keras_b0.save(tmp_path / 'b0.keras')
+  keras_b0.save_weights(tmp_path / 'b0.weights.h5')
+  for path in ('b0.keras', 'b0.weights.h5'):
+    model, copied = _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)),
+                          str(tmp_path / path))
+    assert copied == 314, path
+    loaded = _state_arrays(model)
+    assert loaded.keys() == reference.keys()
+    for key, value in reference.items():
+      np.testing.assert_array_equal(loaded[key], value, err_msg=f'{path}: {key}')
+
+
+def test_load_resnet50_weights_h5_skip_top(keras_r50, flax_r50, tmp_path):
+  """Keras 3 .weights.h5 keys layers by class and position; a new 5-class head keeps its own init."""
+  keras_r50.save_weights(tmp_path / 'r50.weights.h5')
+  model, copied = _load(resnet, lambda: resnet.ResNet50(5, rngs=nnx.Rngs(0)), tmp_path / 'r50.weights.h5',
+                        skip_top=True)
+  assert copied == 318
+  reference, loaded = _state_arrays(flax_r50[0]), _state_arrays(model)
+  for key, value in loaded.items():
+    if 'head' not in key:
+      np.testing.assert_array_equal(value, reference[key], err_msg=key)
+  with pytest.raises(WeightMismatchError, match='predictions/kernel'):
+    resnet.load_keras_weights(model, tmp_path / 'r50.weights.h5')
+
+
+def test_mismatched_file_names_every_tensor(tmp_path):
+  other = keras.applications.EfficientNetB0(weights=None, input_shape=(SIZE, SIZE, 1), classes=10,
+                                            classifier_activation=None)
+  other.save_weights(tmp_path / 'gray10.weights.h5')
+  model = _abstract(lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)))
+  with pytest.raises(WeightMismatchError) as info:
+    efficientnet.load_keras_weights(model, tmp_path / 'gray10.weights.h5')
+  message = str(info.value)
+  for name in ('normalization/mean', 'normalization/variance', 'stem_conv/kernel', 'predictions/kernel',
+               'predictions/bias'):
+    assert name in message
+  assert message.startswith('5 tensor(s)')
+
+
+# ------------------------------------------------------------------------------------------- bfloat16
+
+
+def test_resnet50_bfloat16_close_to_float32(keras_r50, flax_r50):
+  model, _ = _load(resnet, lambda: resnet.ResNet50(1000, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), keras_r50)
+  assert model.conv1.kernel.value.dtype == jnp.float32
+  assert model.bn1.mean.value.dtype == jnp.float32
+  x = jnp.asarray(np.random.default_rng(14).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32))
+  ref = np.asarray(_eval_logits(flax_r50[0], x))
+  got = np.asarray(_eval_logits(model, x))
+  assert got.dtype == np.float32 and np.all(np.isfinite(got))
+  rel = np.abs(got - ref).max() / np.abs(ref).max()
+  print(f'ResNet50 bf16 vs fp32: max rel diff {rel:.3g}')
+  assert rel < 0.1
+
+
+# ------------------------------------------------------------------------------------------- SmallCNN
+
+
+def test_small_cnn_shapes_and_batchnorm_modes():
+  model = small_cnn.SmallCNN(3, rngs=nnx.Rngs(0))
+  assert small_cnn.param_count(model) == 9 * (16 + 16 * 32 + 32 * 64) + 2 * 2 * (16 + 32 + 64) + 64 * 3 + 3
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 1)).astype(np.float32))
+  forward = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
+  stats = np.asarray(model.bns[0].mean[...]).copy()
+  eval_out = forward(model, x, False)
+  assert eval_out.shape == (4, 3) and eval_out.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(model.bns[0].mean[...]), stats)  # eval: running averages untouched
+  train_out = forward(model, x, True)
+  assert not np.allclose(np.asarray(model.bns[0].mean[...]), stats)  # train: statistics updated
+  assert not np.allclose(np.asarray(train_out), np.asarray(eval_out))  # batch vs running statistics
+  features = forward(small_cnn.SmallCNN(3, include_top=False, rngs=nnx.Rngs(0)), x, False)
+  assert features.shape == (4, 64)
+  half = forward(small_cnn.SmallCNN(3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), x, False)
+  assert half.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(half)))
+
+
+def test_small_cnn_adam_reduces_loss():
+  rng = np.random.default_rng(0)
+  labels = np.arange(32) % 2
+  x = rng.normal(0.0, 0.3, (32, 16, 16, 1)).astype(np.float32)
+  x[labels == 1, 4:12, 4:12] += 1.0  # class 1: a bright square
+  x, y = jnp.asarray(np.clip(x, -1, 1)), jnp.asarray(labels)
+  model = small_cnn.SmallCNN(2, rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, x, y):
+    def loss_fn(model):
+      return optax.softmax_cross_entropy_with_integer_labels(model(x, train=True), y).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  losses = [float(step(model, optimizer, x, y)) for _ in range(15)]
+  assert losses[-1] < 0.5 * losses[0], losses

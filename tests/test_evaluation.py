@@ -1,0 +1,247 @@
+"""deepsmote_jax.evaluation: files written, numbers consistent with the confusion matrix, paper layout."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from deepsmote_jax import evaluation as E
+from deepsmote_jax import metrics as M
+
+NAMES = ["OK", "NG"]
+FILES = ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png", "roc_curve.png")
+
+
+def _probs(y: np.ndarray, c: int, seed: int, sep: float = 1.5) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(y.size, c))
+  logits[np.arange(y.size), y] += sep
+  e = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def _binary_set(seed: int, n_ok: int = 300, n_ng: int = 100):
+  y = np.r_[np.zeros(n_ok, int), np.ones(n_ng, int)]
+  return y, _probs(y, 2, seed)
+
+
+def _strict_json(path):
+  def no_constants(name):
+    raise AssertionError(f"non-standard JSON constant {name}")
+  with open(path) as f:
+    return json.loads(f.read(), parse_constant=no_constants)
+
+
+def _inception_v3_set():
+  """Samples whose argmax confusion matrix is the paper's InceptionV3 row."""
+  cm = [[2457, 267], [22, 927]]
+  y, pred = [], []
+  for a in range(2):
+    for p in range(2):
+      y += [a] * cm[a][p]
+      pred += [p] * cm[a][p]
+  y, pred = np.array(y), np.array(pred)
+  p_ng = np.where(pred == 1, 0.75, 0.25) + np.linspace(-0.2, 0.2, y.size)
+  return y, np.stack([1 - p_ng, p_ng], axis=1)
+
+
+def test_evaluate_binary_writes_files_and_numbers_recompute(tmp_path):
+  y, s = _binary_set(0)
+  vy, vs = _binary_set(1)
+  res = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, target_recall=0.95, out_dir=tmp_path, title="toy")
+  for name in FILES:
+    assert (tmp_path / name).stat().st_size > 0, name
+  for name in FILES[2:]:
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+  js = _strict_json(tmp_path / "metrics.json")
+  cm = np.array(js["confusion_matrix"])
+  np.testing.assert_array_equal(cm, skm.confusion_matrix(y, s.argmax(1)))
+  (tn, fp), (fn, tp) = cm
+  b = js["binary"]
+  assert (b["tp"], b["fn"], b["fp"], b["tn"]) == (tp, fn, fp, tn)
+  assert js["accuracy"] == pytest.approx((tp + tn) / cm.sum())
+  assert b["recall"] == pytest.approx(tp / (tp + fn))
+  assert b["precision"] == pytest.approx(tp / (tp + fp))
+  assert b["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+  assert b["leak_rate"] == pytest.approx(fn / (fn + tn))
+  assert b["overkill_rate"] == pytest.approx(fp / (fp + tn))
+  assert b["specificity"] == pytest.approx(tn / (tn + fp))
+  assert js["acsa"] == pytest.approx((tp / (tp + fn) + tn / (tn + fp)) / 2)
+  assert js["g_mean"] == pytest.approx(math.sqrt(tp / (tp + fn) * tn / (tn + fp)))
+  assert js["macro_f1"] == pytest.approx(skm.f1_score(y, s.argmax(1), average="macro"))
+  pc = js["paper_columns"]
+  assert pc["precision"] == pytest.approx(tn / (tn + fp)) and pc["recall"] == pytest.approx(tn / (tn + fn))
+  assert js["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s[:, 1]))
+  assert js["average_precision"] == pytest.approx(skm.average_precision_score(y, s[:, 1]))
+  assert js["curves"]["NG"]["roc"]["thresholds"][0] is None  # +inf is written as null
+
+  t = js["threshold"]
+  assert t["value"] == M.threshold_for_recall(vy, vs[:, 1], 0.95)
+  assert t["val_recall"] >= 0.95
+  tpred = (s[:, 1] >= t["value"]).astype(int)
+  np.testing.assert_array_equal(t["confusion_matrix"], skm.confusion_matrix(y, tpred))
+  assert t["test"]["recall"] == pytest.approx(skm.recall_score(y, tpred))
+  assert t["test"]["precision"] == pytest.approx(skm.precision_score(y, tpred))
+  assert t["test"]["overkill_rate"] == pytest.approx(1 - skm.recall_score(y, tpred, pos_label=0))
+  assert t["test"]["leak_rate"] == pytest.approx(1 - skm.precision_score(y, tpred, pos_label=0))
+  # The returned dict and the file hold the same numbers.
+  assert res["binary"]["recall"] == b["recall"] and res["threshold"]["value"] == t["value"]
+
+  md = (tmp_path / "report.md").read_text()
+  header = "| Model | Actual | Predicted OK | Predicted NG | Accuracy (%) | Precision* (%) | Recall* (%) | F1* (%) |"
+  assert header in md
+  assert f"| toy | OK | {tn} | {fp} |" in md and f"|  | NG | {fn} | {tp} |" in md
+  for row in ("NG recall (catch rate)", "Leak rate", "Overkill rate", "Recall-first threshold"):
+    assert row in md
+
+
+def test_paper_table1_inceptionv3_through_evaluate(tmp_path):
+  y, s = _inception_v3_set()
+  res = E.evaluate(y, s, NAMES, title="InceptionV3", out_dir=tmp_path)
+  assert res["confusion_matrix"] == [[2457, 267], [22, 927]]
+  md = (tmp_path / "report.md").read_text()
+  assert "| InceptionV3 | OK | 2457 | 267 | 92.13 | 90.20 | 99.11 | 94.45 |" in md
+  assert "|  | NG | 22 | 927 |" in md
+  assert "| NG recall (catch rate) | 97.68 | 927/949 |" in md
+  assert "| Leak rate | 0.89 | 22/2479 |" in md
+  assert "| Overkill rate | 9.80 | 267/2724 |" in md
+
+
+def test_paper_tables_as_data():
+  t1 = E.paper_table1()
+  assert t1["models"]["InceptionV3"]["confusion_matrix"] == [[2457, 267], [22, 927]]
+  assert t1["test_support"] == {"OK": 2724, "NG": 949}
+  assert t1["missing"] == ["ResNet50", "EfficientNetB5", "Xception"]
+  pc = M.paper_columns(t1["models"]["InceptionV3"]["confusion_matrix"])
+  rep = t1["models"]["InceptionV3"]["reported"]
+  for k in ("accuracy", "precision", "recall", "f1"):
+    assert abs(round(100 * pc[k], 2) - rep[k]) <= 0.011  # F1: 94.45 recomputed, 94.46 printed
+  # Caller-supplied counts are checked against the test set size.
+  t1b = E.paper_table1({"ResNet50": [[2700, 24], [100, 849]]})
+  assert "ResNet50" not in t1b["missing"] and t1b["models"]["ResNet50"]["reported"] is None
+  with pytest.raises(ValueError, match="rows sum"):
+    E.paper_table1({"ResNet50": [[1, 2], [3, 4]]})
+  t2 = E.paper_table2()
+  assert t2["without_synthetic"]["accuracy_percent"] == 55.53
+  assert t2["with_synthetic"]["accuracy_percent"] == 94.86
+  assert t2["without_synthetic"]["confusion_matrix"] is None and t2["notes"]
+  t2b = E.paper_table2({"with_synthetic": [[4000, 200], [314, 5486]]})  # 94.86 %: toy counts
+  assert t2b["with_synthetic"]["confusion_matrix"] == [[4000, 200], [314, 5486]]
+  with pytest.raises(ValueError, match="accuracy"):
+    E.paper_table2({"with_synthetic": [[1, 1], [1, 1]]})
+
+
+def test_ng_listed_first_gives_same_numbers():
+  y, s = _binary_set(3)
+  vy, vs = _binary_set(4)
+  a = E.evaluate(y, s, ["OK", "NG"], val_true=vy, val_scores=vs)
+  b = E.evaluate(1 - y, s[:, ::-1], ["NG", "OK"], val_true=1 - vy, val_scores=vs[:, ::-1])
+  for k in ("recall", "precision", "leak_rate", "overkill_rate", "f1"):
+    assert a["binary"][k] == b["binary"][k]
+    assert a["threshold"]["test"][k] == b["threshold"]["test"][k]
+  assert a["paper_columns"] == b["paper_columns"]
+  assert a["threshold"]["confusion_matrix"] == np.asarray(b["threshold"]["confusion_matrix"])[::-1, ::-1].tolist()
+  assert a["roc_auc"] == b["roc_auc"]
+
+
+def test_string_labels_accepted():
+  y, s = _binary_set(5)
+  a = E.evaluate(y, s, NAMES)
+  b = E.evaluate(np.array(NAMES)[y], s, NAMES)
+  assert a["confusion_matrix"] == b["confusion_matrix"]
+
+
+def test_evaluate_multiclass(tmp_path):
+  names = ["OK", "scratch", "dent", "NG"]
+  rng = np.random.default_rng(7)
+  y = rng.integers(0, 4, 400)
+  s = _probs(y, 4, 8, sep=1.0)
+  res = E.evaluate(y, s, names, positive_class="NG", out_dir=tmp_path, title="multi")
+  pred = s.argmax(1)
+  assert res["acsa"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+  assert res["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+  recalls = skm.recall_score(y, pred, average=None)
+  assert res["g_mean"] == pytest.approx(np.prod(recalls) ** 0.25)
+  assert res["roc_auc_ovr_macro"] == pytest.approx(skm.roc_auc_score(y, s, multi_class="ovr", average="macro"))
+  # NG one-vs-rest.
+  assert res["binary"]["recall"] == pytest.approx(skm.recall_score(y == 3, pred == 3))
+  assert res["binary"]["precision"] == pytest.approx(skm.precision_score(y == 3, pred == 3))
+  assert res["paper_columns"] is None
+  for name in FILES:
+    assert (tmp_path / name).stat().st_size > 0
+  md = (tmp_path / "report.md").read_text()
+  assert "| Actual \\ Predicted | OK | scratch | dent | NG | Total |" in md
+  assert f"| Accuracy (4 classes) | {100 * np.mean(pred == y):.2f} |" in md
+  assert "| NG-vs-rest accuracy |" in md
+  for row in ("## Per class", "ACSA", "G-mean", "Macro-F1", "| scratch |"):
+    assert row in md
+  # Without a positive class: per-class metrics and one curve per class.
+  res2 = E.evaluate(y, s, names, positive_class=None)
+  assert res2["binary"] is None and set(res2["curves"]) == set(names)
+
+
+def test_degenerate_test_set_without_ng(tmp_path):
+  y = np.zeros(20, int)
+  s = _probs(y, 2, 9)
+  vy, vs = _binary_set(10, 20, 10)
+  res = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, out_dir=tmp_path)
+  assert math.isnan(res["binary"]["recall"]) and math.isnan(res["roc_auc"])
+  assert res["notes"]
+  js = _strict_json(tmp_path / "metrics.json")
+  assert js["binary"]["recall"] is None and js["roc_auc"] is None
+  assert (tmp_path / "roc_curve.png").stat().st_size > 0
+  assert "## Notes" in (tmp_path / "report.md").read_text()
+
+
+def test_degenerate_validation_without_ng():
+  y, s = _binary_set(11)
+  res = E.evaluate(y, s, NAMES, val_true=np.zeros(5, int), val_scores=_probs(np.zeros(5, int), 2, 12))
+  assert math.isnan(res["threshold"]["value"]) and res["threshold"]["test"] is None
+  assert any("no positive" in n for n in res["notes"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(y_true=np.zeros(5, int)), "y_true and scores have different lengths"),
+    (dict(scores=np.full(10, 0.5)), r"scores must be an \(N, C\)"),
+    (dict(class_names=["OK", "NG", "X"]), "class_names"),
+    (dict(positive_class="defect"), "positive_class"),
+    (dict(scores=np.where(np.eye(10, 2) > 0, np.nan, 0.5)), "scores contains NaN"),
+    (dict(val_true=np.zeros(4, int)), "val_scores"),
+    (dict(val_true=np.zeros(4, int), val_scores=np.full((4, 2), np.nan)), "val_scores contains NaN"),
+    (dict(val_true=np.zeros(3, int), val_scores=np.full((4, 2), 0.5)), "val_true and val_scores"),
+    (dict(y_true=np.array(["OK"] * 9 + ["bad"])), "y_true has labels not in class_names"),
+    (dict(y_true=np.r_[np.zeros(9, int), 2]), "y_true has class indices outside"),
+    (dict(target_recall=0.0), "target_recall"),
+])
+def test_evaluate_input_errors(kwargs, match):
+  args = dict(y_true=np.r_[np.zeros(5, int), np.ones(5, int)], scores=np.full((10, 2), 0.5), class_names=NAMES)
+  args.update(kwargs)
+  y, s, c = args.pop("y_true"), args.pop("scores"), args.pop("class_names")
+  with pytest.raises(ValueError, match=match):
+    E.evaluate(y, s, c, **args)
+
+
+def test_compare_table():
+  results = {
+      "baseline": {"accuracy": 0.5553, "binary": {"recall": 0.5}},
+      "DeepSMOTE": {"accuracy": [0.90, 0.92], "binary": {"recall": [0.97, 0.99]}},
+      "seeds as dicts": [{"accuracy": 0.90}, {"accuracy": 0.92}],
+  }
+  md = E.compare_table(results)
+  lines = md.splitlines()
+  assert lines[0] == "| Model | Accuracy (%) | NG recall (%) |"
+  assert "| baseline | 55.53 | 50.00 |" in lines
+  assert "| DeepSMOTE | 91.00 ± 1.41 | 98.00 ± 1.41 |" in lines
+  assert "| seeds as dicts | 91.00 ± 1.41 | – |" in lines
+  assert "mean ± sample std" in md
+  assert "| baseline | 0.5553 |" in E.compare_table(results, ["accuracy"], percent=False, digits=4)
+  # evaluate() outputs compare directly.
+  y, s = _binary_set(13)
+  md2 = E.compare_table({"a": E.evaluate(y, s, NAMES), "b": E.evaluate(y, s[:, ::-1], NAMES)})
+  assert "NG recall" in md2 and "Leak rate" in md2 and "ROC AUC" in md2
+  with pytest.raises(ValueError):
+    E.compare_table({})
