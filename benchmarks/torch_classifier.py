@@ -2,7 +2,8 @@
 
 Modes as in `torch_autoencoder`: 'fp32' (eager), 'bf16_cl' (autocast bfloat16 + channels_last),
 'compile' and 'compile_bf16_cl' (torch.compile of the loss; failures are reported, not raised).
-torchvision is imported lazily: without it every result is `{'error': 'torchvision not installed', ...}`.
+torchvision is imported lazily: without it every result is `{'error': 'torchvision not installed', ...}`
+(or 'torchvision not importable: ...' for a broken install).
 
 Run: `python -m benchmarks.torch_classifier --archs inception_v3,resnet50 --batch 64 --device cuda`.
 """
@@ -31,18 +32,21 @@ AUX_WEIGHT = 0.4  # torchvision's reference recipe for InceptionV3's auxiliary h
 
 
 def _torchvision():
+  """(torchvision or None, why not): a missing or broken install (e.g. a _C built for another torch) is reported."""
   try:
     import torchvision
   except ImportError:
-    return None
-  return torchvision
+    return None, "torchvision not installed"
+  except Exception as e:  # noqa: BLE001 - a mismatched build raises RuntimeError/OSError at import
+    return None, f"torchvision not importable: {type(e).__name__}: {e}"[:300]
+  return torchvision, None
 
 
 def build_classifier(arch: str, num_classes: int = 1000) -> nn.Module:
   """A randomly initialised torchvision model (InceptionV3: aux_logits=True, init_weights=False)."""
-  tv = _torchvision()
+  tv, why = _torchvision()
   if tv is None:
-    raise ImportError("torchvision not installed")
+    raise ImportError(why)
   if arch == "inception_v3":
     return tv.models.inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=num_classes)
   if arch == "resnet50":
@@ -98,9 +102,9 @@ def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
   }
   if arch == "inception_v3":
     result["aux_weight"] = AUX_WEIGHT
-  tv = _torchvision()
+  tv, why = _torchvision()
   if tv is None:
-    result["error"] = "torchvision not installed"
+    result["error"] = why
     return result
   result["torchvision"] = tv.__version__
   if dev.type == "cuda":

@@ -22,6 +22,9 @@ from deepsmote_jax.models.classifiers._keras import WeightMismatchError  # noqa:
 
 keras = pytest.importorskip("keras")
 
+# Variable.value is deprecated in flax 0.12 (used by _keras.Assigner); keep the output readable.
+pytestmark = pytest.mark.filterwarnings("ignore:'.value' (access|setter) is now deprecated:DeprecationWarning")
+
 SIZE = {"inception_v3": 75, "xception": 71}
 MODULE = {"inception_v3": iv3, "xception": xc}
 FLAX_CLS = {"inception_v3": iv3.InceptionV3, "xception": xc.Xception}
@@ -119,7 +122,7 @@ def test_eval_logits_and_features_match_keras(kmodels):
   with pytest.warns(UserWarning, match="skip_top=True"):
     backbone = _loaded(arch, k["top1000"], include_top=False, skip_top=True)
   feats = np.asarray(_forward(backbone, x))
-  k_feats = np.asarray(keras.Model(k["top1000"].inputs, k["top1000"].get_layer("avg_pool").output)(x, training=False))
+  k_feats = np.asarray(keras.Model(k["top1000"].input, k["top1000"].get_layer("avg_pool").output)(x, training=False))
   fdiff = np.abs(feats - k_feats).max()
   print(f"{arch}: pooled features max|diff| {fdiff:.3g} (max {np.abs(k_feats).max():.3g})")
   assert feats.shape == (2, 2048)

@@ -104,7 +104,7 @@ class ConvTranspose(nnx.Module):
 
   def __call__(self, x: Array) -> Array:
     dtype = self.dtype or x.dtype
-    y = conv_transpose(x.astype(dtype), self.kernel.value.astype(dtype), stride=self.stride, padding=self.padding)
+    y = conv_transpose(x.astype(dtype), self.kernel[...].astype(dtype), stride=self.stride, padding=self.padding)
     if self.bias is not None:
-      y = y + self.bias.value.astype(dtype)
+      y = y + self.bias[...].astype(dtype)
     return y

@@ -113,6 +113,32 @@ def cyclic_shift(n_valid: jax.Array, size: int, shift: jax.Array | int = 1) -> j
   return jnp.where(j < n_valid, (j + shift) % jnp.maximum(n_valid, 1), j)
 
 
+def deepsmote_loss(model: Autoencoder, images, mask=None, *, penalty: str, class_images=None, valid=None,
+                   perm=None, penalty_weight: float = 1.0):
+  """Reconstruction MSE + penalty_weight * penalty on a class sample; returns (loss, {'recon', 'penalty'}).
+
+  Runs the model in train mode (BatchNorm batch statistics, updated in place on `model`). `perm` is the
+  permutation of the class sample (a cyclic shift, see `cyclic_shift`); `valid` masks its padding.
+  """
+  z = model.encoder(images, train=True, mask=mask)
+  recon = model.decoder(z, train=True, mask=mask)
+  recon_loss = masked_mse(recon, images, mask)
+  pen = jnp.zeros((), jnp.float32)
+  if penalty == "reference":
+    # Released code: codes detached; codes and targets shifted alike.
+    codes = jax.lax.stop_gradient(model.encoder(class_images, train=True, mask=valid))
+    decoded = model.decoder(codes[perm], train=True, mask=valid[perm])
+    pen = masked_mse(decoded, class_images[perm], valid[perm])
+  elif penalty == "paper":
+    # Algorithm 1: permuted codes decoded and compared with the sample in its original order.
+    codes = model.encoder(class_images, train=True, mask=valid)
+    decoded = model.decoder(codes[perm], train=True, mask=valid)
+    pen = masked_mse(decoded, class_images, valid)
+  elif penalty != "none":
+    raise ValueError(f"unknown penalty {penalty!r}; choose one of {PENALTIES}")
+  return recon_loss + penalty_weight * pen, {"recon": recon_loss, "penalty": pen}
+
+
 def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig):
   """The pure train step `(state, batch, key, data) -> (state, metrics)`.
 
@@ -138,20 +164,12 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig):
 
     def loss_fn(params):
       model: Autoencoder = loop.merge_model(graphdef, params, state.batch_stats)
-      z = model.encoder(images, train=True, mask=bmask)
-      recon = model.decoder(z, train=True, mask=bmask)
-      recon_loss = masked_mse(recon, images, bmask)
-      pen = jnp.zeros((), jnp.float32)
-      if penalty == "reference":
-        codes = jax.lax.stop_gradient(model.encoder(class_images, train=True, mask=valid))
-        decoded = model.decoder(codes[perm], train=True, mask=valid[perm])
-        pen = masked_mse(decoded, class_images[perm], valid[perm])
-      elif penalty == "paper":
-        codes = model.encoder(class_images, train=True, mask=valid)
-        decoded = model.decoder(codes[perm], train=True, mask=valid)
-        pen = masked_mse(decoded, class_images, valid)
-      loss = recon_loss + cfg.penalty_weight * pen
-      return loss, (recon_loss, pen, loop.batch_stats_of(model))
+      if penalty == "none":
+        loss, terms = deepsmote_loss(model, images, bmask, penalty="none")
+      else:
+        loss, terms = deepsmote_loss(model, images, bmask, penalty=penalty, class_images=class_images,
+                                     valid=valid, perm=perm, penalty_weight=cfg.penalty_weight)
+      return loss, (terms["recon"], terms["penalty"], loop.batch_stats_of(model))
 
     (loss, (recon_loss, pen, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = loop.apply_gradients(state, grads, tx, new_stats)

@@ -24,11 +24,11 @@ class Assigner:
 
   def assign(self, variable: nnx.Variable, array, name: str) -> None:
     array = np.asarray(array)
-    target_shape = tuple(variable.value.shape)
+    target_shape = tuple(variable.get_value().shape)
     if tuple(array.shape) != target_shape:
       self.errors.append(f"{name}: weight file has shape {tuple(array.shape)}, model expects {target_shape}")
       return
-    variable.value = np.asarray(array, dtype=variable.value.dtype)
+    variable.set_value(np.asarray(array, dtype=variable.get_value().dtype))
     self.copied += 1
 
   def missing(self, name: str) -> None:
