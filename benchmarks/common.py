@@ -94,6 +94,12 @@ def median_time(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, in
   return statistics.median(time_calls(fn, warmup=warmup, repeats=repeats, inner=inner, sync=sync))
 
 
+def error_message(e: BaseException, limit: int = 500) -> str:
+  """'Type: message' on one line, cut to `limit` characters (compiler errors run to pages)."""
+  text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+  return f"{type(e).__name__}: {text}"[:limit]
+
+
 def _jsonable(obj: Any) -> Any:
   if isinstance(obj, dict):
     return {str(k): _jsonable(v) for k, v in obj.items()}

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import pathlib
 import random
 import statistics
 import sys
-import traceback
 from typing import Any, Callable, Sequence
 
 import torch
@@ -237,18 +237,21 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
     sync = (lambda _: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
     if dev.type == "cuda":
       torch.cuda.reset_peak_memory_stats(dev)
-    last: list[torch.Tensor] = []
-    times = common.time_calls(lambda: last.append(step()) or last[-1], warmup=warmup, repeats=steps,
-                              inner=chunk, sync=sync)
+    last: list[torch.Tensor] = [torch.zeros(())]
+
+    def run() -> torch.Tensor:
+      last[0] = step()
+      return last[0]
+
+    times = common.time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
     step_s = statistics.median(times)
-    loss = float(last[-1])
+    loss = float(last[0])
     result.update(step_s=step_s, step_s_min=min(times), step_s_max=max(times),
-                  img_per_s=(batch_size + p) / step_s, loss=loss, loss_finite=loss == loss and abs(loss) != float("inf"))
+                  img_per_s=(batch_size + p) / step_s, loss=loss, loss_finite=math.isfinite(loss))
     if dev.type == "cuda":
       result["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
   except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
-    lines = [l for l in traceback.format_exception_only(type(e), e)[-1].strip().splitlines() if l.strip()]
-    result["error"] = (f"{type(e).__name__}: " + " ".join(lines))[:500]
+    result["error"] = common.error_message(e)
   finally:
     torch.set_num_threads(threads_before)
     if dev.type == "cuda":

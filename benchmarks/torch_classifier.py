@@ -14,7 +14,6 @@ import contextlib
 import pathlib
 import statistics
 import sys
-import traceback
 from typing import Any, Sequence
 
 import torch
@@ -141,17 +140,20 @@ def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
     sync = (lambda _: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
     if dev.type == "cuda":
       torch.cuda.reset_peak_memory_stats(dev)
-    last: list[torch.Tensor] = []
-    times = common.time_calls(lambda: last.append(step()) or last[-1], warmup=warmup, repeats=steps,
-                              inner=chunk, sync=sync)
+    last: list[torch.Tensor] = [torch.zeros(())]
+
+    def run() -> torch.Tensor:
+      last[0] = step()
+      return last[0]
+
+    times = common.time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
     step_s = statistics.median(times)
     result.update(step_s=step_s, step_s_min=min(times), step_s_max=max(times),
-                  img_per_s=batch_size / step_s, loss=float(last[-1]))
+                  img_per_s=batch_size / step_s, loss=float(last[0]))
     if dev.type == "cuda":
       result["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
   except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
-    msg = " ".join(l for l in traceback.format_exception_only(type(e), e)[-1].strip().splitlines() if l.strip())
-    result["error"] = (f"{type(e).__name__}: " + msg)[:500]
+    result["error"] = common.error_message(e)
   finally:
     torch.set_num_threads(threads_before)
     if dev.type == "cuda":

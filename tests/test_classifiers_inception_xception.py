@@ -81,9 +81,9 @@ def _loaded(arch, source, num_classes=1000, skip_top=False, **kwargs):
   return model
 
 
-def _inputs(arch, channels=3, seed=0):
+def _inputs(arch, channels=3, seed=0, batch=2):
   size = SIZE[arch]
-  return np.random.default_rng(seed).uniform(-1, 1, (2, size, size, channels)).astype(np.float32)
+  return np.random.default_rng(seed).uniform(-1, 1, (batch, size, size, channels)).astype(np.float32)
 
 
 @nnx.jit(static_argnames="train")
@@ -206,7 +206,9 @@ def _materialise(model, seed=0):
 
 def test_train_mode_batch_stats_and_aux(kmodels):
   arch, k = kmodels
-  x = _inputs(arch, seed=3)
+  # Batch 8: at 75 px InceptionV3's last blocks are 1x1, so batch-2 statistics come from 2 values per channel and
+  # are ill-conditioned (float32 rounding then moves the logits by ~1%; with 8 samples the match is ~1e-4).
+  x = _inputs(arch, seed=3, batch=8)
   kmodel = k["top1000"]
   aux = arch == "inception_v3"
   model = _abstract(arch, 1000, **({"aux_head": True} if aux else {}))
@@ -214,7 +216,7 @@ def test_train_mode_batch_stats_and_aux(kmodels):
   MODULE[arch].load_keras_weights(model, kmodel)
   if aux:
     eval_out = nnx.eval_shape(lambda m: m(x, train=False), model)
-    assert isinstance(eval_out, jax.ShapeDtypeStruct) and eval_out.shape == (2, 1000)
+    assert isinstance(eval_out, jax.ShapeDtypeStruct) and eval_out.shape == (8, 1000)
 
   bns = [l for l in kmodel.layers if isinstance(l, keras.layers.BatchNormalization)]
   saved = [l.get_weights() for l in bns]
@@ -232,7 +234,7 @@ def test_train_mode_batch_stats_and_aux(kmodels):
   out = _forward(model, x, train=True)
   if aux:
     logits, aux_logits = out
-    assert aux_logits.shape == (2, 1000) and np.all(np.isfinite(np.asarray(aux_logits)))
+    assert aux_logits.shape == (8, 1000) and np.all(np.isfinite(np.asarray(aux_logits)))
   else:
     logits = out
   logits = np.asarray(logits)

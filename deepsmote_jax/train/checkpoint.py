@@ -18,19 +18,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-def _stringify_keys(tree):
-  if isinstance(tree, dict):
-    return {str(k): _stringify_keys(v) for k, v in tree.items()}
-  return tree
-
-
-def _restore_keys(tree, like):
-  """Puts back the original (e.g. integer) keys of `like` into a tree restored with string keys."""
-  if isinstance(like, dict):
-    return {k: _restore_keys(tree[str(k)], v) for k, v in like.items()}
-  return tree
-
-
 def to_saveable(tree) -> Any:
   """Any pytree of arrays -> nested dicts with string keys (Orbax-friendly, stable across versions)."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -77,10 +64,8 @@ class CheckpointManager:
     return self._manager.latest_step()
 
   def save(self, step: int, state, *, metadata: dict | None = None, force: bool = False) -> None:
-    items = {"state": ocp.args.StandardSave(to_saveable(state))}
-    if metadata is not None:
-      items["metadata"] = ocp.args.JsonSave(metadata)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(to_saveable(state)),
+                                                     metadata=ocp.args.JsonSave(metadata or {})), force=force)
 
   def restore(self, state_like, step: int | None = None):
     """Restores into the structure (and shardings) of `state_like`; returns (state, metadata)."""

@@ -44,7 +44,7 @@ class TrainState:
 def split_model(model: nnx.Module):
   """(graphdef, params, batch_stats) with params / batch_stats as plain nested dicts."""
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  return graphdef, params.to_pure_dict(), stats.to_pure_dict()
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
 
 
 def merge_model(graphdef, params, batch_stats) -> nnx.Module:
@@ -52,7 +52,7 @@ def merge_model(graphdef, params, batch_stats) -> nnx.Module:
 
 
 def batch_stats_of(model: nnx.Module):
-  return nnx.state(model, nnx.BatchStat).to_pure_dict()
+  return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
 
 def create_state(model: nnx.Module, tx: optax.GradientTransformation):

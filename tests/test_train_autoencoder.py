@@ -1,0 +1,167 @@
+"""DeepSMOTE training: penalty variants, class sampling, loss falls on real images, resume, determinism."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from deepsmote_jax.data.folder import load_image_folder
+from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
+from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
+from deepsmote_jax.train import autoencoder as ae
+from deepsmote_jax.train import loop
+
+# A 16x16 model: the same code path as the paper presets, compiled in seconds.
+MICRO = AutoencoderSpec(
+    name="micro_16", image_size=16, channels=1, latent_dim=8,
+    encoder=(ConvSpec(4, 4, 2, 1), ConvSpec(8, 4, 2, 1)), decoder_input=(4, 4, 8),
+    decoder=(ConvSpec(4, 4, 2, 1), ConvSpec(1, 4, 2, 1)))
+
+
+def _images(n=24, size=16, channels=1, seed=0):
+  rng = np.random.default_rng(seed)
+  base = rng.integers(0, 256, (3, size, size, channels))
+  labels = np.arange(n) % 3
+  noise = rng.integers(-20, 21, (n, size, size, channels))
+  return np.clip(base[labels] + noise, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+
+def _penalty_grads(penalty):
+  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  x = jax.random.uniform(jax.random.key(1), (6, 16, 16, 1), minval=-1, maxval=1)
+  xc = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1), minval=-1, maxval=1)
+  valid = jnp.array([True, True, True, True, False])
+  perm = ae.cyclic_shift(jnp.int32(4), 5, 1)
+  graphdef, params, stats = loop.split_model(model)
+
+  def penalty_only(params):
+    m = loop.merge_model(graphdef, params, stats)
+    _, terms = ae.deepsmote_loss(m, x, penalty=penalty, class_images=xc, valid=valid, perm=perm)
+    return terms["penalty"]
+
+  return jax.grad(penalty_only)(params)
+
+
+def _norm(tree):
+  return float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree.leaves(tree)))
+
+
+def test_reference_penalty_sends_no_gradient_to_encoder():
+  grads = _penalty_grads("reference")
+  assert _norm(grads["encoder"]) == 0.0
+  assert _norm(grads["decoder"]) > 0.0
+
+
+def test_paper_penalty_trains_encoder_and_decoder():
+  grads = _penalty_grads("paper")
+  assert _norm(grads["encoder"]) > 0.0 and _norm(grads["decoder"]) > 0.0
+
+
+def test_penalty_none_is_reconstruction_only():
+  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 1), minval=-1, maxval=1)
+  loss, terms = ae.deepsmote_loss(model, x, penalty="none")
+  assert float(terms["penalty"]) == 0.0 and float(loss) == pytest.approx(float(terms["recon"]))
+
+
+def test_reference_shift_is_a_reconstruction_of_the_class_sample():
+  """Shifting codes and targets alike leaves the class sample's reconstruction error unchanged."""
+  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  xc = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1), minval=-1, maxval=1)
+  valid = jnp.ones(5, bool)
+  perm = ae.cyclic_shift(jnp.int32(5), 5, 1)
+  graphdef, params, stats = loop.split_model(model)
+  _, shifted = ae.deepsmote_loss(loop.merge_model(graphdef, params, stats), xc[:1], penalty="reference",
+                                 class_images=xc, valid=valid, perm=perm)
+  m = loop.merge_model(graphdef, params, stats)
+  m.encoder(xc[:1], train=True)  # the same BatchNorm updates as in deepsmote_loss before the penalty
+  m.decoder(m.encoder(xc[:1], train=True), train=True)
+  direct = ae.masked_mse(m.decoder(m.encoder(xc, train=True), train=True), xc)
+  assert float(shifted["penalty"]) == pytest.approx(float(direct), rel=1e-5)
+
+
+def test_cyclic_shift_moves_every_valid_entry():
+  perm = np.asarray(ae.cyclic_shift(jnp.int32(4), 6, 1))
+  assert perm.tolist() == [1, 2, 3, 0, 4, 5]
+  for off in (1, 2, 3):
+    p = np.asarray(ae.cyclic_shift(jnp.int32(4), 6, off))
+    assert sorted(p[:4]) == [0, 1, 2, 3] and all(p[:4] != np.arange(4))
+
+
+def test_class_sample_is_one_class_without_replacement():
+  labels = np.array([0] * 7 + [1] * 3 + [2] * 1)   # class 2 has a single image: never drawn
+  table, counts = ae.class_index_table(labels, 3)
+  seen = set()
+  for i in range(60):
+    c, idx, valid, n = ae.sample_class(jax.random.key(i), jnp.asarray(table), jnp.asarray(counts), 5)
+    c, idx, valid, n = int(c), np.asarray(idx), np.asarray(valid), int(n)
+    seen.add(c)
+    assert c in (0, 1) and n == min(counts[c], 5) and valid.sum() == n
+    assert len(set(idx[valid])) == n and all(labels[idx[valid]] == c)
+  assert seen == {0, 1}
+
+
+def test_epoch_batches_cover_every_image_once():
+  idx, mask = ae.epoch_batches(23, 8, seed=3, epoch=1)
+  assert idx.shape == (3, 8) and mask.sum() == 23
+  assert sorted(idx[mask].tolist()) == list(range(23))
+
+
+def _train(tmp_path, name, cfg, images, labels, **kw):
+  model = Autoencoder(MICRO, rngs=nnx.Rngs(cfg.seed))
+  return ae.train_autoencoder(model, images, labels, cfg, workdir=str(tmp_path / name), progress=False, **kw)
+
+
+CFG = ae.AETrainConfig(epochs=2, batch_size=8, steps_per_call=2, penalty_sample_size=6, compute_dtype="float32")
+
+
+def test_resume_equals_uninterrupted_and_same_seed_same_result(tmp_path):
+  images, labels = _images()
+  full = _train(tmp_path, "full", CFG, images, labels, checkpoint_every_steps=2)
+  _train(tmp_path, "killed", CFG, images, labels, checkpoint_every_steps=2, stop_after_steps=4)
+  resumed = _train(tmp_path, "killed", CFG, images, labels, checkpoint_every_steps=2, resume=True)
+  assert full.summary["final_step"] == resumed.summary["final_step"] == 6
+  assert resumed.summary["steps_run"] == 2
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  again = _train(tmp_path, "again", CFG, images, labels)
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(again.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = _train(tmp_path, "other", dataclasses.replace(CFG, seed=1), images, labels)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.state.params),
+                                                       jax.tree.leaves(other.state.params)))
+
+
+def test_mismatched_channels_and_bad_settings_fail_before_compiling():
+  images, labels = _images(channels=3)
+  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="model.image_size / model.channels"):
+    ae.train_autoencoder(model, images, labels, CFG, progress=False)
+  images, labels = _images()
+  with pytest.raises(ValueError, match="train.penalty"):
+    ae.train_autoencoder(model, images, labels, dataclasses.replace(CFG, penalty="nope"), progress=False)
+  with pytest.raises(ValueError, match="unknown config.train"):
+    ae.config_to_train({"epochs": 1, "learnin_rate": 1e-3})
+
+
+def test_loss_falls_on_magnetic_tile(magnetic_tile, tmp_path):
+  ds = load_image_folder(magnetic_tile, image_size=64, channels=1, classes=["blowhole", "crack"])
+  rng = np.random.default_rng(0)
+  keep = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), 24, replace=False) for c in (0, 1)])
+  model = build_autoencoder("tiny_64", seed=0)
+  cfg = ae.AETrainConfig(epochs=12, batch_size=16, steps_per_call=3, penalty_sample_size=16,
+                         learning_rate=2e-3, compute_dtype="float32")
+  result = ae.train_autoencoder(model, ds.images[keep], ds.labels[keep], cfg, workdir=str(tmp_path), progress=False)
+  import json
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  first, last = records[0], records[-1]
+  assert last["recon"] < 0.7 * first["recon"], (first, last)
+  assert last["penalty"] < first["penalty"]
+  # Eval-mode reconstructions of the training images beat predicting the mean image.
+  x = ds.images[keep].astype(np.float32) / 127.5 - 1
+  recon = ae.decode_codes(result.model, ae.encode_images(result.model, ds.images[keep])).astype(np.float32) / 127.5 - 1
+  assert np.mean((recon - x) ** 2) < np.mean((x - x.mean(axis=0)) ** 2)
