@@ -5,6 +5,8 @@ Flax models are built with `nnx.eval_shape` and filled from Keras, which skips t
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -48,7 +50,7 @@ def _randomise(model, seed):
       elif name in ("beta", "moving_mean", "bias"):
         values.append(rng.normal(0.0, 0.2, shape))
       else:
-        values.append(np.asarray(w))
+        values.append(w.numpy())
     layer.set_weights([np.asarray(v, np.float32) for v in values])
   return model
 
@@ -101,6 +103,7 @@ def test_param_count_matches_keras(kmodels):
   assert count(_abstract(arch, 1000)) == k["top1000"].count_params()
   assert count(_abstract(arch, 2)) == k["top2"].count_params()
   assert count(_abstract(arch, 5, in_channels=1, include_top=False)) == k["gray_notop"].count_params()
+  assert count(_abstract(arch, 1000, dropout_rate=0.5)) == k["top1000"].count_params()
   if arch == "inception_v3":  # the aux head is not in Keras and is left out of the count
     with_aux = _abstract(arch, 1000, aux_head=True)
     assert count(with_aux) == k["top1000"].count_params() < count(with_aux, include_aux=True)
@@ -252,3 +255,10 @@ def test_train_mode_batch_stats_and_aux(kmodels):
   for f_bn, i in list(zip(flax_bns, k_order))[:5]:
     np.testing.assert_allclose(np.asarray(f_bn.mean.get_value()), k_means[i], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(f_bn.var.get_value()), k_vars[i], rtol=1e-4, atol=1e-5)
+
+
+def test_modules_import_without_tensorflow():
+  heavy = "{'tensorflow', 'keras', 'h5py'}"
+  code = ("import sys, deepsmote_jax.models.classifiers.inception_v3, deepsmote_jax.models.classifiers.xception; "
+          f"loaded = {heavy} & set(sys.modules); assert not loaded, sorted(loaded)")
+  subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

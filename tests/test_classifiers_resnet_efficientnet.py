@@ -265,8 +265,8 @@ def test_mismatched_file_names_every_tensor(tmp_path):
 
 def test_resnet50_bfloat16_close_to_float32(keras_r50, flax_r50):
   model, _ = _load(resnet, lambda: resnet.ResNet50(1000, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), keras_r50)
-  assert model.conv1.kernel.value.dtype == jnp.float32
-  assert model.bn1.mean.value.dtype == jnp.float32
+  assert model.conv1.kernel[...].dtype == jnp.float32
+  assert model.bn1.mean[...].dtype == jnp.float32
   x = jnp.asarray(np.random.default_rng(14).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32))
   ref = np.asarray(_eval_logits(flax_r50[0], x))
   got = np.asarray(_eval_logits(model, x))

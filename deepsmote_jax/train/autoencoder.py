@@ -84,12 +84,14 @@ def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None
   return jnp.sum(per_image * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def sample_class(key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int):
+def sample_class(key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int,
+                 padded_size: int | None = None):
   """Draws a class uniformly among those with >= 2 images and up to `sample_size` of its images.
 
-  Returns (class, indices (sample_size,), valid mask, number valid). Static shapes: the sample is padded
-  to `sample_size` and masked.
+  Returns (class, indices (padded_size,), valid mask, number valid). Static shapes: the sample is padded
+  to `padded_size` (>= sample_size, e.g. a multiple of the device count) and masked.
   """
+  padded_size = sample_size if padded_size is None else padded_size
   k_class, k_order = jax.random.split(key)
   eligible = counts >= 2
   logits = jnp.where(eligible, 0.0, -jnp.inf)
@@ -98,12 +100,12 @@ def sample_class(key: jax.Array, class_table: jax.Array, counts: jax.Array, samp
   width = class_table.shape[1]
   scores = jax.random.uniform(k_order, (width,))
   scores = jnp.where(jnp.arange(width) < n_c, scores, 2.0)  # padding sorts last
-  take = min(sample_size, width)
+  take = min(padded_size, width)
   order = jnp.argsort(scores)[:take]
-  if take < sample_size:
-    order = jnp.concatenate([order, jnp.zeros((sample_size - take,), order.dtype)])
+  if take < padded_size:
+    order = jnp.concatenate([order, jnp.zeros((padded_size - take,), order.dtype)])
   n_valid = jnp.minimum(n_c, sample_size)
-  valid = jnp.arange(sample_size) < n_valid
+  valid = jnp.arange(padded_size) < n_valid
   return c, class_table[c, order], valid, n_valid
 
 
@@ -139,14 +141,16 @@ def deepsmote_loss(model: Autoencoder, images, mask=None, *, penalty: str, class
   return recon_loss + penalty_weight * pen, {"recon": recon_loss, "penalty": pen}
 
 
-def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig):
+def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, num_devices: int = 1):
   """The pure train step `(state, batch, key, data) -> (state, metrics)`.
 
   `batch = {'index': (B,) int32, 'mask': (B,) bool}`; `data = {'images': uint8 (N,H,W,C),
-  'class_table': (C, M) int32, 'counts': (C,) int32}` (device-resident, replicated).
+  'class_table': (C, M) int32, 'counts': (C,) int32}` (device-resident, replicated). The class sample is
+  padded to a multiple of `num_devices` (masked), so the result does not depend on the device count.
   """
   penalty = cfg.penalty
   p_size = cfg.penalty_sample_size
+  p_padded = mesh_lib.round_up(p_size, num_devices)
 
   def step(state: loop.TrainState, batch, key, data):
     step_key = jax.random.fold_in(key, state.step)
@@ -154,13 +158,13 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig):
     bmask = batch["mask"]
 
     if penalty != "none":
-      _, idx, valid, n_valid = sample_class(step_key, data["class_table"], data["counts"], p_size)
+      _, idx, valid, n_valid = sample_class(step_key, data["class_table"], data["counts"], p_size, p_padded)
       class_images = to_unit_range(data["images"][idx])
       if penalty == "reference":
-        perm = cyclic_shift(n_valid, p_size, 1)
+        perm = cyclic_shift(n_valid, p_padded, 1)
       else:
         offset = jax.random.randint(jax.random.fold_in(step_key, 1), (), 1, jnp.maximum(n_valid, 2))
-        perm = cyclic_shift(n_valid, p_size, offset)
+        perm = cyclic_shift(n_valid, p_padded, offset)
 
     def loss_fn(params):
       model: Autoencoder = loop.merge_model(graphdef, params, state.batch_stats)
@@ -241,12 +245,10 @@ def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndar
   table, counts = class_index_table(labels, num_classes)
   if cfg.penalty != "none" and not (counts >= 2).any():
     raise ValueError("the penalty needs a class with at least 2 images; none has (set train.penalty='none')")
-  # The penalty sample is split over devices as well: round it up and mask the padding.
-  cfg = dataclasses.replace(cfg, penalty_sample_size=mesh_lib.round_up(cfg.penalty_sample_size, mesh.devices.size))
 
   tx = optax.adam(cfg.learning_rate)
   graphdef, state = loop.create_state(model, tx)
-  step_fn = make_step(graphdef, tx, cfg)
+  step_fn = make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
   plan = BatchPlan(len(images_u8), cfg.batch_size, cfg.seed)
   total_steps = cfg.epochs * plan.steps_per_epoch
   data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))

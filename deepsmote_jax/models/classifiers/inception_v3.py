@@ -287,7 +287,7 @@ def _from_keras_model(model, out: KerasTensors) -> None:
     if hasattr(layer, "layers") and layer.weights:  # a nested model, e.g. the backbone inside a Sequential
       _from_keras_model(layer, out)
     elif layer.weights:
-      out[layer.name] = {_short(w.name): np.asarray(w) for w in layer.weights}
+      out[layer.name] = {_short(w.name): np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in layer.weights}
 
 
 def _from_keras3_h5(group, out: KerasTensors) -> None:
@@ -435,7 +435,8 @@ def load_top(assigner: Assigner, tensors: KerasTensors, model: nnx.Module, consu
 
 
 def _abstract_paths(model: nnx.Module) -> list[str]:
-  flat = nnx.to_flat_state(nnx.state(model))
+  """Parameters / BN statistics that are still ShapeDtypeStructs (model built with nnx.eval_shape)."""
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
   return ["/".join(map(str, path)) for path, var in flat
           if isinstance(var.get_value() if hasattr(var, "get_value") else var, jax.ShapeDtypeStruct)]
 

@@ -43,9 +43,12 @@ def param_count(model: nnx.Module) -> int:
 
 
 def batch_norm(features: int, *, epsilon: float, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  """Keras-equivalent BatchNorm: float32 parameters/statistics and float32 reductions, output in `dtype`."""
+  """Keras-equivalent BatchNorm: float32 parameters/statistics and float32 reductions, output in `dtype`.
+
+  Two-pass batch variance (`use_fast_variance=False`), as Keras' `moments`.
+  """
   return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
-                       rngs=rngs)
+                       use_fast_variance=False, rngs=rngs)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
