@@ -24,8 +24,12 @@ from deepsmote_jax.models.classifiers._keras import WeightMismatchError  # noqa:
 
 keras = pytest.importorskip("keras")
 
-# Variable.value is deprecated in flax 0.12 (used by _keras.Assigner); keep the output readable.
-pytestmark = pytest.mark.filterwarnings("ignore:'.value' (access|setter) is now deprecated:DeprecationWarning")
+# Variable.value is deprecated in flax 0.12 (used by _keras.Assigner), and Keras' get/set_weights trips a numpy-2
+# __array__ note; keep the output readable.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:'.value' (access|setter) is now deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+]
 
 SIZE = {"inception_v3": 75, "xception": 71}
 MODULE = {"inception_v3": iv3, "xception": xc}

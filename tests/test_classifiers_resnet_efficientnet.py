@@ -25,6 +25,9 @@ keras = pytest.importorskip('keras')
 
 SIZE = 32  # smallest input both Keras models accept
 
+# Keras' TensorFlow backend trips a NumPy 2 deprecation on every weight read; it is not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 
 def _randomise(model, seed: int):
   """Positive, non-trivial BN statistics/affine and input-normalisation stats, so nothing is an identity."""
@@ -103,18 +106,21 @@ def _eval_logits(model, x):
 
 @pytest.fixture(scope='module')
 def keras_r50():
+  keras.utils.set_random_seed(0)
   model = keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
   return _randomise(model, 0)
 
 
 @pytest.fixture(scope='module')
 def keras_b0():
+  keras.utils.set_random_seed(0)
   model = keras.applications.EfficientNetB0(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
   return _randomise(model, 1)
 
 
 @pytest.fixture(scope='module')
 def keras_b5():
+  keras.utils.set_random_seed(0)
   model = keras.applications.EfficientNetB5(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
   return _randomise(model, 2)
 
@@ -179,7 +185,7 @@ def _check_logits(keras_model, model, x, name):
   diff = float(np.abs(got - expected).max())
   print(f'{name}: max |logit diff| = {diff:.3g} (max |logit| {np.abs(expected).max():.3g})')
   assert got.shape == expected.shape and got.dtype == np.float32
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
   return diff
 
 
@@ -210,7 +216,7 @@ def test_efficientnet_features_without_top(keras_b0):
   pooled = keras.Model(keras_b0.input, keras_b0.get_layer('avg_pool').output)(x, training=False).numpy()
   got = np.asarray(_eval_logits(model, jnp.asarray(x)))
   assert got.shape == (2, 1280)
-  np.testing.assert_allclose(got, pooled, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got, pooled, rtol=1e-5, atol=2e-5)
 
 
 # ------------------------------------------------------------------------------------- weight files

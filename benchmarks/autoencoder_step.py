@@ -1,0 +1,125 @@
+"""DeepSMOTE encoder/decoder training step: this project (JAX) beside PyTorch, in one run.
+
+  python benchmarks/autoencoder_step.py                       # CPU: small presets, small batches
+  python benchmarks/autoencoder_step.py --presets amoled_dent_200 amoled_scratch_396 --batch 100 256 \
+      --dtypes bfloat16 float32 --torch-modes fp32 bf16_cl --json $OUT/ae_step.json      # a GPU
+
+Images/s counts every image that goes through the encoder/decoder in a step, as ../shared/PERFORMANCE.md:
+B reconstruction images plus B penalty images (penalty sample size = B). The JAX figure is the compiled
+multi-step call (`steps_per_call` steps per call, lax.scan) timed with `block_until_ready`, median over
+repeats, compile excluded (reported separately). No TensorFlow is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from deepsmote_jax.models import presets  # noqa: E402
+from deepsmote_jax.models.autoencoder import Autoencoder  # noqa: E402
+from deepsmote_jax.train import autoencoder as ae  # noqa: E402
+from deepsmote_jax.train import loop  # noqa: E402
+from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
+from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
+
+
+def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty: str = "reference",
+                  num_classes: int = 2, seed: int = 0) -> dict:
+  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
+  mesh = mesh_lib.make_mesh()
+  rng = np.random.default_rng(seed)
+  n = 2 * batch_size * num_classes
+  images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
+  labels = (np.arange(n) % num_classes).astype(np.int32)
+  cfg = ae.AETrainConfig(batch_size=batch_size, penalty=penalty, penalty_sample_size=batch_size,
+                         steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed)
+  model = Autoencoder(spec, dtype=compute_dtype(dtype), rngs=nnx.Rngs(seed))
+  tx = optax.adam(cfg.learning_rate)
+  graphdef, state = loop.create_state(model, tx)
+  step_fn = ae.make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
+  table, counts = ae.class_index_table(labels, num_classes)
+  data = jax.device_put({"images": images, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
+  plan = ae.BatchPlan(n, batch_size, seed)
+  host = loop.pad_steps(plan(0, steps_per_call), steps_per_call)
+  sh = {k: mesh_lib.batch_sharding(mesh, leading_axes=1) for k in host}
+  sh[loop.ACTIVE] = mesh_lib.replicated(mesh)
+  batches = jax.device_put(host, sh)
+  compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=plan(0, steps_per_call), data=data)
+  state = loop.place_state(state, mesh)
+  key = jax.random.key(seed)
+  t0 = time.perf_counter()
+  state, metrics = compiled(state, batches, key, data)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  holder = {"state": state}
+
+  def call():
+    holder["state"], m = compiled(holder["state"], batches, key, data)
+    return m
+
+  times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
+  step_s = float(np.median(times)) / steps_per_call
+  loss = float(np.mean(jax.device_get(call()[0]["loss"])))
+  return {"impl": f"jax {dtype}", "preset": spec.name, "batch": batch_size, "step_s": step_s,
+          "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "steps_per_call": steps_per_call,
+          "devices": int(mesh.devices.size), "loss": loss, "loss_finite": bool(np.isfinite(loss))}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  cpu = jax.default_backend() == "cpu"
+  parser.add_argument("--presets", nargs="+", default=["tiny_64", "deepsmote_mnist"] if cpu else
+                      ["amoled_dent_200", "amoled_scratch_396"])
+  parser.add_argument("--batch", nargs="+", type=int, default=[8] if cpu else [100, 256])
+  parser.add_argument("--dtypes", nargs="+", default=["float32"] if cpu else ["bfloat16", "float32"])
+  parser.add_argument("--steps-per-call", type=int, default=2 if cpu else 10)
+  parser.add_argument("--repeats", type=int, default=3 if cpu else 10)
+  parser.add_argument("--torch-modes", nargs="*", default=["fp32"] if cpu else ["fp32", "bf16_cl"],
+                      help="PyTorch baselines to run beside (empty: none)")
+  parser.add_argument("--torch-threads", type=int, default=None)
+  parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/...)")
+  args = parser.parse_args(argv)
+
+  rows = []
+  for name in args.presets:
+    spec = presets.get_preset(name)
+    for b in args.batch:
+      for dtype in args.dtypes:
+        try:
+          rows.append(time_jax_step(spec, b, dtype=dtype, steps_per_call=args.steps_per_call, repeats=args.repeats))
+        except Exception as e:  # noqa: BLE001 -- record and go on (e.g. out of memory at a large batch)
+          rows.append({"impl": f"jax {dtype}", "preset": name, "batch": b, "error": common.error_message(e)})
+        print(rows[-1], flush=True)
+      if args.torch_modes:
+        try:
+          from benchmarks import torch_autoencoder
+        except ImportError as e:
+          rows.append({"impl": "torch", "preset": name, "batch": b, "error": f"torch not importable: {e}"})
+          continue
+        for mode in args.torch_modes:
+          r = torch_autoencoder.time_torch_step(spec, b, mode=mode, steps=args.repeats, warmup=2,
+                                               penalty_size=b, num_threads=args.torch_threads)
+          rows.append({"impl": f"torch {mode}", "preset": name, "batch": b, **{
+              k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")}})
+          print(rows[-1], flush=True)
+  info = common.machine_info()
+  out = args.json or (pathlib.Path(__file__).parent / "results" /
+                      f"autoencoder_step_{info.get('jax_backend', jax.default_backend())}.json")
+  common.write_json(out, {"benchmark": "autoencoder_step", "machine": info, "rows": rows})
+  common.print_table(rows, ["preset", "batch", "impl", "img_per_s", "step_s", "first_call_s", "error"])
+  print(f"wrote {out}")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
