@@ -57,3 +57,37 @@ def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencode
   graphdef, params, stats = loop.split_model(model)
   tree, _ = load_tree(path, like={"params": params, "batch_stats": stats})
   return loop.merge_model(graphdef, tree["params"], tree["batch_stats"]), meta
+
+
+CLASSIFIER_FORMAT = "deepsmote_jax.classifier/1"
+
+
+def export_classifier(model, path: str | os.PathLike, *, name: str, class_names: list[str], image_size: int,
+                      in_channels: int, kwargs: dict | None = None, extra: dict | None = None) -> pathlib.Path:
+  """Saves a registry classifier with what is needed to rebuild it (name, classes, input size, channels)."""
+  _, params, stats = loop.split_model(model)
+  meta = {"format": CLASSIFIER_FORMAT, "name": name, "class_names": list(class_names), "image_size": int(image_size),
+          "in_channels": int(in_channels), "kwargs": kwargs or {}, **(extra or {})}
+  return save_tree(path, {"params": params, "batch_stats": stats}, meta=meta)
+
+
+def load_classifier(path: str | os.PathLike, *, expect_name: str | None = None,
+                    expect_classes: list[str] | None = None):
+  """Loads an exported classifier; returns (model, meta). Checks architecture and classes if given."""
+  from deepsmote_jax.models.classifiers import build_classifier
+  path = pathlib.Path(path)
+  meta_file = path / "meta.json"
+  if not meta_file.is_file():
+    raise FileNotFoundError(f"exported classifier not found: {meta_file}")
+  meta = json.loads(meta_file.read_text())
+  if meta.get("format") != CLASSIFIER_FORMAT:
+    raise ValueError(f"{path} is not an exported classifier (format {meta.get('format')!r})")
+  if expect_name is not None and meta["name"] != expect_name:
+    raise ValueError(f"{path} holds a {meta['name']!r} classifier, not {expect_name!r}")
+  if expect_classes is not None and list(expect_classes) != meta["class_names"]:
+    raise ValueError(f"{path} was trained on classes {meta['class_names']}, but the data has {list(expect_classes)}")
+  abstract = nnx.eval_shape(lambda: build_classifier(meta["name"], len(meta["class_names"]),
+                                                      in_channels=meta["in_channels"], **meta["kwargs"]))
+  graphdef, params, stats = loop.split_model(abstract)
+  tree, _ = load_tree(path, like={"params": params, "batch_stats": stats})
+  return loop.merge_model(graphdef, tree["params"], tree["batch_stats"]), meta

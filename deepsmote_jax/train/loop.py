@@ -135,6 +135,7 @@ class RunOptions:
   description: str = "train"
   stop_after_steps: int | None = None    # stop early (as if killed) after this many steps; tests use it
   log_every_calls: int = 1
+  eval_every_steps: int = 0              # with `evaluate`: also at the end of the run
 
 
 def chunk_plan(start: int, total: int, k: int) -> Iterator[tuple[int, int]]:
@@ -162,7 +163,8 @@ class MetricsWriter:
 
 def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, int], Any], key: jax.Array,
         data, mesh: Mesh, options: RunOptions, metadata: dict | None = None,
-        on_metrics: Callable[[int, dict], None] | None = None) -> tuple[TrainState, dict]:
+        on_metrics: Callable[[int, dict], None] | None = None,
+        evaluate: Callable[[int, TrainState], dict] | None = None) -> tuple[TrainState, dict]:
   """Runs `options.total_steps` steps of `compiled` from `state` (or from the latest checkpoint).
 
   `get_batches(first_step, n)` returns the host (NumPy) batches for steps [first_step, first_step + n),
@@ -205,6 +207,11 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
       pending = (first, n, metrics)
       seen += n
       step_now = first + n
+      if evaluate and options.eval_every_steps and (
+          step_now // options.eval_every_steps > first // options.eval_every_steps or step_now == options.total_steps):
+        record = {"step": step_now, **{f"val_{k}": v for k, v in evaluate(step_now, state).items()}}
+        writer.write(record)
+        bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
       due = options.checkpoint_every_steps and step_now - last_saved >= options.checkpoint_every_steps
       if manager and due and step_now < options.total_steps:
         manager.save(step_now, state, metadata=metadata)

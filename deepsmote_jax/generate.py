@@ -1,0 +1,377 @@
+"""DeepSMOTE generation: an imbalanced `ImageSet` in, a balanced image folder out.
+
+`generate_dataset` encodes every image (eval-mode BatchNorm), over-samples the latent codes per class with
+`smote.fit_resample`, decodes the synthetic codes and writes
+
+  <out>/<class>/...                       the originals (copied, linked or re-encoded as PNG) and
+  <out>/<class>/synthetic_<class>_00001.png  the synthetic images (the model's size, the input's channels),
+  <out>/manifest.csv                      one row per image file (provenance of the synthetic ones),
+  <out>/grids/<class>.png                 base | synthetic | neighbour triplets of each over-sampled class,
+  <out>/summary.json                      counts before/after, settings, model, timings.
+
+Every check on the input (shapes, classes, sampling strategy, neighbour counts, NaN codes, the output
+folder) runs before anything is written, and the folder is built as `<out>.tmp-XXXX` beside `<out>` and
+renamed at the end: an interrupted run never leaves a folder that looks complete.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+from deepsmote_jax import smote
+from deepsmote_jax import visualize
+from deepsmote_jax.data.folder import ImageSet, save_image_folder
+from deepsmote_jax.train.autoencoder import decode_codes, encode_images
+
+COPY_MODES = ("copy", "link", "png", "none")
+MANIFEST_COLUMNS = ("file", "class", "synthetic", "base_file", "neighbor_file", "gap", "source")
+SYNTHETIC_PREFIX = "synthetic_"
+_GRID_TRIPLETS = 12  # base | synthetic | neighbour triplets per class grid
+_DECODE_CHUNK_BATCHES = 8  # batches decoded per decode_codes call (bounds host memory)
+
+
+def synthetic_name(class_name: str, index: int, width: int = 5) -> str:
+  """'synthetic_<class>_<00001>.png' (index counted from 1 within the class)."""
+  return f"{SYNTHETIC_PREFIX}{class_name}_{index:0{width}d}.png"
+
+
+def _within_class(rel: str, class_name: str) -> str:
+  """`rel` (relative to the data root) without its leading '<class>/' folder, when it has one."""
+  parts = pathlib.PurePath(rel).parts
+  return os.path.join(*parts[1:]) if len(parts) > 1 and parts[0] == class_name else rel
+
+
+def _png_name(rel: str, class_name: str) -> str:
+  """Output name of an original written from memory: its name within the class, '#' flattened, '.png'."""
+  stem = os.path.splitext(_within_class(rel, class_name).replace("#", "_"))[0]
+  return (stem or "image") + ".png"
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, (str, int, float, bool)) or value is None:
+    return value
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  return repr(value)
+
+
+def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
+  if out.exists() or out.is_symlink():
+    if not out.is_dir() or out.is_symlink():
+      raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    if any(out.iterdir()) and not overwrite:
+      raise ValueError(f"output folder {str(out)!r} exists and is not empty; pass overwrite=True "
+                       "(--overwrite) to replace it, or choose another folder")
+  parent = next((p for p in out.parents if p.exists()), None)
+  if parent is not None and not parent.is_dir():
+    raise ValueError(f"output path {str(out)!r} lies under {str(parent)!r}, which is not a directory")
+
+
+def _check_inputs(model, image_set: ImageSet, *, sampling_strategy, k_neighbors: int, kind: str,
+                  strict: bool, copy_originals: str) -> dict[str, int]:
+  """Everything that can be checked without the model's codes; returns the images per class."""
+  if copy_originals not in COPY_MODES:
+    raise ValueError(f"copy_originals must be one of {COPY_MODES}, got {copy_originals!r}")
+  if kind not in smote.KINDS:
+    raise ValueError(f"kind must be one of {smote.KINDS}, got {kind!r}")
+  if int(k_neighbors) < 1:
+    raise ValueError(f"k_neighbors must be >= 1, got {k_neighbors}")
+  spec = model.spec
+  want = (spec.image_size, spec.image_size, spec.channels)
+  if len(image_set) == 0:
+    raise ValueError("the image set is empty")
+  if image_set.image_shape != want:
+    raise ValueError(f"the images are {image_set.image_shape} (H, W, C) but the model {spec.name!r} expects "
+                     f"{want} (image_size={spec.image_size}, channels={spec.channels}); load the data at the "
+                     "model's size and channels")
+  counts = image_set.counts()
+  empty = [c for c, n in counts.items() if n == 0]
+  if empty:
+    raise ValueError(f"class(es) {empty} have no images; remove them from the image set")
+  bad_names = [c for c in counts if not c or os.sep in c or c in (".", "..", "grids")]
+  if bad_names:
+    raise ValueError(f"class name(s) {bad_names} cannot be used as output folder names")
+  # Strategy errors (unknown class, fewer than exist, ...) name the class: labels are class names.
+  targets = smote.sampling_targets(counts, sampling_strategy,
+                                   y=np.asarray(image_set.class_names)[image_set.labels])
+  for c, n_new in targets.items():
+    if n_new == 0:
+      continue
+    if counts[c] < 2:
+      raise ValueError(f"class {c!r} has a single image: SMOTE needs at least one neighbour in the class "
+                       "(add images, or leave the class out of sampling_strategy)")
+    if strict and kind != "borderline-2" and counts[c] <= k_neighbors:
+      raise ValueError(f"class {c!r} has {counts[c]} images, fewer than k_neighbors + 1 = {k_neighbors + 1} "
+                       "(strict); lower k_neighbors or pass strict=False to use fewer neighbours for it")
+  return counts
+
+
+def _check_codes(codes: np.ndarray, image_set: ImageSet) -> None:
+  bad = ~np.all(np.isfinite(codes), axis=1)
+  if bad.any():
+    names = np.asarray(image_set.class_names)[image_set.labels[bad]]
+    classes, n_bad = np.unique(names, return_counts=True)
+    detail = ", ".join(f"class {str(c)!r}: {n}" for c, n in zip(classes, n_bad))
+    first = image_set.files[int(np.flatnonzero(bad)[0])]
+    raise ValueError(f"the encoder produced NaN/inf latent codes ({detail} image(s), e.g. {first!r}); the model "
+                     "has probably diverged: retrain it (lower learning rate, float32) before generating")
+
+
+def _plan_originals(image_set: ImageSet, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
+  """(output path relative to out, source path to copy/link or None = write PNG) per original image."""
+  if copy_originals == "none":
+    return []
+  plan = []
+  missing = []
+  for rel, label in zip(image_set.files, image_set.labels):
+    cls = image_set.class_names[int(label)]
+    src = os.path.join(os.fspath(source_root), rel) if source_root is not None else None
+    if copy_originals in ("copy", "link") and src is not None and os.path.isfile(src):
+      plan.append((os.path.join(cls, _within_class(rel, cls)), src))
+    elif copy_originals in ("copy", "link") and src is not None and "#" not in rel:
+      missing.append(src)
+    else:  # from memory (no source root, a patch of a file, or 'png'): the model-size image as PNG
+      plan.append((os.path.join(cls, _png_name(rel, cls)), None))
+  if missing:
+    raise ValueError(f"{len(missing)} original file(s) not found under source_root, e.g. {missing[:3]}; pass the "
+                     "folder the image set was loaded from, or copy_originals='png'")
+  return plan
+
+
+def _dedupe(paths: list[str]) -> list[str]:
+  """Makes output paths unique (case-insensitively, for portable folders) by appending '_<n>'."""
+  seen, out = set(), []
+  for p in paths:
+    q, n = p, 1
+    while q.lower() in seen:
+      stem, ext = os.path.splitext(p)
+      q, n = f"{stem}_{n}{ext}", n + 1
+    seen.add(q.lower())
+    out.append(q)
+  return out
+
+
+def _write_grid(path: pathlib.Path, base: np.ndarray, synthetic: np.ndarray, neighbor: np.ndarray) -> None:
+  """Rows of base | synthetic | neighbour triplets (two triplets per row)."""
+  n = len(synthetic)
+  tiles = np.empty((3 * n,) + synthetic.shape[1:], np.uint8)
+  tiles[0::3], tiles[1::3], tiles[2::3] = base, synthetic, neighbor
+  visualize.save_png(visualize.grid(tiles, columns=6 if n > 1 else 3), path)
+
+
+def generate_dataset(
+    model,
+    image_set: ImageSet,
+    out_dir: str | os.PathLike,
+    *,
+    sampling_strategy: Any = "auto",
+    k_neighbors: int = 5,
+    kind: str = "smote",
+    seed: int = 0,
+    strict: bool = False,
+    copy_originals: str = "copy",
+    source_root: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    overwrite: bool = False,
+    model_path: str | os.PathLike | None = None,
+) -> dict:
+  """Writes a class-balanced image folder: the originals plus DeepSMOTE samples; returns the summary.
+
+  Args:
+    model: trained `Autoencoder` (e.g. from `export.load_autoencoder`).
+    image_set: the images (the model's size and channels), e.g. `load_image_folder(root, ...)`.
+    out_dir: folder to create (`<out>/<class>/*`, `manifest.csv`, `grids/`, `summary.json`).
+    sampling_strategy: imblearn semantics ('auto', 'minority', 'not minority', 'all', a float for two
+      classes, {class name: target count}, or a callable of the class-name labels).
+    k_neighbors: SMOTE's k; a class with k or fewer images uses fewer (warning) unless `strict`.
+    kind: 'smote', 'borderline-1', 'borderline-2' or 'adasyn'.
+    seed: `jax.random.key(seed)` drives the draw.
+    strict: raise instead of warning when a class has k_neighbors or fewer images.
+    copy_originals: 'copy' / 'link' (hard link, else symlink) the files under `source_root`; 'png' writes
+      the in-memory originals at the model size (also what 'copy'/'link' do without `source_root`, e.g.
+      for ELPV, and for patches); 'none' writes only synthetic images.
+    source_root: the folder `image_set.files` are relative to.
+    batch_size: encode/decode batch.
+    overwrite: replace an existing non-empty `out_dir` (removed only once the new folder is complete).
+    model_path: recorded in the summary.
+
+  Returns:
+    The summary (also `summary.json`). Manifest `base_file`/`neighbor_file` are `image_set.files` entries
+    (relative to the data root); the `source` column gives that entry for each original row.
+  """
+  t0 = time.perf_counter()
+  out = pathlib.Path(out_dir).absolute()
+  counts = _check_inputs(model, image_set, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors,
+                         kind=kind, strict=strict, copy_originals=copy_originals)
+  _check_out_dir(out, overwrite)
+  originals = _plan_originals(image_set, copy_originals, source_root)
+  class_names = list(image_set.class_names)
+  names = np.asarray(class_names)[image_set.labels]
+
+  codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
+  _check_codes(codes, image_set)
+  t_encode = time.perf_counter()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    res = smote.fit_resample(jax.random.key(seed), codes, names, sampling_strategy=sampling_strategy,
+                             k_neighbors=int(k_neighbors), kind=kind, strict=strict)
+  for w in caught:  # re-emitted here so they point at the caller
+    warnings.warn(str(w.message), w.category, stacklevel=2)
+  t_resample = time.perf_counter()
+
+  # Output names, all decided (and checked for clashes) before writing.
+  new_counts = res.counts()
+  syn_labels = np.asarray(res.labels).astype(str)
+  syn_paths, index_in_class = [], {}
+  width = max(5, len(str(max(new_counts.values(), default=0))))
+  for c in syn_labels:
+    index_in_class[c] = index_in_class.get(c, 0) + 1
+    syn_paths.append(os.path.join(c, synthetic_name(c, index_in_class[c], width)))
+  orig_paths = _dedupe([p for p, _ in originals])
+  clash = {p.lower() for p in orig_paths} & {p.lower() for p in syn_paths}
+  if clash:
+    raise ValueError(f"original file(s) {sorted(clash)[:3]} have the names of synthetic images; is the input "
+                     "itself a generated folder? Rename them or use copy_originals='none'")
+
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+  try:
+    for c in class_names:
+      (tmp / c).mkdir(parents=True, exist_ok=True)
+    links = {"hard": 0, "sym": 0}
+    png_rows = [i for i, (_, src) in enumerate(originals) if src is None]
+    for i, (rel, (_, src)) in enumerate(zip(orig_paths, originals)):
+      if src is None:
+        continue
+      dst = tmp / rel
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      if copy_originals == "copy":
+        shutil.copy2(src, dst)
+      else:
+        try:
+          os.link(src, dst)
+          links["hard"] += 1
+        except OSError:
+          os.symlink(os.path.abspath(src), dst)
+          links["sym"] += 1
+    if png_rows:
+      save_image_folder(image_set.images[png_rows], image_set.labels[png_rows], class_names, tmp,
+                        names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])])
+                               for i in png_rows])
+
+    # Decode and write the synthetic images chunk by chunk; keep the first few per class for the grids.
+    samples = np.asarray(res.samples)
+    label_of = {c: i for i, c in enumerate(class_names)}
+    grid_rows: dict[str, list[int]] = {}
+    grid_images: dict[int, np.ndarray] = {}
+    for row, c in enumerate(syn_labels):
+      if len(grid_rows.setdefault(c, [])) < _GRID_TRIPLETS:
+        grid_rows[c].append(row)
+    wanted = {r for rows in grid_rows.values() for r in rows}
+    chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
+    for start in range(0, len(samples), chunk):
+      stop = min(start + chunk, len(samples))
+      images = decode_codes(model, samples[start:stop], batch_size=batch_size)
+      save_image_folder(images, [label_of[c] for c in syn_labels[start:stop]], class_names, tmp,
+                        names=[os.path.basename(p) for p in syn_paths[start:stop]])
+      for r in wanted.intersection(range(start, stop)):
+        grid_images[r] = images[r - start]
+    for c, rows in grid_rows.items():
+      _write_grid(tmp / "grids" / f"{c}.png", image_set.images[res.base[rows]],
+                  np.stack([grid_images[r] for r in rows]), image_set.images[res.neighbor[rows]])
+
+    # Manifest: originals in input order, then the synthetic rows.
+    rows = []
+    for i, rel in enumerate(orig_paths):
+      rows.append({"file": rel, "class": names[i], "synthetic": 0, "base_file": "", "neighbor_file": "",
+                   "gap": "", "source": image_set.files[i]})
+    for j, rel in enumerate(syn_paths):
+      rows.append({"file": rel, "class": syn_labels[j], "synthetic": 1,
+                   "base_file": image_set.files[int(res.base[j])],
+                   "neighbor_file": image_set.files[int(res.neighbor[j])],
+                   "gap": f"{float(res.gap[j]):.6f}", "source": ""})
+    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+      writer.writeheader()
+      writer.writerows(rows)
+
+    # Self-check: the class folders hold exactly the manifest's files.
+    on_disk = set()
+    for c in class_names:
+      for dirpath, _, filenames in os.walk(tmp / c):
+        on_disk.update(os.path.relpath(os.path.join(dirpath, n), tmp) for n in filenames)
+    listed = {r["file"] for r in rows}
+    if on_disk != listed or len(listed) != len(rows):
+      raise RuntimeError(f"internal error: files on disk and manifest differ "
+                         f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}")
+
+    after = {c: counts[c] + new_counts.get(c, 0) for c in class_names}
+    spec = model.spec
+    t_end = time.perf_counter()
+    summary = {
+        "out_dir": str(out),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "counts_before": counts,
+        "counts_new": {c: new_counts.get(c, 0) for c in class_names},
+        "counts_after": after,
+        "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
+        "sampling_strategy": _jsonable(sampling_strategy),
+        "targets": _jsonable(res.targets),
+        "kind": kind,
+        "k_neighbors": int(k_neighbors),
+        "k_used": _jsonable(res.k_used),
+        "strict": bool(strict),
+        "seed": int(seed),
+        "copy_originals": copy_originals,
+        "links": links if copy_originals == "link" else None,
+        "source_root": os.fspath(source_root) if source_root is not None else None,
+        "model": {"path": os.fspath(model_path) if model_path is not None else None, "spec": spec.name,
+                  "image_size": spec.image_size, "channels": spec.channels, "latent_dim": spec.latent_dim},
+        "warnings": [str(w.message) for w in caught],
+        "seconds": {"encode": round(t_encode - t0, 3), "resample": round(t_resample - t_encode, 3),
+                    "decode_write": round(t_end - t_resample, 3), "total": round(t_end - t0, 3)},
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    # Commit: move the old folder aside, rename the new one in, then delete the old one.
+    old = None
+    if out.exists():
+      if any(out.iterdir()):
+        _check_out_dir(out, overwrite)  # it may have been filled meanwhile
+        old = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "x")
+      else:
+        out.rmdir()
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+  return summary
+
+
+def format_counts(summary: dict) -> str:
+  """The before / new / after table of a summary, one class per line."""
+  before, new, after = summary["counts_before"], summary["counts_new"], summary["counts_after"]
+  width = max([len("class")] + [len(c) for c in before])
+  lines = [f"{'class':<{width}}  {'before':>8}  {'new':>8}  {'after':>8}"]
+  for c in before:
+    lines.append(f"{c:<{width}}  {before[c]:>8}  {new[c]:>8}  {after[c]:>8}")
+  lines.append(f"{'total':<{width}}  {sum(before.values()):>8}  {sum(new.values()):>8}  {sum(after.values()):>8}")
+  return "\n".join(lines)

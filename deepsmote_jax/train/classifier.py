@@ -1,0 +1,271 @@
+"""Defect-classifier training on the shared machinery (mesh, jit + scan, bf16 policy, Orbax, progress).
+
+Baselines for imbalance: class-weighted cross-entropy ('balanced' = n / (C * n_c), as scikit-learn) and plain
+random oversampling (each epoch draws every class up to the majority count). Augmentations fit inspection
+images: random horizontal/vertical flips and small shifts (zero padding), applied inside the jitted step.
+The best model by a validation metric is exported to `<workdir>/best`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from deepsmote_jax.train import loop
+from deepsmote_jax.train import mesh as mesh_lib
+
+SELECT_METRICS = ("acsa", "macro_f1", "accuracy", "g_mean", "ng_recall", "neg_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierTrainConfig:
+  epochs: int = 10
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  optimizer: str = "adam"            # 'adam' | 'sgd' (momentum 0.9)
+  weight_decay: float = 0.0
+  class_weighting: str = "none"      # 'none' | 'balanced'
+  oversampling: str = "none"         # 'none' | 'random'
+  flip_lr: bool = True
+  flip_ud: bool = True
+  max_shift: int = 4                 # pixels
+  aux_weight: float = 0.4            # InceptionV3 auxiliary head
+  steps_per_call: int = 10
+  compute_dtype: str = "auto"
+  select_metric: str = "acsa"        # validation metric that picks the best checkpoint
+  seed: int = 0
+
+  def validate(self) -> None:
+    if self.optimizer not in ("adam", "sgd"):
+      raise ValueError(f"train.optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
+    if self.class_weighting not in ("none", "balanced"):
+      raise ValueError(f"train.class_weighting={self.class_weighting!r}: choose 'none' or 'balanced'")
+    if self.oversampling not in ("none", "random"):
+      raise ValueError(f"train.oversampling={self.oversampling!r}: choose 'none' or 'random'")
+    if self.select_metric not in SELECT_METRICS:
+      raise ValueError(f"train.select_metric={self.select_metric!r}: choose one of {SELECT_METRICS}")
+    for name in ("epochs", "batch_size", "steps_per_call"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"train.{name} must be >= 1")
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  if mode == "none":
+    return np.ones(num_classes, np.float32)
+  if (counts == 0).any():
+    raise ValueError(f"class weighting needs every class in the training set; counts {counts.astype(int).tolist()}")
+  return (counts.sum() / (num_classes * counts)).astype(np.float32)
+
+
+def to_model_input(images_u8: jax.Array, in_channels: int) -> jax.Array:
+  """uint8 NHWC -> float32 [-1, 1], grayscale replicated when the model expects 3 channels."""
+  x = images_u8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  if x.shape[-1] == 1 and in_channels == 3:
+    x = jnp.repeat(x, 3, axis=-1)
+  return x
+
+
+def augment(key: jax.Array, x: jax.Array, *, flip_lr: bool, flip_ud: bool, max_shift: int) -> jax.Array:
+  """Per-image random flips and integer shifts (zero fill), inside jit."""
+  def one(k, img):
+    k1, k2, k3 = jax.random.split(k, 3)
+    if flip_lr:
+      img = jnp.where(jax.random.bernoulli(k1), img[:, ::-1], img)
+    if flip_ud:
+      img = jnp.where(jax.random.bernoulli(k2), img[::-1], img)
+    if max_shift > 0:
+      h, w, _ = img.shape
+      padded = jnp.pad(img, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+      dy, dx = jax.random.randint(k3, (2,), 0, 2 * max_shift + 1)
+      img = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, img.shape[-1]))
+    return img
+  return jax.vmap(one)(jax.random.split(key, x.shape[0]), x)
+
+
+def _split_logits(out):
+  return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+
+
+def make_step(graphdef, tx, cfg: ClassifierTrainConfig, in_channels: int):
+  """Pure step: weighted, masked cross-entropy (+ aux head), augmentation in-jit."""
+
+  def step(state: loop.TrainState, batch, key, data):
+    k_aug, k_drop = jax.random.split(jax.random.fold_in(key, state.step))
+    x = to_model_input(data["images"][batch["index"]], in_channels)
+    x = augment(k_aug, x, flip_lr=cfg.flip_lr, flip_ud=cfg.flip_ud, max_shift=cfg.max_shift)
+    y = data["labels"][batch["index"]]
+    w = data["class_weights"][y] * batch["mask"].astype(jnp.float32)
+
+    def loss_fn(params):
+      model = loop.merge_model(graphdef, params, state.batch_stats)
+      _reseed_dropout(model, k_drop)
+      logits, aux = _split_logits(model(x, train=True))
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
+      loss = jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1e-6)
+      if aux is not None:
+        ce_aux = optax.softmax_cross_entropy_with_integer_labels(aux.astype(jnp.float32), y)
+        loss = loss + cfg.aux_weight * jnp.sum(ce_aux * w) / jnp.maximum(jnp.sum(w), 1e-6)
+      acc = jnp.sum((jnp.argmax(logits, -1) == y) * batch["mask"]) / jnp.maximum(jnp.sum(batch["mask"]), 1)
+      return loss, (acc, loop.batch_stats_of(model))
+
+    (loss, (acc, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return loop.apply_gradients(state, grads, tx, stats), {"loss": loss, "train_acc": acc}
+
+  return step
+
+
+def _reseed_dropout(model, key) -> None:
+  """Dropout layers draw from a key derived from (seed, step), so runs are reproducible and resumable."""
+  from flax import nnx
+  for _, node in nnx.iter_graph(model):
+    if isinstance(node, nnx.Dropout) and getattr(node, "rngs", None) is not None:
+      node.rngs = nnx.Rngs(dropout=key)
+
+
+class ClassifierBatchPlan:
+  """Step -> batch indices; a pure function of (seed, step). Random oversampling balances each epoch."""
+
+  def __init__(self, labels: np.ndarray, batch_size: int, seed: int, oversampling: str):
+    self.labels, self.batch_size, self.seed, self.oversampling = np.asarray(labels), batch_size, seed, oversampling
+    counts = np.bincount(self.labels)
+    self.epoch_size = int(counts.max() * (counts > 0).sum()) if oversampling == "random" else len(self.labels)
+    self.steps_per_epoch = -(-self.epoch_size // batch_size)
+    self._cache: dict = {}
+
+  def _epoch(self, e: int):
+    if e not in self._cache:
+      rng = np.random.default_rng([self.seed, e])
+      if self.oversampling == "random":
+        target = np.bincount(self.labels).max()
+        idx = np.concatenate([
+            np.concatenate([np.flatnonzero(self.labels == c),
+                            rng.choice(np.flatnonzero(self.labels == c), target - (self.labels == c).sum())])
+            for c in np.unique(self.labels)])
+      else:
+        idx = np.arange(len(self.labels))
+      idx = rng.permutation(idx).astype(np.int32)
+      n = self.steps_per_epoch * self.batch_size
+      full, mask = np.zeros(n, np.int32), np.zeros(n, bool)
+      full[:len(idx)], mask[:len(idx)] = idx, True
+      self._cache = {e: (full.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))}
+    return self._cache[e]
+
+  def __call__(self, first: int, n: int) -> dict:
+    idx, mask = [], []
+    for s in range(first, first + n):
+      e, i = divmod(s, self.steps_per_epoch)
+      ei, em = self._epoch(e)
+      idx.append(ei[i])
+      mask.append(em[i])
+    return {"index": np.stack(idx), "mask": np.stack(mask)}
+
+
+def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
+  """Eval-mode class probabilities (N, C) in batches of one compiled shape."""
+  graphdef, params, stats = loop.split_model(model)
+
+  @jax.jit
+  def probs(params, stats, x):
+    m = loop.merge_model(graphdef, params, stats)
+    logits, _ = _split_logits(m(to_model_input(x, in_channels), train=False))
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+  from deepsmote_jax.train.autoencoder import _batched
+  return _batched(lambda x: probs(params, stats, x), np.asarray(images_u8), batch_size)
+
+
+def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive: int | None) -> float:
+  """Higher is better; NaN-safe."""
+  from deepsmote_jax import metrics as M
+  y_pred = proba.argmax(-1)
+  cm = M.confusion_matrix(y_true, y_pred, proba.shape[1])
+  if metric == "neg_loss":
+    p = np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1)
+    return float(np.mean(np.log(p)))
+  if metric == "ng_recall":
+    if positive is None:
+      raise ValueError("train.select_metric='ng_recall' needs a positive (NG) class")
+    value = M.binary_report(_binary_cm(cm, positive))["recall"]
+    return float(value) if value == value else -np.inf
+  rep = M.multiclass_report(cm)
+  value = {"acsa": rep["acsa"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "g_mean": rep["g_mean"]}[metric]
+  return float(value) if value == value else -np.inf
+
+
+def _binary_cm(cm: np.ndarray, positive: int) -> np.ndarray:
+  neg = [i for i in range(len(cm)) if i != positive]
+  tn = cm[np.ix_(neg, neg)].sum()
+  fp = cm[np.ix_(neg, [positive])].sum()
+  fn = cm[np.ix_([positive], neg)].sum()
+  tp = cm[positive, positive]
+  return np.array([[tn, fp], [fn, tp]])
+
+
+@dataclasses.dataclass
+class ClassifierResult:
+  model: Any
+  best_model: Any
+  summary: dict
+
+
+def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
+                     num_classes: int, val: tuple[np.ndarray, np.ndarray] | None = None, positive: int | None = None,
+                     mesh=None, workdir: str | None = None, export_meta: dict | None = None,
+                     checkpoint_every_steps: int = 0, resume: bool = False, progress: bool = True) -> ClassifierResult:
+  """Trains `model` on uint8 images; with `val`, evaluates each epoch and exports the best model by
+  `cfg.select_metric` to `<workdir>/best` (and keeps it in memory as `best_model`)."""
+  cfg.validate()
+  images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
+  if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
+    raise ValueError(f"images must be uint8 (N, H, W, C), got {images_u8.dtype} {images_u8.shape}")
+  in_channels = int(getattr(model, "in_channels", images_u8.shape[-1]))
+  if images_u8.shape[-1] not in (in_channels, 1):
+    raise ValueError(f"images have {images_u8.shape[-1]} channels but the classifier expects {in_channels}")
+  mesh = mesh or mesh_lib.make_mesh()
+  mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
+  if cfg.optimizer == "adam":
+    tx = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else optax.adam(cfg.learning_rate)
+  else:
+    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(cfg.learning_rate, momentum=0.9))
+  graphdef, state = loop.create_state(model, tx)
+  plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
+  total = cfg.epochs * plan.steps_per_epoch
+  data = jax.device_put({"images": images_u8, "labels": labels,
+                         "class_weights": class_weights(labels, num_classes, cfg.class_weighting)},
+                        mesh_lib.replicated(mesh))
+  compiled = loop.compile_steps(make_step(graphdef, tx, cfg, in_channels), mesh=mesh, state=state,
+                                batch_example=plan(0, min(cfg.steps_per_call, total)), data=data)
+  best = {"score": -np.inf, "step": None, "params": None, "stats": None}
+  work = pathlib.Path(workdir) if workdir else None
+
+  def evaluate(step, st):
+    m = loop.merge_model(graphdef, jax.device_get(st.params), jax.device_get(st.batch_stats))
+    proba = predict_proba(m, val[0], in_channels=in_channels)
+    score = selection_score(cfg.select_metric, val[1], proba, positive)
+    if score > best["score"]:
+      best.update(score=score, step=step, params=jax.device_get(st.params), stats=jax.device_get(st.batch_stats))
+      if work and export_meta is not None:
+        from deepsmote_jax.export import export_classifier
+        export_classifier(m, work / "best", **export_meta, extra={"step": step, cfg.select_metric: score})
+    return {cfg.select_metric: score, "best": best["score"]}
+
+  options = loop.RunOptions(total_steps=total, steps_per_call=cfg.steps_per_call, workdir=workdir,
+                            checkpoint_every_steps=checkpoint_every_steps, resume=resume,
+                            images_per_step=cfg.batch_size, progress=progress, description="classifier",
+                            eval_every_steps=plan.steps_per_epoch if val is not None else 0)
+  state, summary = loop.run(state, compiled=compiled, get_batches=plan, key=jax.random.key(cfg.seed), data=data,
+                            mesh=mesh, options=options, evaluate=evaluate if val is not None else None)
+  final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
+  best_model = (loop.merge_model(graphdef, best["params"], best["stats"]) if best["params"] is not None else final)
+  summary.update(best_step=best["step"], best_score=None if best["step"] is None else best["score"],
+                 select_metric=cfg.select_metric, steps_per_epoch=plan.steps_per_epoch)
+  if work:
+    (work / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+  return ClassifierResult(model=final, best_model=best_model, summary=summary)
