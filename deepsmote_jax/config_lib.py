@@ -1,4 +1,8 @@
-"""Building blocks of the `get_config()` files (ml_collections ConfigDicts, overridable from the command line)."""
+"""Building blocks of the `get_config()` files (ml_collections ConfigDicts, overridable from the command line).
+
+One config describes a whole job: `model`/`data`/`train`/`checkpoint` are what `scripts/train_autoencoder.py`
+reads; `split`, `imbalance`, `generate`, `classifier` and `pipeline` are added for `scripts/run_pipeline.py`.
+"""
 from __future__ import annotations
 
 import ml_collections
@@ -15,7 +19,25 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       penalty_sample_size=100, steps_per_call=10, compute_dtype="auto", seed=0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3))
   c.workdir = f"runs/{preset}"
+  add_pipeline(c)
   return c
+
+
+def add_pipeline(c: ml_collections.ConfigDict) -> None:
+  """Sections of the end-to-end job (split, imbalance, generation, classifiers, comparison)."""
+  # Train/validation/test split; group_pattern: regex whose first group keys a physical item ('' = file stem).
+  c.split = ml_collections.ConfigDict(dict(ratios=(0.6, 0.2, 0.2), group_pattern="", seed=0))
+  # Make the training split scarce in NG, as on a production line: keep `ok_count` OK images (0 = all) and
+  # cut every other class to `minority_ratio` x OK (0 = keep as is). Validation/test stay untouched.
+  c.imbalance = ml_collections.ConfigDict(dict(ok_class="OK", ok_count=0, minority_ratio=0.0, seed=0))
+  c.generate = ml_collections.ConfigDict(dict(sampling_strategy="auto", kind="smote", k_neighbors=5, seed=0))
+  c.classifier = ml_collections.ConfigDict(dict(
+      name="small_cnn", kwargs=ml_collections.ConfigDict({}), epochs=10, batch_size=32, learning_rate=1e-3,
+      optimizer="adam", weight_decay=0.0, flip_lr=True, flip_ud=True, max_shift=4, steps_per_call=10,
+      compute_dtype="auto", select_metric="acsa"))
+  c.pipeline = ml_collections.ConfigDict(dict(
+      methods=("none", "class_weights", "random_oversampling", "smote_pixels", "deepsmote"),
+      penalties=("reference",), seeds=(0, 1), positive_class="NG", target_recall=0.98))
 
 
 def make_local(c: ml_collections.ConfigDict) -> None:
@@ -25,3 +47,7 @@ def make_local(c: ml_collections.ConfigDict) -> None:
   c.train.penalty_sample_size = 8
   c.train.steps_per_call = 2
   c.checkpoint.every_steps = 4
+  c.classifier.epochs = 2
+  c.classifier.batch_size = 8
+  c.classifier.steps_per_call = 2
+  c.pipeline.seeds = (0,)
