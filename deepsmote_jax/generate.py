@@ -53,9 +53,10 @@ def _within_class(rel: str, class_name: str) -> str:
 
 
 def _png_name(rel: str, class_name: str) -> str:
-  """Output name of an original written from memory: its name within the class, '#' flattened, '.png'."""
-  stem = os.path.splitext(_within_class(rel, class_name).replace("#", "_"))[0]
-  return (stem or "image") + ".png"
+  """Output name of an original written from memory: its path within the class flattened ('/', '#' -> '_')."""
+  path, _, patch = _within_class(rel, class_name).partition("#")  # patches: '<file>#<y>_<x>'
+  stem = os.path.splitext(path)[0].replace(os.sep, "_").replace("/", "_")
+  return (stem or "image") + (f"_{patch}" if patch else "") + ".png"
 
 
 def _jsonable(value: Any) -> Any:

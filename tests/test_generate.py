@@ -108,10 +108,14 @@ def test_balanced_folder_matches_manifest_and_imblearn_targets(setup, tmp_path):
   from imblearn.utils import check_sampling_strategy
   image_set = setup["set"]
   out = tmp_path / "balanced"
-  with pytest.warns(UserWarning, match="class 'crack' has 3 samples") as record:
+  with pytest.warns(UserWarning) as record:
     summary = generate.generate_dataset(setup["model"], image_set, out, source_root=setup["data"], seed=3,
                                         model_path=setup["model_path"])
-  assert any("'blowhole'" in str(w.message) for w in record)
+  messages = sorted(str(w.message) for w in record)
+  assert [m for m in messages if "fewer than k_neighbors" in m] == [
+      "class 'blowhole' has 5 samples, fewer than k_neighbors + 1 = 6; using k = 4 neighbours for it",
+      "class 'crack' has 3 samples, fewer than k_neighbors + 1 = 6; using k = 2 neighbours for it"]
+  assert summary["warnings"] == messages
   rows = _check_folder(out, summary, image_set)
   y = np.asarray(image_set.class_names)[image_set.labels]
   targets = check_sampling_strategy("auto", y, "over-sampling")
@@ -210,7 +214,8 @@ def test_interrupted_run_leaves_no_folder(setup, tmp_path, monkeypatch):
 
   monkeypatch.setattr(generate, "decode_codes", fail)
   with pytest.raises(KeyboardInterrupt):
-    generate.generate_dataset(setup["model"], setup["set"], tmp_path / "out", source_root=setup["data"])
+    generate.generate_dataset(setup["model"], setup["set"], tmp_path / "out", source_root=setup["data"],
+                              k_neighbors=2)
   assert list(tmp_path.iterdir()) == []
 
 
@@ -224,7 +229,7 @@ def test_in_memory_set_writes_model_size_pngs_and_dict_strategy(setup, tmp_path)
   rows = _check_folder(out, summary, image_set)
   assert summary["counts_after"] == {"OK": 10, "NG": 7} and summary["counts_new"] == {"OK": 0, "NG": 3}
   originals = [r for r in rows if r["synthetic"] == "0"]
-  assert len(originals) == 14 and originals[0]["file"] == "OK/mem/0000.png"
+  assert len(originals) == 14 and originals[0]["file"] == "OK/mem_0000.png"
   first = np.asarray(Image.open(out / originals[0]["file"]))
   np.testing.assert_array_equal(first, image_set.images[0, ..., 0])
 
@@ -270,3 +275,16 @@ def test_script_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
     generate_script.main(args)
   generate_script.main(args + ["--overwrite", "--sampling-strategy", '{"crack": 10}', "--copy-originals", "none"])
   assert json.loads((out / "summary.json").read_text())["counts_written"] == {"blowhole": 0, "crack": 6, "free": 0}
+
+
+def test_original_names_for_memory_sets_and_patches(tmp_path):
+  assert generate._png_name("blowhole/x.jpg#0_16", "blowhole") == "x_0_16.png"
+  assert generate._png_name("elpv/0001.png", "NG") == "elpv_0001.png"
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "x.jpg").write_bytes(b"jpg")
+  image_set = ImageSet(images=np.zeros((3, 16, 16, 1), np.uint8), labels=[0, 0, 0], class_names=["a"],
+                       files=["a/x.jpg", "a/x.jpg#0_0", "a/x.jpg#0_8"])
+  plan = generate._plan_originals(image_set, "copy", tmp_path)
+  assert plan == [("a/x.jpg", str(tmp_path / "a" / "x.jpg")), ("a/x_0_0.png", None), ("a/x_0_8.png", None)]
+  with pytest.raises(ValueError, match="not found under source_root"):
+    generate._plan_originals(image_set.subset([0]), "copy", tmp_path / "elsewhere")

@@ -133,6 +133,12 @@ PRESETS: dict[str, AutoencoderSpec] = {
         encoder=_convs([(8, 4, 2, 1), (16, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1)]),  # 32 16 8 4
         decoder_input=(4, 4, 64),
         decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)])),  # 8 16 32 64
+    # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
+    "micro_16": AutoencoderSpec(
+        name="micro_16", image_size=16, channels=1, latent_dim=8,
+        encoder=_convs([(4, 4, 2, 1), (8, 4, 2, 1)]),  # 8 4
+        decoder_input=(4, 4, 8),
+        decoder=_convs([(4, 4, 2, 1), (1, 4, 2, 1)])),  # 8 16
 }
 
 

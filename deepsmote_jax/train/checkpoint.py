@@ -113,7 +113,7 @@ def load_tree(path: str | os.PathLike, like=None):
   meta = json.loads(meta_file.read_text())
   with ocp.StandardCheckpointer() as ckptr:
     if like is not None:
-      target = to_saveable(jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), like))
+      target = to_saveable(jax.tree.map(lambda x: np.zeros(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), like))
       saved = ckptr.restore(path / "arrays", target)
       return from_saveable(saved, like), meta
     return ckptr.restore(path / "arrays"), meta
