@@ -217,7 +217,9 @@ class _Context:
       names += [f"deepsmote_{p}" for p in self.config.pipeline.penalties] if m == "deepsmote" else [m]
     return names
 
-  def stage_classifiers(self, out: pathlib.Path) -> dict:
+  def train_one(self, method: str, seed: int, run_dir: pathlib.Path, *, extra: ImageSet | None = None) -> dict:
+    """Trains one classifier for `method` (plus optional extra images), exports the best epoch and saves
+    validation/test probabilities in `run_dir/predictions.npz`."""
     from deepsmote_jax.export import load_classifier
     from deepsmote_jax.models.classifiers import build_classifier
     from deepsmote_jax.train.classifier import ClassifierTrainConfig, predict_proba, train_classifier
@@ -227,37 +229,41 @@ class _Context:
     class_names = val.class_names
     pos = self.config.pipeline.positive_class
     positive = class_names.index(pos) if pos else None
+    images, weighting, oversampling = self.training_set(method, int(seed))
+    if extra is not None:
+      if extra.class_names != class_names:
+        raise ValueError(f"extra training images have classes {extra.class_names}, the data has {class_names}")
+      images = images.concat(extra)
+    tcfg = ClassifierTrainConfig(
+        epochs=int(c.epochs), batch_size=int(c.batch_size), learning_rate=float(c.learning_rate),
+        optimizer=c.optimizer, weight_decay=float(c.weight_decay), class_weighting=weighting,
+        oversampling=oversampling, flip_lr=bool(c.flip_lr), flip_ud=bool(c.flip_ud), max_shift=int(c.max_shift),
+        steps_per_call=int(c.steps_per_call), compute_dtype=c.compute_dtype, select_metric=c.select_metric,
+        seed=int(seed))
+    in_channels = images.images.shape[-1]
+    kwargs = dict(c.kwargs)
+    model = build_classifier(c.name, len(class_names), in_channels=in_channels, image_size=images.images.shape[1],
+                             dtype=compute_dtype(c.compute_dtype), seed=int(seed), **kwargs)
+    _log(f"classifier {c.name} / {method} / seed {seed}: training on {images.counts()}")
+    t0 = time.perf_counter()
+    result = train_classifier(
+        model, images.images, images.labels, tcfg, num_classes=len(class_names), val=(val.images, val.labels),
+        positive=positive, workdir=str(run_dir), progress=self.progress,
+        export_meta=dict(name=c.name, class_names=class_names, image_size=int(images.images.shape[1]),
+                         in_channels=int(in_channels), kwargs=kwargs))
+    best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
+    np.savez(run_dir / "predictions.npz",
+             val_proba=predict_proba(best, val.images, in_channels=in_channels), val_labels=val.labels,
+             test_proba=predict_proba(best, test.images, in_channels=in_channels), test_labels=test.labels,
+             class_names=np.array(class_names, dtype=object))
+    return {"method": method, "seed": int(seed), "train_counts": images.counts(),
+            "best_step": result.summary.get("best_step"), "wall_s": time.perf_counter() - t0}
+
+  def stage_classifiers(self, out: pathlib.Path) -> dict:
     runs = {}
     for method in self.method_names():
       for seed in self.config.pipeline.seeds:
-        run_dir = out / f"{method}_seed{seed}"
-        images, weighting, oversampling = self.training_set(method, int(seed))
-        tcfg = ClassifierTrainConfig(
-            epochs=int(c.epochs), batch_size=int(c.batch_size), learning_rate=float(c.learning_rate),
-            optimizer=c.optimizer, weight_decay=float(c.weight_decay), class_weighting=weighting,
-            oversampling=oversampling, flip_lr=bool(c.flip_lr), flip_ud=bool(c.flip_ud), max_shift=int(c.max_shift),
-            steps_per_call=int(c.steps_per_call), compute_dtype=c.compute_dtype, select_metric=c.select_metric,
-            seed=int(seed))
-        in_channels = images.images.shape[-1]
-        kwargs = dict(c.kwargs)
-        model = build_classifier(c.name, len(class_names), in_channels=in_channels,
-                                 image_size=images.images.shape[1], dtype=compute_dtype(c.compute_dtype),
-                                 seed=int(seed), **kwargs)
-        _log(f"classifier {c.name} / {method} / seed {seed}: {images.counts()}")
-        t0 = time.perf_counter()
-        result = train_classifier(
-            model, images.images, images.labels, tcfg, num_classes=len(class_names), val=(val.images, val.labels),
-            positive=positive, workdir=str(run_dir), progress=self.progress,
-            export_meta=dict(name=c.name, class_names=class_names, image_size=int(images.images.shape[1]),
-                             in_channels=int(in_channels), kwargs=kwargs))
-        best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
-        np.savez(run_dir / "predictions.npz",
-                 val_proba=predict_proba(best, val.images, in_channels=in_channels), val_labels=val.labels,
-                 test_proba=predict_proba(best, test.images, in_channels=in_channels), test_labels=test.labels,
-                 class_names=np.array(class_names, dtype=object))
-        runs[f"{method}_seed{seed}"] = {"method": method, "seed": int(seed), "train_counts": images.counts(),
-                                        "best_step": result.summary.get("best_step"),
-                                        "wall_s": time.perf_counter() - t0}
+        runs[f"{method}_seed{seed}"] = self.train_one(method, int(seed), out / f"{method}_seed{seed}")
     (out / "runs.json").write_text(json.dumps(runs, indent=2))
     return {"runs": len(runs)}
 
@@ -392,3 +398,38 @@ def summary_text(summary: dict, workdir: str | os.PathLike) -> str:
   lines += ["", f"stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.get("stage_wall_s", {}).items())
             + f" (total {total:.0f}s)", f"report: {pathlib.Path(workdir) / 'report' / 'report.md'}"]
   return "\n".join(lines)
+
+
+def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "none", seed: int = 0,
+                         synthetic_dir: str | None = None, progress: bool = True) -> dict:
+  """`scripts/train_classifier.py`: split the data (reusing `<workdir>/data` if complete), train one classifier
+  (optionally adding a generated dataset's synthetic images), export the best epoch, evaluate on the test split."""
+  from deepsmote_jax import evaluation
+  work = pathlib.Path(workdir)
+  work.mkdir(parents=True, exist_ok=True)
+  ctx = _Context(config, work, progress, None)
+  if not _done(work, "data"):
+    if (work / "data").exists():
+      shutil.rmtree(work / "data")
+    (work / "data").mkdir()
+    info = ctx.stage_data(work / "data")
+    _write_json_atomic(work / "data" / "DONE.json", {"stage": "data", **info})
+  extra = None
+  train = ctx.split("train")
+  if synthetic_dir:
+    synth, labels = read_synthetic(pathlib.Path(synthetic_dir), train.class_names)
+    extra = ImageSet(images=synth, labels=labels, class_names=train.class_names,
+                     files=[f"synthetic/{i}" for i in range(len(synth))], skipped=[])
+    if synth.shape[1:] != train.images.shape[1:]:
+      raise ValueError(f"synthetic images in {synthetic_dir} are {synth.shape[1:]}, the data is {train.images.shape[1:]}")
+  run_dir = work / "classifier"
+  if run_dir.exists():
+    shutil.rmtree(run_dir)
+  info = ctx.train_one(method, seed, run_dir, extra=extra)
+  with np.load(run_dir / "predictions.npz", allow_pickle=True) as z:
+    result = evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]),
+                                 positive_class=config.pipeline.positive_class or None, val_true=z["val_labels"],
+                                 val_scores=z["val_proba"], target_recall=float(config.pipeline.target_recall),
+                                 out_dir=work / "evaluation", title=f"{config.classifier.name} ({method})")
+  return {**info, "model": str(run_dir / "best"), "evaluation": str(work / "evaluation"),
+          "test": result.get("multiclass", {})}
