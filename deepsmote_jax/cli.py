@@ -4,6 +4,20 @@ from __future__ import annotations
 import sys
 
 
+def enable_compilation_cache(path: str | None = None) -> None:
+  """JAX's persistent compilation cache: reruns, seeds and same-shaped runs skip XLA compilation.
+
+  `DEEPSMOTE_JAX_CACHE` overrides the folder (default ~/.cache/deepsmote_jax/xla); an empty value disables it.
+  """
+  import os
+
+  import jax
+  path = os.environ.get("DEEPSMOTE_JAX_CACHE", path or os.path.expanduser("~/.cache/deepsmote_jax/xla"))
+  if path and not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_pipeline_main(argv=None) -> None:
   """`deepsmote-pipeline --config configs/default.py [--workdir DIR] [--stage NAME]`."""
   from absl import app, flags, logging
@@ -18,6 +32,7 @@ def run_pipeline_main(argv=None) -> None:
     if len(args) > 1:
       raise app.UsageError(f"unexpected arguments: {args[1:]}")
     logging.set_verbosity(logging.WARNING)
+    enable_compilation_cache()
     from deepsmote_jax.pipeline import run_pipeline, summary_text
     config = config_flag.value
     workdir = workdir_flag.value or config.workdir

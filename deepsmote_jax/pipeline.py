@@ -334,8 +334,7 @@ def _headline(results: list[dict]) -> dict:
         return float("nan")
       v = v[k]
     return float(v) if v is not None else float("nan")
-  keys = {"accuracy": ("multiclass", "accuracy"), "acsa": ("multiclass", "acsa"), "g_mean": ("multiclass", "g_mean"),
-          "macro_f1": ("multiclass", "macro_f1"), "ng_recall": ("binary", "recall"),
+  keys = {"accuracy": ("accuracy",), "acsa": ("acsa",), "g_mean": ("g_mean",), "macro_f1": ("macro_f1",), "ng_recall": ("binary", "recall"),
           "overkill_rate": ("binary", "overkill_rate"), "leak_rate": ("binary", "leak_rate"),
           "ng_recall_at_threshold": ("threshold", "test", "recall"),
           "overkill_at_threshold": ("threshold", "test", "overkill_rate")}
@@ -432,4 +431,4 @@ def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "n
                                  val_scores=z["val_proba"], target_recall=float(config.pipeline.target_recall),
                                  out_dir=work / "evaluation", title=f"{config.classifier.name} ({method})")
   return {**info, "model": str(run_dir / "best"), "evaluation": str(work / "evaluation"),
-          "test": result.get("multiclass", {})}
+          "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")}}

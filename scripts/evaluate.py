@@ -26,8 +26,7 @@ def main(argv=None):
   result = evaluate_folder(args.model, args.data, args.out, val_folder=args.val_data,
                            positive_class=args.positive or None, target_recall=args.target_recall,
                            resize=args.resize, on_error=args.on_error)
-  mc = result.get("multiclass", {})
-  print(f"accuracy {mc.get('accuracy')}, ACSA {mc.get('acsa')}; report: {args.out}/report.md")
+  print(f"accuracy {result.get('accuracy')}, ACSA {result.get('acsa')}; report: {args.out}/report.md")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoin
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from deepsmote_jax.cli import enable_compilation_cache
+  enable_compilation_cache()
   config = _CONFIG.value
   summary = train_and_export(config, _WORKDIR.value or config.workdir, resume=_RESUME.value)
   print(f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "

@@ -24,6 +24,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  from deepsmote_jax.cli import enable_compilation_cache
+  enable_compilation_cache()
   config = _CONFIG.value
   info = train_classifier_job(config, _WORKDIR.value or config.workdir + "_classifier", method=_METHOD.value,
                               seed=_SEED.value, synthetic_dir=_SYNTHETIC.value)

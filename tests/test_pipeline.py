@@ -1,0 +1,117 @@
+"""The main job end to end on a tiny config: every stage's outputs exist and agree; resume redoes only what is missing."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from deepsmote_jax import evaluation
+from deepsmote_jax.data.folder import save_image_folder
+from deepsmote_jax.pipeline import run_pipeline, stage_names
+
+
+def _write_images(root, counts=(("NG", 14), ("OK", 40)), size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  images, labels = [], []
+  yy, xx = np.mgrid[:size, :size]
+  for label, (name, n) in enumerate(counts):
+    for _ in range(n):
+      img = rng.normal(120, 12, (size, size))
+      if name == "NG":  # a dark round dent at a random place
+        cy, cx = rng.integers(4, size - 4, 2)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 6] -= 90
+      images.append(np.clip(img, 0, 255).astype(np.uint8)[..., None])
+      labels.append(label)
+  save_image_folder(np.stack(images), np.array(labels), [c for c, _ in counts], root)
+  return root
+
+
+def tiny_config(root):
+  from deepsmote_jax import config_lib
+  c = config_lib.autoencoder_config(preset="micro_16", channels=1, epochs=2, batch_size=8)
+  c.data.source = "folder"
+  c.data.root = str(root)
+  c.train.penalty_sample_size = 8
+  c.train.steps_per_call = 4
+  c.train.compute_dtype = "float32"
+  c.checkpoint.every_steps = 0
+  c.split.ratios = (0.5, 0.25, 0.25)
+  c.classifier.epochs = 2
+  c.classifier.batch_size = 8
+  c.classifier.steps_per_call = 4
+  c.classifier.max_shift = 1
+  c.classifier.compute_dtype = "float32"
+  c.pipeline.seeds = (0,)
+  c.pipeline.positive_class = "NG"
+  return c
+
+
+def _mtimes(work):
+  return {n: (work / n / "DONE.json").stat().st_mtime_ns for n in stage_names(tiny_config("x"))}
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_resume(tmp_path):
+  root = _write_images(tmp_path / "images")
+  work = tmp_path / "run"
+  config = tiny_config(root)
+  summary = run_pipeline(config, work, progress=False)
+  names = stage_names(config)
+  assert names == ["data", "autoencoder_reference", "generate_reference", "classifiers", "report"]
+  for n in names:
+    assert (work / n / "DONE.json").is_file(), n
+
+  # Generated dataset: manifest lists exactly the files on disk; counts balance the training split.
+  ds_dir = work / "generate_reference" / "dataset"
+  rows = list(csv.DictReader((ds_dir / "manifest.csv").open()))
+  on_disk = sorted(str(p.relative_to(ds_dir)) for p in ds_dir.glob("*/*.png") if p.parent.name != "grids")
+  assert sorted(r["file"] for r in rows) == on_disk
+  train_counts = json.loads((work / "data" / "DONE.json").read_text())["counts"]["train"]
+  per_class = {c: sum(r["class"] == c for r in rows) for c in train_counts}
+  assert per_class["NG"] == per_class["OK"] == max(train_counts.values())
+  synthetic = [r for r in rows if r["synthetic"] == "1"]
+  assert len(synthetic) == train_counts["OK"] - train_counts["NG"] and all(r["class"] == "NG" for r in synthetic)
+
+  # Report: every method present; its numbers recompute from the saved predictions.
+  assert set(summary["methods"]) == {"none", "class_weights", "random_oversampling", "smote_pixels",
+                                     "deepsmote_reference"}
+  report = json.loads((work / "report" / "report.json").read_text())
+  for run, saved in report["runs"].items():
+    with np.load(work / "classifiers" / run / "predictions.npz", allow_pickle=True) as z:
+      again = evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]), positive_class="NG",
+                                  val_true=z["val_labels"], val_scores=z["val_proba"])
+      cm = np.asarray(again["confusion_matrix"])
+      assert cm.sum() == len(z["test_labels"])
+    assert np.asarray(saved["confusion_matrix"]).tolist() == cm.tolist()
+    assert saved["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+  md = (work / "report" / "report.md").read_text()
+  assert "Table 1 layout" in md and "| none |" in md and "deepsmote_reference" in md
+  for method, h in summary["methods"].items():
+    assert h["acsa"]["mean"] is not None, method
+
+  # Rerun after deleting one stage's output: that stage and the later ones are redone, earlier ones reused.
+  before = _mtimes(work)
+  import shutil
+  shutil.rmtree(work / "generate_reference")
+  run_pipeline(config, work, progress=False)
+  after = _mtimes(work)
+  assert after["data"] == before["data"] and after["autoencoder_reference"] == before["autoencoder_reference"]
+  for n in ("generate_reference", "classifiers", "report"):
+    assert after[n] != before[n], n
+
+
+def test_bad_inputs_fail_with_clear_messages(tmp_path):
+  one_class = _write_images(tmp_path / "one", counts=(("OK", 6),))
+  with pytest.raises(ValueError, match="only one class"):
+    run_pipeline(tiny_config(one_class), tmp_path / "w1", progress=False)
+  root = _write_images(tmp_path / "imgs", counts=(("dent", 6), ("OK", 10)))
+  with pytest.raises(ValueError, match="positive_class='NG'"):
+    run_pipeline(tiny_config(root), tmp_path / "w2", progress=False)
+  bad = tiny_config(root)
+  bad.pipeline.methods = ("none", "smote_magic")
+  with pytest.raises(ValueError, match="smote_magic"):
+    run_pipeline(bad, tmp_path / "w3", progress=False)
+  # A stage that failed half-way leaves no DONE marker, so the next run redoes it.
+  assert not (tmp_path / "w2" / "data" / "DONE.json").exists()
