@@ -184,7 +184,7 @@ class _Context:
     g = self.config.generate
     strategy = g.sampling_strategy
     summary = generate_dataset(model, self.split("train"), out / "dataset", sampling_strategy=_parse_strategy(strategy),
-                               k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed), copy_originals="none")
+                               k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed), copy_originals="png")
     return {"counts": summary.get("after") or summary.get("counts_after")}
 
   # -- classifiers --------------------------------------------------------------------------------------
