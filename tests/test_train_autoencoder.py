@@ -106,7 +106,7 @@ def test_class_sample_is_one_class_without_replacement():
 
 
 def test_epoch_batches_cover_every_image_once():
-  idx, mask = ae.epoch_batches(23, 8, seed=3, epoch=1)
+  idx, mask = ae.BatchPlan(23, 8, seed=3).epoch(1)
   assert idx.shape == (3, 8) and mask.sum() == 23
   assert sorted(idx[mask].tolist()) == list(range(23))
 

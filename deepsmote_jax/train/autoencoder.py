@@ -182,39 +182,15 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
   return step
 
 
-def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-  """Shuffled (steps, B) indices and masks covering every image once; the last batch is masked, not dropped."""
-  rng = np.random.default_rng([seed, epoch])
-  perm = rng.permutation(num_images).astype(np.int32)
-  steps = -(-num_images // batch_size)
-  idx = np.zeros(steps * batch_size, np.int32)
-  mask = np.zeros(steps * batch_size, bool)
-  idx[:num_images] = perm
-  mask[:num_images] = True
-  return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
-
-
-class BatchPlan:
-  """Maps a global step to its batch; a pure function of (seed, step) so resumed runs see the same data."""
+class BatchPlan(loop.EpochPlan):
+  """Every image once per epoch, shuffled by (seed, epoch)."""
 
   def __init__(self, num_images: int, batch_size: int, seed: int):
-    self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
-    self.steps_per_epoch = -(-num_images // batch_size)
-    self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    super().__init__(num_images, batch_size, seed)
+    self.num_images = num_images
 
-  def _epoch(self, e: int):
-    if e not in self._cache:
-      self._cache = {e: epoch_batches(self.num_images, self.batch_size, self.seed, e)}
-    return self._cache[e]
-
-  def __call__(self, first: int, n: int) -> dict:
-    idx, mask = [], []
-    for s in range(first, first + n):
-      e, i = divmod(s, self.steps_per_epoch)
-      ei, em = self._epoch(e)
-      idx.append(ei[i])
-      mask.append(em[i])
-    return {"index": np.stack(idx), "mask": np.stack(mask)}
+  def epoch_order(self, rng):
+    return rng.permutation(self.num_images)
 
 
 @dataclasses.dataclass

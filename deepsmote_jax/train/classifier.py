@@ -129,42 +129,24 @@ def _reseed_dropout(model, key) -> None:
       node.rngs = nnx.Rngs(dropout=key)
 
 
-class ClassifierBatchPlan:
-  """Step -> batch indices; a pure function of (seed, step). Random oversampling balances each epoch."""
+class ClassifierBatchPlan(loop.EpochPlan):
+  """Shuffled epochs; with random oversampling every class is drawn up to the majority count each epoch."""
 
   def __init__(self, labels: np.ndarray, batch_size: int, seed: int, oversampling: str):
-    self.labels, self.batch_size, self.seed, self.oversampling = np.asarray(labels), batch_size, seed, oversampling
+    self.labels, self.oversampling = np.asarray(labels), oversampling
     counts = np.bincount(self.labels)
-    self.epoch_size = int(counts.max() * (counts > 0).sum()) if oversampling == "random" else len(self.labels)
-    self.steps_per_epoch = -(-self.epoch_size // batch_size)
-    self._cache: dict = {}
+    size = int(counts.max() * (counts > 0).sum()) if oversampling == "random" else len(self.labels)
+    super().__init__(size, batch_size, seed)
 
-  def _epoch(self, e: int):
-    if e not in self._cache:
-      rng = np.random.default_rng([self.seed, e])
-      if self.oversampling == "random":
-        target = np.bincount(self.labels).max()
-        idx = np.concatenate([
-            np.concatenate([np.flatnonzero(self.labels == c),
-                            rng.choice(np.flatnonzero(self.labels == c), target - (self.labels == c).sum())])
-            for c in np.unique(self.labels)])
-      else:
-        idx = np.arange(len(self.labels))
-      idx = rng.permutation(idx).astype(np.int32)
-      n = self.steps_per_epoch * self.batch_size
-      full, mask = np.zeros(n, np.int32), np.zeros(n, bool)
-      full[:len(idx)], mask[:len(idx)] = idx, True
-      self._cache = {e: (full.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))}
-    return self._cache[e]
-
-  def __call__(self, first: int, n: int) -> dict:
-    idx, mask = [], []
-    for s in range(first, first + n):
-      e, i = divmod(s, self.steps_per_epoch)
-      ei, em = self._epoch(e)
-      idx.append(ei[i])
-      mask.append(em[i])
-    return {"index": np.stack(idx), "mask": np.stack(mask)}
+  def epoch_order(self, rng):
+    if self.oversampling != "random":
+      return rng.permutation(len(self.labels))
+    target = np.bincount(self.labels).max()
+    parts = []
+    for c in np.unique(self.labels):
+      members = np.flatnonzero(self.labels == c)
+      parts += [members, rng.choice(members, target - len(members))]
+    return rng.permutation(np.concatenate(parts))
 
 
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:

@@ -122,6 +122,35 @@ def place_state(state: TrainState, mesh: Mesh) -> TrainState:
   return jax.device_put(state, mesh_lib.replicated(mesh))
 
 
+class EpochPlan:
+  """Maps a global step to its batch of indices: a pure function of (seed, step), so resumed runs see the
+  same data. Subclasses define `epoch_order(rng)` (the indices of one epoch, already shuffled); the last
+  batch of an epoch is padded and masked, never dropped."""
+
+  def __init__(self, epoch_size: int, batch_size: int, seed: int):
+    self.batch_size, self.seed = batch_size, seed
+    self.steps_per_epoch = -(-epoch_size // batch_size)
+    self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+  def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
+    raise NotImplementedError
+
+  def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps_per_epoch, B) indices and masks of epoch `e`."""
+    if e not in self._cache:
+      order = np.asarray(self.epoch_order(np.random.default_rng([self.seed, e])), np.int32)
+      n = self.steps_per_epoch * self.batch_size
+      idx, mask = np.zeros(n, np.int32), np.zeros(n, bool)
+      idx[:len(order)], mask[:len(order)] = order, True
+      self._cache = {e: (idx.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))}
+    return self._cache[e]
+
+  def __call__(self, first: int, n: int) -> dict:
+    steps = [divmod(s, self.steps_per_epoch) for s in range(first, first + n)]
+    return {"index": np.stack([self.epoch(e)[0][i] for e, i in steps]),
+            "mask": np.stack([self.epoch(e)[1][i] for e, i in steps])}
+
+
 @dataclasses.dataclass
 class RunOptions:
   total_steps: int
