@@ -98,9 +98,12 @@ def make_step(graphdef, tx, cfg: ClassifierTrainConfig, in_channels: int):
 
   def step(state: loop.TrainState, batch, key, data):
     k_aug, k_drop = jax.random.split(jax.random.fold_in(key, state.step))
-    x = to_model_input(data["images"][batch["index"]], in_channels)
-    x = augment(k_aug, x, flip_lr=cfg.flip_lr, flip_ud=cfg.flip_ud, max_shift=cfg.max_shift)
-    y = data["labels"][batch["index"]]
+    if "image" in batch:   # streamed batches (tf.data pipeline)
+      x_u8, y = batch["image"], batch["label"]
+    else:                  # indices into the device-resident training set
+      x_u8, y = data["images"][batch["index"]], data["labels"][batch["index"]]
+    x = augment(k_aug, to_model_input(x_u8, in_channels), flip_lr=cfg.flip_lr, flip_ud=cfg.flip_ud,
+                max_shift=cfg.max_shift)
     w = data["class_weights"][y] * batch["mask"].astype(jnp.float32)
 
     def loss_fn(params):
@@ -147,6 +150,15 @@ class ClassifierBatchPlan(loop.EpochPlan):
       members = np.flatnonzero(self.labels == c)
       parts += [members, rng.choice(members, target - len(members))]
     return rng.permutation(np.concatenate(parts))
+
+
+class _StreamPlan:
+  def __init__(self, batches: loop.StreamBatches, steps_per_epoch: int):
+    self.batches, self.steps_per_epoch = batches, steps_per_epoch
+
+  def __call__(self, first: int, n: int) -> dict:
+    b = self.batches(first, n)
+    return {"image": b["image"], "label": b["label"].astype(np.int32), "mask": b["mask"]}
 
 
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
@@ -200,9 +212,17 @@ class ClassifierResult:
 def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
                      num_classes: int, val: tuple[np.ndarray, np.ndarray] | None = None, positive: int | None = None,
                      mesh=None, workdir: str | None = None, export_meta: dict | None = None,
-                     checkpoint_every_steps: int = 0, resume: bool = False, progress: bool = True) -> ClassifierResult:
+                     checkpoint_every_steps: int = 0, resume: bool = False, progress: bool = True,
+                     stream=None) -> ClassifierResult:
   """Trains `model` on uint8 images; with `val`, evaluates each epoch and exports the best model by
-  `cfg.select_metric` to `<workdir>/best` (and keeps it in memory as `best_model`)."""
+  `cfg.select_metric` to `<workdir>/best` (and keeps it in memory as `best_model`).
+
+  By default the training set lives on the device and batches are index arrays. `stream` instead feeds
+  batches {'image': uint8 (B,H,W,C), 'label': (B,)} from a zero-argument factory of a repeating, seeded
+  iterator -- e.g. `lambda: pipeline.numpy_batches(files_and_labels, batch_size=B, seed=s, ...)` -- for sets
+  larger than device memory; `images_u8`/`labels` then only give the labels (for class weights and the
+  epoch length) and one example image (for shapes).
+  """
   cfg.validate()
   images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
   if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
@@ -219,9 +239,15 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   graphdef, state = loop.create_state(model, tx)
   plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
   total = cfg.epochs * plan.steps_per_epoch
-  data = jax.device_put({"images": images_u8, "labels": labels,
-                         "class_weights": class_weights(labels, num_classes, cfg.class_weighting)},
-                        mesh_lib.replicated(mesh))
+  weights = class_weights(labels, num_classes, cfg.class_weighting)
+  if stream is not None:
+    if cfg.oversampling != "none":
+      raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
+    data = jax.device_put({"class_weights": weights}, mesh_lib.replicated(mesh))
+    plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
+  else:
+    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights},
+                          mesh_lib.replicated(mesh))
   compiled = loop.compile_steps(make_step(graphdef, tx, cfg, in_channels), mesh=mesh, state=state,
                                 batch_example=plan(0, min(cfg.steps_per_call, total)), data=data)
   best = {"score": -np.inf, "step": None, "params": None, "stats": None}
