@@ -22,11 +22,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from deepsmote_jax.models import presets  # noqa: E402
-from deepsmote_jax.models.autoencoder import Autoencoder  # noqa: E402
+from deepsmote_jax.models.autoencoder import build_autoencoder  # noqa: E402
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
 from deepsmote_jax.train import loop  # noqa: E402
 from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
@@ -43,7 +42,7 @@ def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, rep
   labels = (np.arange(n) % num_classes).astype(np.int32)
   cfg = ae.AETrainConfig(batch_size=batch_size, penalty=penalty, penalty_sample_size=batch_size,
                          steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed)
-  model = Autoencoder(spec, dtype=compute_dtype(dtype), rngs=nnx.Rngs(seed))
+  model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
   tx = optax.adam(cfg.learning_rate)
   graphdef, state = loop.create_state(model, tx)
   step_fn = ae.make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)

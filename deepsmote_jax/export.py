@@ -53,7 +53,8 @@ def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencode
     raise ValueError(f"{path} is not an exported deepsmote_jax autoencoder (meta.json format "
                      f"{meta.get('format') if meta else None!r}, expected {FORMAT!r})")
   spec = spec_from_dict(meta["spec"])
-  model = Autoencoder(spec, dtype=dtype or jnp.dtype(meta["dtype"]), rngs=nnx.Rngs(0))
+  # Shapes only: the weights come from the file, so no random initialisation is computed.
+  model = nnx.eval_shape(lambda: Autoencoder(spec, dtype=dtype or jnp.dtype(meta["dtype"]), rngs=nnx.Rngs(0)))
   graphdef, params, stats = loop.split_model(model)
   tree, _ = load_tree(path, like={"params": params, "batch_stats": stats})
   return loop.merge_model(graphdef, tree["params"], tree["batch_stats"]), meta

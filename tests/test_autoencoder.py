@@ -66,8 +66,8 @@ def test_shapes_of_every_preset(name):
 
 
 def test_summary_lists_layers_and_totals():
-  text = summary(build_autoencoder("tiny_64"))
   model = build_autoencoder("tiny_64")
+  text = summary(model)
   assert "ConvTranspose2d 4x4/2 p1" in text and "(64, 64, 1)" in text
   assert f"Encoder parameters: {count_params(model.encoder):,}" in text
   assert f"Decoder parameters: {count_params(model.decoder):,}" in text

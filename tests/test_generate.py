@@ -20,7 +20,7 @@ from PIL import Image
 from deepsmote_jax import generate
 from deepsmote_jax.data.folder import ImageSet, load_image_folder, save_image_folder
 from deepsmote_jax.export import export_autoencoder, load_autoencoder
-from deepsmote_jax.models.autoencoder import Autoencoder
+from deepsmote_jax.models.autoencoder import build_autoencoder, Autoencoder
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import loop
 
@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
   images, labels = _images(COUNTS)
   save_image_folder(images, labels, list(COUNTS), root / "data")
   cfg = ae.AETrainConfig(epochs=2, batch_size=8, steps_per_call=2, penalty_sample_size=6, compute_dtype="float32")
-  result = ae.train_autoencoder(Autoencoder(MICRO, rngs=nnx.Rngs(0)), images, labels, cfg, progress=False)
+  result = ae.train_autoencoder(build_autoencoder(MICRO, seed=0), images, labels, cfg, progress=False)
   export_autoencoder(result.model, root / "autoencoder", class_names=list(COUNTS))
   model, _ = load_autoencoder(root / "autoencoder")
   image_set = load_image_folder(root / "data", image_size=16, channels=1)

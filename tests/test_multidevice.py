@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from flax import nnx
-    from deepsmote_jax.models.autoencoder import Autoencoder
+    from deepsmote_jax.models.autoencoder import build_autoencoder
     from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
     from deepsmote_jax.train import autoencoder as ae
     from deepsmote_jax.train.mesh import make_mesh
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
                            compute_dtype="float32", penalty="{penalty}")
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-      model = Autoencoder(spec, rngs=nnx.Rngs(0))
+      model = build_autoencoder(spec, seed=0)
       r = ae.train_autoencoder(model, images, labels, cfg, mesh=make_mesh(devices), progress=False)
       results.append(jax.device_get((r.state.params, r.state.batch_stats)))
     one, four = results

@@ -31,7 +31,7 @@ def _images(n=24, size=16, channels=1, seed=0):
 
 
 def _penalty_grads(penalty):
-  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  model = build_autoencoder(MICRO, seed=0)
   x = jax.random.uniform(jax.random.key(1), (6, 16, 16, 1), minval=-1, maxval=1)
   xc = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1), minval=-1, maxval=1)
   valid = jnp.array([True, True, True, True, False])
@@ -62,7 +62,7 @@ def test_paper_penalty_trains_encoder_and_decoder():
 
 
 def test_penalty_none_is_reconstruction_only():
-  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  model = build_autoencoder(MICRO, seed=0)
   x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 1), minval=-1, maxval=1)
   loss, terms = ae.deepsmote_loss(model, x, penalty="none")
   assert float(terms["penalty"]) == 0.0 and float(loss) == pytest.approx(float(terms["recon"]))
@@ -70,7 +70,7 @@ def test_penalty_none_is_reconstruction_only():
 
 def test_reference_shift_is_a_reconstruction_of_the_class_sample():
   """Shifting codes and targets alike leaves the class sample's reconstruction error unchanged."""
-  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  model = build_autoencoder(MICRO, seed=0)
   xc = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1), minval=-1, maxval=1)
   valid = jnp.ones(5, bool)
   perm = ae.cyclic_shift(jnp.int32(5), 5, 1)
@@ -112,7 +112,7 @@ def test_epoch_batches_cover_every_image_once():
 
 
 def _train(tmp_path, name, cfg, images, labels, **kw):
-  model = Autoencoder(MICRO, rngs=nnx.Rngs(cfg.seed))
+  model = build_autoencoder(MICRO, seed=cfg.seed)
   return ae.train_autoencoder(model, images, labels, cfg, workdir=str(tmp_path / name), progress=False, **kw)
 
 
@@ -138,7 +138,7 @@ def test_resume_equals_uninterrupted_and_same_seed_same_result(tmp_path):
 
 def test_mismatched_channels_and_bad_settings_fail_before_compiling():
   images, labels = _images(channels=3)
-  model = Autoencoder(MICRO, rngs=nnx.Rngs(0))
+  model = build_autoencoder(MICRO, seed=0)
   with pytest.raises(ValueError, match="model.image_size / model.channels"):
     ae.train_autoencoder(model, images, labels, CFG, progress=False)
   images, labels = _images()

@@ -104,7 +104,14 @@ def build_autoencoder(preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp
                       **overrides) -> Autoencoder:
   """Builds a preset by name (or from a spec), e.g. `build_autoencoder('amoled_dent_200', channels=1)`."""
   spec = presets_lib.get_preset(preset, **overrides) if isinstance(preset, str) else preset.replace(**overrides)
-  return Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+  presets_lib.validate(spec)
+
+  def make():
+    return Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+
+  # One jitted initialisation instead of one small compiled program per parameter shape (eager init).
+  graphdef, _ = nnx.split(nnx.eval_shape(make))
+  return nnx.merge(graphdef, jax.jit(lambda: nnx.split(make())[1])())
 
 
 def count_params(module: nnx.Module) -> int:

@@ -261,7 +261,6 @@ def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec)
 
 def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
-  from flax import nnx
   graphdef, params, stats = loop.split_model(model)
 
   @jax.jit
@@ -323,9 +322,8 @@ def train_and_export(config, workdir: str, *, resume: bool = False, progress: bo
   from deepsmote_jax import visualize
   from deepsmote_jax.export import export_autoencoder
   from deepsmote_jax.models import presets as presets_lib
-  from deepsmote_jax.models.autoencoder import Autoencoder
+  from deepsmote_jax.models.autoencoder import build_autoencoder
   from deepsmote_jax.train.precision import compute_dtype
-  from flax import nnx
 
   train_cfg = config_to_train(config.train)
   spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
@@ -338,7 +336,7 @@ def train_and_export(config, workdir: str, *, resume: bool = False, progress: bo
   train_cfg.validate(len(image_set.images))
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
-  model = Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(train_cfg.seed))
+  model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
   result = train_autoencoder(
       model, image_set.images, image_set.labels, train_cfg, num_classes=len(image_set.class_names),
       workdir=str(work), checkpoint_every_steps=int(config.checkpoint.every_steps),
