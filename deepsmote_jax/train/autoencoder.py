@@ -19,6 +19,7 @@ rows count neither in the MSE nor in the BatchNorm statistics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -262,40 +263,25 @@ def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec)
 def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
   graphdef, params, stats = loop.split_model(model)
-
-  @jax.jit
-  def enc(params, stats, x):
-    m = loop.merge_model(graphdef, params, stats)
-    return m.encoder(to_unit_range(x), train=False)
-
-  return _batched(lambda x: enc(params, stats, x), np.asarray(images_u8), batch_size)
+  return loop.batched(lambda x: _encode(graphdef, params, stats, x), np.asarray(images_u8), batch_size)
 
 
 def decode_codes(model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode decoded images as uint8 (N, H, W, C)."""
   graphdef, params, stats = loop.split_model(model)
-
-  @jax.jit
-  def dec(params, stats, z):
-    m = loop.merge_model(graphdef, params, stats)
-    x = m.decoder(z, train=False)
-    return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-  return _batched(lambda z: dec(params, stats, z), np.asarray(codes, np.float32), batch_size)
+  return loop.batched(lambda z: _decode(graphdef, params, stats, z), np.asarray(codes, np.float32), batch_size)
 
 
-def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-  n = len(x)
-  if n == 0:
-    raise ValueError("nothing to process: empty input")
-  bs = min(batch_size, n)
-  out = []
-  for i in range(0, n, bs):
-    chunk = x[i:i + bs]
-    pad = bs - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    out.append(np.asarray(fn(chunk))[:bs - pad])
+# Module-level jits keyed on the (hashable) graphdef: repeated calls reuse one compilation.
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(graphdef, params, stats, x):
+  return loop.merge_model(graphdef, params, stats).encoder(to_unit_range(x), train=False)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(graphdef, params, stats, z):
+  x = loop.merge_model(graphdef, params, stats).decoder(z, train=False)
+  return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
   return np.concatenate(out)
 
 

@@ -8,6 +8,7 @@ The best model by a validation metric is exported to `<workdir>/best`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any
@@ -164,15 +165,15 @@ class _StreamPlan:
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
   """Eval-mode class probabilities (N, C) in batches of one compiled shape."""
   graphdef, params, stats = loop.split_model(model)
+  return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), np.asarray(images_u8), batch_size)
 
-  @jax.jit
-  def probs(params, stats, x):
-    m = loop.merge_model(graphdef, params, stats)
-    logits, _ = _split_logits(m(to_model_input(x, in_channels), train=False))
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
-  from deepsmote_jax.train.autoencoder import _batched
-  return _batched(lambda x: probs(params, stats, x), np.asarray(images_u8), batch_size)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _probs(graphdef, in_channels, params, stats, x):
+  """Module-level and keyed on the (hashable) graphdef, so repeated evaluations reuse one compilation."""
+  m = loop.merge_model(graphdef, params, stats)
+  logits, _ = _split_logits(m(to_model_input(x, in_channels), train=False))
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
 def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive: int | None) -> float:

@@ -313,3 +313,19 @@ def _report(pending, bar, writer: MetricsWriter, on_metrics, options: RunOptions
   if any(not math.isfinite(v) for v in means.values()):
     raise FloatingPointError(f"non-finite training metrics at step {first + n}: {means}")
   return means
+
+
+def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:
+  """Applies `fn` to fixed-size chunks of `x` (the last one padded) so one compiled shape serves all."""
+  n = len(x)
+  if n == 0:
+    raise ValueError("nothing to process: empty input")
+  bs = min(batch_size, n)
+  out = []
+  for i in range(0, n, bs):
+    chunk = x[i:i + bs]
+    pad = bs - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    out.append(np.asarray(fn(chunk))[:bs - pad])
+  return np.concatenate(out)
