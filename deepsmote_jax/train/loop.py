@@ -89,7 +89,7 @@ def pad_steps(batches: dict, k: int) -> dict:
 StepFn = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict]]
 
 
-def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_example, data=None,
+def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_example, data=None, unroll=None,
                   donate: bool = True):
   """jit(scan(step_fn)) over K stacked batches with explicit shardings.
 
@@ -97,7 +97,13 @@ def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_examp
   (K, B, ...) per leaf; `data` is an optional pytree of device-resident arrays (replicated) that the step
   reads (e.g. the whole image set for class sampling). Returns `f(state, batches, key, data)` whose
   metrics are stacked over the K steps.
+
+  `unroll` (default: fully on CPU, 1 elsewhere): XLA:CPU runs convolutions inside a while loop (a rolled
+  scan) several times slower than in straight-line code -- measured 1.6 s vs 0.23 s per small-CNN step --
+  so on the CPU the K steps are unrolled; on GPU/TPU the rolled loop keeps compile time flat.
   """
+  if unroll is None:
+    unroll = True if jax.default_backend() == "cpu" else 1
   repl = mesh_lib.replicated(mesh)
   state_sh = jax.tree.map(lambda _: repl, state)
   batch_example = with_active(batch_example, len(jax.tree.leaves(batch_example)[0]))
@@ -112,7 +118,7 @@ def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_examp
       # Steps past the end of the run (padding of the last call) leave the state unchanged.
       new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, st)
       return new, (metrics, active)
-    return jax.lax.scan(body, state, batches)
+    return jax.lax.scan(body, state, batches, unroll=unroll)
 
   return jax.jit(multi_step, in_shardings=(state_sh, batch_sh, repl, data_sh), out_shardings=(state_sh, repl),
                  donate_argnums=(0,) if donate else ())
