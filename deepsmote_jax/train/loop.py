@@ -200,7 +200,6 @@ class RunOptions:
   progress: bool = True
   description: str = "train"
   stop_after_steps: int | None = None    # stop early (as if killed) after this many steps; tests use it
-  log_every_calls: int = 1
   eval_every_steps: int = 0              # with `evaluate`: also at the end of the run
 
 
@@ -250,7 +249,6 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   last_metrics: dict = {}
   seen = 0
   t_start = time.perf_counter()
-  compiled_sizes: dict[int, Callable] = {}
   bar = tqdm(total=options.total_steps, initial=start, desc=options.description, disable=not options.progress,
              dynamic_ncols=True, leave=True)
   stop_at = options.stop_after_steps
@@ -258,7 +256,7 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   _Clock.last = None
   try:
     pending = None
-    for call_index, (first, n) in enumerate(chunk_plan(start, options.total_steps, options.steps_per_call)):
+    for first, n in chunk_plan(start, options.total_steps, options.steps_per_call):
       if stop_at is not None and first >= stop_at:
         break
       host = pad_steps(get_batches(first, n), options.steps_per_call)
