@@ -216,6 +216,7 @@ def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndar
   spec: AutoencoderSpec = model.spec
   _check_images(images_u8, labels, spec)
   cfg.validate(len(images_u8))
+  cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
   mesh = mesh or mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
   num_classes = int(num_classes if num_classes is not None else labels.max() + 1)

@@ -225,6 +225,7 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   epoch length) and one example image (for shapes).
   """
   cfg.validate()
+  cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
   images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
   if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
     raise ValueError(f"images must be uint8 (N, H, W, C), got {images_u8.dtype} {images_u8.shape}")

@@ -124,6 +124,15 @@ def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_examp
                  donate_argnums=(0,) if donate else ())
 
 
+CPU_MAX_STEPS_PER_CALL = 2
+
+
+def steps_per_call_for_backend(k: int) -> int:
+  """K steps per compiled call, capped on the CPU: there the steps are unrolled (see `compile_steps`), so a
+  large K only multiplies compile time, and per-call dispatch is negligible next to a CPU step."""
+  return min(k, CPU_MAX_STEPS_PER_CALL) if jax.default_backend() == "cpu" else k
+
+
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
   return jax.device_put(state, mesh_lib.replicated(mesh))
 
