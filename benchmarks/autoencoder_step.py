@@ -21,7 +21,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from deepsmote_jax.models import presets  # noqa: E402
@@ -43,19 +42,11 @@ def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, rep
   cfg = ae.AETrainConfig(batch_size=batch_size, penalty=penalty, penalty_sample_size=batch_size,
                          steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed)
   model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
-  tx = optax.adam(cfg.learning_rate)
-  graphdef, state = loop.create_state(model, tx)
-  step_fn = ae.make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
-  table, counts = ae.class_index_table(labels, num_classes)
-  data = jax.device_put({"images": images, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
-  plan = ae.BatchPlan(n, batch_size, seed)
-  host = loop.pad_steps(plan(0, steps_per_call), steps_per_call)
-  sh = {k: mesh_lib.batch_sharding(mesh, leading_axes=1) for k in host}
-  sh[loop.ACTIVE] = mesh_lib.replicated(mesh)
-  batches = jax.device_put(host, sh)
-  compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=plan(0, steps_per_call), data=data)
-  state = loop.place_state(state, mesh)
-  key = jax.random.key(seed)
+  setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
+  k = setup.cfg.steps_per_call
+  batches = loop.place_batches(setup.plan(0, k), mesh, k)
+  compiled, data, key = setup.compiled, setup.data, jax.random.key(seed)
+  state = loop.place_state(setup.state, mesh)
   t0 = time.perf_counter()
   state, metrics = compiled(state, batches, key, data)
   jax.block_until_ready(metrics)
@@ -67,10 +58,10 @@ def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, rep
     return m
 
   times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
-  step_s = float(np.median(times)) / steps_per_call
+  step_s = float(np.median(times)) / k
   loss = float(np.mean(jax.device_get(call()[0]["loss"])))
   return {"impl": f"jax {dtype}", "preset": spec.name, "batch": batch_size, "step_s": step_s,
-          "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "steps_per_call": steps_per_call,
+          "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "steps_per_call": k,
           "devices": int(mesh.devices.size), "loss": loss, "loss_finite": bool(np.isfinite(loss))}
 
 

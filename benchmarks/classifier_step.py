@@ -18,7 +18,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from deepsmote_jax.models.classifiers import build_classifier  # noqa: E402
@@ -41,19 +40,11 @@ def time_jax_classifier(name: str, batch_size: int, image_size: int, *, dtype: s
   model = build_classifier(name, num_classes, in_channels=3, image_size=image_size, dtype=compute_dtype(dtype),
                            seed=seed, **({"aux_head": True} if name == "inception_v3" else {}))
   init_s = time.perf_counter() - t0
-  tx = optax.chain(optax.add_decayed_weights(0.0), optax.sgd(0.01, momentum=0.9))
-  graphdef, state = loop.create_state(model, tx)
-  plan = cls.ClassifierBatchPlan(labels, batch_size, seed, "none")
-  data = jax.device_put({"images": images, "labels": labels,
-                         "class_weights": np.ones(num_classes, np.float32)}, mesh_lib.replicated(mesh))
-  compiled = loop.compile_steps(cls.make_step(graphdef, tx, cfg, 3), mesh=mesh, state=state,
-                                batch_example=plan(0, steps_per_call), data=data)
-  host = loop.pad_steps(plan(0, steps_per_call), steps_per_call)
-  sh = {k: mesh_lib.batch_sharding(mesh, leading_axes=1) for k in host}
-  sh[loop.ACTIVE] = mesh_lib.replicated(mesh)
-  batches = jax.device_put(host, sh)
-  holder = {"state": loop.place_state(state, mesh)}
-  key = jax.random.key(seed)
+  setup = cls.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
+  k = setup.cfg.steps_per_call
+  batches = loop.place_batches(setup.plan(0, k), mesh, k)
+  compiled, data, key = setup.compiled, setup.data, jax.random.key(seed)
+  holder = {"state": loop.place_state(setup.state, mesh)}
 
   def call():
     holder["state"], m = compiled(holder["state"], batches, key, data)
@@ -63,7 +54,7 @@ def time_jax_classifier(name: str, batch_size: int, image_size: int, *, dtype: s
   jax.block_until_ready(call())
   compile_s = time.perf_counter() - t0
   times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
-  step_s = float(np.median(times)) / steps_per_call
+  step_s = float(np.median(times)) / k
   return {"impl": f"jax {dtype}", "model": name, "batch": batch_size, "image_size": image_size, "step_s": step_s,
           "img_per_s": batch_size / step_s, "first_call_s": compile_s, "init_s": init_s}
 

@@ -12,7 +12,6 @@ Methods compared: `none`, `class_weights`, `random_oversampling`, `smote_pixels`
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -37,12 +36,6 @@ def _write_json_atomic(path: pathlib.Path, payload: dict) -> None:
   os.replace(tmp, path)
 
 
-@dataclasses.dataclass
-class Stage:
-  name: str
-  run: Callable[[pathlib.Path], dict]
-
-
 def stage_names(config) -> list[str]:
   names = ["data"]
   if "deepsmote" in config.pipeline.methods:
@@ -62,31 +55,48 @@ def run_pipeline(config, workdir: str | os.PathLike, *, progress: bool = True, o
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
   ctx = _Context(config, work, progress, image_set)
-  stages = {n: Stage(n, getattr(ctx, "stage_" + n.split("_")[0])) for n in stage_names(config)}
+  # 'autoencoder_<penalty>' -> ctx.stage_autoencoder, etc.; each takes its output folder.
+  stages = {n: getattr(ctx, "stage_" + n.split("_")[0]) for n in stage_names(config)}
   order = list(stages)
   if only is not None:
     if only not in stages:
       raise ValueError(f"unknown stage {only!r}; stages of this config: {order}")
-    redo_from = order.index(only)
     names = [only]
   else:
     redo_from = next((i for i, n in enumerate(order) if not _done(work, n)), len(order))
     names = order[redo_from:]
     for n in order[:redo_from]:
       _log(f"stage {n}: done earlier, reused ({work / n})")
+    for n in names:   # never build on a half-written or stale stage
+      if (work / n).exists():
+        shutil.rmtree(work / n)
   for n in names:
-    for later in (order[order.index(n):] if only is None else [n]):
-      if (work / later).exists():
-        shutil.rmtree(work / later)  # never build on a half-written or stale stage
-    out = work / n
-    out.mkdir(parents=True)
-    t0 = time.perf_counter()
-    _log(f"stage {n}: running")
-    info = stages[n].run(out)
-    wall = time.perf_counter() - t0
-    _write_json_atomic(out / "DONE.json", {"stage": n, "wall_s": wall, **(info or {})})
-    _log(f"stage {n}: done in {wall:.1f} s")
+    _run_stage(work, n, stages[n])
   return json.loads((work / "report" / "summary.json").read_text()) if _done(work, "report") else {}
+
+
+def _run_stage(work: pathlib.Path, name: str, run: Callable[[pathlib.Path], dict]) -> None:
+  """Runs one stage in a fresh `<work>/<name>` and marks it finished with DONE.json (wall time + info)."""
+  out = work / name
+  if out.exists():
+    shutil.rmtree(out)
+  out.mkdir(parents=True)
+  t0 = time.perf_counter()
+  _log(f"stage {name}: running")
+  info = run(out)
+  wall = time.perf_counter() - t0
+  _write_json_atomic(out / "DONE.json", {"stage": name, "wall_s": wall, **(info or {})})
+  _log(f"stage {name}: done in {wall:.1f} s")
+
+
+def _evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:
+  """Test metrics of a run's saved probabilities, with the recall-first threshold chosen on validation."""
+  from deepsmote_jax import evaluation
+  with np.load(predictions, allow_pickle=True) as z:
+    return evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]),
+                               positive_class=config.pipeline.positive_class or None, val_true=z["val_labels"],
+                               val_scores=z["val_proba"], target_recall=float(config.pipeline.target_recall),
+                               out_dir=out_dir, title=title)
 
 
 def validate_config(config) -> None:
@@ -275,13 +285,8 @@ class _Context:
     results: dict[str, list] = {}
     per_run = {}
     for run_name, info in runs.items():
-      with np.load(self.work / "classifiers" / run_name / "predictions.npz", allow_pickle=True) as z:
-        class_names = list(z["class_names"])
-        r = evaluation.evaluate(z["test_labels"], z["test_proba"], class_names,
-                                positive_class=cfg.pipeline.positive_class or None,
-                                val_true=z["val_labels"], val_scores=z["val_proba"],
-                                target_recall=float(cfg.pipeline.target_recall), out_dir=out / run_name,
-                                title=f"{cfg.classifier.name}, {info['method']}, seed {info['seed']}")
+      r = _evaluate_predictions(cfg, self.work / "classifiers" / run_name / "predictions.npz", out / run_name,
+                                f"{cfg.classifier.name}, {info['method']}, seed {info['seed']}")
       per_run[run_name] = r
       results.setdefault(info["method"], []).append(r)
     stage_times = {}
@@ -403,16 +408,11 @@ def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "n
                          synthetic_dir: str | None = None, progress: bool = True) -> dict:
   """`scripts/train_classifier.py`: split the data (reusing `<workdir>/data` if complete), train one classifier
   (optionally adding a generated dataset's synthetic images), export the best epoch, evaluate on the test split."""
-  from deepsmote_jax import evaluation
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
   ctx = _Context(config, work, progress, None)
   if not _done(work, "data"):
-    if (work / "data").exists():
-      shutil.rmtree(work / "data")
-    (work / "data").mkdir()
-    info = ctx.stage_data(work / "data")
-    _write_json_atomic(work / "data" / "DONE.json", {"stage": "data", **info})
+    _run_stage(work, "data", ctx.stage_data)
   extra = None
   train = ctx.split("train")
   if synthetic_dir:
@@ -425,10 +425,7 @@ def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "n
   if run_dir.exists():
     shutil.rmtree(run_dir)
   info = ctx.train_one(method, seed, run_dir, extra=extra)
-  with np.load(run_dir / "predictions.npz", allow_pickle=True) as z:
-    result = evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]),
-                                 positive_class=config.pipeline.positive_class or None, val_true=z["val_labels"],
-                                 val_scores=z["val_proba"], target_recall=float(config.pipeline.target_recall),
-                                 out_dir=work / "evaluation", title=f"{config.classifier.name} ({method})")
+  result = _evaluate_predictions(config, run_dir / "predictions.npz", work / "evaluation",
+                                 f"{config.classifier.name} ({method})")
   return {**info, "model": str(run_dir / "best"), "evaluation": str(work / "evaluation"),
           "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")}}

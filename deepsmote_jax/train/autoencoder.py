@@ -201,16 +201,23 @@ class AETrainResult:
   summary: dict
 
 
-def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
-                      num_classes: int | None = None, mesh=None, workdir: str | None = None,
-                      checkpoint_every_steps: int = 0, keep_checkpoints: int = 3, resume: bool = False,
-                      progress: bool = True, stop_after_steps: int | None = None,
-                      metadata: dict | None = None) -> AETrainResult:
-  """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
+@dataclasses.dataclass
+class AETraining:
+  """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
+  cfg: AETrainConfig
+  mesh: Any
+  graphdef: Any
+  state: loop.TrainState
+  compiled: Any
+  plan: "BatchPlan"
+  data: dict
+  total_steps: int
 
-  Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
-  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one.
-  """
+
+def prepare_training(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
+                     num_classes: int | None = None, mesh=None) -> AETraining:
+  """Checks the inputs, puts the image set on the mesh and compiles the step (shared by
+  `train_autoencoder` and `benchmarks/autoencoder_step.py`)."""
   images_u8 = np.asarray(images_u8)
   labels = np.asarray(labels, np.int32)
   spec: AutoencoderSpec = model.spec
@@ -232,17 +239,33 @@ def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndar
   data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
   example = plan(0, min(cfg.steps_per_call, total_steps))
   compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=example, data=data)
+  return AETraining(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan, data=data,
+                    total_steps=total_steps)
+
+
+def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
+                      num_classes: int | None = None, mesh=None, workdir: str | None = None,
+                      checkpoint_every_steps: int = 0, keep_checkpoints: int = 3, resume: bool = False,
+                      progress: bool = True, stop_after_steps: int | None = None,
+                      metadata: dict | None = None) -> AETrainResult:
+  """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
+
+  Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
+  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one.
+  """
+  setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
+  cfg, plan, spec = setup.cfg, setup.plan, model.spec
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
   options = loop.RunOptions(
-      total_steps=total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
+      total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
       checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, resume=resume,
       images_per_step=cfg.batch_size + penalty_images, progress=progress, description=f"DeepSMOTE {spec.name}",
       stop_after_steps=stop_after_steps)
-  state, summary = loop.run(state, compiled=compiled, get_batches=plan, key=jax.random.key(cfg.seed), data=data,
-                            mesh=mesh, options=options, metadata=metadata)
+  state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
+                            data=setup.data, mesh=setup.mesh, options=options, metadata=metadata)
   summary["epochs"] = cfg.epochs
   summary["steps_per_epoch"] = plan.steps_per_epoch
-  trained = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
+  trained = loop.merge_model(setup.graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
   return AETrainResult(model=trained, state=state, summary=summary)
 
 

@@ -203,6 +203,59 @@ def _binary_cm(cm: np.ndarray, positive: int) -> np.ndarray:
   return np.array([[tn, fp], [fn, tp]])
 
 
+def make_optimizer(cfg: ClassifierTrainConfig) -> optax.GradientTransformation:
+  if cfg.optimizer == "adam":
+    return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else optax.adam(cfg.learning_rate)
+  return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(cfg.learning_rate, momentum=0.9))
+
+
+@dataclasses.dataclass
+class ClassifierTraining:
+  """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
+  cfg: ClassifierTrainConfig
+  mesh: Any
+  graphdef: Any
+  state: loop.TrainState
+  compiled: Any
+  plan: Any
+  data: dict
+  total_steps: int
+  in_channels: int
+
+
+def prepare_training(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
+                     num_classes: int, mesh=None, stream=None) -> ClassifierTraining:
+  """Checks the inputs, places the training set (or sets up the stream) and compiles the step (shared by
+  `train_classifier` and `benchmarks/classifier_step.py`)."""
+  cfg.validate()
+  cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
+  images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
+  if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
+    raise ValueError(f"images must be uint8 (N, H, W, C), got {images_u8.dtype} {images_u8.shape}")
+  in_channels = int(getattr(model, "in_channels", images_u8.shape[-1]))
+  if images_u8.shape[-1] not in (in_channels, 1):
+    raise ValueError(f"images have {images_u8.shape[-1]} channels but the classifier expects {in_channels}")
+  mesh = mesh or mesh_lib.make_mesh()
+  mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
+  tx = make_optimizer(cfg)
+  graphdef, state = loop.create_state(model, tx)
+  plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
+  total = cfg.epochs * plan.steps_per_epoch
+  weights = class_weights(labels, num_classes, cfg.class_weighting)
+  if stream is not None:
+    if cfg.oversampling != "none":
+      raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
+    data = jax.device_put({"class_weights": weights}, mesh_lib.replicated(mesh))
+    plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
+  else:
+    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights},
+                          mesh_lib.replicated(mesh))
+  compiled = loop.compile_steps(make_step(graphdef, tx, cfg, in_channels), mesh=mesh, state=state,
+                                batch_example=plan(0, min(cfg.steps_per_call, total)), data=data)
+  return ClassifierTraining(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan,
+                            data=data, total_steps=total, in_channels=in_channels)
+
+
 @dataclasses.dataclass
 class ClassifierResult:
   model: Any
@@ -224,34 +277,8 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   larger than device memory; `images_u8`/`labels` then only give the labels (for class weights and the
   epoch length) and one example image (for shapes).
   """
-  cfg.validate()
-  cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
-  images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
-  if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
-    raise ValueError(f"images must be uint8 (N, H, W, C), got {images_u8.dtype} {images_u8.shape}")
-  in_channels = int(getattr(model, "in_channels", images_u8.shape[-1]))
-  if images_u8.shape[-1] not in (in_channels, 1):
-    raise ValueError(f"images have {images_u8.shape[-1]} channels but the classifier expects {in_channels}")
-  mesh = mesh or mesh_lib.make_mesh()
-  mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
-  if cfg.optimizer == "adam":
-    tx = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else optax.adam(cfg.learning_rate)
-  else:
-    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(cfg.learning_rate, momentum=0.9))
-  graphdef, state = loop.create_state(model, tx)
-  plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
-  total = cfg.epochs * plan.steps_per_epoch
-  weights = class_weights(labels, num_classes, cfg.class_weighting)
-  if stream is not None:
-    if cfg.oversampling != "none":
-      raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
-    data = jax.device_put({"class_weights": weights}, mesh_lib.replicated(mesh))
-    plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
-  else:
-    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights},
-                          mesh_lib.replicated(mesh))
-  compiled = loop.compile_steps(make_step(graphdef, tx, cfg, in_channels), mesh=mesh, state=state,
-                                batch_example=plan(0, min(cfg.steps_per_call, total)), data=data)
+  setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
+  cfg, plan, graphdef, in_channels = setup.cfg, setup.plan, setup.graphdef, setup.in_channels
   best = {"score": -np.inf, "step": None, "params": None, "stats": None}
   work = pathlib.Path(workdir) if workdir else None
 
@@ -266,12 +293,13 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
         export_classifier(m, work / "best", **export_meta, extra={"step": step, cfg.select_metric: score})
     return {cfg.select_metric: score, "best": best["score"]}
 
-  options = loop.RunOptions(total_steps=total, steps_per_call=cfg.steps_per_call, workdir=workdir,
+  options = loop.RunOptions(total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
                             checkpoint_every_steps=checkpoint_every_steps, resume=resume,
                             images_per_step=cfg.batch_size, progress=progress, description="classifier",
                             eval_every_steps=plan.steps_per_epoch if val is not None else 0)
-  state, summary = loop.run(state, compiled=compiled, get_batches=plan, key=jax.random.key(cfg.seed), data=data,
-                            mesh=mesh, options=options, evaluate=evaluate if val is not None else None)
+  state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
+                            data=setup.data, mesh=setup.mesh, options=options,
+                            evaluate=evaluate if val is not None else None)
   final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
   best_model = (loop.merge_model(graphdef, best["params"], best["stats"]) if best["params"] is not None else final)
   summary.update(best_step=best["step"], best_score=None if best["step"] is None else best["score"],

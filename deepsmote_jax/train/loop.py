@@ -86,6 +86,20 @@ def pad_steps(batches: dict, k: int) -> dict:
   return with_active(padded, n)
 
 
+def batch_shardings(mesh: Mesh, batches: dict) -> dict:
+  """Shardings of stacked (K, B, ...) batches: split on B over 'data'; the per-step flags replicated."""
+  sh = {k: mesh_lib.batch_sharding(mesh, leading_axes=1) for k in batches}
+  if ACTIVE in sh:
+    sh[ACTIVE] = mesh_lib.replicated(mesh)
+  return sh
+
+
+def place_batches(host_batches: dict, mesh: Mesh, k: int) -> dict:
+  """Host batches for n <= k steps -> padded to k steps, flagged and put on the mesh."""
+  padded = pad_steps(host_batches, k)
+  return jax.device_put(padded, batch_shardings(mesh, padded))
+
+
 StepFn = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict]]
 
 
@@ -106,9 +120,7 @@ def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_examp
     unroll = True if jax.default_backend() == "cpu" else 1
   repl = mesh_lib.replicated(mesh)
   state_sh = jax.tree.map(lambda _: repl, state)
-  batch_example = with_active(batch_example, len(jax.tree.leaves(batch_example)[0]))
-  batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh, leading_axes=1), batch_example)
-  batch_sh[ACTIVE] = repl
+  batch_sh = batch_shardings(mesh, with_active(batch_example, len(jax.tree.leaves(batch_example)[0])))
   data_sh = jax.tree.map(lambda _: repl, data)
 
   def multi_step(state, batches, key, data):
@@ -254,7 +266,6 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   state = place_state(state, mesh)
   start = int(jax.device_get(state.step))
   writer = MetricsWriter(options.workdir)
-  batch_sh = None
   last_metrics: dict = {}
   seen = 0
   t_start = time.perf_counter()
@@ -262,21 +273,17 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
              dynamic_ncols=True, leave=True)
   stop_at = options.stop_after_steps
   last_saved = start
-  _Clock.last = None
+  clock = {"last": None}   # time of the previous metrics fetch, for images/s
   try:
     pending = None
     for first, n in chunk_plan(start, options.total_steps, options.steps_per_call):
       if stop_at is not None and first >= stop_at:
         break
-      host = pad_steps(get_batches(first, n), options.steps_per_call)
-      if batch_sh is None:
-        batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh, leading_axes=1), host)
-        batch_sh[ACTIVE] = mesh_lib.replicated(mesh)
-      batches = jax.device_put(host, batch_sh)
+      batches = place_batches(get_batches(first, n), mesh, options.steps_per_call)
       state, metrics = compiled(state, batches, key, data)
       # Fetching the previous call's metrics here keeps one call in flight while the host prepares the next.
       if pending is not None:
-        _report(pending, bar, writer, on_metrics, options)
+        _report(pending, clock, bar, writer, on_metrics, options)
       pending = (first, n, metrics)
       seen += n
       step_now = first + n
@@ -290,7 +297,7 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
         manager.save(step_now, state, metadata=metadata)
         last_saved = step_now
     if pending is not None:
-      last_metrics = _report(pending, bar, writer, on_metrics, options)
+      last_metrics = _report(pending, clock, bar, writer, on_metrics, options)
     final_step = int(jax.device_get(state.step))
     if manager and final_step > last_saved:
       manager.save(final_step, state, metadata=metadata, force=True)
@@ -303,17 +310,13 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   return state, summary
 
 
-class _Clock:
-  last = None
-
-
-def _report(pending, bar, writer: MetricsWriter, on_metrics, options: RunOptions) -> dict:
+def _report(pending, clock: dict, bar, writer: MetricsWriter, on_metrics, options: RunOptions) -> dict:
   """Fetches one call's metrics; images/s is measured between consecutive fetches (first call: compile)."""
   first, n, (metrics, active) = pending
   metrics, active = jax.device_get((metrics, active))
   now = time.perf_counter()
-  dt = now - _Clock.last if _Clock.last is not None else float("nan")
-  _Clock.last = now
+  dt = now - clock["last"] if clock["last"] is not None else float("nan")
+  clock["last"] = now
   means = {k: float(np.mean(np.asarray(v)[active])) for k, v in metrics.items()}
   record = {"step": first + n, **means, "images_per_s": options.images_per_step * n / dt if dt == dt else None,
             "time": time.time()}
