@@ -115,3 +115,27 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     run_pipeline(bad, tmp_path / "w3", progress=False)
   # A stage that failed half-way leaves no DONE marker, so the next run redoes it.
   assert not (tmp_path / "w2" / "data" / "DONE.json").exists()
+
+
+def test_train_classifier_job_with_synthetic_images(tmp_path):
+  """scripts/train_classifier.py's job: split, train one classifier with extra synthetic images, evaluate."""
+  from deepsmote_jax.data.folder import save_image_folder as save
+  from deepsmote_jax.pipeline import train_classifier_job
+  root = _write_images(tmp_path / "images")
+  synth = tmp_path / "synthetic"
+  imgs = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1)).astype(np.uint8)
+  files = save(imgs, np.array([0, 0, 0, 0]), ["NG", "OK"], synth)
+  with (synth / "manifest.csv").open("w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["file", "class", "synthetic"])
+    w.writerows([[name, "NG", 1] for name in files])
+  config = tiny_config(root)
+  info = train_classifier_job(config, tmp_path / "work", method="class_weights", synthetic_dir=str(synth),
+                              progress=False)
+  assert info["train_counts"]["NG"] == json.loads((tmp_path / "work" / "data" / "DONE.json").read_text())[
+      "counts"]["train"]["NG"] + 4
+  assert (tmp_path / "work" / "classifier" / "best" / "meta.json").is_file()
+  assert (tmp_path / "work" / "evaluation" / "metrics.json").is_file() and 0 <= info["test"]["accuracy"] <= 1
+  before = (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns
+  train_classifier_job(config, tmp_path / "work", method="none", progress=False)
+  assert (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns == before   # split reused
