@@ -33,7 +33,11 @@ from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty: str = "reference",
                   num_classes: int = 2, seed: int = 0) -> dict:
-  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
+  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices.
+
+  The multi-step call is compiled ahead of time (`lower().compile()`), so compile time is reported apart
+  and XLA's memory accounting of that executable gives the row's device memory.
+  """
   mesh = mesh_lib.make_mesh()
   rng = np.random.default_rng(seed)
   n = 2 * batch_size * num_classes
@@ -45,24 +49,34 @@ def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, rep
   setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   k = setup.cfg.steps_per_call
   batches = loop.place_batches(setup.plan(0, k), mesh, k)
-  compiled, data, key = setup.compiled, setup.data, jax.random.key(seed)
+  data, key = setup.data, jax.random.key(seed)
   state = loop.place_state(setup.state, mesh)
   t0 = time.perf_counter()
-  state, metrics = compiled(state, batches, key, data)
-  jax.block_until_ready(metrics)
+  executable = setup.compiled.lower(state, batches, key, data).compile()
   compile_s = time.perf_counter() - t0
+  memory = common.jax_compiled_memory(executable)
   holder = {"state": state}
 
   def call():
-    holder["state"], m = compiled(holder["state"], batches, key, data)
+    holder["state"], m = executable(holder["state"], batches, key, data)
     return m
 
   times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
   step_s = float(np.median(times)) / k
   loss = float(np.mean(jax.device_get(call()[0]["loss"])))
-  return {"impl": f"jax {dtype}", "preset": spec.name, "batch": batch_size, "step_s": step_s,
-          "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "steps_per_call": k,
-          "devices": int(mesh.devices.size), "loss": loss, "loss_finite": bool(np.isfinite(loss))}
+  return {"impl": f"jax {dtype}", "preset": spec.name, "channels": spec.channels, "batch": batch_size,
+          "step_s": step_s, "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "compile_s": compile_s,
+          "steps_per_call": k, "devices": int(mesh.devices.size), "loss": loss, "loss_finite": bool(np.isfinite(loss)),
+          "peak_mib": memory.get("peak_mib"), "device_peak_mib": common.jax_device_peak_mib()}
+
+
+def parse_case(text: str) -> tuple[str, int | None, int]:
+  """'preset:channels:batch' (channels may be empty for the preset's own) -> (preset, channels, batch)."""
+  parts = text.split(":")
+  if len(parts) != 3:
+    raise argparse.ArgumentTypeError(f"--cases entries are preset:channels:batch, got {text!r}")
+  name, channels, batch = parts
+  return name, (int(channels) if channels else None), int(batch)
 
 
 def main(argv=None):
@@ -71,44 +85,71 @@ def main(argv=None):
   parser.add_argument("--presets", nargs="+", default=["tiny_64", "deepsmote_mnist"] if cpu else
                       ["amoled_dent_200", "amoled_scratch_396"])
   parser.add_argument("--batch", nargs="+", type=int, default=[8] if cpu else [100, 256])
+  parser.add_argument("--cases", nargs="+", type=parse_case, default=None,
+                      help="preset:channels:batch entries (e.g. amoled_dent_200:3:256); replace --presets/--batch")
   parser.add_argument("--dtypes", nargs="+", default=["float32"] if cpu else ["bfloat16", "float32"])
   parser.add_argument("--steps-per-call", type=int, default=2 if cpu else 10)
   parser.add_argument("--repeats", type=int, default=3 if cpu else 10)
   parser.add_argument("--torch-modes", nargs="*", default=["fp32"] if cpu else ["fp32", "bf16_cl"],
                       help="PyTorch baselines to run beside (empty: none)")
   parser.add_argument("--torch-threads", type=int, default=None)
-  parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/...)")
+  parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/...); "
+                      "a Markdown table is written beside it")
   args = parser.parse_args(argv)
 
+  cases = args.cases or [(name, None, b) for name in args.presets for b in args.batch]
   rows = []
-  for name in args.presets:
-    spec = presets.get_preset(name)
-    for b in args.batch:
-      for dtype in args.dtypes:
-        try:
-          rows.append(time_jax_step(spec, b, dtype=dtype, steps_per_call=args.steps_per_call, repeats=args.repeats))
-        except Exception as e:  # noqa: BLE001 -- record and go on (e.g. out of memory at a large batch)
-          rows.append({"impl": f"jax {dtype}", "preset": name, "batch": b, "error": common.error_message(e)})
+  for name, channels, b in cases:
+    spec = presets.get_preset(name, **({"channels": channels} if channels else {}))
+    for dtype in args.dtypes:
+      try:
+        rows.append(time_jax_step(spec, b, dtype=dtype, steps_per_call=args.steps_per_call, repeats=args.repeats))
+      except Exception as e:  # noqa: BLE001 -- record and go on (e.g. out of memory at a large batch)
+        rows.append({"impl": f"jax {dtype}", "preset": name, "channels": spec.channels, "batch": b,
+                     "error": common.error_message(e)})
+      print(rows[-1], flush=True)
+    if args.torch_modes:
+      try:
+        from benchmarks import torch_autoencoder
+      except ImportError as e:
+        rows.append({"impl": "torch", "preset": name, "channels": spec.channels, "batch": b,
+                     "error": f"torch not importable: {e}"})
         print(rows[-1], flush=True)
-      if args.torch_modes:
-        try:
-          from benchmarks import torch_autoencoder
-        except ImportError as e:
-          rows.append({"impl": "torch", "preset": name, "batch": b, "error": f"torch not importable: {e}"})
-          continue
-        for mode in args.torch_modes:
-          r = torch_autoencoder.time_torch_step(spec, b, mode=mode, steps=args.repeats, warmup=2,
-                                               penalty_size=b, num_threads=args.torch_threads)
-          rows.append({"impl": f"torch {mode}", "preset": name, "batch": b, **{
-              k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")}})
-          print(rows[-1], flush=True)
+        continue
+      for mode in args.torch_modes:
+        r = torch_autoencoder.time_torch_step(spec, b, mode=mode, steps=args.repeats, warmup=2,
+                                             penalty_size=b, num_threads=args.torch_threads)
+        rows.append({"impl": f"torch {mode}", "preset": name, "channels": spec.channels, "batch": b,
+                     **{k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")},
+                     "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None})
+        print(rows[-1], flush=True)
+  _add_speedups(rows)
   info = common.machine_info()
   out = args.json or (pathlib.Path(__file__).parent / "results" /
                       f"autoencoder_step_{info.get('jax_backend', jax.default_backend())}.json")
-  common.write_json(out, {"benchmark": "autoencoder_step", "machine": info, "rows": rows})
-  common.print_table(rows, ["preset", "batch", "impl", "img_per_s", "step_s", "first_call_s", "error"])
+  settings = {"images_per_step": "B reconstruction + B penalty images", "penalty": "reference",
+              "steps_per_call": args.steps_per_call, "repeats": args.repeats,
+              "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated"}
+  common.write_outputs(out, {"benchmark": "autoencoder_step", "machine": info, "settings": settings, "rows": rows},
+                       COLUMNS, "DeepSMOTE encoder/decoder training step: JAX beside PyTorch")
+  common.print_table(rows, COLUMNS)
   print(f"wrote {out}")
   return rows
+
+
+COLUMNS = ["preset", "channels", "batch", "impl", "img_per_s", "vs_best_torch", "step_s", "compile_s", "peak_mib",
+           "error"]
+
+
+def _add_speedups(rows: list[dict]) -> None:
+  """Each JAX row's img/s over the best PyTorch row of the same preset, channels and batch."""
+  for r in rows:
+    if not r["impl"].startswith("jax") or not r.get("img_per_s"):
+      continue
+    torch_rows = [t.get("img_per_s") for t in rows if t["impl"].startswith("torch") and t.get("img_per_s")
+                  and (t["preset"], t["channels"], t["batch"]) == (r["preset"], r["channels"], r["batch"])]
+    if torch_rows:
+      r["vs_best_torch"] = r["img_per_s"] / max(torch_rows)
 
 
 if __name__ == "__main__":

@@ -43,20 +43,23 @@ def time_jax_classifier(name: str, batch_size: int, image_size: int, *, dtype: s
   setup = cls.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   k = setup.cfg.steps_per_call
   batches = loop.place_batches(setup.plan(0, k), mesh, k)
-  compiled, data, key = setup.compiled, setup.data, jax.random.key(seed)
-  holder = {"state": loop.place_state(setup.state, mesh)}
+  data, key = setup.data, jax.random.key(seed)
+  state = loop.place_state(setup.state, mesh)
+  t0 = time.perf_counter()
+  executable = setup.compiled.lower(state, batches, key, data).compile()
+  compile_s = time.perf_counter() - t0
+  memory = common.jax_compiled_memory(executable)
+  holder = {"state": state}
 
   def call():
-    holder["state"], m = compiled(holder["state"], batches, key, data)
+    holder["state"], m = executable(holder["state"], batches, key, data)
     return m
 
-  t0 = time.perf_counter()
-  jax.block_until_ready(call())
-  compile_s = time.perf_counter() - t0
   times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
   step_s = float(np.median(times)) / k
   return {"impl": f"jax {dtype}", "model": name, "batch": batch_size, "image_size": image_size, "step_s": step_s,
-          "img_per_s": batch_size / step_s, "first_call_s": compile_s, "init_s": init_s}
+          "img_per_s": batch_size / step_s, "compile_s": compile_s, "init_s": init_s,
+          "peak_mib": memory.get("peak_mib"), "device_peak_mib": common.jax_device_peak_mib()}
 
 
 def main(argv=None):
@@ -91,14 +94,27 @@ def main(argv=None):
         for mode in args.torch_modes:
           r = torch_classifier.time_torch_classifier(torch_name, b, mode=mode, image_size=args.image_size,
                                                      steps=args.repeats, warmup=2)
-          rows.append({"impl": f"torchvision {mode}", "model": name, "batch": b,
-                       **{k: r.get(k) for k in ("step_s", "img_per_s", "error")}})
+          rows.append({"impl": f"torchvision {mode}", "model": name, "batch": b, "image_size": args.image_size,
+                       **{k: r.get(k) for k in ("step_s", "img_per_s", "error")},
+                       "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None})
           print(rows[-1], flush=True)
+  for r in rows:   # each JAX row against the best torchvision row of the same model and batch
+    best = [t["img_per_s"] for t in rows if t["impl"].startswith("torchvision") and t.get("img_per_s")
+            and (t["model"], t["batch"]) == (r["model"], r["batch"])]
+    if r["impl"].startswith("jax") and r.get("img_per_s") and best:
+      r["vs_best_torch"] = r["img_per_s"] / max(best)
   info = common.machine_info()
   out = args.json or (pathlib.Path(__file__).parent / "results" / f"classifier_step_{info.get('jax_backend', 'cpu')}.json")
-  common.write_json(out, {"benchmark": "classifier_step", "machine": info, "rows": rows})
-  common.print_table(rows, ["model", "batch", "impl", "img_per_s", "step_s", "first_call_s", "error"])
+  settings = {"optimizer": "SGD momentum 0.9 (both)", "classes": 1000, "steps_per_call": args.steps_per_call,
+              "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated"}
+  common.write_outputs(out, {"benchmark": "classifier_step", "machine": info, "settings": settings, "rows": rows},
+                       COLUMNS, "Classifier training step: JAX beside torchvision")
+  common.print_table(rows, COLUMNS)
   print(f"wrote {out}")
+
+
+COLUMNS = ["model", "image_size", "batch", "impl", "img_per_s", "vs_best_torch", "step_s", "compile_s", "peak_mib",
+           "error"]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -53,6 +55,9 @@ def machine_info() -> dict[str, Any]:
   except Exception as e:  # noqa: BLE001
     info["torch_error"] = f"{type(e).__name__}: {e}" if _version("torch") else None
 
+  gpus = nvidia_smi()
+  if gpus:
+    info["gpus"] = gpus
   try:
     import jax
     devices = jax.devices()
@@ -61,6 +66,57 @@ def machine_info() -> dict[str, Any]:
   except Exception as e:  # noqa: BLE001
     info["jax_error"] = f"{type(e).__name__}: {e}" if _version("jax") else None
   return {k: v for k, v in info.items() if v is not None}
+
+
+def nvidia_smi() -> list[dict[str, str]]:
+  """Name, driver and memory of each NVIDIA GPU as `nvidia-smi` reports them ([] without one)."""
+  if not shutil.which("nvidia-smi"):
+    return []
+  fields = ("name", "driver_version", "memory.total")
+  try:
+    out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [dict(zip(fields, (v.strip() for v in line.split(",")))) for line in out.splitlines() if line.strip()]
+
+
+def device_label(info: dict[str, Any]) -> str:
+  """One short name for the machine a result came from: the GPU (and driver), else the JAX device kind."""
+  if info.get("gpus"):
+    g = info["gpus"][0]
+    return f"{g['name']} (driver {g['driver_version']})"
+  kinds = info.get("jax_devices") or ["cpu"]
+  return f"{kinds[0]} x{len(kinds)} ({info.get('cpu_count')} CPU cores)"
+
+
+def jax_compiled_memory(compiled: Any) -> dict[str, float]:
+  """Device memory one compiled JAX executable needs, from XLA's own accounting (MiB).
+
+  `peak_mib` = arguments + outputs + temporaries - aliased (donated) buffers: what the call holds at its
+  peak, independent of what else the process allocated before (unlike the device's running peak).
+  """
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - not every backend/version reports it
+    return {}
+  if m is None:
+    return {}
+  mib = lambda b: float(b) / 2**20
+  peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  return {"peak_mib": mib(peak), "temp_mib": mib(m.temp_size_in_bytes), "argument_mib": mib(m.argument_size_in_bytes)}
+
+
+def jax_device_peak_mib() -> float | None:
+  """The first JAX device's running peak of allocated memory (MiB), where the backend reports one (GPU/TPU)."""
+  try:
+    import jax
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # noqa: BLE001
+    return None
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return stats["peak_bytes_in_use"] / 2**20
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,
@@ -148,6 +204,41 @@ def format_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, max_
   out = [line(columns), line(["-" * w for w in widths])]
   out += [line(row) for row in cells]
   return "\n".join(out)
+
+
+def markdown_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+  """A GitHub Markdown table of `columns` (missing values print as '-')."""
+  rows = list(rows)
+  out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  out += ["| " + " | ".join(_cell(r.get(c)).replace("|", "/") for c in columns) + " |" for r in rows]
+  return "\n".join(out)
+
+
+def write_outputs(json_path: str | os.PathLike, payload: dict[str, Any], columns: Sequence[str],
+                  title: str) -> pathlib.Path:
+  """`payload` (with 'machine' and 'rows') as JSON, and beside it a Markdown page: title, machine, table.
+
+  Both are written to temporary names and renamed, so a part killed mid-write never leaves a file that
+  looks complete.
+  """
+  json_path = pathlib.Path(json_path)
+  info = payload.get("machine", {})
+  md = [f"# {title}", "",
+        f"Machine: {device_label(info)}; {info.get('platform', '?')}; date {info.get('date_utc', '?')}.",
+        "Versions: " + ", ".join(f"{k} {info[k]}" for k in ("python", "jax", "jaxlib", "flax", "torch", "torchvision")
+                                 if info.get(k)) + ".", ""]
+  if payload.get("settings"):
+    md += ["Settings: " + "; ".join(f"{k} = {v}" for k, v in payload["settings"].items()) + ".", ""]
+  md += [markdown_table(payload.get("rows", []), columns), ""]
+  md += [f"- {note}" for note in payload.get("notes", [])]
+  md_path = json_path.with_suffix(".md")
+  tmp_md = md_path.with_name(md_path.name + ".tmp")
+  tmp_md.parent.mkdir(parents=True, exist_ok=True)
+  tmp_md.write_text("\n".join(md).rstrip() + "\n")
+  tmp_json = write_json(json_path.with_name(json_path.name + ".tmp"), payload)
+  os.replace(tmp_md, md_path)
+  os.replace(tmp_json, json_path)
+  return json_path
 
 
 def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, max_width: int = 40) -> None:

@@ -6,21 +6,20 @@ Timed: the full resample (project `fit_resample` vs `imblearn.over_sampling.SMOT
 k-NN alone (project `nearest_neighbors` vs `sklearn.neighbors.NearestNeighbors(...).kneighbors`).
 Times are medians of up to --repeats runs (fewer once --budget-s is spent); the project gets a warm-up
 call first, timed and reported separately as first_call_s (compile included); the baselines compile
-nothing and get no warm-up (their first_call_s is their first timed run). Memory: the extra host RSS peak during a row (sampled from /proc every 2 ms), the
+nothing and get no warm-up (their first_call_s is their first timed run). Memory: the extra host RSS peak
+during a row (sampled from /proc every 2 ms), the
 process's ru_maxrss, and on accelerators the device's peak_bytes_in_use.
 
-Runs without TensorFlow. Example:
+Runs without TensorFlow; a missing imbalanced-learn or scikit-learn skips its baseline with one line. Example:
   python benchmarks/smote.py                      # CPU defaults, a few minutes
   python benchmarks/smote.py --full --out $OUT/smote_gpu.json
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
+from benchmarks import common as bench_common  # noqa: E402
 from deepsmote_jax import smote  # noqa: E402
 
 
@@ -84,13 +84,6 @@ def _time(fn, repeats: int, *, warmup: bool = True, budget_s: float = 20.0):
   return (first if warmup else times[0]), statistics.median(times), times, rss.extra_mib
 
 
-def _device_peak_mib():
-  stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
-  if stats and "peak_bytes_in_use" in stats:
-    return stats["peak_bytes_in_use"] / 2**20
-  return None
-
-
 def _data(n: int, d: int, seed: int = 0):
   rng = np.random.default_rng(seed)
   minority = rng.normal(0.5, 1.0, size=(n, d)).astype(np.float32)
@@ -126,26 +119,25 @@ def main(argv=None):
   if args.block_size is None:
     args.block_size = 256 if jax.default_backend() == "cpu" else 1024
   sizes = args.n or ([1000, 5000, 20000] + ([100_000, 1_000_000] if args.full else []))
-  baselines = not args.no_baselines
-  if baselines:
-    import imblearn
-    import sklearn
-    from imblearn.over_sampling import SMOTE
-    from sklearn.neighbors import NearestNeighbors
+  notes = []
+  SMOTE = NearestNeighbors = None
+  if not args.no_baselines:
+    try:
+      from sklearn.neighbors import NearestNeighbors
+    except ImportError:
+      notes.append("scikit-learn not installed: the k-NN baseline is skipped")
+    try:
+      from imblearn.over_sampling import SMOTE
+    except ImportError:
+      notes.append("imbalanced-learn not installed (carry its wheel): the SMOTE baseline is skipped")
+  for note in notes:
+    print(note, flush=True)
 
-  device = jax.devices()[0]
-  meta = {
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                  "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
-                  "device_kind": device.device_kind, "load_avg_at_start": os.getloadavg()},
-      "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__,
-                   "sklearn": sklearn.__version__ if baselines else None,
-                   "imblearn": imblearn.__version__ if baselines else None},
-      "settings": {"k": args.k, "block_size": args.block_size, "repeats": args.repeats,
-                   "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
-                           "(n new rows), float32 codes"},
-  }
+  settings = {"k": args.k, "block_size": args.block_size, "repeats": args.repeats,
+              "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
+                      "(n new rows), float32 codes",
+              "baselines": f"n <= {args.baseline_max_n}",
+              "memory": "extra host RSS during the row; device peak = the device's running peak so far"}
   rows = []
 
   def record(**row):
@@ -157,7 +149,7 @@ def main(argv=None):
       X, y, minority = _data(n, d)
       key = jax.random.key(0)
       X_dev, minority_dev = jax.device_put(X), jax.device_put(minority)
-      common = dict(n=n, d=d)
+      common_fields = dict(n=n, d=d)
 
       def project_resample():
         result = smote.fit_resample(key, X_dev, y, k_neighbors=args.k, block_size=args.block_size)
@@ -168,55 +160,53 @@ def main(argv=None):
         return jax.block_until_ready(
             smote.nearest_neighbors(minority_dev, args.k, block_size=args.block_size))
 
-      first, med, times, rss = _time(project_resample, args.repeats, budget_s=args.budget_s)
-      record(impl="deepsmote_jax fit_resample", op="resample", **common, first_call_s=first,
-             compile_s_approx=max(first - med, 0.0), median_s=med, times_s=times, extra_rss_mib=rss,
-             device_peak_mib=_device_peak_mib())
-      first, med, times, rss = _time(project_knn, args.repeats, budget_s=args.budget_s)
-      record(impl="deepsmote_jax nearest_neighbors", op="knn", **common, first_call_s=first,
-             compile_s_approx=max(first - med, 0.0), median_s=med, times_s=times, extra_rss_mib=rss,
-             device_peak_mib=_device_peak_mib())
+      for impl, op, fn in (("deepsmote_jax fit_resample", "resample", project_resample),
+                           ("deepsmote_jax nearest_neighbors", "knn", project_knn)):
+        try:
+          first, med, times, rss = _time(fn, args.repeats, budget_s=args.budget_s)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory at the largest n: a result, not a crash
+          record(impl=impl, op=op, **common_fields, error=bench_common.error_message(e))
+          continue
+        record(impl=impl, op=op, **common_fields, first_call_s=first, compile_s_approx=max(first - med, 0.0),
+               median_s=med, times_s=times, extra_rss_mib=rss, device_peak_mib=bench_common.jax_device_peak_mib())
 
-      if baselines and n <= args.baseline_max_n:
-        sampler = SMOTE(k_neighbors=args.k, random_state=0)
-        first, med, times, rss = _time(lambda: sampler.fit_resample(X, y), args.repeats, warmup=False,
-                                        budget_s=args.budget_s)
-        record(impl="imblearn SMOTE.fit_resample", op="resample", **common, first_call_s=first,
-               median_s=med, times_s=times, extra_rss_mib=rss)
-        first, med, times, rss = _time(
-            lambda: NearestNeighbors(n_neighbors=args.k + 1).fit(minority).kneighbors(minority),
-            args.repeats, warmup=False, budget_s=args.budget_s)
-        record(impl="sklearn NearestNeighbors.kneighbors", op="knn", **common, first_call_s=first,
-               median_s=med, times_s=times, extra_rss_mib=rss)
+      if n <= args.baseline_max_n:
+        if SMOTE is not None:
+          sampler = SMOTE(k_neighbors=args.k, random_state=0)
+          first, med, times, rss = _time(lambda: sampler.fit_resample(X, y), args.repeats, warmup=False,
+                                          budget_s=args.budget_s)
+          record(impl="imblearn SMOTE.fit_resample", op="resample", **common_fields, first_call_s=first,
+                 median_s=med, times_s=times, extra_rss_mib=rss)
+        if NearestNeighbors is not None:
+          first, med, times, rss = _time(
+              lambda: NearestNeighbors(n_neighbors=args.k + 1).fit(minority).kneighbors(minority),
+              args.repeats, warmup=False, budget_s=args.budget_s)
+          record(impl="sklearn NearestNeighbors.kneighbors", op="knn", **common_fields, first_call_s=first,
+                 median_s=med, times_s=times, extra_rss_mib=rss)
       del X_dev, minority_dev
 
-  meta["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
-
-  # Short table, last.
-  print(f"\n{device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; median seconds "
-        f"(first call incl. compile); extra host RSS MiB")
-  print(f"{'op':9} {'n':>8} {'d':>5} | {'project':>22} | {'baseline':>16} | {'speed-up':>8}")
-  for op in ("resample", "knn"):
-    for n in sizes:
-      for d in (args.d if n < args.large_n else args.large_d):
-        mine = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d
-                and r["impl"].startswith("deepsmote")]
-        base = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d
-                and not r["impl"].startswith("deepsmote")]
-        if not mine:
-          continue
-        m = mine[0]
-        cell = f"{m['median_s']:.3f} ({m['first_call_s']:.2f}) {m['extra_rss_mib']:.0f}M"
-        if base:
-          b = base[0]
-          bcell = f"{b['median_s']:.3f} {b['extra_rss_mib']:.0f}M"
-          ratio = f"{b['median_s'] / m['median_s']:.2f}x"
-        else:
-          bcell, ratio = "-", "-"
-        print(f"{op:9} {n:>8} {d:>5} | {cell:>22} | {bcell:>16} | {ratio:>8}")
+  for r in rows:   # the project's rows against the baseline of the same op, n and d
+    base = [b["median_s"] for b in rows if not b["impl"].startswith("deepsmote") and b.get("median_s")
+            and (b["op"], b["n"], b["d"]) == (r["op"], r["n"], r["d"])]
+    if r["impl"].startswith("deepsmote") and r.get("median_s") and base:
+      r["speedup"] = base[0] / r["median_s"]
+  info = bench_common.machine_info()
+  info["load_avg_at_end"] = os.getloadavg()
+  info["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  for name in ("sklearn", "imblearn"):
+    try:
+      info[name] = __import__(name).__version__
+    except ImportError:
+      pass
+  bench_common.write_outputs(args.out, {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows,
+                                        "notes": notes}, COLUMNS, "Latent SMOTE: JAX beside imbalanced-learn")
+  print()
+  bench_common.print_table(rows, COLUMNS)
   print(f"wrote {args.out}")
+  return rows
+
+
+COLUMNS = ["op", "n", "d", "impl", "median_s", "speedup", "first_call_s", "extra_rss_mib", "device_peak_mib", "error"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""`benchmarks/gpu_check.sh --smoke`: every part of the prepared GPU run, at CPU sizes, on a mirror of the GPU image.
+
+The GPU image has no TensorFlow, no tensorflow-datasets and no imbalanced-learn (ml_collections travels as a
+wheel); a `sitecustomize` makes them unimportable here, so a benchmark that grows a dependency on them fails
+in CI, not on the day a GPU is lent. Each part's JSON is checked against the schema the summary reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality"}
+ROW_KEYS = {"a": {"preset", "channels", "batch", "impl"}, "b": {"run"}, "c": {"op", "n", "d", "impl"},
+            "d": {"model", "batch", "impl"}, "e": {"method", "acsa", "ng_recall", "ng_recall_at_threshold"}}
+
+pytestmark = pytest.mark.slow
+
+
+def _mirror_env(tmp_path: pathlib.Path, blocked: list[str]) -> dict[str, str]:
+  site = tmp_path / "mirror_site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import sys\n"
+      f"for _name in {blocked!r}:\n"
+      "  sys.modules[_name] = None   # `import _name` now raises ImportError, as on the GPU image\n")
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in [env.get("PYTHONPATH")] if p])
+  env["OUT"] = str(tmp_path / "out")
+  env["TMPDIR"] = str(tmp_path)
+  env["PYTHON"] = sys.executable
+  env["DEEPSMOTE_JAX_CACHE"] = str(tmp_path / "jax_cache")
+  return env
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("gpu_check")
+  env = _mirror_env(tmp, ["tensorflow", "tensorflow_datasets", "imblearn"])
+  proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  return proc, tmp / "out"
+
+
+def test_mirror_blocks_the_missing_packages(tmp_path):
+  env = _mirror_env(tmp_path, ["tensorflow", "imblearn"])
+  proc = subprocess.run([sys.executable, "-c", "import imblearn"], env=env, capture_output=True, text=True)
+  assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, proc.stderr
+
+
+def test_every_part_ran_and_wrote_its_json(smoke_run):
+  proc, out = smoke_run
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  statuses = {s["part"]: s for s in json.loads((out / "summary.json").read_text())["parts"]}
+  assert set(statuses) == set(PARTS)
+  for part, name in PARTS.items():
+    assert statuses[part]["status"] == "ok", (part, statuses[part])
+    payload = json.loads((out / f"{part}_{name}.json").read_text())
+    assert payload["benchmark"] == name
+    for key in ("date_utc", "python", "jax"):
+      assert payload["machine"].get(key), (part, key)
+    assert payload["rows"], part
+    for row in payload["rows"]:
+      assert ROW_KEYS[part] <= set(row), (part, row)
+  # The summary table is the last thing printed, after every part.
+  tail = proc.stdout.strip().splitlines()
+  assert tail[-1].startswith("gpu_check: done")
+  assert any(line.startswith("part ") and "what" in line for line in tail[-40:])
+  assert (out / "summary.md").read_text().count("|") > 20
+  assert (out / "gpu_check_files.tar.gz").stat().st_size > 0
+  assert len(list(out.iterdir())) <= 8   # the device tool returns at most 8 files
+
+
+def test_project_rows_have_numbers_and_memory(smoke_run):
+  _, out = smoke_run
+  a = json.loads((out / "a_autoencoder_step.json").read_text())["rows"]
+  jax_rows = [r for r in a if r["impl"].startswith("jax")]
+  assert {r["impl"] for r in jax_rows} == {"jax bfloat16", "jax float32"}
+  for r in jax_rows:
+    assert not r.get("error"), r
+    assert r["img_per_s"] > 0 and r["peak_mib"] > 0 and r["loss_finite"]
+  torch_rows = [r for r in a if r["impl"].startswith("torch")]
+  assert {r["impl"] for r in torch_rows} == {"torch fp32", "torch bf16_cl"}
+  assert all(r.get("img_per_s", 0) > 0 for r in torch_rows), torch_rows   # the CPU PyTorch baseline runs in CI
+  b = {r["run"]: r for r in json.loads((out / "b_paper_run.json").read_text())["rows"]}
+  assert set(b) == {"cold cache", "warm cache"}
+  for r in b.values():
+    assert not r.get("error"), r
+    assert 0 < r["steps_s"] < r["job_wall_s"]
+  assert b["cold cache"]["final_loss"] == pytest.approx(b["warm cache"]["final_loss"], rel=1e-6)
+
+
+def test_missing_baselines_are_skipped_with_one_line(smoke_run):
+  _, out = smoke_run
+  c = json.loads((out / "c_smote.json").read_text())
+  assert any("imbalanced-learn not installed" in n for n in c["notes"])
+  assert not [r for r in c["rows"] if r["impl"].startswith("imblearn")]
+  assert [r for r in c["rows"] if r["impl"].startswith("sklearn")]       # scikit-learn is on the GPU image
+  assert all(r["median_s"] > 0 for r in c["rows"] if r["impl"].startswith("deepsmote"))
+  d = json.loads((out / "d_classifier_step.json").read_text())["rows"]
+  assert [r for r in d if r["impl"].startswith("jax")] and all(r["img_per_s"] > 0 for r in d)
+
+
+def test_torchvision_baseline_without_torchvision_is_an_error_row(tmp_path):
+  pytest.importorskip("torch")
+  env = _mirror_env(tmp_path, ["torchvision"])
+  code = ("from benchmarks import torch_classifier as t; import json; "
+          "print(json.dumps(t.time_torch_classifier('resnet50', 2, image_size=32, steps=1, warmup=0)))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  row = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert "torchvision" in row["error"] and "img_per_s" not in row
+
+
+def test_quality_part_reports_methods(smoke_run):
+  _, out = smoke_run
+  e = json.loads((out / "e_quality.json").read_text())
+  assert {r["method"] for r in e["rows"]} == {"none", "deepsmote_reference"}
+  assert e["settings"]["autoencoder_epochs"] >= 1 and e["settings"]["seeds"]
+
+
+def test_a_part_without_its_dependency_fails_alone_and_says_why(tmp_path):
+  env = _mirror_env(tmp_path, ["tensorflow", "tensorflow_datasets", "imblearn", "ml_collections"])
+  proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--parts", "e"], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  e = json.loads((tmp_path / "out" / "e_quality.json").read_text())
+  assert e["status"] == "failed" and e["rows"] == []
+  assert any("ml_collections is not importable" in line for line in e["log_tail"])
+
+
+def test_bad_arguments_exit_2():
+  for args in (["--nope"], ["--parts", "x"], ["--parts"]):
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:"), (args, proc.stderr)
