@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
   doc = {
       'root': str(root) if tmp is None else f'synthetic ({len(files)} JPEGs)',
       'image_size': args.image_size, 'channels': args.channels, 'batch_size': args.batch_size,
-      'cpu_count': os.cpu_count(), 'decode_threads': folder._default_workers(),  # pylint: disable=protected-access
+      'cpu_count': os.cpu_count(), 'decode_threads': folder.default_workers(),
       'machine': platform.machine(), 'python': platform.python_version(),
       'note': 'shared 2-core CPU machine with other jobs running: numbers are indicative',
       'results': results,

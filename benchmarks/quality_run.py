@@ -1,6 +1,6 @@
 """A paper-scale quality run on real defect images: magnetic_tile blowholes (the dent analogue) vs defect-free.
 
-The whole main job (`deepsmote_jax.pipeline.run_pipeline`) on defect-centred crops: each blowhole image
+The whole main job (`deepsmote_jax.jobs.pipeline.run_pipeline`) on defect-centred crops: each blowhole image
 gives one crop per defect region of its mask, each free image its central crop, at the preset's size
 (200x200 for `amoled_dent_200`, the paper's Fig. 3 encoder/decoder). The split is grouped by physical tile
 (`num_<id>`: the same tile appears under several exposures), the training split is made scarce in
@@ -141,7 +141,7 @@ def main(argv=None):
   from deepsmote_jax.data.folder import load_image_folder
   from deepsmote_jax.data.patches import DefectCropSpec
   from deepsmote_jax.models.presets import get_preset
-  from deepsmote_jax.pipeline import run_pipeline
+  from deepsmote_jax.jobs.pipeline import run_pipeline
 
   enable_compilation_cache()
   config = build_config(args)

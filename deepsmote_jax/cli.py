@@ -33,7 +33,7 @@ def run_pipeline_main(argv=None) -> None:
       raise app.UsageError(f"unexpected arguments: {args[1:]}")
     logging.set_verbosity(logging.WARNING)
     enable_compilation_cache()
-    from deepsmote_jax.pipeline import run_pipeline, summary_text
+    from deepsmote_jax.jobs.pipeline import run_pipeline, summary_text
     config = config_flag.value
     workdir = workdir_flag.value or config.workdir
     summary = run_pipeline(config, workdir, progress=progress_flag.value, only=stage_flag.value)

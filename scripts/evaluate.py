@@ -9,7 +9,7 @@ and confusion-matrix / PR / ROC PNGs. With --val-data the recall-first threshold
 import argparse
 import sys
 
-from deepsmote_jax.evaluate_model import evaluate_folder
+from deepsmote_jax.jobs.evaluate import evaluate_folder
 
 
 def main(argv=None):

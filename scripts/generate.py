@@ -15,8 +15,9 @@ import json
 import sys
 import warnings
 
-from deepsmote_jax import generate
-from deepsmote_jax.data.folder import ON_ERROR, RESIZE_POLICIES, load_image_folder
+from deepsmote_jax.jobs import generate
+from deepsmote_jax.data.folder import load_image_folder
+from deepsmote_jax.data.image_io import ON_ERROR, RESIZE_POLICIES
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.smote import KINDS
 

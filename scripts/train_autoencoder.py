@@ -8,7 +8,7 @@ Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) an
 from absl import app, flags
 from ml_collections import config_flags
 
-from deepsmote_jax.train.autoencoder import train_and_export
+from deepsmote_jax.jobs.train_autoencoder import train_and_export
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:local]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")

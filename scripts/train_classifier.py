@@ -10,7 +10,7 @@ best epoch by config.classifier.select_metric (<workdir>/classifier/best) and ev
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deepsmote_jax.pipeline import train_classifier_job
+from deepsmote_jax.jobs.train_classifier import train_classifier_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:local]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")

@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from deepsmote_jax import generate
+from deepsmote_jax.jobs import generate
 from deepsmote_jax.data.folder import ImageSet, load_image_folder, save_image_folder
 from deepsmote_jax.export import export_autoencoder, load_autoencoder
 from deepsmote_jax.models.autoencoder import build_autoencoder, Autoencoder

@@ -9,7 +9,7 @@ import pytest
 
 from deepsmote_jax import evaluation
 from deepsmote_jax.data.folder import save_image_folder
-from deepsmote_jax.pipeline import run_pipeline, stage_names
+from deepsmote_jax.jobs.pipeline import run_pipeline, stage_names
 
 
 def _write_images(root, counts=(("NG", 14), ("OK", 40)), size=16, seed=0):
@@ -120,7 +120,7 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
 def test_train_classifier_job_with_synthetic_images(tmp_path):
   """scripts/train_classifier.py's job: split, train one classifier with extra synthetic images, evaluate."""
   from deepsmote_jax.data.folder import save_image_folder as save
-  from deepsmote_jax.pipeline import train_classifier_job
+  from deepsmote_jax.jobs.train_classifier import train_classifier_job
   root = _write_images(tmp_path / "images")
   synth = tmp_path / "synthetic"
   imgs = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1)).astype(np.uint8)

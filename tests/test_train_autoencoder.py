@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from deepsmote_jax.data.folder import load_image_folder
+from deepsmote_jax.jobs import train_autoencoder as train_autoencoder_job
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
 from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
 from deepsmote_jax.train import autoencoder as ae
@@ -145,7 +146,7 @@ def test_mismatched_channels_and_bad_settings_fail_before_compiling():
   with pytest.raises(ValueError, match="train.penalty"):
     ae.train_autoencoder(model, images, labels, dataclasses.replace(CFG, penalty="nope"), progress=False)
   with pytest.raises(ValueError, match="unknown config.train"):
-    ae.config_to_train({"epochs": 1, "learnin_rate": 1e-3})
+    train_autoencoder_job.config_to_train({"epochs": 1, "learnin_rate": 1e-3})
 
 
 def test_loss_falls_on_magnetic_tile(magnetic_tile, tmp_path):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from deepsmote_jax.data.folder import load_image_folder, save_image_folder
-from deepsmote_jax.evaluate_model import evaluate_folder
+from deepsmote_jax.jobs.evaluate import evaluate_folder
 from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.train import classifier as cls

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from deepsmote_jax.data import folder
+from deepsmote_jax.data import folder, image_io
 
 CLASS_NAMES = ['OK', 'NG']
 NUM_IMAGES = 2624
@@ -36,8 +36,8 @@ def _resize_all(images: np.ndarray, image_size: int, channels: int, resize: str)
     return images[..., None]
 
   def one(a):
-    im = folder.to_8bit(Image.fromarray(a), channels)
-    return np.asarray(folder.fit_image(im, image_size, resize)).reshape(image_size, image_size, channels)
+    im = image_io.to_8bit(Image.fromarray(a), channels)
+    return np.asarray(image_io.fit_image(im, image_size, resize)).reshape(image_size, image_size, channels)
 
   out = np.empty((len(images), image_size, image_size, channels), np.uint8)
   for i, (arr, err) in enumerate(folder.parallel_map(one, list(images))):
@@ -82,7 +82,7 @@ def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bo
     image_size: output side (the originals are 300×300).
     channels: 1 or 3 (gray replicated).
     include_intermediate: False drops probabilities 1/3 and 2/3; 'ok' / 'ng' labels them OK / NG.
-    resize: policy of `folder.fit_image` (irrelevant for the square originals except 'center_crop').
+    resize: policy of `image_io.fit_image` (irrelevant for the square originals except 'center_crop').
     cache_dir: folder for an npz of the resized images (e.g. '~/.cache/deepsmote_jax'); None: memory only.
     cell_type: keep only 'mono' or 'poly' cells.
 
@@ -90,7 +90,7 @@ def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bo
     ImageSet; files 'elpv/<index>.png' (index into the package's label list, 4 digits), attrs
     'defect_probability' (float32) and 'cell_type' (str).
   """
-  folder._validate_common(image_size, channels, resize, 'raise')  # pylint: disable=protected-access
+  image_io.check_settings(image_size, channels, resize, 'raise')
   if include_intermediate not in (False, 'ok', 'ng'):
     raise ValueError(f"include_intermediate must be False, 'ok' or 'ng', got {include_intermediate!r}")
   if cell_type not in (None, 'mono', 'poly'):

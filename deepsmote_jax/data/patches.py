@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from deepsmote_jax.data import folder
+from deepsmote_jax.data import image_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,19 +159,19 @@ def extract_patches(image: np.ndarray, spec: TileSpec | DefectCropSpec, *, size:
 def extract_file_patches(root: str, rel: str, spec: TileSpec | DefectCropSpec, *, image_size: int,
                          channels: int) -> list[tuple[np.ndarray, str]]:
   """Patches of `root/rel` as image_size×image_size×channels uint8 (resized if spec.size differs)."""
-  im = folder.open_image(os.path.join(root, rel), channels=channels)
+  im = image_io.open_image(os.path.join(root, rel), channels=channels)
   size = spec.size or image_size
   image = np.asarray(im, np.uint8).reshape(im.size[1], im.size[0], channels)
   mask = None
   if isinstance(spec, DefectCropSpec):
     path = _mask_path(spec, rel)
     if os.path.exists(path):
-      m = folder.open_image(path, channels=1)
+      m = image_io.open_image(path, channels=1)
       if m.size != im.size:
         m = m.resize(im.size, Image.Resampling.NEAREST)
       mask = np.asarray(m) > 0
   out = extract_patches(image, spec, size=size, mask=mask)
   if size != image_size:
-    out = [(np.asarray(folder.fit_image(Image.fromarray(p[..., 0] if channels == 1 else p), image_size, 'resize'))
+    out = [(np.asarray(image_io.fit_image(Image.fromarray(p[..., 0] if channels == 1 else p), image_size, 'resize'))
             .reshape(image_size, image_size, channels), t) for p, t in out]
   return out

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from deepsmote_jax.data import folder
+from deepsmote_jax.data import folder, image_io
 
 _TF_DECODABLE = ('.png', '.jpg', '.jpeg')
 
@@ -60,7 +60,7 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 def _pillow_decoder(image_size: int, channels: int, resize: str):
   def decode(path):
     p = path.decode() if isinstance(path, bytes) else str(path)
-    return folder._decode_one(p, image_size, channels, resize)  # pylint: disable=protected-access
+    return image_io.decode_image(p, image_size, channels, resize)
   return decode
 
 
@@ -142,7 +142,7 @@ def make_dataset(source: folder.ImageSet | tuple[Sequence[str], Sequence[int]], 
     files, labels = source
     if image_size is None or channels is None:
       raise ValueError('a file list needs image_size and channels')
-    folder._validate_common(image_size, channels, resize, on_error)  # pylint: disable=protected-access
+    image_io.check_settings(image_size, channels, resize, on_error)
     if decoder not in ('tf', 'pillow'):
       raise ValueError(f"decoder must be 'tf' or 'pillow', got {decoder!r}")
     labels = np.asarray(labels, np.int32)

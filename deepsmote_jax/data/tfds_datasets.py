@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from deepsmote_jax.data import folder
+from deepsmote_jax.data import folder, image_io
 
 SUPPORTED = ('mnist', 'fashion_mnist', 'cifar10', 'svhn_cropped', 'celeb_a')
 # CelebA attribute per class, in frequency order (the order of protocols.CELEBA_HAIR_COUNTS).
@@ -59,8 +59,8 @@ def _convert(batch: np.ndarray, image_size: int | None, channels: int | None, re
 
   def one(a):
     im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-    im = folder.to_8bit(im, channels)
-    return np.asarray(folder.fit_image(im, size, resize)).reshape(size, size, channels)
+    im = image_io.to_8bit(im, channels)
+    return np.asarray(image_io.fit_image(im, size, resize)).reshape(size, size, channels)
 
   res = folder.parallel_map(one, list(batch))
   for _, err in res:

@@ -178,7 +178,7 @@ class _Context:
 
   # -- autoencoder ----------------------------------------------------------------------------------------
   def stage_autoencoder(self, out: pathlib.Path) -> dict:
-    from deepsmote_jax.train.autoencoder import train_and_export
+    from deepsmote_jax.jobs.train_autoencoder import train_and_export
     penalty = out.name.split("_", 1)[1]
     cfg = self.config.copy_and_resolve_references()
     cfg.train.penalty = penalty
@@ -188,7 +188,7 @@ class _Context:
   # -- generate ---------------------------------------------------------------------------------------
   def stage_generate(self, out: pathlib.Path) -> dict:
     from deepsmote_jax.export import load_autoencoder
-    from deepsmote_jax.generate import generate_dataset
+    from deepsmote_jax.jobs.generate import generate_dataset
     penalty = out.name.split("_", 1)[1]
     model, _ = load_autoencoder(self.work / f"autoencoder_{penalty}" / "autoencoder")
     g = self.config.generate
@@ -402,30 +402,3 @@ def summary_text(summary: dict, workdir: str | os.PathLike) -> str:
   lines += ["", f"stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.get("stage_wall_s", {}).items())
             + f" (total {total:.0f}s)", f"report: {pathlib.Path(workdir) / 'report' / 'report.md'}"]
   return "\n".join(lines)
-
-
-def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "none", seed: int = 0,
-                         synthetic_dir: str | None = None, progress: bool = True) -> dict:
-  """`scripts/train_classifier.py`: split the data (reusing `<workdir>/data` if complete), train one classifier
-  (optionally adding a generated dataset's synthetic images), export the best epoch, evaluate on the test split."""
-  work = pathlib.Path(workdir)
-  work.mkdir(parents=True, exist_ok=True)
-  ctx = _Context(config, work, progress, None)
-  if not _done(work, "data"):
-    _run_stage(work, "data", ctx.stage_data)
-  extra = None
-  train = ctx.split("train")
-  if synthetic_dir:
-    synth, labels = read_synthetic(pathlib.Path(synthetic_dir), train.class_names)
-    extra = ImageSet(images=synth, labels=labels, class_names=train.class_names,
-                     files=[f"synthetic/{i}" for i in range(len(synth))], skipped=[])
-    if synth.shape[1:] != train.images.shape[1:]:
-      raise ValueError(f"synthetic images in {synthetic_dir} are {synth.shape[1:]}, the data is {train.images.shape[1:]}")
-  run_dir = work / "classifier"
-  if run_dir.exists():
-    shutil.rmtree(run_dir)
-  info = ctx.train_one(method, seed, run_dir, extra=extra)
-  result = _evaluate_predictions(config, run_dir / "predictions.npz", work / "evaluation",
-                                 f"{config.classifier.name} ({method})")
-  return {**info, "model": str(run_dir / "best"), "evaluation": str(work / "evaluation"),
-          "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")}}

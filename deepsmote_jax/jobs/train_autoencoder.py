@@ -1,0 +1,69 @@
+"""The encoder/decoder training job: load the data, train, checkpoint, export, write a reconstruction grid."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from deepsmote_jax import visualize
+from deepsmote_jax.data.sources import load_source
+from deepsmote_jax.export import export_autoencoder
+from deepsmote_jax.models import presets as presets_lib
+from deepsmote_jax.models.autoencoder import build_autoencoder
+from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
+from deepsmote_jax.train.precision import compute_dtype
+
+
+def config_to_train(train_cfg) -> AETrainConfig:
+  """`config.train` (ConfigDict or dict) -> AETrainConfig, rejecting unknown keys by name."""
+  d = dict(train_cfg)
+  fields = {f.name for f in dataclasses.fields(AETrainConfig)}
+  unknown = sorted(set(d) - fields)
+  if unknown:
+    raise ValueError(f"unknown config.train setting(s) {unknown}; known: {sorted(fields)}")
+  return AETrainConfig(**d)
+
+
+def train_and_export(config, workdir: str, *, resume: bool = False, progress: bool = True,
+                     image_set=None) -> dict:
+  """The `scripts/train_autoencoder.py` job: load data, train, checkpoint, export, write a reconstruction grid.
+
+  Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
+  reconstructions.png (inputs beside eval-mode reconstructions), train_summary.json.
+  """
+  train_cfg = config_to_train(config.train)
+  spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
+  presets_lib.validate(spec)
+  dtype = compute_dtype(train_cfg.compute_dtype)
+  if image_set is None:
+    image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
+  _check_class_sizes(image_set)
+  train_cfg.validate(len(image_set.images))
+  work = pathlib.Path(workdir)
+  work.mkdir(parents=True, exist_ok=True)
+  model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
+  result = train_autoencoder(
+      model, image_set.images, image_set.labels, train_cfg, num_classes=len(image_set.class_names),
+      workdir=str(work), checkpoint_every_steps=int(config.checkpoint.every_steps),
+      keep_checkpoints=int(config.checkpoint.keep), resume=resume, progress=progress,
+      metadata={"preset": spec.name, "class_names": list(image_set.class_names)})
+  export_dir = export_autoencoder(result.model, work / "autoencoder", class_names=image_set.class_names,
+                                  extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary})
+  rng = np.random.default_rng(train_cfg.seed)
+  show = rng.choice(len(image_set.images), size=min(16, len(image_set.images)), replace=False)
+  recon = decode_codes(result.model, encode_images(result.model, image_set.images[show]))
+  visualize.side_by_side(image_set.images[show], recon, work / "reconstructions.png")
+  summary = {**result.summary, "export": str(export_dir), "num_images": int(len(image_set.images)),
+             "class_counts": {k: int(v) for k, v in image_set.counts().items()}}
+  (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def _check_class_sizes(image_set) -> None:
+  counts = image_set.counts()
+  small = {k: v for k, v in counts.items() if v < 2}
+  if small:
+    raise ValueError(f"class folder(s) with fewer than 2 images: {small}; DeepSMOTE needs at least 2 per class "
+                     f"(remove the class or add images)")
