@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, jax_steps  # noqa: E402
 from deepsmote_jax.models import presets  # noqa: E402
 from deepsmote_jax.models.autoencoder import build_autoencoder  # noqa: E402
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
@@ -33,11 +33,7 @@ from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty: str = "reference",
                   num_classes: int = 2, seed: int = 0) -> dict:
-  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices.
-
-  The multi-step call is compiled ahead of time (`lower().compile()`), so compile time is reported apart
-  and XLA's memory accounting of that executable gives the row's device memory.
-  """
+  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
   mesh = mesh_lib.make_mesh()
   rng = np.random.default_rng(seed)
   n = 2 * batch_size * num_classes
@@ -47,27 +43,10 @@ def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, rep
                          steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed)
   model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
   setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
-  k = setup.cfg.steps_per_call
-  batches = loop.place_batches(setup.plan(0, k), mesh, k)
-  data, key = setup.data, jax.random.key(seed)
-  state = loop.place_state(setup.state, mesh)
-  t0 = time.perf_counter()
-  executable = setup.compiled.lower(state, batches, key, data).compile()
-  compile_s = time.perf_counter() - t0
-  memory = common.jax_compiled_memory(executable)
-  holder = {"state": state}
-
-  def call():
-    holder["state"], m = executable(holder["state"], batches, key, data)
-    return m
-
-  times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
-  step_s = float(np.median(times)) / k
-  loss = float(np.mean(jax.device_get(call()[0]["loss"])))
+  t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
+  loss = t.pop("metrics")["loss"]
   return {"impl": f"jax {dtype}", "preset": spec.name, "channels": spec.channels, "batch": batch_size,
-          "step_s": step_s, "img_per_s": 2 * batch_size / step_s, "first_call_s": compile_s, "compile_s": compile_s,
-          "steps_per_call": k, "devices": int(mesh.devices.size), "loss": loss, "loss_finite": bool(np.isfinite(loss)),
-          "peak_mib": memory.get("peak_mib"), "device_peak_mib": common.jax_device_peak_mib()}
+          "img_per_s": 2 * batch_size / t["step_s"], "loss": loss, "loss_finite": bool(np.isfinite(loss)), **t}
 
 
 def parse_case(text: str) -> tuple[str, int | None, int]:

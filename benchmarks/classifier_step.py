@@ -19,7 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, jax_steps  # noqa: E402
 from deepsmote_jax.models.classifiers import build_classifier  # noqa: E402
 from deepsmote_jax.train import classifier as cls  # noqa: E402
 from deepsmote_jax.train import loop  # noqa: E402
@@ -41,25 +41,10 @@ def time_jax_classifier(name: str, batch_size: int, image_size: int, *, dtype: s
                            seed=seed, **({"aux_head": True} if name == "inception_v3" else {}))
   init_s = time.perf_counter() - t0
   setup = cls.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
-  k = setup.cfg.steps_per_call
-  batches = loop.place_batches(setup.plan(0, k), mesh, k)
-  data, key = setup.data, jax.random.key(seed)
-  state = loop.place_state(setup.state, mesh)
-  t0 = time.perf_counter()
-  executable = setup.compiled.lower(state, batches, key, data).compile()
-  compile_s = time.perf_counter() - t0
-  memory = common.jax_compiled_memory(executable)
-  holder = {"state": state}
-
-  def call():
-    holder["state"], m = executable(holder["state"], batches, key, data)
-    return m
-
-  times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
-  step_s = float(np.median(times)) / k
-  return {"impl": f"jax {dtype}", "model": name, "batch": batch_size, "image_size": image_size, "step_s": step_s,
-          "img_per_s": batch_size / step_s, "compile_s": compile_s, "init_s": init_s,
-          "peak_mib": memory.get("peak_mib"), "device_peak_mib": common.jax_device_peak_mib()}
+  t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
+  t.pop("metrics")
+  return {"impl": f"jax {dtype}", "model": name, "batch": batch_size, "image_size": image_size,
+          "img_per_s": batch_size / t["step_s"], "init_s": init_s, **t}
 
 
 def main(argv=None):

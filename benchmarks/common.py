@@ -5,6 +5,7 @@ both use it (and it imports on a machine that has only one of them).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -142,6 +143,48 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inn
     sync(out)
     times.append((time.perf_counter() - t0) / inner)
   return times
+
+
+@contextlib.contextmanager
+def torch_case(result: dict[str, Any], device: Any, num_threads: int | None):
+  """Runs one PyTorch baseline case: intra-op threads set for it (and restored), a failure recorded in
+  `result['error']` instead of raised (a failing mode is a result), the CUDA cache emptied after."""
+  import torch
+  before = torch.get_num_threads()
+  if num_threads:
+    torch.set_num_threads(num_threads)
+  if getattr(device, "type", str(device)) == "cpu":
+    result["num_threads"] = torch.get_num_threads()
+  try:
+    yield
+  except Exception as e:  # noqa: BLE001
+    result["error"] = error_message(e)
+  finally:
+    torch.set_num_threads(before)
+    if getattr(device, "type", str(device)) == "cuda":
+      torch.cuda.empty_cache()
+
+
+def time_torch_steps(step: Callable[[], Any], device: Any, *, warmup: int, steps: int, chunk: int = 1) -> dict:
+  """Times a PyTorch training step on `device`: median / min / max seconds per step, the last loss, and on
+  CUDA the peak allocated memory (reset first). `step()` returns the detached loss tensor."""
+  import torch
+  cuda = getattr(device, "type", str(device)) == "cuda"
+  sync = (lambda _: torch.cuda.synchronize(device)) if cuda else None
+  if cuda:
+    torch.cuda.reset_peak_memory_stats(device)
+  last: list[Any] = [None]
+
+  def run():
+    last[0] = step()
+    return last[0]
+
+  times = time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
+  out = {"step_s": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times),
+         "loss": float(last[0])}
+  if cuda:
+    out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+  return out
 
 
 def median_time(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,

@@ -41,14 +41,14 @@ def child(args) -> dict:
   import jax
   import numpy as np
 
-  from deepsmote_jax.cli import enable_compilation_cache
+  from deepsmote_jax import compilation_cache
   from deepsmote_jax.models.autoencoder import build_autoencoder
   from deepsmote_jax.models.presets import get_preset
   from deepsmote_jax.train import autoencoder as ae
   from deepsmote_jax.train import loop
   from deepsmote_jax.train.precision import compute_dtype
 
-  enable_compilation_cache(args.cache_dir)
+  compilation_cache.enable(args.cache_dir)
   t_imported = time.time()
   spec = get_preset(args.preset, **({"channels": args.channels} if args.channels else {}))
   rng = np.random.default_rng(0)
@@ -86,7 +86,8 @@ def child(args) -> dict:
 def run_child(argv: list[str], cache_dir: str, label: str, timeout: float) -> dict:
   cmd = [sys.executable, __file__, "--child", "--cache-dir", cache_dir] + argv
   t_spawn = time.time()
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  env = dict(os.environ, DEEPSMOTE_JAX_CACHE=cache_dir)   # this run's cache, whatever the caller had set
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
   if proc.returncode or not lines:
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])

@@ -137,13 +137,13 @@ def main(argv=None):
     print("error: ml_collections is not importable; on the GPU machine carry the wheels of "
           "benchmarks/prepare_wheels.sh (.whl)", file=sys.stderr)
     sys.exit(2)
-  from deepsmote_jax.cli import enable_compilation_cache
+  from deepsmote_jax import compilation_cache
   from deepsmote_jax.data.folder import load_image_folder
   from deepsmote_jax.data.patches import DefectCropSpec
   from deepsmote_jax.models.presets import get_preset
   from deepsmote_jax.jobs.pipeline import run_pipeline
 
-  enable_compilation_cache()
+  compilation_cache.enable()
   config = build_config(args)
   size = get_preset(args.preset).image_size
   t0 = time.perf_counter()

@@ -374,12 +374,7 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
     torch.backends.cudnn.benchmark = cudnn_benchmark
     result.update(cudnn_benchmark=cudnn_benchmark, cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
-  threads_before = torch.get_num_threads()
-  if num_threads:
-    torch.set_num_threads(num_threads)
-  if dev.type == "cpu":
-    result["num_threads"] = torch.get_num_threads()
-  try:
+  with common.torch_case(result, dev, num_threads):
     torch.manual_seed(seed)
     rng = random.Random(seed)
     encoder, decoder = build_torch_autoencoder(spec)
@@ -412,28 +407,8 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
       return train_step(encoder, decoder, optimizers, x, x_class, amp_dtype=amp_dtype, loss_fn=loss_fn,
                         penalty=penalty, perm=perm)
 
-    sync = (lambda _: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
-    if dev.type == "cuda":
-      torch.cuda.reset_peak_memory_stats(dev)
-    last: list[torch.Tensor] = [torch.zeros(())]
-
-    def run() -> torch.Tensor:
-      last[0] = step()
-      return last[0]
-
-    times = common.time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
-    step_s = statistics.median(times)
-    loss = float(last[0])
-    result.update(step_s=step_s, step_s_min=min(times), step_s_max=max(times),
-                  img_per_s=(batch_size + p) / step_s, loss=loss, loss_finite=math.isfinite(loss))
-    if dev.type == "cuda":
-      result["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-  except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
-    result["error"] = common.error_message(e)
-  finally:
-    torch.set_num_threads(threads_before)
-    if dev.type == "cuda":
-      torch.cuda.empty_cache()
+    timing = common.time_torch_steps(step, dev, warmup=warmup, steps=steps, chunk=chunk)
+    result.update(timing, img_per_s=(batch_size + p) / timing["step_s"], loss_finite=math.isfinite(timing["loss"]))
   return result
 
 

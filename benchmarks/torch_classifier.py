@@ -109,12 +109,7 @@ def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
   if dev.type == "cuda":
     torch.backends.cudnn.benchmark = cudnn_benchmark
     result["cudnn_benchmark"] = cudnn_benchmark
-  threads_before = torch.get_num_threads()
-  if num_threads:
-    torch.set_num_threads(num_threads)
-  if dev.type == "cpu":
-    result["num_threads"] = torch.get_num_threads()
-  try:
+  with common.torch_case(result, dev, num_threads):
     torch.manual_seed(seed)
     model = build_classifier(arch, num_classes).to(dev).train()
     result["params"] = sum(p.numel() for p in model.parameters())
@@ -137,27 +132,8 @@ def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
       opt.step()
       return loss.detach()
 
-    sync = (lambda _: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
-    if dev.type == "cuda":
-      torch.cuda.reset_peak_memory_stats(dev)
-    last: list[torch.Tensor] = [torch.zeros(())]
-
-    def run() -> torch.Tensor:
-      last[0] = step()
-      return last[0]
-
-    times = common.time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
-    step_s = statistics.median(times)
-    result.update(step_s=step_s, step_s_min=min(times), step_s_max=max(times),
-                  img_per_s=batch_size / step_s, loss=float(last[0]))
-    if dev.type == "cuda":
-      result["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-  except Exception as e:  # noqa: BLE001 - a failing mode is a result, not a crash
-    result["error"] = common.error_message(e)
-  finally:
-    torch.set_num_threads(threads_before)
-    if dev.type == "cuda":
-      torch.cuda.empty_cache()
+    timing = common.time_torch_steps(step, dev, warmup=warmup, steps=steps, chunk=chunk)
+    result.update(timing, img_per_s=batch_size / timing["step_s"])
   return result
 
 

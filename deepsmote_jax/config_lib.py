@@ -5,6 +5,8 @@ reads; `split`, `imbalance`, `generate`, `classifier` and `pipeline` are added f
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 
@@ -51,3 +53,25 @@ def make_local(c: ml_collections.ConfigDict) -> None:
   c.classifier.batch_size = 8
   c.classifier.steps_per_call = 2
   c.pipeline.seeds = (0,)
+
+
+def to_dataclass(cls, section, name: str, *, ignore: tuple[str, ...] = (), **overrides):
+  """`config.<name>` (a ConfigDict or mapping) -> `cls(**section, **overrides)`, checked.
+
+  Unknown keys and invalid values are `ValueError`s that name the setting as the user writes it
+  (`config.<name>.<key>`): the dataclass's `validate()` starts each message with the field name.
+  `ignore` lists keys of the section that belong to someone else (e.g. the classifier's `name`).
+  """
+  values = {k: v for k, v in dict(section).items() if k not in ignore}
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(f"config.{name} has unknown setting(s) {unknown}; known: {sorted(fields - set(overrides))}")
+  result = cls(**{**values, **overrides})
+  validate = getattr(result, "validate", None)
+  if validate is not None:
+    try:
+      validate()
+    except ValueError as e:
+      raise ValueError(f"config.{name}.{e}") from None
+  return result

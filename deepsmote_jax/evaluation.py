@@ -3,8 +3,8 @@
 `evaluate` turns test labels and (N, C) class probabilities into every number of `deepsmote_jax.metrics`
 (argmax decision), optionally a recall-first operating threshold chosen on validation scores, and writes
 `metrics.json`, `report.md` (the AMOLED paper's Table 1 layout plus unambiguous NG-positive rows) and three
-PNGs. `compare_table` puts several runs side by side; `paper_table1` / `paper_table2` hold the paper's
-published numbers as data (only those actually known here; nothing is filled in).
+PNGs. `compare_table` puts several runs side by side. The paper's own tables are data in
+`deepsmote_jax.paper`.
 """
 from __future__ import annotations
 
@@ -16,85 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from deepsmote_jax import files
 from deepsmote_jax import metrics as M
-
-# ----------------------------------------------------------------------------------------------------
-# The AMOLED paper's published numbers
-
-_TABLE1_CLASSES = ("OK", "NG")
-_TABLE1_SUPPORT = {"OK": 2724, "NG": 949}
-_TABLE1_MODELS = ("InceptionV3", "ResNet50", "EfficientNetB5", "Xception")
-_TABLE1_KNOWN = {
-    # rows actual (OK, NG), columns predicted (OK, NG)
-    "InceptionV3": {
-        "confusion_matrix": [[2457, 267], [22, 927]],
-        # The paper's four columns in %, OK as positive class, precision/recall swapped (see
-        # metrics.paper_columns). F1 recomputes to 94.45; the paper prints 94.46.
-        "reported": {"accuracy": 92.13, "precision": 90.20, "recall": 99.11, "f1": 94.46},
-    },
-}
-
-
-def _check_counts(cm: Any, name: str) -> list[list[int]]:
-  arr = np.asarray(cm)
-  if arr.shape != (2, 2) or np.any(arr < 0) or np.any(arr != np.round(arr)):
-    raise ValueError(f"{name} must be a 2×2 matrix of non-negative counts (rows actual OK, NG), got {cm!r}")
-  return arr.astype(np.int64).tolist()
-
-
-def paper_table1(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """The AMOLED paper's Table 1 (test set 2,724 OK / 949 NG) as data; rows actual, columns predicted.
-
-  Only InceptionV3's confusion counts are known here. ResNet50, EfficientNetB5 and Xception are listed
-  under `missing` unless the caller passes their 2×2 counts in `extra` ({model: [[OK→OK, OK→NG],
-  [NG→OK, NG→NG]]}); rows must sum to the test set's 2,724 and 949.
-  """
-  models = {k: {"confusion_matrix": [r[:] for r in v["confusion_matrix"]], "reported": dict(v["reported"])}
-            for k, v in _TABLE1_KNOWN.items()}
-  for name, cm in (extra or {}).items():
-    counts = _check_counts(cm, f"extra[{name!r}]")
-    if [sum(r) for r in counts] != [_TABLE1_SUPPORT["OK"], _TABLE1_SUPPORT["NG"]]:
-      raise ValueError(f"extra[{name!r}] rows sum to {[sum(r) for r in counts]}, the paper's test set has "
-                       f"{_TABLE1_SUPPORT['OK']} OK and {_TABLE1_SUPPORT['NG']} NG")
-    models[name] = {"confusion_matrix": counts, "reported": None}
-  return {
-      "class_names": list(_TABLE1_CLASSES),
-      "layout": "rows actual class, columns predicted class",
-      "test_support": dict(_TABLE1_SUPPORT),
-      "models": models,
-      "missing": [m for m in _TABLE1_MODELS if m not in models],
-      "notes": ["'precision'/'recall'/'f1' in `reported` are the paper's columns: OK as positive class, "
-                "precision and recall swapped (metrics.paper_columns reproduces them)"],
-  }
-
-
-def paper_table2(counts: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """The AMOLED paper's Table 2: accuracy on a production line unseen in training, without/with synthetic data.
-
-  Only the accuracies (55.53 % → 94.86 %) are known here, not the confusion counts; pass them as
-  {'without_synthetic': 2×2, 'with_synthetic': 2×2} and each is checked to reproduce its accuracy.
-  """
-  table = {
-      "without_synthetic": {"accuracy_percent": 55.53, "confusion_matrix": None},
-      "with_synthetic": {"accuracy_percent": 94.86, "confusion_matrix": None},
-  }
-  for key, cm in (counts or {}).items():
-    if key not in table:
-      raise ValueError(f"counts keys must be 'without_synthetic' / 'with_synthetic', got {key!r}")
-    c = _check_counts(cm, f"counts[{key!r}]")
-    acc = 100.0 * (c[0][0] + c[1][1]) / max(1, sum(map(sum, c)))
-    if round(acc, 2) != table[key]["accuracy_percent"]:
-      raise ValueError(f"counts[{key!r}] give accuracy {acc:.2f} %, the paper reports "
-                       f"{table[key]['accuracy_percent']} %")
-    table[key]["confusion_matrix"] = c
-  return {
-      "class_names": list(_TABLE1_CLASSES),
-      "layout": "rows actual class, columns predicted class",
-      **table,
-      "notes": [] if all(v["confusion_matrix"] for v in table.values()) else
-               ["confusion counts are not available here; only the reported accuracies are"],
-  }
-
 
 # ----------------------------------------------------------------------------------------------------
 # Input checks
@@ -214,27 +137,9 @@ def evaluate(y_true: Any, scores: Any, class_names: Sequence[str], *, positive_c
   metrics.json NaN and ±inf are written as null (the first ROC threshold is +inf).
   """
   class_names = [str(c) for c in class_names]
-  if len(class_names) < 2:
-    raise ValueError(f"class_names needs at least 2 entries, got {class_names}")
-  if len(set(class_names)) != len(class_names):
-    raise ValueError(f"class_names has duplicates: {class_names}")
-  n_cls = len(class_names)
-  y, s = _check_pair(y_true, scores, "y_true", "scores", class_names)
-  if positive_class is not None and positive_class not in class_names:
-    raise ValueError(f"positive_class {positive_class!r} is not in class_names {class_names}")
-  if (val_true is None) != (val_scores is None):
-    missing = "val_scores" if val_scores is None else "val_true"
-    raise ValueError(f"val_true and val_scores go together: {missing} is missing")
-  if val_true is not None and positive_class is None:
-    raise ValueError("a validation threshold needs positive_class")
-  if not 0.0 < target_recall <= 1.0:
-    raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-  if val_true is not None:
-    vy, vs = _check_pair(val_true, val_scores, "val_true", "val_scores", class_names)
-
+  y, s, val = _check_evaluate_inputs(y_true, scores, class_names, positive_class, val_true, val_scores, target_recall)
   notes: list[str] = []
-  pred = np.argmax(s, axis=1)
-  cm = M.confusion_matrix(y, pred, n_cls)
+  cm = M.confusion_matrix(y, np.argmax(s, axis=1), len(class_names))
   mc = M.multiclass_report(cm)
   notes.extend(mc["notes"])
   result: dict[str, Any] = {
@@ -253,80 +158,94 @@ def evaluate(y_true: Any, scores: Any, class_names: Sequence[str], *, positive_c
       "binary": None, "paper_columns": None, "roc_auc": None, "average_precision": None,
       "threshold": None, "curves": {},
   }
-
   if positive_class is not None:
-    p = class_names.index(positive_class)
-    bcm = cm if n_cls == 2 else _one_vs_rest(cm, p)
-    bpos = p if n_cls == 2 else 1
-    binary = M.binary_report(bcm, positive=bpos)
-    notes.extend(binary.pop("notes"))
-    result["binary"] = binary
-    if n_cls == 2:
-      result["paper_columns"] = M.paper_columns(cm, ng=p)
-    yb, sb = (y == p).astype(np.int64), s[:, p]
-    curves = _curves(yb, sb, notes)
-    result["roc_auc"] = curves["roc_auc"]
-    result["average_precision"] = curves["average_precision"]
-    result["curves"][positive_class] = curves
-
-    if val_true is not None:
-      vyb, vsb = (vy == p).astype(np.int64), vs[:, p]
-      thr = _record(notes, M.threshold_for_recall, vyb, vsb, target_recall)
-      tinfo: dict[str, Any] = {"value": thr, "target_recall": float(target_recall),
-                               "rule": f"predict {positive_class} when P({positive_class}) >= value",
-                               "val_n": int(vy.shape[0]), "val_n_positive": int(vyb.sum())}
-      if math.isnan(thr):
-        tinfo.update(val_recall=math.nan, test=None)
-      else:
-        tinfo["val_recall"] = M.recall_at_threshold(vyb, vsb, thr)
-        tpred = M.apply_threshold(sb, thr)
-        tcm = M.confusion_matrix(yb, tpred, 2)  # rows/cols (rest, positive)
-        trep = M.binary_report(tcm, positive=1)
-        notes.extend(f"at threshold: {n}" for n in trep.pop("notes"))
-        tinfo["test"] = trep
-        if n_cls == 2:  # back to class_names order
-          full = tcm if p == 1 else tcm[::-1, ::-1]
-          tinfo["confusion_matrix"] = np.asarray(full).tolist()
-          tinfo["paper_columns"] = M.paper_columns(full, ng=p)
-      result["threshold"] = tinfo
-
-  if n_cls > 2:
-    aucs = []
-    for i, c in enumerate(class_names):
-      if c == positive_class:
-        auc = result["roc_auc"]
-      else:
-        auc = _record(notes, M.roc_auc, (y == i).astype(np.int64), s[:, i])
-      result["per_class"][c]["roc_auc_ovr"] = auc
-      aucs.append(auc)
-    finite = [a for a in aucs if not math.isnan(a)]
-    result["roc_auc_ovr_macro"] = float(np.mean(finite)) if finite else math.nan
-    if positive_class is None:
-      for i, c in enumerate(class_names):
-        result["curves"][c] = _curves((y == i).astype(np.int64), s[:, i], notes)
-
+    _add_positive_class(result, cm, y, s, class_names.index(positive_class), notes)
+    if val is not None:
+      result["threshold"] = _recall_first_threshold(result, cm, y, s, val, class_names.index(positive_class),
+                                                    target_recall, notes)
+  if len(class_names) > 2:
+    _add_one_vs_rest(result, y, s, notes)
   result["notes"] = notes
   if out_dir is not None:
     write_report(result, out_dir)
   return result
 
 
+def _check_evaluate_inputs(y_true, scores, class_names, positive_class, val_true, val_scores, target_recall):
+  """(labels, scores, (val labels, val scores) or None), with every argument problem named."""
+  if len(class_names) < 2:
+    raise ValueError(f"class_names needs at least 2 entries, got {class_names}")
+  if len(set(class_names)) != len(class_names):
+    raise ValueError(f"class_names has duplicates: {class_names}")
+  y, s = _check_pair(y_true, scores, "y_true", "scores", class_names)
+  if positive_class is not None and positive_class not in class_names:
+    raise ValueError(f"positive_class {positive_class!r} is not in class_names {class_names}")
+  if (val_true is None) != (val_scores is None):
+    missing = "val_scores" if val_scores is None else "val_true"
+    raise ValueError(f"val_true and val_scores go together: {missing} is missing")
+  if val_true is not None and positive_class is None:
+    raise ValueError("a validation threshold needs positive_class")
+  if not 0.0 < target_recall <= 1.0:
+    raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+  val = None if val_true is None else _check_pair(val_true, val_scores, "val_true", "val_scores", class_names)
+  return y, s, val
+
+
+def _add_positive_class(result: dict, cm: np.ndarray, y: np.ndarray, s: np.ndarray, p: int, notes: list) -> None:
+  """NG-positive binary metrics (one-vs-rest beyond two classes), the paper's columns, ROC/PR curves."""
+  n_cls = len(result["class_names"])
+  binary = M.binary_report(cm if n_cls == 2 else _one_vs_rest(cm, p), positive=p if n_cls == 2 else 1)
+  notes.extend(binary.pop("notes"))
+  result["binary"] = binary
+  if n_cls == 2:
+    result["paper_columns"] = M.paper_columns(cm, ng=p)
+  curves = _curves((y == p).astype(np.int64), s[:, p], notes)
+  result["roc_auc"] = curves["roc_auc"]
+  result["average_precision"] = curves["average_precision"]
+  result["curves"][result["positive_class"]] = curves
+
+
+def _recall_first_threshold(result: dict, cm, y, s, val, p: int, target_recall: float, notes: list) -> dict:
+  """The highest threshold on P(positive) with validation recall >= target, and what it does on test."""
+  positive_class, n_cls = result["positive_class"], len(result["class_names"])
+  vy, vs = val
+  vyb, vsb = (vy == p).astype(np.int64), vs[:, p]
+  thr = _record(notes, M.threshold_for_recall, vyb, vsb, target_recall)
+  tinfo: dict[str, Any] = {"value": thr, "target_recall": float(target_recall),
+                           "rule": f"predict {positive_class} when P({positive_class}) >= value",
+                           "val_n": int(vy.shape[0]), "val_n_positive": int(vyb.sum())}
+  if math.isnan(thr):
+    tinfo.update(val_recall=math.nan, test=None)
+    return tinfo
+  tinfo["val_recall"] = M.recall_at_threshold(vyb, vsb, thr)
+  tcm = M.confusion_matrix((y == p).astype(np.int64), M.apply_threshold(s[:, p], thr), 2)  # (rest, positive)
+  trep = M.binary_report(tcm, positive=1)
+  notes.extend(f"at threshold: {n}" for n in trep.pop("notes"))
+  tinfo["test"] = trep
+  if n_cls == 2:  # back to class_names order
+    full = tcm if p == 1 else tcm[::-1, ::-1]
+    tinfo["confusion_matrix"] = np.asarray(full).tolist()
+    tinfo["paper_columns"] = M.paper_columns(full, ng=p)
+  return tinfo
+
+
+def _add_one_vs_rest(result: dict, y: np.ndarray, s: np.ndarray, notes: list) -> None:
+  """Per-class one-vs-rest ROC AUC and their macro mean; curves per class when there is no positive class."""
+  class_names, positive_class = result["class_names"], result["positive_class"]
+  aucs = []
+  for i, c in enumerate(class_names):
+    auc = result["roc_auc"] if c == positive_class else _record(notes, M.roc_auc, (y == i).astype(np.int64), s[:, i])
+    result["per_class"][c]["roc_auc_ovr"] = auc
+    aucs.append(auc)
+  finite = [a for a in aucs if not math.isnan(a)]
+  result["roc_auc_ovr_macro"] = float(np.mean(finite)) if finite else math.nan
+  if positive_class is None:
+    for i, c in enumerate(class_names):
+      result["curves"][c] = _curves((y == i).astype(np.int64), s[:, i], notes)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Files
-
-
-def _json_safe(x: Any) -> Any:
-  if isinstance(x, Mapping):
-    return {str(k): _json_safe(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_json_safe(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _json_safe(x.tolist())
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (float, np.floating)):
-    return float(x) if math.isfinite(x) else None
-  return x
 
 
 def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
@@ -334,10 +253,8 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[
   os.makedirs(out_dir, exist_ok=True)
   paths = {name: os.path.join(out_dir, name) for name in
            ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png", "roc_curve.png")}
-  with open(paths["metrics.json"], "w") as f:
-    json.dump(_json_safe(result), f, indent=1, allow_nan=False)
-  with open(paths["report.md"], "w") as f:
-    f.write(report_markdown(result))
+  files.atomic_write_json(paths["metrics.json"], result, indent=1)
+  files.atomic_write_text(paths["report.md"], report_markdown(result))
   _plot_confusion(result, paths["confusion_matrix.png"])
   _plot_curves(result, "pr", paths["pr_curve.png"])
   _plot_curves(result, "roc", paths["roc_curve.png"])
@@ -633,5 +550,4 @@ def compare_table(results: Mapping[str, Any], metrics: Sequence[str] | None = No
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate", "write_report", "report_markdown", "paper_layout_table", "compare_table",
-           "paper_table1", "paper_table2"]
+__all__ = ["evaluate", "write_report", "report_markdown", "paper_layout_table", "compare_table"]

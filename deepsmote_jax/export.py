@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models.autoencoder import Autoencoder
+from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
 from deepsmote_jax.train import loop
 from deepsmote_jax.train.checkpoint import load_tree, save_tree
@@ -75,7 +76,6 @@ def export_classifier(model, path: str | os.PathLike, *, name: str, class_names:
 def load_classifier(path: str | os.PathLike, *, expect_name: str | None = None,
                     expect_classes: list[str] | None = None):
   """Loads an exported classifier; returns (model, meta). Checks architecture and classes if given."""
-  from deepsmote_jax.models.classifiers import build_classifier
   path = pathlib.Path(path)
   meta_file = path / "meta.json"
   if not meta_file.is_file():

@@ -376,11 +376,17 @@ class Resampled:
 @functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
 def _smote_class(key, x_class, base_weights, *, n_samples, k, block_size, precision):
   """Within-class k-NN and the SMOTE draw, fused in one compiled call."""
+  nn = _within_class_knn(x_class, k=k, block_size=block_size, precision=precision)
+  return _draw(key, x_class, x_class, nn, n_samples, base_weights)
+
+
+def _within_class_knn(x_class, *, k, block_size, precision):
+  """Indices (n, k) of each row's k nearest other rows of the same class."""
   block = _block(x_class.shape[0], block_size)
   skip = jnp.arange(x_class.shape[0], dtype=jnp.int32)
   _, nn = _blocked_knn(x_class, x_class, skip, k=k, query_block=block, reference_block=block,
                        precision=precision)
-  return _draw(key, x_class, x_class, nn, n_samples, base_weights)
+  return nn
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
@@ -395,10 +401,7 @@ def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *
 @functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
 def _fixed_base_class(key, x_class, base, *, n_samples, k, block_size, precision):
   """Within-class k-NN and a draw from given base rows (ADASYN)."""
-  block = _block(x_class.shape[0], block_size)
-  skip = jnp.arange(x_class.shape[0], dtype=jnp.int32)
-  _, nn = _blocked_knn(x_class, x_class, skip, k=k, query_block=block, reference_block=block,
-                       precision=precision)
+  nn = _within_class_knn(x_class, k=k, block_size=block_size, precision=precision)
   return _draw(key, x_class, x_class, nn, n_samples, base=base)
 
 
@@ -477,79 +480,19 @@ def fit_resample(
   classes, y_codes, class_sizes = np.unique(y, return_inverse=True, return_counts=True)
   counts = {_py(c): int(n) for c, n in zip(classes, class_sizes)}
   targets = sampling_targets(counts, sampling_strategy, y=y)
-  n_total = X.shape[0]
-
-  # Every neighbour-count problem is reported before any computation starts.
-  k_used = {}
-  for c, n_new in targets.items():
-    if n_new == 0:
-      continue
-    n_c = counts[c]
-    if n_c < 2:
-      raise ValueError(f"class {c!r} has a single sample: SMOTE needs at least one neighbour in the class")
-    if kind == "borderline-2":
-      k_used[c] = min(k_neighbors, n_total - 1)
-    elif n_c <= k_neighbors:
-      message = (f"class {c!r} has {n_c} samples, fewer than k_neighbors + 1 = {k_neighbors + 1}")
-      if strict:
-        raise ValueError(message)
-      warnings.warn(f"{message}; using k = {n_c - 1} neighbours for it", stacklevel=2)
-      k_used[c] = n_c - 1
-    else:
-      k_used[c] = k_neighbors
-  m_context = {"borderline-1": m_neighbors, "borderline-2": m_neighbors, "adasyn": k_neighbors}.get(kind)
-  if m_context is not None and targets and n_total - 1 < m_context:
-    raise ValueError(f"kind={kind!r} looks at {m_context} neighbours among all classes but X has only "
-                     f"{n_total} rows")
-
-  y_codes_dev = jnp.asarray(y_codes, jnp.int32)
+  k_used = _neighbours_per_class(counts, targets, kind=kind, k_neighbors=k_neighbors, m_neighbors=m_neighbors,
+                                 strict=strict, n_total=X.shape[0])
+  ctx = _ClassContext(X=X, y_codes=y_codes, y_codes_dev=jnp.asarray(y_codes, jnp.int32), kind=kind,
+                      k_neighbors=k_neighbors, m_neighbors=m_neighbors, block_size=block_size, precision=precision)
   samples, labels, base, neighbor, gap, danger = [], [], [], [], [], {}
   for c, n_new in targets.items():
     if n_new == 0:
       continue
     code = int(np.searchsorted(classes, c))
-    class_rows = np.flatnonzero(y_codes == code)
-    x_class = X[jnp.asarray(class_rows)]
-    class_key = jax.random.fold_in(key, code)
-    static = dict(k=k_used[c], block_size=block_size, precision=precision)
-    neighbor_rows = class_rows  # neighbour indices are class-local unless borderline-2
-
-    if kind == "smote":
-      draw = _smote_class(class_key, x_class, None, n_samples=_draw_size(n_new), **static)
-    elif kind in ("borderline-1", "borderline-2"):
-      n_other = np.asarray(_other_class_neighbors(
-          x_class, X, jnp.asarray(class_rows, jnp.int32), y_codes_dev, code, m=m_neighbors,
-          block_size=block_size, precision=precision))
-      in_danger = (n_other >= m_neighbors / 2) & (n_other < m_neighbors)
-      danger[c] = class_rows[in_danger]
-      if not in_danger.any():
-        warnings.warn(f"class {c!r}: no sample is in danger (borderline), so none is generated for it "
-                      "(as imblearn's BorderlineSMOTE)", stacklevel=2)
-        continue
-      weights = jnp.asarray(in_danger, jnp.float32)
-      if kind == "borderline-1":
-        draw = _smote_class(class_key, x_class, weights, n_samples=_draw_size(n_new), **static)
-      else:
-        draw = _borderline2_class(class_key, x_class, X, jnp.asarray(class_rows, jnp.int32),
-                                  y_codes_dev != code, weights, n_samples=_draw_size(n_new), **static)
-        neighbor_rows = np.arange(n_total)
-    else:  # adasyn
-      n_other = np.asarray(_other_class_neighbors(
-          x_class, X, jnp.asarray(class_rows, jnp.int32), y_codes_dev, code, m=k_neighbors,
-          block_size=block_size, precision=precision))
-      ratio = n_other / k_neighbors
-      if not ratio.sum():
-        raise ValueError(f"class {c!r}: none of its samples has a neighbour of another class, so ADASYN's "
-                         "weights are undefined; use kind='smote'")
-      per_point = np.rint(ratio / ratio.sum() * n_new).astype(np.int64)
-      n_new = int(per_point.sum())
-      if not n_new:
-        raise ValueError(f"class {c!r}: ADASYN's rounded allocation generates no sample")
-      fixed_base = np.zeros(_draw_size(n_new), np.int32)
-      fixed_base[:n_new] = np.repeat(np.arange(len(class_rows)), per_point)
-      draw = _fixed_base_class(class_key, x_class, jnp.asarray(fixed_base), n_samples=len(fixed_base),
-                               **static)
-
+    drawn = _resample_class(ctx, key, c, code, n_new, k_used[c], danger)
+    if drawn is None:
+      continue
+    draw, class_rows, neighbor_rows, n_new = drawn
     # Draws are i.i.d. given the class, so the first n_new of the padded draw are an exact draw of n_new.
     samples.append(draw.samples[:n_new])
     labels.append(np.full(n_new, c, dtype=y.dtype))
@@ -564,3 +507,81 @@ def fit_resample(
     out_samples = jnp.zeros((0, X.shape[1]), X.dtype)
     out = (np.zeros(0, y.dtype), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
   return Resampled(out_samples, *out, targets=targets, k_used=k_used, danger=danger)
+
+
+def _neighbours_per_class(counts: dict, targets: dict, *, kind: str, k_neighbors: int, m_neighbors: int,
+                          strict: bool, n_total: int) -> dict:
+  """The k each resampled class uses; every neighbour-count problem is reported before any computation."""
+  k_used = {}
+  for c, n_new in targets.items():
+    if n_new == 0:
+      continue
+    n_c = counts[c]
+    if n_c < 2:
+      raise ValueError(f"class {c!r} has a single sample: SMOTE needs at least one neighbour in the class")
+    if kind == "borderline-2":
+      k_used[c] = min(k_neighbors, n_total - 1)
+    elif n_c <= k_neighbors:
+      message = (f"class {c!r} has {n_c} samples, fewer than k_neighbors + 1 = {k_neighbors + 1}")
+      if strict:
+        raise ValueError(message)
+      warnings.warn(f"{message}; using k = {n_c - 1} neighbours for it", stacklevel=3)
+      k_used[c] = n_c - 1
+    else:
+      k_used[c] = k_neighbors
+  m_context = {"borderline-1": m_neighbors, "borderline-2": m_neighbors, "adasyn": k_neighbors}.get(kind)
+  if m_context is not None and targets and n_total - 1 < m_context:
+    raise ValueError(f"kind={kind!r} looks at {m_context} neighbours among all classes but X has only "
+                     f"{n_total} rows")
+  return k_used
+
+
+class _ClassContext(NamedTuple):
+  """What every class's resampling reads: all codes, their class codes and the settings."""
+  X: jax.Array
+  y_codes: np.ndarray
+  y_codes_dev: jax.Array
+  kind: str
+  k_neighbors: int
+  m_neighbors: int
+  block_size: int
+  precision: Any
+
+
+def _resample_class(ctx: _ClassContext, key, c, code: int, n_new: int, k: int, danger: dict):
+  """(draw, class rows, neighbour rows, number drawn) for one class, or None when Borderline skips it."""
+  class_rows = np.flatnonzero(ctx.y_codes == code)
+  class_rows_dev = jnp.asarray(class_rows, jnp.int32)
+  x_class = ctx.X[class_rows_dev]
+  class_key = jax.random.fold_in(key, code)
+  static = dict(k=k, block_size=ctx.block_size, precision=ctx.precision)
+  if ctx.kind == "smote":
+    return _smote_class(class_key, x_class, None, n_samples=_draw_size(n_new), **static), class_rows, class_rows, n_new
+  m = ctx.k_neighbors if ctx.kind == "adasyn" else ctx.m_neighbors
+  n_other = np.asarray(_other_class_neighbors(x_class, ctx.X, class_rows_dev, ctx.y_codes_dev, code, m=m,
+                                              block_size=ctx.block_size, precision=ctx.precision))
+  if ctx.kind == "adasyn":
+    ratio = n_other / ctx.k_neighbors
+    if not ratio.sum():
+      raise ValueError(f"class {c!r}: none of its samples has a neighbour of another class, so ADASYN's "
+                       "weights are undefined; use kind='smote'")
+    per_point = np.rint(ratio / ratio.sum() * n_new).astype(np.int64)
+    n_new = int(per_point.sum())
+    if not n_new:
+      raise ValueError(f"class {c!r}: ADASYN's rounded allocation generates no sample")
+    fixed_base = np.zeros(_draw_size(n_new), np.int32)
+    fixed_base[:n_new] = np.repeat(np.arange(len(class_rows)), per_point)
+    draw = _fixed_base_class(class_key, x_class, jnp.asarray(fixed_base), n_samples=len(fixed_base), **static)
+    return draw, class_rows, class_rows, n_new
+  in_danger = (n_other >= ctx.m_neighbors / 2) & (n_other < ctx.m_neighbors)
+  danger[c] = class_rows[in_danger]
+  if not in_danger.any():
+    warnings.warn(f"class {c!r}: no sample is in danger (borderline), so none is generated for it "
+                  "(as imblearn's BorderlineSMOTE)", stacklevel=3)
+    return None
+  weights = jnp.asarray(in_danger, jnp.float32)
+  if ctx.kind == "borderline-1":
+    return _smote_class(class_key, x_class, weights, n_samples=_draw_size(n_new), **static), class_rows, class_rows, n_new
+  draw = _borderline2_class(class_key, x_class, ctx.X, class_rows_dev, ctx.y_codes_dev != code, weights,
+                            n_samples=_draw_size(n_new), **static)
+  return draw, class_rows, np.arange(ctx.X.shape[0]), n_new

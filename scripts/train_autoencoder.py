@@ -8,6 +8,7 @@ Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) an
 from absl import app, flags
 from ml_collections import config_flags
 
+from deepsmote_jax import compilation_cache
 from deepsmote_jax.jobs.train_autoencoder import train_and_export
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:local]).")
@@ -18,8 +19,7 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoin
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from deepsmote_jax.cli import enable_compilation_cache
-  enable_compilation_cache()
+  compilation_cache.enable()
   config = _CONFIG.value
   summary = train_and_export(config, _WORKDIR.value or config.workdir, resume=_RESUME.value)
   print(f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "

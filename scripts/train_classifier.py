@@ -10,6 +10,7 @@ best epoch by config.classifier.select_metric (<workdir>/classifier/best) and ev
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from deepsmote_jax import compilation_cache
 from deepsmote_jax.jobs.train_classifier import train_classifier_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:local]).")
@@ -24,8 +25,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  from deepsmote_jax.cli import enable_compilation_cache
-  enable_compilation_cache()
+  compilation_cache.enable()
   config = _CONFIG.value
   info = train_classifier_job(config, _WORKDIR.value or config.workdir + "_classifier", method=_METHOD.value,
                               seed=_SEED.value, synthetic_dir=_SYNTHETIC.value)

@@ -111,30 +111,6 @@ def test_paper_table1_inceptionv3_through_evaluate(tmp_path):
   assert "| Overkill rate | 9.80 | 267/2724 |" in md
 
 
-def test_paper_tables_as_data():
-  t1 = E.paper_table1()
-  assert t1["models"]["InceptionV3"]["confusion_matrix"] == [[2457, 267], [22, 927]]
-  assert t1["test_support"] == {"OK": 2724, "NG": 949}
-  assert t1["missing"] == ["ResNet50", "EfficientNetB5", "Xception"]
-  pc = M.paper_columns(t1["models"]["InceptionV3"]["confusion_matrix"])
-  rep = t1["models"]["InceptionV3"]["reported"]
-  for k in ("accuracy", "precision", "recall", "f1"):
-    assert abs(round(100 * pc[k], 2) - rep[k]) <= 0.011  # F1: 94.45 recomputed, 94.46 printed
-  # Caller-supplied counts are checked against the test set size.
-  t1b = E.paper_table1({"ResNet50": [[2700, 24], [100, 849]]})
-  assert "ResNet50" not in t1b["missing"] and t1b["models"]["ResNet50"]["reported"] is None
-  with pytest.raises(ValueError, match="rows sum"):
-    E.paper_table1({"ResNet50": [[1, 2], [3, 4]]})
-  t2 = E.paper_table2()
-  assert t2["without_synthetic"]["accuracy_percent"] == 55.53
-  assert t2["with_synthetic"]["accuracy_percent"] == 94.86
-  assert t2["without_synthetic"]["confusion_matrix"] is None and t2["notes"]
-  t2b = E.paper_table2({"with_synthetic": [[4000, 200], [314, 5486]]})  # 94.86 %: toy counts
-  assert t2b["with_synthetic"]["confusion_matrix"] == [[4000, 200], [314, 5486]]
-  with pytest.raises(ValueError, match="accuracy"):
-    E.paper_table2({"with_synthetic": [[1, 1], [1, 1]]})
-
-
 def test_ng_listed_first_gives_same_numbers():
   y, s = _binary_set(3)
   vy, vs = _binary_set(4)

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from deepsmote_jax.data.folder import load_image_folder
-from deepsmote_jax.jobs import train_autoencoder as train_autoencoder_job
+from deepsmote_jax import config_lib
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
 from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
 from deepsmote_jax.train import autoencoder as ae
@@ -143,10 +143,12 @@ def test_mismatched_channels_and_bad_settings_fail_before_compiling():
   with pytest.raises(ValueError, match="model.image_size / model.channels"):
     ae.train_autoencoder(model, images, labels, CFG, progress=False)
   images, labels = _images()
-  with pytest.raises(ValueError, match="train.penalty"):
+  with pytest.raises(ValueError, match="penalty='nope'"):
     ae.train_autoencoder(model, images, labels, dataclasses.replace(CFG, penalty="nope"), progress=False)
-  with pytest.raises(ValueError, match="unknown config.train"):
-    train_autoencoder_job.config_to_train({"epochs": 1, "learnin_rate": 1e-3})
+  with pytest.raises(ValueError, match=r"config.train has unknown setting\(s\) \['learnin_rate'\]"):
+    config_lib.to_dataclass(ae.AETrainConfig, {"epochs": 1, "learnin_rate": 1e-3}, "train")
+  with pytest.raises(ValueError, match="config.train.epochs must be >= 1, got 0"):
+    config_lib.to_dataclass(ae.AETrainConfig, {"epochs": 0}, "train")
 
 
 def test_loss_falls_on_magnetic_tile(magnetic_tile, tmp_path):

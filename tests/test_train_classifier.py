@@ -86,14 +86,16 @@ def test_short_run_beats_chance_on_held_out_magnetic_tile(magnetic_tile, tmp_pat
   cfg = cls.ClassifierTrainConfig(epochs=8, batch_size=32, steps_per_call=4, learning_rate=3e-3,
                                   class_weighting="balanced", compute_dtype="float32")
   result = cls.train_classifier(model, tr.images, tr.labels, cfg, num_classes=2, val=(va.images, va.labels),
-                                positive=1, workdir=str(tmp_path), progress=False,
-                                export_meta=dict(name="small_cnn", class_names=tr.class_names, image_size=48,
-                                                 in_channels=1))
+                                positive=1, workdir=str(tmp_path), progress=False)
   proba = cls.predict_proba(result.best_model, te.images, in_channels=1)
   from deepsmote_jax import metrics
   acsa = metrics.acsa(metrics.confusion_matrix(te.labels, proba.argmax(-1), 2))
   assert acsa > 0.7, acsa   # chance is 0.5; measured about 0.88
-  assert (tmp_path / "best" / "meta.json").is_file()
+  # The kept model is the one the in-training (device-side) evaluation scored best.
+  val_proba = cls.predict_proba(result.best_model, va.images, in_channels=1)
+  assert result.summary["best_step"] is not None
+  assert cls.selection_score("acsa", va.labels, val_proba, 1) == pytest.approx(result.summary["best_score"])
+  assert (tmp_path / "metrics.jsonl").is_file()
 
 
 def test_training_from_the_tf_data_pipeline():

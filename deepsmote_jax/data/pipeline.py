@@ -17,6 +17,7 @@ import queue
 import threading
 from typing import Any, Iterable, Iterator, Sequence
 
+import jax
 import numpy as np
 
 from deepsmote_jax.data import folder, image_io
@@ -51,7 +52,6 @@ def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   return int(process_index), int(process_count)
@@ -207,7 +207,6 @@ def device_prefetch(iterator: Iterable[Any], sharding: Any = None, size: int = 2
   A background thread does the host-to-device copies while the caller computes; its errors are re-raised
   in the caller. Closing the generator (or dropping it) stops the thread.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   if size < 1:
     raise ValueError(f'size must be >= 1, got {size}')
   q: queue.Queue = queue.Queue(maxsize=size)

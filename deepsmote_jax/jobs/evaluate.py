@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
+
 from deepsmote_jax import evaluation
 from deepsmote_jax.data.folder import list_image_folder, load_image_folder
 from deepsmote_jax.export import load_classifier
@@ -25,7 +27,6 @@ def _load(folder, meta, resize, on_error):
   ds = load_image_folder(root, image_size=meta["image_size"], channels=meta["in_channels"], resize=resize,
                          on_error=on_error, classes=classes)
   # Labels must index the classifier's classes even when a class folder is absent from this set.
-  import numpy as np
   remap = np.array([meta["class_names"].index(c) for c in ds.class_names])
   return ds.images, remap[ds.labels]
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from PIL import Image
 
-from deepsmote_jax import smote
+from deepsmote_jax import files, smote
 from deepsmote_jax import visualize
 from deepsmote_jax.data.folder import ImageSet, save_image_folder
 from deepsmote_jax.train.autoencoder import decode_codes, encode_images
@@ -57,18 +58,6 @@ def _png_name(rel: str, class_name: str) -> str:
   path, _, patch = _within_class(rel, class_name).partition("#")  # patches: '<file>#<y>_<x>'
   stem = os.path.splitext(path)[0].replace(os.sep, "_").replace("/", "_")
   return (stem or "image") + (f"_{patch}" if patch else "") + ".png"
-
-
-def _jsonable(value: Any) -> Any:
-  if isinstance(value, (str, int, float, bool)) or value is None:
-    return value
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.generic):
-    return value.item()
-  return repr(value)
 
 
 def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
@@ -223,24 +212,75 @@ def generate_dataset(
   originals = _plan_originals(image_set, copy_originals, source_root)
   class_names = list(image_set.class_names)
   names = np.asarray(class_names)[image_set.labels]
-
   codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
   _check_codes(codes, image_set)
   t_encode = time.perf_counter()
+  res, caught = _resample(codes, names, seed, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors,
+                          kind=kind, strict=strict)
+  t_resample = time.perf_counter()
+  orig_paths, syn_paths = _output_paths(originals, res)   # decided (and checked for clashes) before writing
+
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+  try:
+    for c in class_names:
+      (tmp / c).mkdir(parents=True, exist_ok=True)
+    links = _write_originals(tmp, image_set, originals, orig_paths, copy_originals)
+    _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
+    rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res)
+    _write_manifest(tmp, rows, class_names, out)
+    new_counts = res.counts()
+    t_end = time.perf_counter()
+    summary = {
+        "out_dir": str(out),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "counts_before": counts,
+        "counts_new": {c: new_counts.get(c, 0) for c in class_names},
+        "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
+        "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
+        "sampling_strategy": files.json_safe(sampling_strategy),
+        "targets": files.json_safe(res.targets),
+        "kind": kind,
+        "k_neighbors": int(k_neighbors),
+        "k_used": files.json_safe(res.k_used),
+        "strict": bool(strict),
+        "seed": int(seed),
+        "copy_originals": copy_originals,
+        "links": links if copy_originals == "link" else None,
+        "source_root": os.fspath(source_root) if source_root is not None else None,
+        "model": {"path": os.fspath(model_path) if model_path is not None else None, "spec": model.spec.name,
+                  "image_size": model.spec.image_size, "channels": model.spec.channels,
+                  "latent_dim": model.spec.latent_dim},
+        "warnings": [str(w.message) for w in caught],
+        "seconds": {"encode": round(t_encode - t0, 3), "resample": round(t_resample - t_encode, 3),
+                    "decode_write": round(t_end - t_resample, 3), "total": round(t_end - t0, 3)},
+    }
+    files.atomic_write_json(tmp / "summary.json", summary)
+    old = _commit(tmp, out, overwrite)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+  return summary
+
+
+def _resample(codes: np.ndarray, names: np.ndarray, seed: int, **kwargs):
+  """Latent SMOTE of the codes; its warnings are returned (for the summary) and re-emitted for the caller."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    res = smote.fit_resample(jax.random.key(seed), codes, names, sampling_strategy=sampling_strategy,
-                             k_neighbors=int(k_neighbors), kind=kind, strict=strict)
-  for w in caught:  # re-emitted here so they point at the caller
-    warnings.warn(str(w.message), w.category, stacklevel=2)
-  t_resample = time.perf_counter()
+    res = smote.fit_resample(jax.random.key(seed), codes, names, **{**kwargs, "k_neighbors": int(kwargs["k_neighbors"])})
+  for w in caught:
+    warnings.warn(str(w.message), w.category, stacklevel=3)
+  return res, caught
 
-  # Output names, all decided (and checked for clashes) before writing.
+
+def _output_paths(originals: list[tuple[str, str | None]], res) -> tuple[list[str], list[str]]:
+  """(paths of the originals, paths of the synthetic images) inside the output folder, without clashes."""
   new_counts = res.counts()
-  syn_labels = np.asarray(res.labels).astype(str)
-  syn_paths, index_in_class = [], {}
   width = max(5, len(str(max(new_counts.values(), default=0))))
-  for c in syn_labels:
+  syn_paths, index_in_class = [], {}
+  for c in np.asarray(res.labels).astype(str):
     index_in_class[c] = index_in_class.get(c, 0) + 1
     syn_paths.append(os.path.join(c, synthetic_name(c, index_in_class[c], width)))
   orig_paths = _dedupe([p for p, _ in originals])
@@ -248,123 +288,100 @@ def generate_dataset(
   if clash:
     raise ValueError(f"original file(s) {sorted(clash)[:3]} have the names of synthetic images; is the input "
                      "itself a generated folder? Rename them or use copy_originals='none'")
+  return orig_paths, syn_paths
 
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-  try:
-    for c in class_names:
-      (tmp / c).mkdir(parents=True, exist_ok=True)
-    links = {"hard": 0, "sym": 0}
-    png_rows = [i for i, (_, src) in enumerate(originals) if src is None]
-    for i, (rel, (_, src)) in enumerate(zip(orig_paths, originals)):
-      if src is None:
-        continue
-      dst = tmp / rel
-      dst.parent.mkdir(parents=True, exist_ok=True)
-      if copy_originals == "copy":
-        shutil.copy2(src, dst)
-      else:
-        try:
-          os.link(src, dst)
-          links["hard"] += 1
-        except OSError:
-          os.symlink(os.path.abspath(src), dst)
-          links["sym"] += 1
-    if png_rows:
-      save_image_folder(image_set.images[png_rows], image_set.labels[png_rows], class_names, tmp,
-                        names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])])
-                               for i in png_rows])
 
-    # Decode and write the synthetic images chunk by chunk; keep the first few per class for the grids.
-    samples = np.asarray(res.samples)
-    label_of = {c: i for i, c in enumerate(class_names)}
-    grid_rows: dict[str, list[int]] = {}
-    grid_images: dict[int, np.ndarray] = {}
-    for row, c in enumerate(syn_labels):
-      if len(grid_rows.setdefault(c, [])) < _GRID_TRIPLETS:
-        grid_rows[c].append(row)
-    wanted = {r for rows in grid_rows.values() for r in rows}
-    chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
-    for start in range(0, len(samples), chunk):
-      stop = min(start + chunk, len(samples))
-      images = decode_codes(model, samples[start:stop], batch_size=batch_size)
-      save_image_folder(images, [label_of[c] for c in syn_labels[start:stop]], class_names, tmp,
-                        names=[os.path.basename(p) for p in syn_paths[start:stop]])
-      for r in wanted.intersection(range(start, stop)):
-        grid_images[r] = images[r - start]
-    for c, rows in grid_rows.items():
-      _write_grid(tmp / "grids" / f"{c}.png", image_set.images[res.base[rows]],
-                  np.stack([grid_images[r] for r in rows]), image_set.images[res.neighbor[rows]])
+def _write_originals(tmp: pathlib.Path, image_set: ImageSet, originals, orig_paths, copy_originals: str) -> dict:
+  """Copies or links the original files; writes in-memory originals as PNGs. Returns the link counts."""
+  class_names = list(image_set.class_names)
+  links = {"hard": 0, "sym": 0}
+  png_rows = [i for i, (_, src) in enumerate(originals) if src is None]
+  for rel, (_, src) in zip(orig_paths, originals):
+    if src is None:
+      continue
+    dst = tmp / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if copy_originals == "copy":
+      shutil.copy2(src, dst)
+      continue
+    try:
+      os.link(src, dst)
+      links["hard"] += 1
+    except OSError:
+      os.symlink(os.path.abspath(src), dst)
+      links["sym"] += 1
+  if png_rows:
+    save_image_folder(image_set.images[png_rows], image_set.labels[png_rows], class_names, tmp,
+                      names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])]) for i in png_rows])
+  return links
 
-    # Manifest: originals in input order, then the synthetic rows.
-    rows = []
-    for i, rel in enumerate(orig_paths):
-      rows.append({"file": rel, "class": names[i], "synthetic": 0, "base_file": "", "neighbor_file": "",
-                   "gap": "", "source": image_set.files[i]})
-    for j, rel in enumerate(syn_paths):
-      rows.append({"file": rel, "class": syn_labels[j], "synthetic": 1,
-                   "base_file": image_set.files[int(res.base[j])],
-                   "neighbor_file": image_set.files[int(res.neighbor[j])],
-                   "gap": f"{float(res.gap[j]):.6f}", "source": ""})
-    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-      writer.writeheader()
-      writer.writerows(rows)
 
-    # Self-check: the class folders hold exactly the manifest's files.
-    on_disk = set()
-    for c in class_names:
-      for dirpath, _, filenames in os.walk(tmp / c):
-        on_disk.update(os.path.relpath(os.path.join(dirpath, n), tmp) for n in filenames)
-    listed = {r["file"] for r in rows}
-    if on_disk != listed or len(listed) != len(rows):
-      raise RuntimeError(f"internal error: files on disk and manifest differ "
-                         f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}")
+def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_paths: list[str], batch_size: int):
+  """Decodes and writes the synthetic images chunk by chunk; keeps the first few per class for the grids."""
+  class_names = list(image_set.class_names)
+  syn_labels = np.asarray(res.labels).astype(str)
+  samples = np.asarray(res.samples)
+  label_of = {c: i for i, c in enumerate(class_names)}
+  grid_rows: dict[str, list[int]] = {}
+  for row, c in enumerate(syn_labels):
+    if len(grid_rows.setdefault(c, [])) < _GRID_TRIPLETS:
+      grid_rows[c].append(row)
+  wanted = {r for rows in grid_rows.values() for r in rows}
+  grid_images: dict[int, np.ndarray] = {}
+  chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
+  for start in range(0, len(samples), chunk):
+    stop = min(start + chunk, len(samples))
+    images = decode_codes(model, samples[start:stop], batch_size=batch_size)
+    save_image_folder(images, [label_of[c] for c in syn_labels[start:stop]], class_names, tmp,
+                      names=[os.path.basename(p) for p in syn_paths[start:stop]])
+    for r in wanted.intersection(range(start, stop)):
+      grid_images[r] = images[r - start]
+  for c, rows in grid_rows.items():
+    _write_grid(tmp / "grids" / f"{c}.png", image_set.images[res.base[rows]],
+                np.stack([grid_images[r] for r in rows]), image_set.images[res.neighbor[rows]])
 
-    after = {c: counts[c] + new_counts.get(c, 0) for c in class_names}
-    spec = model.spec
-    t_end = time.perf_counter()
-    summary = {
-        "out_dir": str(out),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "counts_before": counts,
-        "counts_new": {c: new_counts.get(c, 0) for c in class_names},
-        "counts_after": after,
-        "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
-        "sampling_strategy": _jsonable(sampling_strategy),
-        "targets": _jsonable(res.targets),
-        "kind": kind,
-        "k_neighbors": int(k_neighbors),
-        "k_used": _jsonable(res.k_used),
-        "strict": bool(strict),
-        "seed": int(seed),
-        "copy_originals": copy_originals,
-        "links": links if copy_originals == "link" else None,
-        "source_root": os.fspath(source_root) if source_root is not None else None,
-        "model": {"path": os.fspath(model_path) if model_path is not None else None, "spec": spec.name,
-                  "image_size": spec.image_size, "channels": spec.channels, "latent_dim": spec.latent_dim},
-        "warnings": [str(w.message) for w in caught],
-        "seconds": {"encode": round(t_encode - t0, 3), "resample": round(t_resample - t_encode, 3),
-                    "decode_write": round(t_end - t_resample, 3), "total": round(t_end - t0, 3)},
-    }
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    # Commit: move the old folder aside, rename the new one in, then delete the old one.
-    old = None
-    if out.exists():
-      if any(out.iterdir()):
-        _check_out_dir(out, overwrite)  # it may have been filled meanwhile
-        old = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-        os.rename(out, old / "x")
-      else:
-        out.rmdir()
-    os.rename(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
-  return summary
+def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res) -> list[dict]:
+  """Originals in input order, then the synthetic rows with their base and neighbour source files."""
+  rows = [{"file": rel, "class": names[i], "synthetic": 0, "base_file": "", "neighbor_file": "", "gap": "",
+           "source": image_set.files[i]} for i, rel in enumerate(orig_paths)]
+  syn_labels = np.asarray(res.labels).astype(str)
+  for j, rel in enumerate(syn_paths):
+    rows.append({"file": rel, "class": syn_labels[j], "synthetic": 1,
+                 "base_file": image_set.files[int(res.base[j])],
+                 "neighbor_file": image_set.files[int(res.neighbor[j])],
+                 "gap": f"{float(res.gap[j]):.6f}", "source": ""})
+  return rows
+
+
+def _write_manifest(tmp: pathlib.Path, rows: list[dict], class_names: list[str], out: pathlib.Path) -> None:
+  """Writes manifest.csv and checks that the class folders hold exactly the manifest's files."""
+  with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  on_disk = set()
+  for c in class_names:
+    for dirpath, _, filenames in os.walk(tmp / c):
+      on_disk.update(os.path.relpath(os.path.join(dirpath, n), tmp) for n in filenames)
+  listed = {r["file"] for r in rows}
+  if on_disk != listed or len(listed) != len(rows):
+    raise RuntimeError(f"internal error: files on disk and manifest differ "
+                       f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}")
+
+
+def _commit(tmp: pathlib.Path, out: pathlib.Path, overwrite: bool) -> pathlib.Path | None:
+  """Moves an existing `out` aside, renames `tmp` in; returns the folder holding the old one (to delete)."""
+  old = None
+  if out.exists():
+    if any(out.iterdir()):
+      _check_out_dir(out, overwrite)  # it may have been filled meanwhile
+      old = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+      os.rename(out, old / "x")
+    else:
+      out.rmdir()
+  os.rename(tmp, out)
+  return old
 
 
 def format_counts(summary: dict) -> str:
@@ -376,3 +393,17 @@ def format_counts(summary: dict) -> str:
     lines.append(f"{c:<{width}}  {before[c]:>8}  {new[c]:>8}  {after[c]:>8}")
   lines.append(f"{'total':<{width}}  {sum(before.values()):>8}  {sum(new.values()):>8}  {sum(after.values()):>8}")
   return "\n".join(lines)
+
+
+def read_synthetic(dataset_dir: pathlib.Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """The synthetic rows of a generated dataset's manifest.csv, as uint8 images and label indices."""
+  rows = list(csv.DictReader((dataset_dir / "manifest.csv").open()))
+  images, labels = [], []
+  for row in rows:
+    if str(row.get("synthetic")) in ("1", "True", "true"):
+      arr = np.asarray(Image.open(dataset_dir / row["file"]))
+      images.append(arr[..., None] if arr.ndim == 2 else arr)
+      labels.append(class_names.index(row["class"]))
+  if not images:
+    return np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0,), np.int32)
+  return np.stack(images), np.asarray(labels, np.int32)

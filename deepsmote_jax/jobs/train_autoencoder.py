@@ -2,28 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
 
-from deepsmote_jax import visualize
+from deepsmote_jax import config_lib, files, visualize
 from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.export import export_autoencoder
 from deepsmote_jax.models import presets as presets_lib
 from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
 from deepsmote_jax.train.precision import compute_dtype
-
-
-def config_to_train(train_cfg) -> AETrainConfig:
-  """`config.train` (ConfigDict or dict) -> AETrainConfig, rejecting unknown keys by name."""
-  d = dict(train_cfg)
-  fields = {f.name for f in dataclasses.fields(AETrainConfig)}
-  unknown = sorted(set(d) - fields)
-  if unknown:
-    raise ValueError(f"unknown config.train setting(s) {unknown}; known: {sorted(fields)}")
-  return AETrainConfig(**d)
 
 
 def train_and_export(config, workdir: str, *, resume: bool = False, progress: bool = True,
@@ -33,14 +22,13 @@ def train_and_export(config, workdir: str, *, resume: bool = False, progress: bo
   Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
   reconstructions.png (inputs beside eval-mode reconstructions), train_summary.json.
   """
-  train_cfg = config_to_train(config.train)
+  train_cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train")
   spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
   presets_lib.validate(spec)
   dtype = compute_dtype(train_cfg.compute_dtype)
   if image_set is None:
     image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
   _check_class_sizes(image_set)
-  train_cfg.validate(len(image_set.images))
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
   model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
@@ -57,7 +45,7 @@ def train_and_export(config, workdir: str, *, resume: bool = False, progress: bo
   visualize.side_by_side(image_set.images[show], recon, work / "reconstructions.png")
   summary = {**result.summary, "export": str(export_dir), "num_images": int(len(image_set.images)),
              "class_counts": {k: int(v) for k, v in image_set.counts().items()}}
-  (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  files.atomic_write_json(work / "train_summary.json", summary)
   return summary
 
 

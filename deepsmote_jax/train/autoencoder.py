@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from deepsmote_jax.models.autoencoder import Autoencoder
+from deepsmote_jax.models.pixels import to_uint8, to_unit_range
 from deepsmote_jax.models.presets import AutoencoderSpec
 from deepsmote_jax.train import loop
 from deepsmote_jax.train import mesh as mesh_lib
@@ -48,21 +49,16 @@ class AETrainConfig:
   compute_dtype: str = "auto"
   seed: int = 0
 
-  def validate(self, num_images: int) -> None:
+  def validate(self) -> None:
+    """Raises ValueError for a bad setting; each message starts with the field's name."""
     if self.penalty not in PENALTIES:
-      raise ValueError(f"train.penalty={self.penalty!r}: choose one of {PENALTIES}")
+      raise ValueError(f"penalty={self.penalty!r}: choose one of {PENALTIES}")
     for name in ("epochs", "batch_size", "penalty_sample_size", "steps_per_call"):
       if int(getattr(self, name)) < 1:
-        raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-    if self.learning_rate <= 0:
-      raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-    if num_images < 2:
-      raise ValueError(f"need at least 2 training images, got {num_images}")
-
-
-def to_unit_range(images_u8: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1] (the decoder's Tanh range)."""
-  return images_u8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("learning_rate", "penalty_weight"):
+      if not float(getattr(self, name)) > 0:
+        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def class_index_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +218,9 @@ def prepare_training(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarr
   labels = np.asarray(labels, np.int32)
   spec: AutoencoderSpec = model.spec
   _check_images(images_u8, labels, spec)
-  cfg.validate(len(images_u8))
+  cfg.validate()
+  if len(images_u8) < 2:
+    raise ValueError(f"need at least 2 training images, got {len(images_u8)}")
   cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
   mesh = mesh or mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
@@ -287,12 +285,14 @@ def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec)
 def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
   graphdef, params, stats = loop.split_model(model)
+  params, stats = jax.device_put((params, stats))   # once, not once per batch
   return loop.batched(lambda x: _encode(graphdef, params, stats, x), np.asarray(images_u8), batch_size)
 
 
 def decode_codes(model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode decoded images as uint8 (N, H, W, C)."""
   graphdef, params, stats = loop.split_model(model)
+  params, stats = jax.device_put((params, stats))   # once, not once per batch
   return loop.batched(lambda z: _decode(graphdef, params, stats, z), np.asarray(codes, np.float32), batch_size)
 
 
@@ -304,5 +304,4 @@ def _encode(graphdef, params, stats, x):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode(graphdef, params, stats, z):
-  x = loop.merge_model(graphdef, params, stats).decoder(z, train=False)
-  return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+  return to_uint8(loop.merge_model(graphdef, params, stats).decoder(z, train=False))

@@ -3,21 +3,23 @@
 Baselines for imbalance: class-weighted cross-entropy ('balanced' = n / (C * n_c), as scikit-learn) and plain
 random oversampling (each epoch draws every class up to the majority count). Augmentations fit inspection
 images: random horizontal/vertical flips and small shifts (zero padding), applied inside the jitted step.
-The best model by a validation metric is exported to `<workdir>/best`.
+With a validation set, every epoch is scored on the device state and the best model by a validation metric
+is kept (the jobs export it).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
+from deepsmote_jax import metrics as M
+from deepsmote_jax.models.pixels import to_unit_range
 from deepsmote_jax.train import loop
 from deepsmote_jax.train import mesh as mesh_lib
 
@@ -43,17 +45,19 @@ class ClassifierTrainConfig:
   seed: int = 0
 
   def validate(self) -> None:
-    if self.optimizer not in ("adam", "sgd"):
-      raise ValueError(f"train.optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
-    if self.class_weighting not in ("none", "balanced"):
-      raise ValueError(f"train.class_weighting={self.class_weighting!r}: choose 'none' or 'balanced'")
-    if self.oversampling not in ("none", "random"):
-      raise ValueError(f"train.oversampling={self.oversampling!r}: choose 'none' or 'random'")
-    if self.select_metric not in SELECT_METRICS:
-      raise ValueError(f"train.select_metric={self.select_metric!r}: choose one of {SELECT_METRICS}")
+    """Raises ValueError for a bad setting; each message starts with the field's name."""
+    choices = {"optimizer": ("adam", "sgd"), "class_weighting": ("none", "balanced"),
+               "oversampling": ("none", "random"), "select_metric": SELECT_METRICS}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
     for name in ("epochs", "batch_size", "steps_per_call"):
       if int(getattr(self, name)) < 1:
-        raise ValueError(f"train.{name} must be >= 1")
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not float(self.learning_rate) > 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if float(self.weight_decay) < 0 or int(self.max_shift) < 0:
+      raise ValueError(f"weight_decay and max_shift must be >= 0, got {self.weight_decay}, {self.max_shift}")
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -67,7 +71,7 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
 
 def to_model_input(images_u8: jax.Array, in_channels: int) -> jax.Array:
   """uint8 NHWC -> float32 [-1, 1], grayscale replicated when the model expects 3 channels."""
-  x = images_u8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  x = to_unit_range(images_u8)
   if x.shape[-1] == 1 and in_channels == 3:
     x = jnp.repeat(x, 3, axis=-1)
   return x
@@ -127,7 +131,6 @@ def make_step(graphdef, tx, cfg: ClassifierTrainConfig, in_channels: int):
 
 def _reseed_dropout(model, key) -> None:
   """Dropout layers draw from a key derived from (seed, step), so runs are reproducible and resumable."""
-  from flax import nnx
   for _, node in nnx.iter_graph(model):
     if isinstance(node, nnx.Dropout) and getattr(node, "rngs", None) is not None:
       node.rngs = nnx.Rngs(dropout=key)
@@ -165,6 +168,7 @@ class _StreamPlan:
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
   """Eval-mode class probabilities (N, C) in batches of one compiled shape."""
   graphdef, params, stats = loop.split_model(model)
+  params, stats = jax.device_put((params, stats))   # once, not once per batch
   return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), np.asarray(images_u8), batch_size)
 
 
@@ -178,7 +182,6 @@ def _probs(graphdef, in_channels, params, stats, x):
 
 def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive: int | None) -> float:
   """Higher is better; NaN-safe."""
-  from deepsmote_jax import metrics as M
   y_pred = proba.argmax(-1)
   cm = M.confusion_matrix(y_true, y_pred, proba.shape[1])
   if metric == "neg_loss":
@@ -263,13 +266,41 @@ class ClassifierResult:
   summary: dict
 
 
+class ValidationEval:
+  """Validation probabilities straight from the device train state: one jitted, sharded eval step.
+
+  The validation images are padded to a whole number of chunks and placed on the mesh once (split over
+  'data'); each evaluation reads the replicated parameters where they already are, so no weights cross
+  to the host and back.
+  """
+
+  def __init__(self, graphdef, in_channels: int, images_u8: np.ndarray, mesh, chunk: int = 128):
+    n = len(images_u8)
+    if n == 0:
+      raise ValueError("the validation set is empty")
+    devices = mesh.devices.size
+    chunk = mesh_lib.round_up(min(chunk, n), devices)
+    padded = np.concatenate([images_u8, np.repeat(images_u8[-1:], mesh_lib.round_up(n, chunk) - n, axis=0)])
+    sharding = mesh_lib.batch_sharding(mesh)
+    self.n = n
+    self.chunks = [jax.device_put(padded[i:i + chunk], sharding) for i in range(0, len(padded), chunk)]
+    repl = mesh_lib.replicated(mesh)
+
+    def probs(params, stats, x):
+      return _probs(graphdef, in_channels, params, stats, x)
+    self._probs = jax.jit(probs, in_shardings=(repl, repl, sharding), out_shardings=repl)
+
+  def __call__(self, state: loop.TrainState) -> np.ndarray:
+    out = [self._probs(state.params, state.batch_stats, x) for x in self.chunks]
+    return np.concatenate(jax.device_get(out))[:self.n]
+
+
 def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
                      num_classes: int, val: tuple[np.ndarray, np.ndarray] | None = None, positive: int | None = None,
-                     mesh=None, workdir: str | None = None, export_meta: dict | None = None,
-                     checkpoint_every_steps: int = 0, resume: bool = False, progress: bool = True,
-                     stream=None) -> ClassifierResult:
-  """Trains `model` on uint8 images; with `val`, evaluates each epoch and exports the best model by
-  `cfg.select_metric` to `<workdir>/best` (and keeps it in memory as `best_model`).
+                     mesh=None, workdir: str | None = None, checkpoint_every_steps: int = 0, resume: bool = False,
+                     progress: bool = True, stream=None) -> ClassifierResult:
+  """Trains `model` on uint8 images; with `val`, scores each epoch on it and keeps the best model by
+  `cfg.select_metric` (`best_model`; the final one is `model`). `workdir` gets metrics.jsonl and checkpoints.
 
   By default the training set lives on the device and batches are index arrays. `stream` instead feeds
   batches {'image': uint8 (B,H,W,C), 'label': (B,)} from a zero-argument factory of a repeating, seeded
@@ -278,19 +309,15 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   epoch length) and one example image (for shapes).
   """
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
-  cfg, plan, graphdef, in_channels = setup.cfg, setup.plan, setup.graphdef, setup.in_channels
-  best = {"score": -np.inf, "step": None, "params": None, "stats": None}
-  work = pathlib.Path(workdir) if workdir else None
+  cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
+  best = {"score": -np.inf, "step": None, "variables": None}
+  val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh) if val is not None else None
 
-  def evaluate(step, st):
-    m = loop.merge_model(graphdef, jax.device_get(st.params), jax.device_get(st.batch_stats))
-    proba = predict_proba(m, val[0], in_channels=in_channels)
-    score = selection_score(cfg.select_metric, val[1], proba, positive)
-    if score > best["score"]:
-      best.update(score=score, step=step, params=jax.device_get(st.params), stats=jax.device_get(st.batch_stats))
-      if work and export_meta is not None:
-        from deepsmote_jax.export import export_classifier
-        export_classifier(m, work / "best", **export_meta, extra={"step": step, cfg.select_metric: score})
+  def evaluate(step, state):
+    score = selection_score(cfg.select_metric, val[1], val_probs(state), positive)
+    if score > best["score"]:   # a device-side copy: the state itself is donated to the next call
+      best.update(score=score, step=step,
+                  variables=jax.tree.map(jnp.copy, (state.params, state.batch_stats)))
     return {cfg.select_metric: score, "best": best["score"]}
 
   options = loop.RunOptions(total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
@@ -301,9 +328,9 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
                             data=setup.data, mesh=setup.mesh, options=options,
                             evaluate=evaluate if val is not None else None)
   final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
-  best_model = (loop.merge_model(graphdef, best["params"], best["stats"]) if best["params"] is not None else final)
+  best_model = final
+  if best["variables"] is not None:
+    best_model = loop.merge_model(graphdef, *jax.device_get(best["variables"]))
   summary.update(best_step=best["step"], best_score=None if best["step"] is None else best["score"],
                  select_metric=cfg.select_metric, steps_per_epoch=plan.steps_per_epoch)
-  if work:
-    (work / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
   return ClassifierResult(model=final, best_model=best_model, summary=summary)
