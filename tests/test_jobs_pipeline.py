@@ -139,3 +139,32 @@ def test_train_classifier_job_with_synthetic_images(tmp_path):
   before = (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns
   train_classifier_job(config, tmp_path / "work", method="none", progress=False)
   assert (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns == before   # split reused
+
+
+def test_stages_are_an_explicit_list_with_inputs(tmp_path):
+  import pathlib
+  from deepsmote_jax.jobs.pipeline import stages
+  config = tiny_config(tmp_path)
+  config.pipeline.penalties = ("reference", "paper")
+  plan = stages(config, pathlib.Path(tmp_path))
+  assert [s.name for s in plan] == ["data", "autoencoder_reference", "generate_reference", "autoencoder_paper",
+                                    "generate_paper", "classifiers", "report"]
+  inputs = {s.name: s.inputs for s in plan}
+  assert inputs["generate_paper"] == ("data", "autoencoder_paper")
+  assert inputs["classifiers"] == ("data", "generate_reference", "generate_paper")
+  config.pipeline.methods = ("none", "class_weights")
+  assert [s.name for s in stages(config, pathlib.Path(tmp_path))] == ["data", "classifiers", "report"]
+
+
+def test_stage_marks_done_only_when_finished(tmp_path):
+  from deepsmote_jax.jobs import stage
+  out = tmp_path / "s"
+  def boom(folder):
+    (folder / "partial.txt").write_text("x")
+    raise RuntimeError("killed")
+  with pytest.raises(RuntimeError):
+    stage.run_stage(out, boom)
+  assert not stage.is_done(out)
+  info = stage.run_stage(out, lambda folder: {"n": 1})
+  assert stage.is_done(out) and info == {"n": 1} and not (out / "partial.txt").exists()
+  assert json.loads((out / stage.DONE).read_text())["n"] == 1
