@@ -75,3 +75,13 @@ def to_dataclass(cls, section, name: str, *, ignore: tuple[str, ...] = (), **ove
     except ValueError as e:
       raise ValueError(f"config.{name}.{e}") from None
   return result
+
+
+def deepsmote_tfds_config(preset: str, channels: int, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+  """The DeepSMOTE paper's setting on a TFDS dataset (200 epochs, batch 100); `arg='local'` shrinks it."""
+  c = autoencoder_config(preset=preset, channels=channels, epochs=200, batch_size=100)
+  c.data.source = "tfds"
+  c.data.name = dataset
+  if arg == "local":
+    make_local(c)
+  return c

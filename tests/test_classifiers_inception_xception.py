@@ -5,6 +5,7 @@ Flax models are built with `nnx.eval_shape` and filled from Keras, which skips t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -18,22 +19,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from deepsmote_jax.models.classifiers import inception_v3 as iv3  # noqa: E402
-from deepsmote_jax.models.classifiers import xception as xc  # noqa: E402
-from deepsmote_jax.models.classifiers._keras import WeightMismatchError  # noqa: E402
+from deepsmote_jax.models.classifiers import (InceptionV3, WeightMismatchError, Xception,  # noqa: E402
+                                              load_keras_weights, param_count)
 
 keras = pytest.importorskip("keras")
+h5py = pytest.importorskip("h5py")
 
-# Variable.value is deprecated in flax 0.12 (used by _keras.Assigner), and Keras' get/set_weights trips a numpy-2
-# __array__ note; keep the output readable.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'.value' (access|setter) is now deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
-]
+# Keras' get/set_weights trips a numpy-2 __array__ note; keep the output readable.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 SIZE = {"inception_v3": 75, "xception": 71}
-MODULE = {"inception_v3": iv3, "xception": xc}
-FLAX_CLS = {"inception_v3": iv3.InceptionV3, "xception": xc.Xception}
+FLAX_CLS = {"inception_v3": InceptionV3, "xception": Xception}
 
 
 def _keras_cls(arch):
@@ -83,8 +80,15 @@ def _abstract(arch, num_classes=1000, **kwargs):
 
 def _loaded(arch, source, num_classes=1000, skip_top=False, **kwargs):
   model = _abstract(arch, num_classes, **kwargs)
-  MODULE[arch].load_keras_weights(model, source, skip_top=skip_top)
+  load_keras_weights(model, source, skip_top=skip_top)
   return model
+
+
+@pytest.fixture(scope="module")
+def top1000(kmodels):
+  """The Flax twin of kmodels' 'top1000' with its weights (tests must leave it unchanged)."""
+  arch, k = kmodels
+  return _loaded(arch, k["top1000"])
 
 
 def _inputs(arch, channels=3, seed=0, batch=2):
@@ -103,20 +107,19 @@ def _leaves(model):
 
 def test_param_count_matches_keras(kmodels):
   arch, k = kmodels
-  count = MODULE[arch].param_count
-  assert count(_abstract(arch, 1000)) == k["top1000"].count_params()
-  assert count(_abstract(arch, 2)) == k["top2"].count_params()
-  assert count(_abstract(arch, 5, in_channels=1, include_top=False)) == k["gray_notop"].count_params()
-  assert count(_abstract(arch, 1000, dropout_rate=0.5)) == k["top1000"].count_params()
+  assert param_count(_abstract(arch, 1000)) == k["top1000"].count_params()
+  assert param_count(_abstract(arch, 2)) == k["top2"].count_params()
+  assert param_count(_abstract(arch, 5, in_channels=1, include_top=False)) == k["gray_notop"].count_params()
+  assert param_count(_abstract(arch, 1000, dropout_rate=0.5)) == k["top1000"].count_params()
   if arch == "inception_v3":  # the aux head is not in Keras and is left out of the count
     with_aux = _abstract(arch, 1000, aux_head=True)
-    assert count(with_aux) == k["top1000"].count_params() < count(with_aux, include_aux=True)
+    assert param_count(with_aux) == k["top1000"].count_params() < param_count(with_aux, include_aux=True)
 
 
-def test_eval_logits_and_features_match_keras(kmodels):
+def test_eval_logits_and_features_match_keras(kmodels, top1000):
   arch, k = kmodels
   x = _inputs(arch)
-  model = _loaded(arch, k["top1000"])
+  model = top1000
   ref = np.asarray(k["top1000"](x, training=False))
   out = np.asarray(_forward(model, x))
   scale = np.abs(ref).max()
@@ -161,23 +164,22 @@ def test_load_by_path(kmodels, tmp_path):
       k["top2"].save(paths[1])
   for path in paths:
     model = _abstract(arch, 2)
-    n = MODULE[arch].load_keras_weights(model, str(path))
+    n = load_keras_weights(model, str(path))
     assert n == len(k["top2"].weights), path
     for a, b in zip(_leaves(model), direct):
       np.testing.assert_array_equal(a, b)
 
 
-def test_mismatched_file_names_every_tensor(kmodels, tmp_path):
+def test_mismatched_file_names_every_tensor(kmodels, top1000, tmp_path):
   arch, k = kmodels
-  load = MODULE[arch].load_keras_weights
   first_conv = next(l for l in k["gray_notop"].layers if l.weights).name  # conv2d_<n> / block1_conv1
   path = tmp_path / "gray.weights.h5"
   k["gray_notop"].save_weights(path)
-  model = _loaded(arch, k["top1000"])
+  model = top1000
   before = _leaves(model)
 
   with pytest.raises(WeightMismatchError) as err:  # 1 channel, no top, into a 3-channel model with a top
-    load(model, str(path))
+    load_keras_weights(model, str(path))
   msg = str(err.value)
   assert f"{first_conv}/kernel" in msg and str(path) in msg
   assert "predictions/kernel" in msg and "predictions/bias" in msg
@@ -186,18 +188,18 @@ def test_mismatched_file_names_every_tensor(kmodels, tmp_path):
     np.testing.assert_array_equal(a, b)
 
   with pytest.raises(WeightMismatchError) as err:  # 2-class top into a 1000-class model
-    load(model, k["top2"])
+    load_keras_weights(model, k["top2"])
   assert "predictions/kernel" in str(err.value) and "predictions/bias" in str(err.value)
   assert "(2048, 2)" in str(err.value) and "skip_top=True" in str(err.value)
 
   with pytest.raises(WeightMismatchError, match="include_top=False"):  # a top into a headless model
-    load(_abstract(arch, 2, include_top=False), k["top2"])
+    load_keras_weights(_abstract(arch, 2, include_top=False), k["top2"])
 
   headless = _abstract(arch, 2, in_channels=1, include_top=False)
-  assert load(headless, str(path)) == len(k["gray_notop"].weights)
+  assert load_keras_weights(headless, str(path)) == len(k["gray_notop"].weights)
   with pytest.raises(ValueError, match="still abstract"):  # skipped top of an eval_shape model stays abstract
     with pytest.warns(UserWarning, match="not loaded: predictions"):
-      load(_abstract(arch, 2), k["top1000"], skip_top=True)
+      load_keras_weights(_abstract(arch, 2), k["top1000"], skip_top=True)
 
 
 def _materialise(model, seed=0):
@@ -220,7 +222,7 @@ def test_train_mode_batch_stats_and_aux(kmodels):
   aux = arch == "inception_v3"
   model = _abstract(arch, 1000, **({"aux_head": True} if aux else {}))
   _materialise(model)
-  MODULE[arch].load_keras_weights(model, kmodel)
+  load_keras_weights(model, kmodel)
   if aux:
     eval_out = nnx.eval_shape(lambda m: m(x, train=False), model)
     assert isinstance(eval_out, jax.ShapeDtypeStruct) and eval_out.shape == (8, 1000)
@@ -235,9 +237,8 @@ def test_train_mode_batch_stats_and_aux(kmodels):
     for layer, weights in zip(bns, saved):
       layer.set_weights(weights)
 
-  flax_bns = ([u.bn for u in model.units()] if aux else
-              [m.bn for _, m in model.keras_layers()[0]])
-  old_mean = np.asarray(flax_bns[0].mean.get_value())
+  flax_bns = _bn_pairs(model, bns)
+  old_mean = np.asarray(flax_bns[0][0]["moving_mean"].get_value())
   out = _forward(model, x, train=True)
   if aux:
     logits, aux_logits = out
@@ -249,20 +250,80 @@ def test_train_mode_batch_stats_and_aux(kmodels):
   print(f"\n{arch}: train-mode logits max|diff| {diff:.3g} (max {np.abs(k_logits).max():.3g})")
   np.testing.assert_allclose(logits, k_logits, rtol=1e-3, atol=1e-3 * max(np.abs(k_logits).max(), 1.0))
 
-  assert not np.allclose(np.asarray(flax_bns[0].mean.get_value()), old_mean)  # running stats moved
+  assert not np.allclose(np.asarray(flax_bns[0][0]["moving_mean"].get_value()), old_mean)  # running stats moved
   # Same momentum convention as Keras (0.99): compare the updated moving stats of the first BN layers.
-  if aux:
-    k_order = sorted(range(len(bns)), key=lambda i: iv3._suffix(bns[i].name))  # pylint: disable=protected-access
-  else:
-    names = [f"{n}_bn" for n, _ in model.keras_layers()[0]]
-    k_order = [next(i for i, l in enumerate(bns) if l.name == n) for n in names]
-  for f_bn, i in list(zip(flax_bns, k_order))[:5]:
-    np.testing.assert_allclose(np.asarray(f_bn.mean.get_value()), k_means[i], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(f_bn.var.get_value()), k_vars[i], rtol=1e-4, atol=1e-5)
+  for targets, i in flax_bns[:5]:
+    np.testing.assert_allclose(np.asarray(targets["moving_mean"].get_value()), k_means[i], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets["moving_variance"].get_value()), k_vars[i], rtol=1e-4, atol=1e-5)
+
+
+def _bn_pairs(model, keras_bns):
+  """({Keras variable name: Flax variable}, index into `keras_bns`) for each BatchNorm of `model`.
+
+  Named layers match by name; auto-named ones (batch_normalization, batch_normalization_1, ...) in the order of
+  their numeric suffix, i.e. creation order.
+  """
+  def suffix(layer):
+    return int(layer.name.rsplit("_", 1)[1]) if re.fullmatch(r".*_\d+", layer.name) else 0
+
+  auto = iter(sorted((i for i, l in enumerate(keras_bns) if re.fullmatch(r"batch_normalization(_\d+)?", l.name)),
+                     key=lambda i: suffix(keras_bns[i])))
+  by_name = {l.name: i for i, l in enumerate(keras_bns)}
+  pairs = []
+  for layer in model.keras_layers():
+    targets = {t.name: t.variable for t in layer.targets or ()}
+    if "moving_mean" in targets:
+      pairs.append((targets, next(auto) if layer.auto else by_name[layer.name]))
+  return pairs
+
+
+def _shifted_weights(kmodel, path):
+  """`kmodel`'s .weights.h5 with every tensor + 1 and one class fewer in its last layer, 'predictions'.
+
+  A loader that copied layer by layer would change the model before reaching the last layer.
+  """
+  kmodel.save_weights(path)
+  with h5py.File(path, "r+") as f:
+    for group in (g["vars"] for g in f["layers"].values() if "vars" in g):
+      for key in group:
+        group[key][...] = group[key][...] + 1
+    top = _top_vars(f)
+    kernel = top["0"][...]
+    del top["0"]
+    top["0"] = kernel[:, :-1]
+  return path
+
+
+def _top_vars(f):
+  return next(g["vars"] for g in f["layers"].values() if "vars" in g and g["vars"].attrs.get("name") == "predictions")
+
+
+def _drop_top(path):
+  """Removes the tensors of the last layer, 'predictions'."""
+  with h5py.File(path, "r+") as f:
+    top = _top_vars(f)
+    for key in list(top):
+      del top[key]
+
+
+def test_failed_load_leaves_model_unchanged(kmodels, top1000, tmp_path):
+  """Sources that fail only at their last layer (every other tensor fits and differs) change nothing."""
+  _, k = kmodels
+  path = _shifted_weights(k["top1000"], tmp_path / "shifted.weights.h5")
+  before = _leaves(top1000)
+  for expected in (["predictions/kernel"], ["predictions/kernel", "predictions/bias"]):  # wrong shape, missing
+    with pytest.raises(WeightMismatchError) as err:
+      load_keras_weights(top1000, str(path))
+    assert [line.split(":")[0].strip() for line in str(err.value).splitlines()[1:]] == expected, str(err.value)
+    after = _leaves(top1000)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+      np.testing.assert_array_equal(a, b)
+    _drop_top(path)
 
 
 def test_modules_import_without_tensorflow():
   heavy = "{'tensorflow', 'keras', 'h5py'}"
-  code = ("import sys, deepsmote_jax.models.classifiers.inception_v3, deepsmote_jax.models.classifiers.xception; "
+  code = ("import sys, deepsmote_jax.models.classifiers, deepsmote_jax.models.classifiers.keras_weights; "
           f"loaded = {heavy} & set(sys.modules); assert not loaded, sorted(loaded)")
   subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

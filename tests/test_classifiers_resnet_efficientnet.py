@@ -18,10 +18,11 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from deepsmote_jax.models.classifiers import efficientnet, resnet, small_cnn  # noqa: E402
-from deepsmote_jax.models.classifiers._keras import WeightMismatchError  # noqa: E402
+from deepsmote_jax.models.classifiers import (EfficientNet, EfficientNetB0, EfficientNetB5, ResNet50,  # noqa: E402
+                                              SmallCNN, WeightMismatchError, load_keras_weights, param_count)
 
 keras = pytest.importorskip('keras')
+h5py = pytest.importorskip('h5py')
 
 SIZE = 32  # smallest input both Keras models accept
 
@@ -90,9 +91,9 @@ def _materialise(model):
   return nnx.merge(graphdef, state)
 
 
-def _load(module, build, source, **kwargs):
+def _load(build, source, **kwargs):
   model = _abstract(build)
-  copied = module.load_keras_weights(model, source, **kwargs)
+  copied = load_keras_weights(model, source, **kwargs)
   return _materialise(model), copied
 
 
@@ -127,17 +128,17 @@ def keras_b5():
 
 @pytest.fixture(scope='module')
 def flax_r50(keras_r50):
-  return _load(resnet, lambda: resnet.ResNet50(1000, rngs=nnx.Rngs(0)), keras_r50)
+  return _load(lambda: ResNet50(1000, rngs=nnx.Rngs(0)), keras_r50)
 
 
 @pytest.fixture(scope='module')
 def flax_b0(keras_b0):
-  return _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)), keras_b0)
+  return _load(lambda: EfficientNetB0(1000, rngs=nnx.Rngs(0)), keras_b0)
 
 
 @pytest.fixture(scope='module')
 def flax_b5(keras_b5):
-  return _load(efficientnet, lambda: efficientnet.EfficientNetB5(1000, rngs=nnx.Rngs(0)), keras_b5)
+  return _load(lambda: EfficientNetB5(1000, rngs=nnx.Rngs(0)), keras_b5)
 
 
 def _images(seed: int, scale: float):
@@ -159,7 +160,6 @@ _ARCH_FIXTURES = {'resnet50': ('keras_r50', 'flax_r50'), 'b0': ('keras_b0', 'fla
 @pytest.mark.parametrize('config', [dict(num_classes=1000), dict(num_classes=7),
                                     dict(num_classes=1000, include_top=False)], ids=['1000', '7', 'notop'])
 def test_param_count_matches_keras(arch, config, request):
-  module = resnet if arch == 'resnet50' else efficientnet
   if config == dict(num_classes=1000):  # the module fixtures are exactly this configuration
     keras_name, flax_name = _ARCH_FIXTURES[arch]
     expected = request.getfixturevalue(keras_name).count_params()
@@ -169,11 +169,11 @@ def test_param_count_matches_keras(arch, config, request):
               classifier_activation=None, input_shape=(SIZE, SIZE, 3))
     if arch == 'resnet50':
       expected = keras.applications.ResNet50(**kw).count_params()
-      model = _abstract(lambda: resnet.ResNet50(rngs=nnx.Rngs(0), **config))
+      model = _abstract(lambda: ResNet50(rngs=nnx.Rngs(0), **config))
     else:
       expected = getattr(keras.applications, f'EfficientNet{arch.upper()}')(**kw).count_params()
-      model = _abstract(lambda: efficientnet.EfficientNet(arch, rngs=nnx.Rngs(0), **config))
-  assert module.param_count(model) == expected
+      model = _abstract(lambda: EfficientNet(arch, rngs=nnx.Rngs(0), **config))
+  assert param_count(model) == expected
 
 
 # ------------------------------------------------------------------------------------ logits vs Keras
@@ -210,8 +210,8 @@ def test_efficientnet_b5_logits_match_keras(keras_b5, flax_b5):
 
 def test_efficientnet_features_without_top(keras_b0):
   """include_top=False returns the pooled `top_activation` of the same backbone."""
-  model, _ = _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, include_top=False, rngs=nnx.Rngs(0)),
-                   keras_b0)
+  with pytest.warns(UserWarning, match='not loaded: predictions'):
+    model, _ = _load(lambda: EfficientNetB0(1000, include_top=False, rngs=nnx.Rngs(0)), keras_b0, skip_top=True)
   x = _images(13, 255.0)
   pooled = keras.Model(keras_b0.input, keras_b0.get_layer('avg_pool').output)(x, training=False).numpy()
   got = np.asarray(_eval_logits(model, jnp.asarray(x)))
@@ -228,8 +228,7 @@ def test_load_efficientnet_from_files(keras_b0, flax_b0, tmp_path):
   keras_b0.save_weights(tmp_path / 'b0.weights.h5')
   keras_b0.save(tmp_path / 'b0.h5')  # legacy (Keras 2) HDF5 layout, as the keras.applications downloads
   for path in ('b0.keras', 'b0.weights.h5', 'b0.h5'):
-    model, copied = _load(efficientnet, lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)),
-                          str(tmp_path / path))
+    model, copied = _load(lambda: EfficientNetB0(1000, rngs=nnx.Rngs(0)), str(tmp_path / path))
     assert copied == 314, path
     loaded = _state_arrays(model)
     assert loaded.keys() == reference.keys()
@@ -238,39 +237,97 @@ def test_load_efficientnet_from_files(keras_b0, flax_b0, tmp_path):
 
 
 def test_load_resnet50_weights_h5_skip_top(keras_r50, flax_r50, tmp_path):
-  """Keras 3 .weights.h5 keys layers by class and position; a new 5-class head keeps its own init."""
-  keras_r50.save_weights(tmp_path / 'r50.weights.h5')
-  model = _abstract(lambda: resnet.ResNet50(5, rngs=nnx.Rngs(0)))
-  assert resnet.load_keras_weights(model, tmp_path / 'r50.weights.h5', skip_top=True) == 318
-  assert isinstance(model.head.kernel.get_value(), jax.ShapeDtypeStruct)  # head untouched (still abstract here)
+  """Keras 3 .weights.h5 files keyed by class and position only (written before Keras stored layer names)
+  load through a reference model; a new 5-class head keeps its own values."""
+  path = tmp_path / 'r50.weights.h5'
+  keras_r50.save_weights(path)
+  with h5py.File(path, 'r+') as f:
+    for group in f['layers'].values():
+      if 'vars' in group and 'name' in group['vars'].attrs:
+        del group['vars'].attrs['name']
+  model = _abstract(lambda: ResNet50(5, rngs=nnx.Rngs(0)))
+  head = model.head.dense  # an eval_shape model's skipped head needs values of its own
+  head.kernel.set_value(np.full(head.kernel.get_value().shape, 0.5, np.float32))
+  head.bias.set_value(np.zeros(head.bias.get_value().shape, np.float32))
+  with pytest.warns(UserWarning, match='not loaded: predictions'):
+    assert load_keras_weights(model, path, skip_top=True) == 318
+  np.testing.assert_array_equal(np.asarray(head.kernel.get_value()), 0.5)  # head untouched
   reference = _state_arrays(flax_r50[0])
   backbone = nnx.state(model, nnx.Not(nnx.PathContains('head')))
-  for path, value in jax.tree_util.tree_flatten_with_path(backbone)[0]:
-    key = jax.tree_util.keystr(path)
+  for p, value in jax.tree_util.tree_flatten_with_path(backbone)[0]:
+    key = jax.tree_util.keystr(p)
     np.testing.assert_array_equal(np.asarray(value), reference[key], err_msg=key)
   with pytest.raises(WeightMismatchError, match='predictions/kernel'):
-    resnet.load_keras_weights(model, tmp_path / 'r50.weights.h5')
+    load_keras_weights(model, keras_r50)
 
 
 def test_mismatched_file_names_every_tensor(tmp_path):
   other = keras.applications.EfficientNetB0(weights=None, input_shape=(SIZE, SIZE, 1), classes=10,
                                             classifier_activation=None)
   other.save_weights(tmp_path / 'gray10.weights.h5')
-  model = _abstract(lambda: efficientnet.EfficientNetB0(1000, rngs=nnx.Rngs(0)))
+  model = _abstract(lambda: EfficientNetB0(1000, rngs=nnx.Rngs(0)))
   with pytest.raises(WeightMismatchError) as info:
-    efficientnet.load_keras_weights(model, tmp_path / 'gray10.weights.h5')
+    load_keras_weights(model, tmp_path / 'gray10.weights.h5')
   message = str(info.value)
-  for name in ('normalization/mean', 'normalization/variance', 'stem_conv/kernel', 'predictions/kernel',
-               'predictions/bias'):
+  # The auto-named Normalization layer is reported by its name in the file (normalization_<n> in this session).
+  norm = next(layer.name for layer in other.layers if type(layer).__name__ == 'Normalization')
+  for name in (f'{norm}/mean', f'{norm}/variance', 'stem_conv/kernel', 'predictions/kernel', 'predictions/bias'):
     assert name in message
   assert message.startswith('5 tensor(s)')
+
+
+def _shifted_weights(kmodel, path):
+  """`kmodel`'s .weights.h5 with every tensor + 1 and one class fewer in its last layer, 'predictions'.
+
+  A loader that copied layer by layer would change the model before reaching the last layer.
+  """
+  kmodel.save_weights(path)
+  with h5py.File(path, 'r+') as f:
+    for group in (g['vars'] for g in f['layers'].values() if 'vars' in g):
+      for key in group:
+        group[key][...] = group[key][...] + 1
+    top = _top_vars(f)
+    kernel = top['0'][...]
+    del top['0']
+    top['0'] = kernel[:, :-1]
+  return path
+
+
+def _top_vars(f):
+  return next(g['vars'] for g in f['layers'].values() if 'vars' in g and g['vars'].attrs.get('name') == 'predictions')
+
+
+def _drop_top(path):
+  """Removes the tensors of the last layer, 'predictions'."""
+  with h5py.File(path, 'r+') as f:
+    top = _top_vars(f)
+    for key in list(top):
+      del top[key]
+
+
+@pytest.mark.parametrize('arch', ['resnet50', 'b0'])
+def test_failed_load_leaves_model_unchanged(arch, request, tmp_path):
+  """Sources that fail only at their last layer (every other tensor fits and differs) change nothing."""
+  keras_name, flax_name = _ARCH_FIXTURES[arch]
+  model = request.getfixturevalue(flax_name)[0]
+  path = _shifted_weights(request.getfixturevalue(keras_name), tmp_path / 'shifted.weights.h5')
+  before = _state_arrays(model)
+  for expected in (['predictions/kernel'], ['predictions/kernel', 'predictions/bias']):  # wrong shape, missing
+    with pytest.raises(WeightMismatchError) as info:
+      load_keras_weights(model, path)
+    assert [line.split(':')[0].strip() for line in str(info.value).splitlines()[1:]] == expected, str(info.value)
+    after = _state_arrays(model)
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+      np.testing.assert_array_equal(after[key], value, err_msg=key)
+    _drop_top(path)
 
 
 # ------------------------------------------------------------------------------------------- bfloat16
 
 
 def test_resnet50_bfloat16_close_to_float32(keras_r50, flax_r50):
-  model, _ = _load(resnet, lambda: resnet.ResNet50(1000, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), keras_r50)
+  model, _ = _load(lambda: ResNet50(1000, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), keras_r50)
   assert model.conv1.kernel[...].dtype == jnp.float32
   assert model.bn1.mean[...].dtype == jnp.float32
   x = jnp.asarray(np.random.default_rng(14).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32))
@@ -286,8 +343,8 @@ def test_resnet50_bfloat16_close_to_float32(keras_r50, flax_r50):
 
 
 def test_small_cnn_shapes_and_batchnorm_modes():
-  model = small_cnn.SmallCNN(3, rngs=nnx.Rngs(0))
-  assert small_cnn.param_count(model) == 9 * (16 + 16 * 32 + 32 * 64) + 2 * 2 * (16 + 32 + 64) + 64 * 3 + 3
+  model = SmallCNN(3, rngs=nnx.Rngs(0))
+  assert param_count(model) == 9 * (16 + 16 * 32 + 32 * 64) + 2 * 2 * (16 + 32 + 64) + 64 * 3 + 3
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 1)).astype(np.float32))
   forward = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
   stats = np.asarray(model.bns[0].mean[...]).copy()
@@ -297,9 +354,9 @@ def test_small_cnn_shapes_and_batchnorm_modes():
   train_out = forward(model, x, True)
   assert not np.allclose(np.asarray(model.bns[0].mean[...]), stats)  # train: statistics updated
   assert not np.allclose(np.asarray(train_out), np.asarray(eval_out))  # batch vs running statistics
-  features = forward(small_cnn.SmallCNN(3, include_top=False, rngs=nnx.Rngs(0)), x, False)
+  features = forward(SmallCNN(3, include_top=False, rngs=nnx.Rngs(0)), x, False)
   assert features.shape == (4, 64)
-  half = forward(small_cnn.SmallCNN(3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), x, False)
+  half = forward(SmallCNN(3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), x, False)
   assert half.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(half)))
 
 
@@ -309,7 +366,7 @@ def test_small_cnn_adam_reduces_loss():
   x = rng.normal(0.0, 0.3, (32, 16, 16, 1)).astype(np.float32)
   x[labels == 1, 4:12, 4:12] += 1.0  # class 1: a bright square
   x, y = jnp.asarray(np.clip(x, -1, 1)), jnp.asarray(labels)
-  model = small_cnn.SmallCNN(2, rngs=nnx.Rngs(0))
+  model = SmallCNN(2, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
   @nnx.jit

@@ -1,49 +1,47 @@
 """Defect classifiers chosen by name: Keras-equivalent InceptionV3, ResNet50, Xception, EfficientNet-B0/B5
 and a small CNN for CPU runs. Every model is `Model(num_classes, *, in_channels, include_top, dtype, rngs)`
 with `model(x, train=...)` -> logits (InceptionV3 with `aux_head=True` returns (logits, aux) when training).
+`load_keras_weights` fills any of the Keras twins from a Keras model or weight file, all or nothing.
 """
 from __future__ import annotations
-
-import importlib
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# name -> (module, constructor, smallest input size, Keras weight loader available)
-_REGISTRY: dict[str, tuple[str, str, int]] = {
-    "inception_v3": ("inception_v3", "InceptionV3", 75),
-    "resnet50": ("resnet", "ResNet50", 32),
-    "xception": ("xception", "Xception", 71),
-    "efficientnet_b0": ("efficientnet", "EfficientNetB0", 32),
-    "efficientnet_b5": ("efficientnet", "EfficientNetB5", 32),
-    "small_cnn": ("small_cnn", "SmallCNN", 8),
+from deepsmote_jax.models.classifiers.common import param_count
+from deepsmote_jax.models.classifiers.efficientnet import EfficientNet, EfficientNetB0, EfficientNetB5
+from deepsmote_jax.models.classifiers.inception_v3 import InceptionV3
+from deepsmote_jax.models.classifiers.keras_weights import WeightMismatchError, load_keras_weights
+from deepsmote_jax.models.classifiers.resnet import ResNet50
+from deepsmote_jax.models.classifiers.small_cnn import SmallCNN
+from deepsmote_jax.models.classifiers.xception import Xception
+
+__all__ = ['NAMES', 'build_classifier', 'load_keras_weights', 'param_count', 'WeightMismatchError', 'EfficientNet',
+           'EfficientNetB0', 'EfficientNetB5', 'InceptionV3', 'ResNet50', 'SmallCNN', 'Xception']
+
+# name -> (constructor, smallest input height/width)
+_REGISTRY = {
+    "inception_v3": (InceptionV3, InceptionV3.min_size),
+    "resnet50": (ResNet50, ResNet50.min_size),
+    "xception": (Xception, Xception.min_size),
+    "efficientnet_b0": (EfficientNetB0, EfficientNet.min_size),
+    "efficientnet_b5": (EfficientNetB5, EfficientNet.min_size),
+    "small_cnn": (SmallCNN, SmallCNN.min_size),
 }
 NAMES = tuple(_REGISTRY)
-
-
-def _module(name: str):
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown classifier {name!r} (model.name); known: {list(_REGISTRY)}")
-  return importlib.import_module(f"deepsmote_jax.models.classifiers.{_REGISTRY[name][0]}")
-
-
-def min_image_size(name: str) -> int:
-  _module(name)
-  return _REGISTRY[name][2]
 
 
 def build_classifier(name: str, num_classes: int, *, in_channels: int = 3, image_size: int | None = None,
                      dtype=jnp.float32, seed: int = 0, **kwargs) -> nnx.Module:
   """Builds a classifier by registry name; checks the input size the architecture supports."""
-  module = _module(name)
-  if image_size is not None and image_size < _REGISTRY[name][2]:
-    raise ValueError(f"{name} needs images of at least {_REGISTRY[name][2]}x{_REGISTRY[name][2]}, "
-                     f"got image_size={image_size}")
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown classifier {name!r} (model.name); known: {list(_REGISTRY)}")
+  ctor, min_size = _REGISTRY[name]
+  if image_size is not None and image_size < min_size:
+    raise ValueError(f"{name} needs images of at least {min_size}x{min_size}, got image_size={image_size}")
   if num_classes < 2:
     raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-  ctor = getattr(module, _REGISTRY[name][1])
 
   def make():
     return ctor(num_classes, in_channels=in_channels, dtype=dtype, rngs=nnx.Rngs(params=seed, dropout=seed + 1),
@@ -54,11 +52,3 @@ def build_classifier(name: str, num_classes: int, *, in_channels: int = 3, image
   graphdef, _ = nnx.split(nnx.eval_shape(make))
   state = jax.jit(lambda: nnx.split(make())[1])()
   return nnx.merge(graphdef, state)
-
-
-def keras_loader(name: str) -> Callable:
-  """`load_keras_weights(model, keras_model_or_path, *, skip_top=False)` of the architecture."""
-  module = _module(name)
-  if not hasattr(module, "load_keras_weights"):
-    raise ValueError(f"{name} has no Keras counterpart to load weights from")
-  return module.load_keras_weights

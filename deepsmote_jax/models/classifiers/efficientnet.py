@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers._keras import Assigner
-from deepsmote_jax.models.classifiers.resnet import (KerasLayer, batch_norm, copy_keras_layers, global_avg_pool,
-                                                     param_count, read_keras_source)
+from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d, global_avg_pool
+from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, KerasWeights, Target,
+                                                            bn_layer, conv_layer, head_layers)
 
-__all__ = ['EfficientNet', 'EfficientNetB0', 'EfficientNetB5', 'load_keras_weights', 'param_count', 'VARIANTS']
+__all__ = ['EfficientNet', 'EfficientNetB0', 'EfficientNetB5', 'VARIANTS']
 
 BN_EPSILON = 1e-3
 NORM_EPSILON = 1e-7  # keras.backend.epsilon(), the floor on sqrt(variance) in Normalization
@@ -103,6 +103,11 @@ class InputNormalization(nnx.Module):
     self.count = NormStat(jnp.zeros((), jnp.int32))
     self.imagenet_rescale = imagenet_rescale
 
+  def keras_layer(self) -> KerasLayer:
+    """Keras' auto-named 'normalization' layer: mean, variance, count."""
+    targets = (Target('mean', self.mean), Target('variance', self.variance), Target('count', self.count))
+    return KerasLayer('normalization', targets, auto=True)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
     x = (x - self.mean[...]) / jnp.maximum(jnp.sqrt(self.variance[...]), NORM_EPSILON)
@@ -120,9 +125,8 @@ class MBConv(nnx.Module):
     self.stride = stride
     self.kernel = kernel
 
-    def conv(cin, cout, bias=False, init=_CONV_INIT):
-      return nnx.Conv(cin, cout, (1, 1), use_bias=bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
-                      rngs=rngs)
+    def conv(cin, cout, bias=False):
+      return conv2d(cin, cout, 1, use_bias=bias, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
 
     def bn(c):
       return batch_norm(c, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
@@ -131,9 +135,8 @@ class MBConv(nnx.Module):
       self.expand_conv, self.expand_bn = conv(filters_in, filters), bn(filters)
     else:
       self.expand_conv, self.expand_bn = None, None
-    self.dwconv = nnx.Conv(filters, filters, (kernel, kernel), (stride, stride),
-                           padding='VALID' if stride == 2 else 'SAME', feature_group_count=filters, use_bias=False,
-                           dtype=dtype, param_dtype=jnp.float32, kernel_init=_DWCONV_INIT, rngs=rngs)
+    self.dwconv = conv2d(filters, filters, kernel, strides=stride, padding='VALID' if stride == 2 else 'SAME',
+                         groups=filters, use_bias=False, kernel_init=_DWCONV_INIT, dtype=dtype, rngs=rngs)
     self.bn = bn(filters)
     filters_se = max(1, int(filters_in * SE_RATIO))
     self.se_reduce = conv(filters, filters_se, bias=True)
@@ -162,17 +165,17 @@ class MBConv(nnx.Module):
 
   def keras_layers(self, prefix: str) -> Iterator[KerasLayer]:
     if self.expand_conv is not None:
-      yield f'{prefix}expand_conv', 'conv', self.expand_conv, False
-      yield f'{prefix}expand_bn', 'bn', self.expand_bn, False
-    yield f'{prefix}dwconv', 'dwconv', self.dwconv, False
-    yield f'{prefix}bn', 'bn', self.bn, False
-    yield f'{prefix}se_reduce', 'conv', self.se_reduce, False
-    yield f'{prefix}se_expand', 'conv', self.se_expand, False
-    yield f'{prefix}project_conv', 'conv', self.project_conv, False
-    yield f'{prefix}project_bn', 'bn', self.project_bn, False
+      yield conv_layer(f'{prefix}expand_conv', self.expand_conv)
+      yield bn_layer(f'{prefix}expand_bn', self.expand_bn)
+    yield conv_layer(f'{prefix}dwconv', self.dwconv, depthwise=True)
+    yield bn_layer(f'{prefix}bn', self.bn)
+    yield conv_layer(f'{prefix}se_reduce', self.se_reduce)
+    yield conv_layer(f'{prefix}se_expand', self.se_expand)
+    yield conv_layer(f'{prefix}project_conv', self.project_conv)
+    yield bn_layer(f'{prefix}project_bn', self.project_bn)
 
 
-class EfficientNet(nnx.Module):
+class EfficientNet(nnx.Module, KerasApplication):
   """`keras.applications.EfficientNetB{0..7}` (logits, `classifier_activation=None`) in NNX.
 
   Args:
@@ -189,6 +192,8 @@ class EfficientNet(nnx.Module):
       Logits/features are returned as float32.
     rngs: needs a 'dropout' stream (or 'default') for training with dropout / drop-connect.
   """
+
+  min_size = 32
 
   def __init__(self, variant: str, num_classes: int, *, in_channels: int = 3, include_top: bool = True,
                dropout_rate: float | None = None, drop_connect_rate: float = 0.2, include_preprocessing: bool = True,
@@ -209,8 +214,8 @@ class EfficientNet(nnx.Module):
     self.preprocess = (InputNormalization(in_channels, imagenet_rescale=imagenet_rescale)
                        if include_preprocessing else None)
     stem = round_filters(32, width)
-    self.stem_conv = nnx.Conv(in_channels, stem, (3, 3), (2, 2), padding='VALID', use_bias=False, dtype=dtype,
-                              param_dtype=jnp.float32, kernel_init=_CONV_INIT, rngs=rngs)
+    self.stem_conv = conv2d(in_channels, stem, 3, strides=2, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype,
+                            rngs=rngs)
     self.stem_bn = batch_norm(stem, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
 
     total = float(sum(round_repeats(s[1], depth) for s in STAGES))
@@ -226,16 +231,15 @@ class EfficientNet(nnx.Module):
     self.block_names = tuple(names)
 
     top = round_filters(1280, width)
-    self.top_conv = nnx.Conv(f_out, top, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                             kernel_init=_CONV_INIT, rngs=rngs)
+    self.top_conv = conv2d(f_out, top, 1, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
     self.top_bn = batch_norm(top, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
     self.num_features = top
-    if include_top:
-      self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate > 0 else None
-      self.head = nnx.Linear(top, num_classes, dtype=dtype, param_dtype=jnp.float32, kernel_init=_DENSE_INIT,
-                             rngs=rngs)
-    else:
-      self.dropout, self.head = None, None
+    self.head = ClassifierHead(top, num_classes if include_top else None, dropout_rate=dropout_rate,
+                               kernel_init=_DENSE_INIT, dtype=dtype, rngs=rngs)
+
+  @property
+  def keras_name(self) -> str:
+    return f'EfficientNet{self.variant.upper()}'
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
@@ -247,34 +251,29 @@ class EfficientNet(nnx.Module):
     for block in self.blocks:
       x = block(x, train=train)
     x = jax.nn.silu(self.top_bn(self.top_conv(x), use_running_average=not train))
-    x = global_avg_pool(x)
-    if self.head is None:
-      return x.astype(jnp.float32)
-    if self.dropout is not None:
-      x = self.dropout(x, deterministic=not train)
-    return self.head(x).astype(jnp.float32)
+    return self.head(x, train=train)
 
   def keras_layers(self) -> Iterator[KerasLayer]:
-    """(Keras layer name, kind, module, is_top) for every weight-carrying layer."""
-    if self.preprocess is not None:
-      yield 'normalization', 'norm', self.preprocess, False
-    yield 'stem_conv', 'conv', self.stem_conv, False
-    yield 'stem_bn', 'bn', self.stem_bn, False
+    # Without preprocessing the Keras 'normalization' layer is still in the source; it is passed over.
+    yield (self.preprocess.keras_layer() if self.preprocess is not None
+           else KerasLayer('normalization', None, auto=True))
+    yield conv_layer('stem_conv', self.stem_conv)
+    yield bn_layer('stem_bn', self.stem_bn)
     for name, block in zip(self.block_names, self.blocks):
       yield from block.keras_layers(name)
-    yield 'top_conv', 'conv', self.top_conv, False
-    yield 'top_bn', 'bn', self.top_bn, False
-    if self.head is not None:
-      yield 'predictions', 'dense', self.head, True
+    yield conv_layer('top_conv', self.top_conv)
+    yield bn_layer('top_bn', self.top_bn)
+    yield from head_layers(self.head)
 
-  def keras_reference(self, include_top: bool | None = None):
-    """Builds the Keras counterpart (weights=None) of this configuration; imports Keras."""
-    import keras  # pylint: disable=g-import-not-at-top
-    top = self.include_top if include_top is None else include_top
-    size = self.default_size if top else None
-    builder = getattr(keras.applications, f'EfficientNet{self.variant.upper()}')
-    return builder(include_top=top, weights=None, input_shape=(size, size, self.in_channels),
-                   classes=self.num_classes, classifier_activation=None)
+  def keras_source_errors(self, weights: KerasWeights) -> list[str]:
+    """A Keras model built with weights='imagenet' has one more input Rescaling (no weights to compare)."""
+    if self.preprocess is None or weights.rescaling_layers is None:
+      return []
+    keras_imagenet = weights.rescaling_layers >= 2
+    if keras_imagenet == self.preprocess.imagenet_rescale:
+      return []
+    return [f'input Rescaling: the Keras model {"has" if keras_imagenet else "lacks"} the ImageNet 1/sqrt(std) '
+            f'rescaling; build EfficientNet(..., imagenet_rescale={keras_imagenet})']
 
 
 def EfficientNetB0(num_classes: int, **kwargs) -> EfficientNet:  # pylint: disable=invalid-name
@@ -285,35 +284,3 @@ def EfficientNetB0(num_classes: int, **kwargs) -> EfficientNet:  # pylint: disab
 def EfficientNetB5(num_classes: int, **kwargs) -> EfficientNet:  # pylint: disable=invalid-name
   """`EfficientNet('b5', ...)`."""
   return EfficientNet('b5', num_classes, **kwargs)
-
-
-def load_keras_weights(model: EfficientNet, keras_model_or_path, *, skip_top: bool = False) -> int:
-  """Copies Keras EfficientNet weights (a built model or a `.keras` / `.weights.h5` / legacy `.h5` path).
-
-  Copies every kernel, bias, BN gamma/beta/moving_mean/moving_variance and the input Normalization
-  layer's mean/variance/count (ignored with `include_preprocessing=False`). With `skip_top` the
-  `predictions` layer is left alone. Raises `WeightMismatchError` naming every tensor that does not fit
-  (and a Keras model whose ImageNet input Rescaling differs from `imagenet_rescale`). Returns the number
-  of tensors copied.
-  """
-  source = read_keras_source(keras_model_or_path, lambda: model.keras_reference(include_top=True))
-  # The input Normalization layer is auto-named ('normalization', 'normalization_1', ...): find it by class.
-  norm = [n for n in source.layers if source.classes.get(n) == 'Normalization'
-          or (not source.classes and (n == 'normalization' or n.startswith('normalization_')))]
-  if len(norm) == 1 and norm[0] != 'normalization':
-    source.layers['normalization'] = source.layers.pop(norm[0])
-  assigner = Assigner(source.label)
-  if model.preprocess is not None and source.rescaling_layers is not None:
-    keras_imagenet = source.rescaling_layers >= 2
-    if keras_imagenet != model.preprocess.imagenet_rescale:
-      assigner.errors.append(
-          f'input Rescaling: the Keras model {"has" if keras_imagenet else "lacks"} the ImageNet 1/sqrt(std) '
-          f'rescaling; build EfficientNet(..., imagenet_rescale={keras_imagenet})')
-  ignore = set()
-  if not model.include_top:
-    ignore.add('predictions')
-  if model.preprocess is None:
-    ignore.add('normalization')
-  copy_keras_layers(assigner, model.keras_layers(), source, skip_top=skip_top, ignore=ignore)
-  return assigner.finish()
-

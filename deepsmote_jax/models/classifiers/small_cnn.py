@@ -10,16 +10,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-__all__ = ['SmallCNN', 'param_count']
+from deepsmote_jax.models.classifiers.common import ClassifierHead
 
-
-def param_count(model: nnx.Module) -> int:
-  """Parameters plus BatchNorm statistics (Keras' `count_params` convention)."""
-  state = nnx.state(model, nnx.Not(nnx.RngState))
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state))
+__all__ = ['SmallCNN']
 
 
 class SmallCNN(nnx.Module):
@@ -35,6 +30,8 @@ class SmallCNN(nnx.Module):
       Logits/features are returned as float32.
   """
 
+  min_size = 8
+
   def __init__(self, num_classes: int, *, in_channels: int = 1, width: int = 16, include_top: bool = True,
                dropout_rate: float = 0.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.num_classes = num_classes
@@ -49,11 +46,8 @@ class SmallCNN(nnx.Module):
         nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         for c in chans[1:]])
     self.num_features = chans[-1]
-    if include_top:
-      self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate > 0 else None
-      self.head = nnx.Linear(chans[-1], num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    else:
-      self.dropout, self.head = None, None
+    self.head = ClassifierHead(chans[-1], num_classes if include_top else None, dropout_rate=dropout_rate,
+                               kernel_init=nnx.initializers.lecun_normal(), dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
@@ -62,9 +56,4 @@ class SmallCNN(nnx.Module):
     for conv, bn in zip(self.convs, self.bns):
       x = jax.nn.relu(bn(conv(x), use_running_average=not train))
       x = nnx.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-    if self.head is None:
-      return x.astype(jnp.float32)
-    if self.dropout is not None:
-      x = self.dropout(x, deterministic=not train)
-    return self.head(x).astype(jnp.float32)
+    return self.head(x, train=train)

@@ -4,35 +4,25 @@ Inputs are NHWC images already scaled to [-1, 1] (the Keras `preprocess_input` c
 bias; every BatchNormalization has Keras' defaults (center and scale, epsilon=1e-3, momentum=0.99). Separable
 convolutions are a depthwise 3x3 conv followed by a pointwise 1x1 conv, as in Keras' SeparableConv2D.
 
-`load_keras_weights` copies a Keras model (built, or saved as .keras / .h5 / .weights.h5) into the Flax model;
-Keras layer names ('block2_sepconv1', 'block2_sepconv1_bn', ...) are matched by name, the four unnamed residual
-1x1 convs (conv2d, conv2d_1, ...) by creation order. Keras and TensorFlow are imported only when needed.
+Keras names most layers ('block2_sepconv1', 'block2_sepconv1_bn', ...); the four residual 1x1 convs and their
+BatchNorms are auto-named (conv2d, conv2d_1, ...) and `load_keras_weights` matches them in creation order.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from deepsmote_jax.models.classifiers._keras import Assigner, WeightMismatchError
-from deepsmote_jax.models.classifiers.inception_v3 import (KerasTensors, Target, auto_named, bn_targets,
-                                                            conv_targets, copy_layer, load_into, param_count)
+from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, bn_layer, conv_layer,
+                                                            head_layers, separable_layer)
 
-__all__ = ["Xception", "load_keras_weights", "param_count", "WeightMismatchError"]
+__all__ = ["Xception"]
 
 _BN_EPSILON = 1e-3
-_BN_MOMENTUM = 0.99
-_glorot = nnx.initializers.glorot_uniform()  # Keras' default kernel initialiser.
-
-
-def _bn(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  # Computes (and reduces) in float32 whatever the compute dtype; callers cast the output back.
-  return nnx.BatchNorm(features, epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, dtype=jnp.float32,
-                       param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
 
 
 class _ConvBN(nnx.Module):
@@ -40,28 +30,23 @@ class _ConvBN(nnx.Module):
 
   def __init__(self, cin: int, cout: int, kernel: int, *, strides: int = 1, padding: str = "VALID", dtype: Any,
                rngs: nnx.Rngs):
-    self.conv = nnx.Conv(cin, cout, (kernel, kernel), strides, padding=padding, use_bias=False, dtype=dtype,
-                         param_dtype=jnp.float32, kernel_init=_glorot, rngs=rngs)
-    self.bn = _bn(cout, rngs)
-    self.dtype = dtype
+    self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(cout, epsilon=_BN_EPSILON, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return self.bn(self.conv(x), use_running_average=not train).astype(self.dtype)
+    return self.bn(self.conv(x), use_running_average=not train)
 
 
 class _SepConvBN(nnx.Module):
   """SeparableConv2D 3x3 'same' (depthwise, then pointwise; no bias) + BatchNorm."""
 
   def __init__(self, cin: int, cout: int, *, dtype: Any, rngs: nnx.Rngs):
-    self.depthwise = nnx.Conv(cin, cin, (3, 3), padding="SAME", feature_group_count=cin, use_bias=False,
-                              dtype=dtype, param_dtype=jnp.float32, kernel_init=_glorot, rngs=rngs)
-    self.pointwise = nnx.Conv(cin, cout, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                              kernel_init=_glorot, rngs=rngs)
-    self.bn = _bn(cout, rngs)
-    self.dtype = dtype
+    self.depthwise = conv2d(cin, cin, 3, padding="SAME", groups=cin, use_bias=False, dtype=dtype, rngs=rngs)
+    self.pointwise = conv2d(cin, cout, 1, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(cout, epsilon=_BN_EPSILON, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return self.bn(self.pointwise(self.depthwise(x)), use_running_average=not train).astype(self.dtype)
+    return self.bn(self.pointwise(self.depthwise(x)), use_running_average=not train)
 
 
 class _DownBlock(nnx.Module):
@@ -101,7 +86,7 @@ class _MiddleBlock(nnx.Module):
     return y + x
 
 
-class Xception(nnx.Module):
+class Xception(nnx.Module, KerasApplication):
   """`keras.applications.Xception` (classifier_activation=None) in Flax NNX.
 
   Args:
@@ -113,6 +98,9 @@ class Xception(nnx.Module):
     rngs: initialisation (and dropout) randomness.
   Input: NHWC in [-1, 1], height and width >= 71. Outputs are float32.
   """
+
+  keras_name = "Xception"
+  min_size = 71
 
   def __init__(self, num_classes: int, *, in_channels: int = 3, include_top: bool = True, dropout_rate: float = 0.0,
                dtype: Any = jnp.float32, rngs: nnx.Rngs):
@@ -130,18 +118,28 @@ class Xception(nnx.Module):
     self.exit = down(728, 728, 1024, pre_act=True)  # block 13
     self.block14_sepconv1 = _SepConvBN(1024, 1536, **kw)
     self.block14_sepconv2 = _SepConvBN(1536, 2048, **kw)
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if include_top and dropout_rate > 0 else None
-    self.fc = (nnx.Linear(2048, num_classes, dtype=dtype, param_dtype=jnp.float32, kernel_init=_glorot, rngs=rngs)
-               if include_top else None)
+    self.head = ClassifierHead(2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype,
+                               rngs=rngs)
 
-  def keras_layers(self) -> tuple[list[tuple[str, nnx.Module]], list[_ConvBN]]:
-    """(Keras layer name, conv module) for the named convs, and the residual shortcuts in creation order."""
-    named: list[tuple[str, nnx.Module]] = [("block1_conv1", self.block1_conv1), ("block1_conv2", self.block1_conv2)]
+  def named_units(self) -> list[tuple[str, _ConvBN | _SepConvBN]]:
+    """(Keras layer name, unit) of the named convs; the unit's BatchNorm is Keras' '<name>_bn'."""
+    named = [("block1_conv1", self.block1_conv1), ("block1_conv2", self.block1_conv2)]
     blocks = list(self.entry) + list(self.middle) + [self.exit]
     for number, block in enumerate(blocks, start=2):
       named += [(f"block{number}_sepconv{j}", sep) for j, sep in enumerate(block.sepconvs(), start=1)]
-    named += [("block14_sepconv1", self.block14_sepconv1), ("block14_sepconv2", self.block14_sepconv2)]
-    return named, [block.residual for block in list(self.entry) + [self.exit]]
+    return named + [("block14_sepconv1", self.block14_sepconv1), ("block14_sepconv2", self.block14_sepconv2)]
+
+  def keras_layers(self) -> Iterator[KerasLayer]:
+    for name, unit in self.named_units():
+      if isinstance(unit, _SepConvBN):
+        yield separable_layer(name, unit.depthwise, unit.pointwise)
+      else:
+        yield conv_layer(name, unit.conv)
+      yield bn_layer(f"{name}_bn", unit.bn)
+    for block in list(self.entry) + [self.exit]:  # the auto-named residual shortcuts
+      yield conv_layer("conv2d", block.residual.conv, auto=True)
+      yield bn_layer("batch_normalization", block.residual.bn, auto=True)
+    yield from head_layers(self.head)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = jnp.asarray(x, self.dtype)
@@ -154,58 +152,5 @@ class Xception(nnx.Module):
     x = self.exit(x, train)
     x = jax.nn.relu(self.block14_sepconv1(x, train))
     x = jax.nn.relu(self.block14_sepconv2(x, train))
-    x = jnp.mean(x, axis=(1, 2))  # 'avg_pool'
-    if self.fc is None:
-      return x.astype(jnp.float32)
-    if self.dropout is not None:
-      x = self.dropout(x, deterministic=not train)
-    return self.fc(x).astype(jnp.float32)
+    return self.head(x, train=train)
 
-
-def _depthwise_to_flax(array: np.ndarray) -> np.ndarray | None:
-  """Keras depthwise kernel (kh, kw, C, 1) -> Flax grouped-conv kernel (kh, kw, 1, C); None if not of that form."""
-  if array.ndim != 4 or array.shape[3] != 1:
-    return None
-  return np.transpose(array, (0, 1, 3, 2))
-
-
-def _sep_targets(sep: _SepConvBN, expected_channels: int) -> list[Target]:
-  def to_flax(array: np.ndarray) -> np.ndarray | None:
-    out = _depthwise_to_flax(array)
-    return out if out is not None and out.shape[3] == expected_channels else None
-  return [("depthwise_kernel", sep.depthwise.kernel, to_flax), ("pointwise_kernel", sep.pointwise.kernel, None)]
-
-
-def load_keras_weights(model: Xception, keras_model_or_path, *, skip_top: bool = False) -> int:
-  """Copies `keras.applications.Xception` weights into `model`; returns the number of tensors copied.
-
-  `keras_model_or_path` is a built Keras model or a .keras / .h5 / .weights.h5 file. Every shape mismatch is
-  collected and raised together as `WeightMismatchError` (the model is then left unchanged). With `skip_top=True`
-  the 'predictions' layer (and any other non-backbone layer) is not loaded, for a model with include_top=False or
-  another num_classes; a warning notes what was skipped. To load without a random initialisation, build the model
-  with `nnx.eval_shape(lambda: Xception(...))` (every variable must then come from the file).
-  """
-  def fill(assigner: Assigner, tensors: KerasTensors) -> set[str]:
-    named, residuals = model.keras_layers()
-    consumed: set[str] = set()
-    for name, module in named:
-      if isinstance(module, _SepConvBN):
-        copy_layer(assigner, tensors, name, _sep_targets(module, module.depthwise.in_features))
-      else:
-        copy_layer(assigner, tensors, name, conv_targets(module.conv))
-      copy_layer(assigner, tensors, f"{name}_bn", bn_targets(module.bn))
-      consumed |= {name, f"{name}_bn"}
-    convs, bns = auto_named(tensors, "conv2d"), auto_named(tensors, "batch_normalization")
-    for kind, names in (("residual Conv2D", convs), ("residual BatchNormalization", bns)):
-      if len(names) != len(residuals):
-        assigner.errors.append(f"{assigner.source} has {len(names)} {kind} layers, Xception has {len(residuals)}")
-    for i, unit in enumerate(residuals):
-      conv = convs[i] if i < len(convs) else f"conv2d #{i} (absent)"
-      bn = bns[i] if i < len(bns) else f"batch_normalization #{i} (absent)"
-      copy_layer(assigner, tensors, conv, conv_targets(unit.conv))
-      copy_layer(assigner, tensors, bn, bn_targets(unit.bn))
-    for name in convs[len(residuals):] + bns[len(residuals):]:
-      assigner.errors.append(f"{name}: extra layer in {assigner.source}")
-    return consumed | set(convs) | set(bns)
-
-  return load_into(model, keras_model_or_path, fill, skip_top=skip_top, arch="Xception")
