@@ -14,11 +14,12 @@ import pathlib
 import jax.numpy as jnp
 from flax import nnx
 
+from deepsmote_jax.models import presets
 from deepsmote_jax.models.autoencoder import Autoencoder
 from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
 from deepsmote_jax.train import loop
-from deepsmote_jax.train.checkpoint import load_tree, save_tree
+from deepsmote_jax.train.checkpoint import load_tree, read_meta, save_tree
 
 FORMAT = "deepsmote_jax.autoencoder/1"
 
@@ -46,14 +47,15 @@ def export_autoencoder(model: Autoencoder, path: str | os.PathLike, *, class_nam
 def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencoder, dict]:
   """Loads an exported encoder/decoder; returns (model, meta). `dtype` overrides the compute dtype."""
   path = pathlib.Path(path)
-  if not path.is_dir():
-    raise FileNotFoundError(f"exported model directory not found: {path}")
-  meta_file = path / "meta.json"
-  meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-  if not meta or meta.get("format") != FORMAT:
+  meta = read_meta(path)
+  if meta.get("format") != FORMAT:
     raise ValueError(f"{path} is not an exported deepsmote_jax autoencoder (meta.json format "
-                     f"{meta.get('format') if meta else None!r}, expected {FORMAT!r})")
-  spec = spec_from_dict(meta["spec"])
+                     f"{meta.get('format')!r}, expected {FORMAT!r})")
+  try:
+    spec = spec_from_dict(meta["spec"])
+    presets.validate(spec)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}/meta.json: the layer table is damaged ({type(e).__name__}: {e})") from None
   # Shapes only: the weights come from the file, so no random initialisation is computed.
   model = nnx.eval_shape(lambda: Autoencoder(spec, dtype=dtype or jnp.dtype(meta["dtype"]), rngs=nnx.Rngs(0)))
   graphdef, params, stats = loop.split_model(model)
@@ -77,10 +79,7 @@ def load_classifier(path: str | os.PathLike, *, expect_name: str | None = None,
                     expect_classes: list[str] | None = None):
   """Loads an exported classifier; returns (model, meta). Checks architecture and classes if given."""
   path = pathlib.Path(path)
-  meta_file = path / "meta.json"
-  if not meta_file.is_file():
-    raise FileNotFoundError(f"exported classifier not found: {meta_file}")
-  meta = json.loads(meta_file.read_text())
+  meta = read_meta(path)
   if meta.get("format") != CLASSIFIER_FORMAT:
     raise ValueError(f"{path} is not an exported classifier (format {meta.get('format')!r})")
   if expect_name is not None and meta["name"] != expect_name:

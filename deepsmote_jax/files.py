@@ -9,6 +9,8 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -50,3 +52,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
 def atomic_write_json(path: str | os.PathLike, payload: Any, *, indent: int = 2) -> pathlib.Path:
   """`payload` made JSON-safe and written atomically (strict JSON: no NaN)."""
   return atomic_write_text(path, json.dumps(json_safe(payload), indent=indent, allow_nan=False) + "\n")
+
+
+def temp_dir_beside(target: str | os.PathLike) -> pathlib.Path:
+  """A new empty folder next to `target`, to be renamed over it when complete.
+
+  Named `.<name>.tmp-<pid>-<random>`; folders of that pattern left by processes that no longer exist (a
+  killed run) are removed first, so no temporary folder survives a rerun.
+  """
+  target = pathlib.Path(target).absolute()
+  target.parent.mkdir(parents=True, exist_ok=True)
+  prefix = f".{target.name}.tmp-"
+  for old in target.parent.glob(prefix + "*"):
+    pid = old.name[len(prefix):].split("-", 1)[0]
+    if pid.isdigit() and not process_alive(int(pid)):
+      shutil.rmtree(old, ignore_errors=True)
+  return pathlib.Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
+
+
+def process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True

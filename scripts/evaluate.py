@@ -9,6 +9,7 @@ and confusion-matrix / PR / ROC PNGs. With --val-data the recall-first threshold
 import argparse
 import sys
 
+from deepsmote_jax.jobs import boundary
 from deepsmote_jax.jobs.evaluate import evaluate_folder
 
 
@@ -22,10 +23,13 @@ def main(argv=None):
   p.add_argument("--target-recall", type=float, default=0.98)
   p.add_argument("--resize", default="resize", choices=["resize", "center_crop", "pad"])
   p.add_argument("--on-error", default="raise", choices=["raise", "skip"])
+  p.add_argument("--verbose", action="store_true", help="show the traceback of an error")
   args = p.parse_args(argv)
-  result = evaluate_folder(args.model, args.data, args.out, val_folder=args.val_data,
-                           positive_class=args.positive or None, target_recall=args.target_recall,
-                           resize=args.resize, on_error=args.on_error)
+  boundary.quiet_logs()
+  with boundary.user_errors(args.verbose):
+    result = evaluate_folder(args.model, args.data, args.out, val_folder=args.val_data,
+                             positive_class=args.positive or None, target_recall=args.target_recall,
+                             resize=args.resize, on_error=args.on_error)
   print(f"accuracy {result.get('accuracy')}, ACSA {result.get('acsa')}; report: {args.out}/report.md")
 
 

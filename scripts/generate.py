@@ -15,7 +15,8 @@ import json
 import sys
 import warnings
 
-from deepsmote_jax.jobs import generate
+from deepsmote_jax.jobs import boundary, generate
+from deepsmote_jax.data.elpv import load_elpv
 from deepsmote_jax.data.folder import load_image_folder
 from deepsmote_jax.data.image_io import ON_ERROR, RESIZE_POLICIES
 from deepsmote_jax.export import load_autoencoder
@@ -59,16 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--on-error", choices=ON_ERROR, default="raise", help="bad input images: raise or skip")
   parser.add_argument("--resize", choices=RESIZE_POLICIES, default="resize", help="resize policy when loading")
   parser.add_argument("--batch-size", type=int, default=256)
+  parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
   return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
   args = build_parser().parse_args(argv)
+  boundary.quiet_logs()
+  with boundary.user_errors(args.verbose):
+    return run(args)
+
+
+def run(args) -> dict:
   model, meta = load_autoencoder(args.model)
   spec = meta["spec"]
   size, channels = int(spec["image_size"]), int(spec["channels"])
   if args.elpv:
-    from deepsmote_jax.data.elpv import load_elpv  # pylint: disable=g-import-not-at-top
     image_set = load_elpv(size, channels, resize=args.resize)
     source_root = None
   else:
@@ -90,8 +97,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except ValueError as e:  # bad input: one clear line, no traceback
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  main()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepsmote_jax.data import folder
+from deepsmote_jax.data import image_io, patches
 from deepsmote_jax.data.folder import ImageSet, load_image_folder, save_image_folder
 
 
@@ -28,13 +28,13 @@ def _const(h, w, value, c=None):
 
 @pytest.fixture
 def mixed_folder(tmp_path):
-  """Two classes, every mode and format, sizes from 1x1 to 300x120, constant colours to check values."""
+  """Two classes, every mode and format, sizes from 3x3 to 300x120, constant colours to check values."""
   root = tmp_path / 'mixed'
   a, b = root / 'a', root / 'b'
   _save(a / 'gray.png', _const(30, 50, 90))
   _save(a / 'rgb.jpg', _const(64, 48, 0, 3) + np.array([90, 90, 90], np.uint8), quality=100)
-  _save(a / 'tiny.bmp', _const(1, 1, 200))
-  _save(a / 'thin.tif', _const(2, 7, 10))
+  _save(a / 'small.bmp', _const(3, 3, 200))  # upscaled, but not below image_size / 4 (1x1 would be)
+  _save(a / 'thin.tif', _const(3, 7, 10))
   im16 = Image.fromarray(np.full((20, 33), 32896, np.uint16))  # 32896 / 257 = 128; clipping would give 255
   assert im16.mode == 'I;16'
   im16.save(a / 'deep16.png')
@@ -55,16 +55,19 @@ def mixed_folder(tmp_path):
 
 
 def test_mixed_modes_and_sizes_to_gray(mixed_folder):
-  s = load_image_folder(mixed_folder, image_size=8, channels=1)
+  with pytest.warns(UserWarning, match=r'3 file\(s\) loaded with changes: 16-bit scaled.*: 2 .*alpha.*: 1'):
+    s = load_image_folder(mixed_folder, image_size=8, channels=1)
   assert s.images.shape == (11, 8, 8, 1) and s.images.dtype == np.uint8 and s.labels.dtype == np.int32
   assert s.class_names == ['a', 'b']
   assert s.counts() == {'a': 6, 'b': 5}
   assert s.files[:2] == [os.path.join('a', 'deep16.png'), os.path.join('a', 'deep16.tif')]
   assert not s.skipped
+  assert sorted(s.notes) == [('a/deep16.png', image_io.NOTE_16BIT), ('a/deep16.tif', image_io.NOTE_16BIT),
+                             ('b/rgba.png', image_io.NOTE_ALPHA)]  # la.png is opaque: nothing lost, no note
   by_file = {f: img[..., 0] for f, img in zip(s.files, s.images)}
   assert (by_file['a/gray.png'] == 90).all()
   assert np.abs(by_file['a/rgb.jpg'].astype(int) - 90).max() <= 2
-  assert (by_file['a/tiny.bmp'] == 200).all()
+  assert (by_file['a/small.bmp'] == 200).all()
   assert (by_file['a/thin.tif'] == 10).all()
   assert (by_file['a/deep16.png'] == 128).all() and (by_file['a/deep16.tif'] == 128).all()
   assert (by_file['b/bilevel.png'] == 255).all()
@@ -75,6 +78,7 @@ def test_mixed_modes_and_sizes_to_gray(mixed_folder):
   assert rgba[0, 0] > 100 and (rgba[-1] == 0).all()  # alpha composited onto black
 
 
+@pytest.mark.filterwarnings('ignore:.*loaded with changes')
 def test_mixed_modes_to_rgb(mixed_folder):
   s = load_image_folder(mixed_folder, image_size=5, channels=3, num_workers=3)
   assert s.images.shape == (11, 5, 5, 3)
@@ -85,6 +89,7 @@ def test_mixed_modes_to_rgb(mixed_folder):
   assert np.abs(by_file['b/big.JPEG'].astype(int) - 77).max() <= 2
 
 
+@pytest.mark.filterwarnings('ignore:.*loaded with changes')
 def test_thread_count_does_not_change_result(mixed_folder):
   one = load_image_folder(mixed_folder, image_size=12, channels=3, num_workers=1)
   many = load_image_folder(mixed_folder, image_size=12, channels=3, num_workers=6)
@@ -119,6 +124,23 @@ def test_center_crop_rejects_small_images(tmp_path):
   assert s.files == ['x/ok.png'] and s.skipped[0][0] == 'x/small.png'
   # The other policies upscale small images.
   assert len(load_image_folder(root, image_size=32, channels=1, resize='pad')) == 2
+
+
+def test_patches_reject_tiny_images_and_keep_notes(tmp_path):
+  root = tmp_path / 'p'
+  rgba = np.zeros((20, 40, 4), np.uint8)
+  rgba[..., :3], rgba[..., 3] = 90, 255
+  rgba[:, :4, 3] = 0
+  _save(root / 'x' / 'wide.png', rgba)  # 2 tiles of 20x20, with a transparent strip: one note
+  _save(root / 'x' / 'dot.png', _const(4, 4, 1))  # 4 px < 20 / 4 = 5: mostly padding
+  spec = patches.TileSpec(size=20)
+  with pytest.raises(ValueError, match=r'dot.png.*4x4, far smaller than the 20x20'):
+    load_image_folder(root, image_size=10, channels=1, patches=spec)
+  with pytest.warns(UserWarning, match=r'skipped 1 file.*1 file\(s\) loaded with changes: alpha'):
+    s = load_image_folder(root, image_size=10, channels=1, patches=spec, on_error='skip')
+  assert s.files == ['x/wide.png#0_0', 'x/wide.png#0_20'] and s.skipped[0][0] == 'x/dot.png'
+  assert s.notes == [('x/wide.png', image_io.NOTE_ALPHA)]
+  assert s.subset([1]).notes == s.notes and s.subset([]).notes == []
 
 
 @pytest.fixture
@@ -204,17 +226,20 @@ def test_imageset_methods():
   rng = np.random.default_rng(0)
   imgs = rng.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
   s = ImageSet(imgs, [0, 1, 1, 0, 1, 1], ['ok', 'ng'], [f'{i}.png' for i in range(6)],
-               attrs={'group': np.arange(6)})
-  f = s.to_float()
-  assert f.dtype == np.float32 and f.min() >= -1 and f.max() <= 1
-  np.testing.assert_allclose(f, imgs / 127.5 - 1, atol=1e-6)
+               skipped=[('bad.png', 'empty file')], attrs={'group': np.arange(6)},
+               notes=[('0.png', 'alpha composited on black'), ('5.png', '16-bit scaled')])
+  assert not hasattr(s, 'to_float')  # the one uint8 <-> [-1, 1] conversion lives in models/pixels.py
   assert s.counts() == {'ok': 2, 'ng': 4}
   sub = s.subset([5, 0])
   assert sub.files == ['5.png', '0.png'] and list(sub.labels) == [1, 0] and list(sub.attrs['group']) == [5, 0]
+  assert sub.notes == s.notes and sub.skipped == s.skipped
   masked = s.subset(s.labels == 0)
   assert masked.files == ['0.png', '3.png']
+  assert masked.notes == [('0.png', 'alpha composited on black')]  # notes follow their images
+  assert masked.skipped == [('bad.png', 'empty file')]  # skipped is a record of the whole load
   both = sub.concat(masked)
   assert len(both) == 4 and both.counts() == {'ok': 3, 'ng': 1}
+  assert both.notes == sub.notes + masked.notes and len(both.skipped) == 2
   np.testing.assert_array_equal(both.images[2:], masked.images)
   with pytest.raises(ValueError, match='class names differ'):
     s.concat(ImageSet(imgs, np.zeros(6), ['a', 'b'], [''] * 6, attrs={'group': np.arange(6)}))

@@ -30,3 +30,38 @@ def test_load_rejects_missing_and_foreign_directories(tmp_path):
   (tmp_path / "other" / "meta.json").write_text(json.dumps({"format": "something-else"}))
   with pytest.raises(ValueError, match="not an exported deepsmote_jax autoencoder"):
     load_autoencoder(tmp_path / "other")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  return export_autoencoder(build_autoencoder("micro_16", seed=1), tmp_path_factory.mktemp("e") / "ae")
+
+
+def _copy(src, dst):
+  import shutil
+  shutil.copytree(src, dst)
+  return dst
+
+
+def test_damaged_exports_are_refused_naming_the_folder(exported, tmp_path):
+  corrupt = _copy(exported, tmp_path / "corrupt")
+  (corrupt / "meta.json").write_text("{not json")
+  with pytest.raises(ValueError, match=rf"{corrupt}/meta.json is corrupt"):
+    load_autoencoder(corrupt)
+  no_arrays = _copy(exported, tmp_path / "no_arrays")
+  import shutil
+  shutil.rmtree(no_arrays / "arrays")
+  with pytest.raises(ValueError, match=rf"{no_arrays}: the arrays/ folder is missing"):
+    load_autoencoder(no_arrays)
+  # meta.json says latent 9, the arrays hold latent 8: refused before any array is read.
+  other_spec = _copy(exported, tmp_path / "other_spec")
+  meta = json.loads((other_spec / "meta.json").read_text())
+  meta["spec"]["latent_dim"] = 9
+  (other_spec / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match=rf"{other_spec}: the stored arrays do not match its meta.json: .*expected"):
+    load_autoencoder(other_spec)
+  broken_table = _copy(exported, tmp_path / "broken_table")
+  meta["spec"] = {"name": "x"}
+  (broken_table / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="layer table is damaged"):
+    load_autoencoder(broken_table)

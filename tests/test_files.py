@@ -33,3 +33,16 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
   with pytest.raises(OSError):
     files.atomic_write_text(path, "new")
   assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_temp_dirs_of_dead_processes_are_removed(tmp_path):
+  import subprocess
+  import sys
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  stale = tmp_path / f".out.tmp-{int(dead.stdout)}-abc"
+  stale.mkdir()
+  (stale / "half.png").write_text("x")
+  live = tmp_path / f".out.tmp-{__import__('os').getpid()}-xyz"   # this process: still running, kept
+  live.mkdir()
+  new = files.temp_dir_beside(tmp_path / "out")
+  assert new.is_dir() and not stale.exists() and live.exists()

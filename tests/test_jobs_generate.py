@@ -72,7 +72,7 @@ def _class_files(out):
 
 
 def _no_leftovers(parent, name):
-  return not [p.name for p in parent.iterdir() if p.name.startswith(f"{name}.tmp-") or p.name.startswith(f"{name}.old-")]
+  return not [p.name for p in parent.iterdir() if ".tmp-" in p.name or p.name.startswith(f"{name}.old-")]
 
 
 def _check_folder(out, summary, image_set, *, model_size=16, channels=1):
@@ -271,8 +271,13 @@ def test_script_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
   assert summary["counts_after"] == {"blowhole": 20, "crack": 20, "free": 20}
   originals = [r for r in rows if r["synthetic"] == "0"]
   assert len(originals) == 30 and all(r["file"].endswith(".jpg") for r in originals)  # copied as they are
-  with pytest.raises(ValueError, match="not empty"):
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:   # bad input: one line, exit code 2, no traceback
     generate_script.main(args)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not empty" in err[0]
+  with pytest.raises(ValueError, match="not empty"):   # --verbose keeps the exception (and its traceback)
+    generate_script.main(args + ["--verbose"])
   generate_script.main(args + ["--overwrite", "--sampling-strategy", '{"crack": 10}', "--copy-originals", "none"])
   assert json.loads((out / "summary.json").read_text())["counts_written"] == {"blowhole": 0, "crack": 6, "free": 0}
 

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import csv
 import json
+import pathlib
+import shutil
 
+import jax
 import numpy as np
 import pytest
 
-from deepsmote_jax import evaluation
+from deepsmote_jax import config_lib, evaluation, files
 from deepsmote_jax.data.folder import save_image_folder
+from deepsmote_jax.export import load_autoencoder
+from deepsmote_jax.jobs import pipeline, prepare_data, stage
 from deepsmote_jax.jobs.pipeline import run_pipeline, stage_names
+from deepsmote_jax.models.autoencoder import build_autoencoder
+from deepsmote_jax.train import loop
+from deepsmote_jax.train.autoencoder import AETrainConfig, train_autoencoder
 
 
 def _write_images(root, counts=(("NG", 14), ("OK", 40)), size=16, seed=0):
@@ -93,13 +101,70 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
 
   # Rerun after deleting one stage's output: that stage and the later ones are redone, earlier ones reused.
   before = _mtimes(work)
-  import shutil
   shutil.rmtree(work / "generate_reference")
   run_pipeline(config, work, progress=False)
   after = _mtimes(work)
   assert after["data"] == before["data"] and after["autoencoder_reference"] == before["autoencoder_reference"]
   for n in ("generate_reference", "classifiers", "report"):
     assert after[n] != before[n], n
+  _changed_settings_redo_from_the_first_changed_stage(config, work)
+  _killed_runs_continue_and_end_equal(config, work, tmp_path)
+
+
+def _changed_settings_redo_from_the_first_changed_stage(config, work):
+  """The plan, without running: a changed setting or input redoes from the first stage that reads it."""
+  def first_to_run(cfg):
+    plan = pipeline.stages(cfg, work)
+    first, _ = pipeline._plan_runs(plan, pipeline.records(cfg, plan), pathlib.Path(work))
+    return plan[first].name if first < len(plan) else None
+  assert first_to_run(config) is None   # unchanged: everything reused
+  cases = [("classifier.epochs", 3, "classifiers"), ("generate.k_neighbors", 3, "generate_reference"),
+           ("train.epochs", 3, "autoencoder_reference"), ("split.seed", 1, "data"),
+           ("pipeline.target_recall", 0.9, "report")]
+  for key, value, stage_name in cases:
+    changed = config.copy_and_resolve_references()
+    section, name = key.split(".")
+    changed[section][name] = value
+    assert first_to_run(changed) == stage_name, key
+  # A file added to the data folder changes the data stage's input fingerprint.
+  extra = pathlib.Path(config.data.root) / "OK" / "added.png"
+  shutil.copy(next((pathlib.Path(config.data.root) / "OK").glob("*.png")), extra)
+  try:
+    assert first_to_run(config) == "data"
+  finally:
+    extra.unlink()
+  assert first_to_run(config) is None
+
+
+def _killed_runs_continue_and_end_equal(config, work, tmp_path):
+  """A run killed mid-autoencoder (checkpoints, no DONE) continues from them; one killed mid-classifiers keeps
+  its finished runs; both end equal to the uninterrupted run in `work`."""
+  work2 = tmp_path / "killed"
+  shutil.copytree(work / "data", work2 / "data")
+  recs = pipeline.records(config, pipeline.stages(config, work2))
+  ae_dir = work2 / "autoencoder_reference"
+  files.atomic_write_json(ae_dir / stage.STARTED, {"record": recs["autoencoder_reference"]})
+  cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train", penalty="reference")
+  train = prepare_data.load_split(work2 / "data", "train")
+  train_autoencoder(build_autoencoder("micro_16", channels=1), train.images, train.labels, cfg,
+                    num_classes=len(train.class_names), workdir=str(ae_dir), checkpoint_every_steps=2,
+                    stop_after_steps=2, progress=False)   # what a kill after the first checkpoint leaves
+  run_pipeline(config, work2, progress=False, only="autoencoder_reference")
+  done = json.loads((ae_dir / stage.DONE).read_text())
+  assert done["resumed_from_step"] == 2 and done["steps"] > 2
+  a, _ = load_autoencoder(work / "autoencoder_reference" / "autoencoder")
+  b, _ = load_autoencoder(ae_dir / "autoencoder")
+  for x, y in zip(jax.tree.leaves(loop.split_model(a)[1:]), jax.tree.leaves(loop.split_model(b)[1:])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Mid-classifiers: DONE gone and one run unfinished (no run.json): only that run is retrained.
+  (work / "classifiers" / stage.DONE).unlink()
+  (work / "report" / stage.DONE).unlink()
+  (work / "classifiers" / "none_seed0" / "run.json").unlink()
+  report_before = json.loads((work / "report" / "report.json").read_text())["runs"]
+  run_pipeline(config, work, progress=False)
+  done = json.loads((work / "classifiers" / stage.DONE).read_text())
+  assert done["runs"] == 5 and done["kept_from_earlier"] == 4
+  assert json.loads((work / "report" / "report.json").read_text())["runs"] == report_before
 
 
 def test_bad_inputs_fail_with_clear_messages(tmp_path):
@@ -115,6 +180,33 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     run_pipeline(bad, tmp_path / "w3", progress=False)
   # A stage that failed half-way leaves no DONE marker, so the next run redoes it.
   assert not (tmp_path / "w2" / "data" / "DONE.json").exists()
+  # Every section is checked before the first stage runs, and the error names the setting.
+  for key, value, message in (("classifier.epochs", 0, "config.classifier.epochs must be >= 1, got 0"),
+                              ("train.penalty_sample_size", 0, "config.train.penalty_sample_size must be >= 1"),
+                              ("classifier.optimiser", "adam", r"config.classifier has unknown setting\(s\) \['optimiser'\]"),
+                              ("generate.kind", "smoat", "config.generate.kind='smoat'"),
+                              ("model.preset", "nope", "unknown autoencoder preset 'nope'")):
+    bad = tiny_config(root)
+    section, name = key.split(".")
+    bad[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      run_pipeline(bad, tmp_path / "w4", progress=False)
+    assert not (tmp_path / "w4").exists(), key   # nothing ran, nothing was created
+
+
+def test_command_line_errors_are_one_line_with_exit_code_2(tmp_path):
+  import subprocess
+  import sys
+  root = _write_images(tmp_path / "imgs")
+  cmd = [sys.executable, str(pathlib.Path(__file__).parents[1] / "scripts" / "run_pipeline.py"),
+         "--config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"), "--config.data.source=folder",
+         f"--config.data.root={root}", "--config.classifier.epochs=0", f"--workdir={tmp_path / 'w'}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1] == "error: config.classifier.epochs must be >= 1, got 0" and "Traceback" not in proc.stderr
+  proc = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_train_classifier_job_with_synthetic_images(tmp_path):
@@ -124,11 +216,11 @@ def test_train_classifier_job_with_synthetic_images(tmp_path):
   root = _write_images(tmp_path / "images")
   synth = tmp_path / "synthetic"
   imgs = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1)).astype(np.uint8)
-  files = save(imgs, np.array([0, 0, 0, 0]), ["NG", "OK"], synth)
+  written = save(imgs, np.array([0, 0, 0, 0]), ["NG", "OK"], synth)
   with (synth / "manifest.csv").open("w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["file", "class", "synthetic"])
-    w.writerows([[name, "NG", 1] for name in files])
+    w.writerows([[name, "NG", 1] for name in written])
   config = tiny_config(root)
   info = train_classifier_job(config, tmp_path / "work", method="class_weights", synthetic_dir=str(synth),
                               progress=False)
@@ -142,7 +234,6 @@ def test_train_classifier_job_with_synthetic_images(tmp_path):
 
 
 def test_stages_are_an_explicit_list_with_inputs(tmp_path):
-  import pathlib
   from deepsmote_jax.jobs.pipeline import stages
   config = tiny_config(tmp_path)
   config.pipeline.penalties = ("reference", "paper")
@@ -157,14 +248,37 @@ def test_stages_are_an_explicit_list_with_inputs(tmp_path):
 
 
 def test_stage_marks_done_only_when_finished(tmp_path):
-  from deepsmote_jax.jobs import stage
   out = tmp_path / "s"
   def boom(folder):
     (folder / "partial.txt").write_text("x")
     raise RuntimeError("killed")
   with pytest.raises(RuntimeError):
-    stage.run_stage(out, boom)
+    stage.run_stage(out, lambda folder, _: boom(folder))
   assert not stage.is_done(out)
-  info = stage.run_stage(out, lambda folder: {"n": 1})
+  info = stage.run_stage(out, lambda folder, _: {"n": 1})
   assert stage.is_done(out) and info == {"n": 1} and not (out / "partial.txt").exists()
   assert json.loads((out / stage.DONE).read_text())["n"] == 1
+
+
+def test_training_script_is_quiet_and_refuses_to_mix_runs(tmp_path):
+  """A training run's stderr holds progress, not third-party INFO logs; a second run into the same workdir
+  stops with one line until told to resume or overwrite."""
+  import subprocess
+  import sys
+  root = _write_images(tmp_path / "imgs")
+  repo = pathlib.Path(__file__).parents[1]
+  cmd = [sys.executable, str(repo / "scripts" / "train_autoencoder.py"), "--config", str(repo / "configs" / "default.py"),
+         "--config.data.source=folder", f"--config.data.root={root}", "--config.model.preset=micro_16",
+         "--config.train.epochs=2", "--config.train.batch_size=8", "--config.train.penalty_sample_size=8",
+         "--config.checkpoint.every_steps=2", f"--workdir={tmp_path / 'ae'}"]
+  env = {**__import__("os").environ, "DEEPSMOTE_JAX_CACHE": ""}
+  first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+  assert first.returncode == 0, first.stderr[-3000:]
+  lines = [line for line in first.stderr.replace("\r", "\n").splitlines() if line.strip()]
+  noisy = [line for line in lines if line.startswith(("I1", "I0", "INFO")) or "orbax" in line.lower()]
+  assert not noisy, noisy[:5]
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+  assert again.returncode == 2
+  assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--resume" in again.stderr
+  resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]

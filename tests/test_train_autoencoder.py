@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -135,6 +136,34 @@ def test_resume_equals_uninterrupted_and_same_seed_same_result(tmp_path):
   other = _train(tmp_path, "other", dataclasses.replace(CFG, seed=1), images, labels)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.state.params),
                                                        jax.tree.leaves(other.state.params)))
+
+
+def test_checkpoints_of_another_run_are_never_mixed(tmp_path):
+  images, labels = _images()
+  _train(tmp_path, "w", CFG, images, labels, checkpoint_every_steps=2, stop_after_steps=4)
+  metrics_before = (tmp_path / "w" / "metrics.jsonl").read_text()
+  # A fresh run into the same workdir refuses instead of mixing in the old checkpoints.
+  with pytest.raises(ValueError, match=r"holds the checkpoints of an earlier run \(latest step 4\)"):
+    _train(tmp_path, "w", CFG, images, labels)
+  # A resume must match the checkpoint's settings and data, and says what differs.
+  with pytest.raises(ValueError, match=r"cannot resume .*train.seed: 0 -> 1"):
+    _train(tmp_path, "w", dataclasses.replace(CFG, seed=1), images, labels, resume=True)
+  with pytest.raises(ValueError, match=r"cannot resume .*data: "):
+    _train(tmp_path, "w", CFG, images[::-1].copy(), labels, resume=True)
+  other_spec = MICRO.replace(latent_dim=9)
+  with pytest.raises(ValueError, match=r"cannot resume .*spec.latent_dim: 8 -> 9"):
+    ae.train_autoencoder(build_autoencoder(other_spec), images, labels, CFG, workdir=str(tmp_path / "w"),
+                         progress=False, resume=True)
+  assert (tmp_path / "w" / "metrics.jsonl").read_text() == metrics_before   # refusals touch nothing
+  # More epochs is a legitimate resume; --overwrite starts over and equals a fresh run.
+  longer = _train(tmp_path, "w", dataclasses.replace(CFG, epochs=3), images, labels, resume=True)
+  assert longer.summary["final_step"] == 9 and longer.summary["steps_run"] == 5
+  steps = [json.loads(line)["step"] for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(set(steps))   # no step logged twice across the resume
+  over = _train(tmp_path, "w", CFG, images, labels, overwrite=True)
+  fresh = _train(tmp_path, "fresh", CFG, images, labels)
+  for a, b in zip(jax.tree.leaves(over.state.params), jax.tree.leaves(fresh.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_mismatched_channels_and_bad_settings_fail_before_compiling():

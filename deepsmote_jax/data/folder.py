@@ -3,17 +3,33 @@
 `load_image_folder` decodes PNG/JPEG/BMP/TIFF files of any size and mode with Pillow in a thread pool
 (Pillow releases the GIL while decoding), converts them to 1 or 3 channels of uint8 and brings them to a
 square `image_size` by a resize policy. Bad input (missing folders, under-populated classes, corrupt,
-truncated, zero-byte or non-image files, images too small for `center_crop`) either raises a `ValueError`
-naming the file or folder (`on_error='raise'`) or is skipped, listed in `ImageSet.skipped` and summarised
-in one warning (`on_error='skip'`): never a crash deep inside Pillow halfway through a training run.
+truncated, zero-byte or non-image files, broken links, FIFOs, images too small for `center_crop` or far
+smaller than `image_size`, see `image_io.check_not_tiny`) either raises a `ValueError` naming the file or
+folder (`on_error='raise'`) or is skipped, listed in `ImageSet.skipped` and summarised in one warning
+(`on_error='skip'`): never a crash deep inside Pillow halfway through a training run. Lossy but usable
+conversions (transparency composited on black, 16-bit scaled to 8-bit, CMYK to RGB, ...) are listed in
+`ImageSet.notes` and counted in the same single warning.
+
+Links. Directory symlinks are followed (an image archive linked into a class folder is fine), but every
+folder is listed once, recognised by (st_dev, st_ino): a link to the folder itself or to an ancestor (the
+root included) is a loop, and a second path to an already listed folder is a repeat. An image file reached
+twice (two symlinks, a symlink and the real path, a hard link; within one class or across two) is a
+repeat as well. With `on_error='raise'` each is a ValueError naming the link (a loop) or both paths (a
+repeat); with 'skip' the loop or second path is not followed and is recorded in `skipped`. The copy kept
+is the one reached through the fewest links below the class folders (the real path beats a link; a class
+folder that is itself a link loses ties to a real one), then the first in class and path order, so a link
+from NG into OK never relabels OK images as NG.
 
 No TensorFlow here: this module only needs NumPy and Pillow.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import heapq
 import os
+import stat
 import warnings
 from typing import Any, Callable, Iterable, Sequence
 
@@ -37,8 +53,12 @@ class ImageSet:
     labels: int32 array (N,), indices into `class_names`.
     class_names: class of each label index.
     files: source of each image, relative to the loaded root (e.g. 'blowhole/exp1_num_3667.jpg').
-    skipped: (file, reason) of the inputs that were left out with `on_error='skip'`.
+    skipped: (file, reason) of the inputs that were left out with `on_error='skip'` (folders end in
+      '/'); a record of the whole load, copied by `subset` and joined by `concat`.
     attrs: optional per-image arrays of length N (e.g. ELPV cell type), kept aligned by `subset`/`concat`.
+    notes: (source file, what happened) for each lossy but accepted conversion of a loaded file (e.g.
+      'alpha composited on black'); they follow their images: `subset` keeps the notes of the files it
+      keeps (a patch '<file>#<y>_<x>' keeps the notes of '<file>'), `concat` joins them.
   """
   images: np.ndarray
   labels: np.ndarray
@@ -46,6 +66,7 @@ class ImageSet:
   files: list[str]
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
   attrs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  notes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def __post_init__(self):
     self.images = np.asarray(self.images)
@@ -55,6 +76,7 @@ class ImageSet:
     self.class_names = list(self.class_names)
     self.files = list(self.files)
     self.skipped = [tuple(s) for s in self.skipped]
+    self.notes = [tuple(s) for s in self.notes]
     self.attrs = {k: np.asarray(v) for k, v in self.attrs.items()}
     n = len(self.images)
     if len(self.labels) != n or len(self.files) != n:
@@ -76,10 +98,6 @@ class ImageSet:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.images.shape[1:])
 
-  def to_float(self) -> np.ndarray:
-    """Images as float32 in [-1, 1] (x / 127.5 - 1), the range of the decoder's tanh output."""
-    return self.images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-
   def counts(self) -> dict[str, int]:
     """Number of images per class name (every class listed, zero included)."""
     per_label = np.bincount(self.labels, minlength=len(self.class_names))
@@ -93,9 +111,10 @@ class ImageSet:
         raise ValueError(f'boolean mask of shape {idx.shape} for {len(self)} images')
       idx = np.flatnonzero(idx)
     idx = idx.astype(np.int64).reshape(-1)
+    files = [self.files[i] for i in idx]
     return ImageSet(images=self.images[idx], labels=self.labels[idx], class_names=self.class_names,
-                    files=[self.files[i] for i in idx], skipped=list(self.skipped),
-                    attrs={k: v[idx] for k, v in self.attrs.items()})
+                    files=files, skipped=list(self.skipped), attrs={k: v[idx] for k, v in self.attrs.items()},
+                    notes=_notes_of(self.notes, files))
 
   def concat(self, other: ImageSet) -> ImageSet:
     """This set followed by `other`; both must have the same class names, image shape and attrs keys."""
@@ -110,7 +129,14 @@ class ImageSet:
     return ImageSet(images=images, labels=np.concatenate([self.labels, other.labels]),
                     class_names=self.class_names, files=self.files + other.files,
                     skipped=self.skipped + other.skipped,
-                    attrs={k: np.concatenate([v, other.attrs[k]]) for k, v in self.attrs.items()})
+                    attrs={k: np.concatenate([v, other.attrs[k]]) for k, v in self.attrs.items()},
+                    notes=self.notes + other.notes)
+
+
+def _notes_of(notes: list[tuple[str, str]], files: Sequence[str]) -> list[tuple[str, str]]:
+  """The notes whose source file is among `files` (patches '<file>#<tag>' count for '<file>')."""
+  sources = set(files) | {f.rpartition('#')[0] for f in files if '#' in f}
+  return [n for n in notes if n[0] in sources]
 
 
 def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -120,17 +146,104 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
   return exts
 
 
-def _list_class_files(class_dir: str, extensions: tuple[str, ...]) -> list[str]:
-  """Image files under `class_dir` (recursively, hidden entries ignored), relative to it, sorted."""
-  found = []
-  for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-    rel_dir = os.path.relpath(dirpath, class_dir)
-    for name in filenames:
-      if name.startswith('.') or os.path.splitext(name)[1].lower() not in extensions:
+def _identity(st: os.stat_result, path: str) -> tuple:
+  """(st_dev, st_ino) of a file or folder; its resolved path where the file system reports no inode numbers."""
+  return (st.st_dev, st.st_ino) if st.st_ino else ('path', os.path.realpath(path))
+
+
+def _unresolved(entry: os.DirEntry, err: OSError) -> str:
+  """Why an entry cannot be stat'ed: a broken or cyclic symbolic link, or an unreadable file."""
+  if entry.is_symlink():
+    try:
+      target = repr(os.readlink(entry.path))
+    except OSError:
+      target = 'an unreadable target'
+    if isinstance(err, FileNotFoundError):
+      return f'broken symbolic link (to {target}, which does not exist)'
+    return f'symbolic link to {target} cannot be resolved ({err.strerror or err})'
+  return f'cannot read ({type(err).__name__}: {err.strerror or err})'
+
+
+def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
+          skip: bool) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+  """(files relative to root, labels, skipped) of the class folders, in class then path order.
+
+  Hidden entries are ignored; links are handled as the module docstring says. Problems (loops, repeats,
+  broken links, non-regular files, unreadable folders) raise a ValueError unless `skip`, which records
+  them as (path, reason) instead.
+  """
+  skipped: list[tuple[str, str]] = []
+
+  def problem(rel: str, reason: str) -> None:
+    if not skip:
+      raise ValueError(f'{os.path.join(root, rel)}: {reason} (on_error=\'skip\' leaves it out)')
+    skipped.append((rel, reason))
+
+  # Folders are listed in order of (links followed below the class folder, class folder is a link, label,
+  # path): the first listing of any folder, and of any file, is then its preferred one.
+  root_id = _identity(os.stat(root), root)
+  heap = [(0, int(os.path.islink(os.path.join(root, name))), label, name, ((root_id, '.'),))
+          for label, name in enumerate(class_names)]
+  heapq.heapify(heap)
+  listed: dict[tuple, str] = {}  # folder identity -> its first path
+  found: list[tuple[tuple[int, int, int, str], tuple]] = []  # (priority key, identity) of each image file
+  while heap:
+    links, class_link, label, rel, ancestors = heapq.heappop(heap)
+    path = os.path.join(root, rel)
+    try:
+      ident = _identity(os.stat(path), path)
+    except OSError as e:
+      problem(rel + '/', f'cannot read folder ({type(e).__name__}: {e.strerror or e})')
+      continue
+    loop = next((a_rel for a_id, a_rel in ancestors if a_id == ident), None)
+    if loop is not None:
+      where = 'the image folder root' if loop == '.' else repr(loop + '/')
+      problem(rel + '/', f'directory link loops back to {where}, which contains it')
+      continue
+    if ident in listed:
+      problem(rel + '/', f'same folder as {listed[ident] + "/"!r} (reached twice through a link)')
+      continue
+    listed[ident] = rel
+    try:
+      with os.scandir(path) as it:
+        entries = sorted((e for e in it if not e.name.startswith('.')), key=lambda e: e.name)
+    except OSError as e:
+      problem(rel + '/', f'cannot list folder ({type(e).__name__}: {e.strerror or e})')
+      continue
+    below = ancestors + ((ident, rel),)
+    for e in entries:
+      child = os.path.join(rel, e.name)
+      is_link = int(e.is_symlink())
+      ext = os.path.splitext(e.name)[1].lower()
+      try:
+        st = e.stat()  # follows links
+      except OSError as err:
+        if ext in extensions or not ext:  # an image, or maybe a folder (an unmounted archive): say so
+          problem(child, _unresolved(e, err))
         continue
-      found.append(name if rel_dir == '.' else os.path.join(rel_dir, name))
-  return sorted(found)
+      if stat.S_ISDIR(st.st_mode):
+        heapq.heappush(heap, (links + is_link, class_link, label, child, below))
+        continue
+      if ext not in extensions:
+        continue
+      if not stat.S_ISREG(st.st_mode):
+        problem(child, 'not a regular file (a FIFO, socket or device named like an image)')
+        continue
+      found.append(((links + is_link, class_link, label, child), _identity(st, e.path)))
+
+  first: dict[tuple, tuple[int, int, int, str]] = {}  # file identity -> key of the copy kept
+  for key, ident in found:
+    if ident not in first or key < first[ident]:
+      first[ident] = key
+  files, labels = [], []
+  for key, ident in sorted(found, key=lambda f: (f[0][2], f[0][3])):
+    kept = first[ident]
+    if kept != key:
+      problem(key[3], f'same file as {kept[3]!r} (reached twice through a symbolic or hard link)')
+      continue
+    files.append(key[3])
+    labels.append(key[2])
+  return files, labels, skipped
 
 
 def default_workers() -> int:
@@ -171,20 +284,26 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
   return out
 
 
-def _skip_warning(where: str, skipped: list[tuple[str, str]]) -> None:
-  shown = '; '.join(f'{f} ({r})' for f, r in skipped[:_MAX_LISTED])
-  more = f'; and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
-  warnings.warn(f'{where}: skipped {len(skipped)} file(s): {shown}{more}', stacklevel=3)
+def _summary_warning(where: str, skipped: list[tuple[str, str]], notes: list[tuple[str, str]]) -> None:
+  """One warning for a whole load: the skipped files (first few named) and the notes counted by kind."""
+  parts = []
+  if skipped:
+    shown = '; '.join(f'{f} ({r})' for f, r in skipped[:_MAX_LISTED])
+    more = f'; and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
+    parts.append(f'skipped {len(skipped)} file(s): {shown}{more}')
+  if notes:
+    example = {}
+    for f, what in notes:
+      example.setdefault(what, f)
+    counts = collections.Counter(what for _, what in notes)
+    kinds = '; '.join(f'{what}: {counts[what]} (e.g. {f})' for what, f in example.items())
+    parts.append(f'{len({f for f, _ in notes})} file(s) loaded with changes: {kinds}')
+  warnings.warn(f'{where}: ' + '. '.join(parts) + ' (details in ImageSet.skipped / ImageSet.notes)', stacklevel=3)
 
 
-def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None,
-                      extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> tuple[list[str], list[str], list[int]]:
-  """(class_names, files relative to root, labels) of a class-per-subfolder tree, without decoding.
-
-  Raises ValueError for a missing root, a root without class subfolders or a requested class folder that
-  does not exist. Files with other extensions and hidden entries are ignored.
-  """
-  root = os.fspath(root)
+def _list(root: str, classes: Sequence[str] | None, extensions: Iterable[str],
+          skip: bool) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
+  """`list_image_folder` plus the (path, reason) of the entries left out with `skip`."""
   exts = _normalise_extensions(extensions)
   if not os.path.exists(root):
     raise ValueError(f'image folder {root!r} does not exist')
@@ -205,11 +324,26 @@ def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
     missing = [c for c in class_names if not os.path.isdir(os.path.join(root, c))]
     if missing:
       raise ValueError(f'class folder(s) {missing} not found under {root!r} (found {subdirs})')
-  files, labels = [], []
-  for label, name in enumerate(class_names):
-    for rel in _list_class_files(os.path.join(root, name), exts):
-      files.append(os.path.join(name, rel))
-      labels.append(label)
+  files, labels, skipped = _scan(root, class_names, exts, skip)
+  return class_names, files, labels, skipped
+
+
+def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None,
+                      extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+                      on_error: str = 'raise') -> tuple[list[str], list[str], list[int]]:
+  """(class_names, files relative to root, labels) of a class-per-subfolder tree, without decoding.
+
+  Raises ValueError for a missing root, a root without class subfolders or a requested class folder that
+  does not exist. Files with other extensions and hidden entries are ignored. Link loops, files or
+  folders reached twice, broken links and non-regular files raise too, or with `on_error='skip'` are left
+  out with one warning (see the module docstring).
+  """
+  if on_error not in image_io.ON_ERROR:
+    raise ValueError(f'on_error must be one of {image_io.ON_ERROR}, got {on_error!r}')
+  root = os.fspath(root)
+  class_names, files, labels, skipped = _list(root, classes, extensions, on_error == 'skip')
+  if skipped:
+    _summary_warning(f'list_image_folder({root!r})', skipped, [])
   return class_names, files, labels
 
 
@@ -220,14 +354,17 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
   """Decode `root/<class>/<image>` into an `ImageSet` of uint8 (N, image_size, image_size, channels).
 
   Args:
-    root: folder with one subfolder per class (nested folders inside a class are included).
+    root: folder with one subfolder per class (nested folders inside a class are included, directory
+      links followed once each: loops and repeats are bad input, see the module docstring).
     image_size: side of the square output images.
     channels: 1 (grayscale) or 3 (RGB); every input mode is converted (see `image_io.to_8bit`).
     resize: 'resize' (stretch), 'center_crop' (shorter side to image_size, central square; smaller
       images are bad input) or 'pad' (longer side to image_size, black borders).
     on_error: 'raise' -> ValueError naming the first bad file/folder; 'skip' -> bad files (and classes
       left with fewer than `min_per_class` images, unless named in `classes`) are left out, listed in
-      `ImageSet.skipped` and summarised in a warning.
+      `ImageSet.skipped` and summarised in a warning. Tiny images (shorter side < image_size / 4, or a
+      single row/column; `image_io.check_not_tiny`) are bad files. Lossy conversions are never fatal:
+      they go to `ImageSet.notes` and the same one warning, under either setting.
     min_per_class: fewest usable images a class may have.
     classes: class folders to load, in label order; default all subfolders, sorted.
     extensions: file suffixes (case-insensitive) taken as images; other files are ignored.
@@ -236,14 +373,15 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
       gives several patches, named '<file>#<y>_<x>' in `files`.
 
   Returns:
-    The `ImageSet`, images in class order then sorted file order.
+    The `ImageSet`, images in class order then sorted file order; `skipped` lists folder problems first,
+    then undecodable files, then dropped classes.
   """
   image_io.check_settings(image_size, channels, resize, on_error)
   if min_per_class < 0:
     raise ValueError(f'min_per_class must be >= 0, got {min_per_class}')
   root = os.fspath(root)
-  class_names, files, labels = list_image_folder(root, classes=classes, extensions=extensions)
   skip = on_error == 'skip'
+  class_names, files, labels, skipped = _list(root, classes, extensions, skip)
   explicit = classes is not None
 
   # Classes that cannot reach min_per_class even before decoding.
@@ -253,14 +391,18 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
       raise ValueError(f'class folder {os.path.join(root, name)!r} has {counts[label]} image file(s), '
                        f'fewer than min_per_class={min_per_class}')
 
-  if patches is not None:
-    fn = lambda rel: patches_lib.extract_file_patches(root, rel, patches, image_size=image_size,
-                                                      channels=channels)
-  else:
-    fn = lambda rel: image_io.decode_image(os.path.join(root, rel), image_size, channels, resize)
+  def fn(rel):
+    notes: list[str] = []
+    if patches is not None:
+      out = patches_lib.extract_file_patches(root, rel, patches, image_size=image_size, channels=channels,
+                                             notes=notes)
+    else:
+      out = image_io.decode_image(os.path.join(root, rel), image_size, channels, resize, notes=notes)
+    return out, notes
+
   results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
 
-  skipped: list[tuple[str, str]] = []
+  notes: list[tuple[str, str]] = []
   out_images, out_labels, out_files = [], [], []
   for rel, label, (res, err) in zip(files, labels, results):
     if err is not None:
@@ -268,6 +410,8 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
         raise ValueError(f'{os.path.join(root, rel)}: {err}') from (None if isinstance(err, BadImageError) else err)
       skipped.append((rel, str(err)))
       continue
+    res, file_notes = res
+    notes.extend((rel, what) for what in dict.fromkeys(file_notes))
     if patches is None:
       out_images.append(res)
       out_labels.append(label)
@@ -299,10 +443,11 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
     class_names = [class_names[c] for c in keep]
 
   images = (np.stack(out_images) if out_images else np.zeros((0, image_size, image_size, channels), np.uint8))
-  if skipped:
-    _skip_warning(f'load_image_folder({root!r})', skipped)
+  notes = _notes_of(notes, out_files)
+  if skipped or notes:
+    _summary_warning(f'load_image_folder({root!r})', skipped, notes)
   return ImageSet(images=images, labels=np.asarray(out_labels, np.int32), class_names=class_names,
-                  files=out_files, skipped=skipped)
+                  files=out_files, skipped=skipped, notes=notes)
 
 
 def save_image_folder(images_uint8: np.ndarray, labels: Sequence[int] | np.ndarray, class_names: Sequence[str],

@@ -2,6 +2,12 @@
 
 Shared by the folder loader, mask-guided patches, ELPV, TFDS and the tf.data pipeline, so every source
 turns pixels into model input the same way. NumPy and Pillow only.
+
+Lossy but usable conversions (real transparency composited on black, 16-bit or float pixels scaled to
+8 bits, CMYK and other colour spaces converted to RGB, the first frame of a multi-frame file) are
+appended as short texts to an optional `notes` list so the caller can count and report them; lossless
+ones (palette, bilevel, opaque alpha, EXIF rotation) are not. Files far smaller than the target
+(`check_not_tiny`) are a `BadImageError`: stretched up they would be mostly invented pixels.
 """
 from __future__ import annotations
 
@@ -18,6 +24,13 @@ _RESAMPLE = Image.Resampling.BILINEAR
 # JPEGs are first decoded at a reduced DCT scale, but kept at least this many times the target size so the
 # final (antialiased) resize still sees enough pixels; the same rule as Pillow's `thumbnail`.
 _REDUCING_GAP = 2.0
+# A file whose shorter side is below 1/TINY_FACTOR of the target side is rejected (see `check_not_tiny`).
+TINY_FACTOR = 4
+
+NOTE_ALPHA = 'alpha composited on black'
+NOTE_16BIT = '16-bit scaled to 8-bit (x/257)'
+NOTE_FLOAT = 'float pixels scaled to 8-bit'
+NOTE_FRAMES = 'multi-frame file: first frame used'
 
 
 class BadImageError(ValueError):
@@ -32,23 +45,31 @@ def composite_on_black(im: Image.Image) -> Image.Image:
   return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out, 'L' if out.shape[-1] == 1 else 'RGB')
 
 
-def to_8bit(im: Image.Image, channels: int) -> Image.Image:
+def _note(notes: list[str] | None, text: str) -> None:
+  if notes is not None:
+    notes.append(text)
+
+
+def to_8bit(im: Image.Image, channels: int, notes: list[str] | None = None) -> Image.Image:
   """Any Pillow mode to 8-bit 'L' (channels=1) or 'RGB' (channels=3).
 
   16-bit and 32-bit integer images are scaled from [0, 65535] (not clipped at 255), float images from
   [0, 1] when their maximum is at most 1 and from [0, 255] otherwise; alpha is composited onto black;
-  palette images are expanded through their palette; colour to gray uses ITU-R 601 luma.
+  palette images are expanded through their palette; colour to gray uses ITU-R 601 luma. Lossy steps
+  are appended to `notes` (see the module docstring); alpha only when some pixel is transparent.
   """
   mode = im.mode
   if mode.startswith('I'):  # I;16, I;16B, I;16L, I;16N, I (e.g. 16-bit PNG/TIFF)
     a = np.asarray(im).astype(np.float64)
     a = np.clip(a, 0, 65535) / 257.0
     im = Image.fromarray(np.rint(a).astype(np.uint8), 'L')
+    _note(notes, NOTE_16BIT)
   elif mode == 'F':
     a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if a.size and a.max() <= 1.0:
       a = a * 255.0
     im = Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8), 'L')
+    _note(notes, NOTE_FLOAT)
   elif mode == '1':
     im = im.convert('L')
   elif mode in ('P', 'PA'):
@@ -57,8 +78,14 @@ def to_8bit(im: Image.Image, channels: int) -> Image.Image:
     im = im.convert('LA')
   elif mode not in ('L', 'RGB', 'RGBA', 'RGBa'):
     im = im.convert('RGB')  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+    _note(notes, f'{mode} converted to RGB')
   if im.mode in ('RGBA', 'RGBa', 'LA'):
-    im = composite_on_black(im.convert('RGBA' if im.mode == 'RGBa' else im.mode))
+    im = im.convert('RGBA' if im.mode == 'RGBa' else im.mode)
+    if im.getchannel('A').getextrema()[0] < 255:
+      im = composite_on_black(im)
+      _note(notes, NOTE_ALPHA)
+    else:  # opaque: dropping alpha changes nothing
+      im = im.convert('L' if im.mode == 'LA' else 'RGB')
   if channels == 1 and im.mode != 'L':
     im = im.convert('L')
   elif channels == 3 and im.mode != 'RGB':
@@ -97,22 +124,41 @@ def fit_image(im: Image.Image, image_size: int, resize: str) -> Image.Image:
   raise ValueError(f'resize must be one of {RESIZE_POLICIES}, got {resize!r}')
 
 
-def open_image(path: str, *, channels: int, draft_size: int | None = None) -> Image.Image:
+def check_not_tiny(size: tuple[int, int], target: int) -> None:
+  """Raises `BadImageError` for an image far smaller than the target square (the model's or a patch's side).
+
+  Tiny: the shorter side is below target / TINY_FACTOR (e.g. under 16 px for 64×64), or the image is a
+  single row or column (1×1 included) while the target is larger. Stretched or padded to the target such
+  an image is mostly invented pixels or border: a training sample in name only.
+  """
+  w, h = size
+  short = min(w, h)
+  if short * TINY_FACTOR < target or (short == 1 and target > 1):
+    raise BadImageError(f'image is {w}x{h}, far smaller than the {target}x{target} target '
+                        f'(shorter side {short} px < {target}/{TINY_FACTOR}): it would be mostly invented pixels')
+
+
+def open_image(path: str, *, channels: int, draft_size: int | None = None,
+               notes: list[str] | None = None) -> Image.Image:
   """Decode one file fully to an 8-bit 'L'/'RGB' image; any failure becomes a `BadImageError`.
 
-  `draft_size` lets JPEGs decode at a reduced DCT scale while staying >= 2 × draft_size on both sides.
-  EXIF orientation is applied; multi-frame files give their first frame.
+  `draft_size` lets JPEGs decode at a reduced DCT scale while staying >= 2 × draft_size on both sides
+  (never below draft_size, so `check_not_tiny` sees the same verdict). EXIF orientation is applied;
+  multi-frame files give their first frame. Lossy conversions are appended to `notes`.
   """
   try:
     if os.path.getsize(path) == 0:
       raise BadImageError('empty file (0 bytes)')
     with Image.open(path) as im:
+      if getattr(im, 'n_frames', 1) > 1:
+        im.seek(0)
+        _note(notes, NOTE_FRAMES)
       if draft_size and im.format == 'JPEG':
         target = int(draft_size * _REDUCING_GAP)
         im.draft(None, (target, target))
       im.load()
       im = ImageOps.exif_transpose(im)
-      return to_8bit(im, channels)
+      return to_8bit(im, channels, notes)
   except BadImageError:
     raise
   except Image.UnidentifiedImageError:
@@ -121,10 +167,15 @@ def open_image(path: str, *, channels: int, draft_size: int | None = None) -> Im
     raise BadImageError(f'cannot decode ({type(e).__name__}: {e})') from None
 
 
-def decode_image(path: str, image_size: int, channels: int, resize: str) -> np.ndarray:
-  """One file decoded and brought to image_size x image_size x channels uint8; failures are `BadImageError`."""
+def decode_image(path: str, image_size: int, channels: int, resize: str,
+                 notes: list[str] | None = None) -> np.ndarray:
+  """One file decoded and brought to image_size x image_size x channels uint8; failures are `BadImageError`.
+
+  Tiny files (`check_not_tiny`) are failures too; lossy conversions are appended to `notes`.
+  """
   try:
-    im = open_image(path, channels=channels, draft_size=image_size)
+    im = open_image(path, channels=channels, draft_size=image_size, notes=notes)
+    check_not_tiny(im.size, image_size)
     arr = np.asarray(fit_image(im, image_size, resize), dtype=np.uint8)
   except BadImageError:
     raise

@@ -157,10 +157,15 @@ def extract_patches(image: np.ndarray, spec: TileSpec | DefectCropSpec, *, size:
 
 
 def extract_file_patches(root: str, rel: str, spec: TileSpec | DefectCropSpec, *, image_size: int,
-                         channels: int) -> list[tuple[np.ndarray, str]]:
-  """Patches of `root/rel` as image_size×image_size×channels uint8 (resized if spec.size differs)."""
-  im = image_io.open_image(os.path.join(root, rel), channels=channels)
+                         channels: int, notes: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
+  """Patches of `root/rel` as image_size×image_size×channels uint8 (resized if spec.size differs).
+
+  An image far smaller than the patch (`image_io.check_not_tiny`) is a `BadImageError`: its patches would
+  be mostly black padding. Lossy conversions of the image (not of its mask) are appended to `notes`.
+  """
+  im = image_io.open_image(os.path.join(root, rel), channels=channels, notes=notes)
   size = spec.size or image_size
+  image_io.check_not_tiny(im.size, size)
   image = np.asarray(im, np.uint8).reshape(im.size[1], im.size[0], channels)
   mask = None
   if isinstance(spec, DefectCropSpec):

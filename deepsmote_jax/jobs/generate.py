@@ -220,8 +220,7 @@ def generate_dataset(
   t_resample = time.perf_counter()
   orig_paths, syn_paths = _output_paths(originals, res)   # decided (and checked for clashes) before writing
 
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+  tmp = files.temp_dir_beside(out)
   try:
     for c in class_names:
       (tmp / c).mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,12 @@
 """The main job: imbalanced images -> DeepSMOTE -> balanced set -> classifiers -> the with/without comparison.
 
 The job is an explicit list of stages (`stages`), each filling its own folder of the workdir and finished by
-an atomic `DONE.json` marker: `data` (load, split, make the training split scarce in NG),
+an atomic `DONE.json` marker holding the record of what built it (`stage.py`): `data` (load, split, make the training split scarce in NG),
 `autoencoder_<penalty>` (train + export), `generate_<penalty>` (latent SMOTE -> balanced dataset folder),
 `classifiers` (every method x seed: train, pick the best epoch on validation, predict validation and test),
-`report` (metrics, recall-first thresholds, tables, figures). A rerun skips finished stages; the first
-unfinished stage (a missing or half-written folder) and every stage after it are redone from scratch.
+`report` (metrics, recall-first thresholds, tables, figures). A rerun reuses a finished stage only while its
+settings and inputs are unchanged; from the first stage that changed or never finished, everything is
+redone (an unfinished autoencoder continues from its checkpoints, finished classifier runs are kept).
 
 Methods compared: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE on flattened pixels),
 `deepsmote` (one entry per penalty in `pipeline.penalties`).
@@ -18,14 +19,19 @@ import os
 import pathlib
 import shutil
 
-from deepsmote_jax import files
+from deepsmote_jax import config_lib, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import generate, prepare_data, report, stage
+from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import train_and_export
-from deepsmote_jax.jobs.train_classifier import BASELINES, sampling_strategy, train_one
-from deepsmote_jax.train.autoencoder import PENALTIES
+from deepsmote_jax.jobs.train_classifier import BASELINES, MODEL_KEYS, RUN_INFO, sampling_strategy, train_one
+from deepsmote_jax.models import presets
+from deepsmote_jax.models.classifiers import NAMES as classifier_names
+from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
+from deepsmote_jax.train.classifier import ClassifierTrainConfig
+from deepsmote_jax.train.loop import describe_changes
 
 METHODS = BASELINES + ("deepsmote",)
 
@@ -38,45 +44,60 @@ def method_names(config) -> list[str]:
   return names
 
 
-def _autoencoder(config, work: pathlib.Path, penalty: str, progress: bool, out: pathlib.Path) -> dict:
+def _autoencoder(config, work: pathlib.Path, penalty: str, progress: bool, out: pathlib.Path, resume: bool) -> dict:
   cfg = config.copy_and_resolve_references()
   cfg.train.penalty = penalty
-  summary = train_and_export(cfg, str(out), progress=progress,
+  summary = train_and_export(cfg, str(out), progress=progress, resume=resume,
                              image_set=prepare_data.load_split(work / "data", "train"))
-  return {"final_loss": summary.get("loss"), "steps": summary.get("final_step")}
+  return {"final_loss": summary.get("loss"), "steps": summary.get("final_step"),
+          "resumed_from_step": summary.get("start_step")}
 
 
-def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path) -> dict:
+def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resume: bool) -> dict:
   model, _ = load_autoencoder(work / f"autoencoder_{penalty}" / "autoencoder")
   g = config.generate
   summary = generate.generate_dataset(model, prepare_data.load_split(work / "data", "train"), out / "dataset",
                                       sampling_strategy=sampling_strategy(g.sampling_strategy),
                                       k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed),
-                                      copy_originals="png")
+                                      copy_originals="png", overwrite=True)
   return {"counts": summary.get("counts_after")}
 
 
-def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path) -> dict:
-  runs = {}
+def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path, resume: bool) -> dict:
+  """Every method x seed; on resume, runs that finished (their run.json written last) are kept."""
+  runs, kept = {}, 0
   for method in method_names(config):
     for seed in config.pipeline.seeds:
-      runs[f"{method}_seed{seed}"] = train_one(config, work, method, int(seed), out / f"{method}_seed{seed}",
-                                               progress=progress)
+      name = f"{method}_seed{seed}"
+      finished = out / name / RUN_INFO
+      if resume and finished.is_file():
+        runs[name], kept = json.loads(finished.read_text()), kept + 1
+        stage.log(f"classifier run {name}: finished earlier, kept")
+        continue
+      if (out / name).exists():
+        shutil.rmtree(out / name)
+      runs[name] = train_one(config, work, method, int(seed), out / name, progress=progress)
   files.atomic_write_json(out / "runs.json", runs)
-  return {"runs": len(runs)}
+  return {"runs": len(runs), "kept_from_earlier": kept}
 
 
 def stages(config, work: pathlib.Path, *, progress: bool = True, image_set: ImageSet | None = None) -> list[Stage]:
-  """The stages of `config`, in the order they run."""
+  """The stages of `config`, in the order they run, with what each reads."""
   penalties = list(config.pipeline.penalties) if "deepsmote" in config.pipeline.methods else []
-  out = [Stage("data", functools.partial(prepare_data.run, config, image_set=image_set))]
+  out = [Stage("data", lambda d, _: prepare_data.run(config, d, image_set=image_set),
+               settings=("model", "data", "split", "imbalance", "pipeline.positive_class"))]
   for p in penalties:
-    out += [Stage(f"autoencoder_{p}", functools.partial(_autoencoder, config, work, p, progress), ("data",)),
-            Stage(f"generate_{p}", functools.partial(_generate, config, work, p), ("data", f"autoencoder_{p}"))]
+    out += [Stage(f"autoencoder_{p}", functools.partial(_autoencoder, config, work, p, progress), ("data",),
+                  settings=("model", "train"), resumable=True),
+            Stage(f"generate_{p}", functools.partial(_generate, config, work, p), ("data", f"autoencoder_{p}"),
+                  settings=("generate",))]
   generated = tuple(f"generate_{p}" for p in penalties)
-  out.append(Stage("classifiers", functools.partial(_classifiers, config, work, progress), ("data",) + generated))
+  out.append(Stage("classifiers", functools.partial(_classifiers, config, work, progress), ("data",) + generated,
+                   settings=("classifier", "generate", "pipeline.methods", "pipeline.penalties", "pipeline.seeds",
+                             "pipeline.positive_class"), resumable=True))
   names = [s.name for s in out]
-  out.append(Stage("report", lambda d: report.run(config, work, d, names), ("data", "classifiers") + generated))
+  out.append(Stage("report", lambda d, _: report.run(config, work, d, names), ("data", "classifiers") + generated,
+                   settings=("pipeline",)))
   return out
 
 
@@ -84,7 +105,30 @@ def stage_names(config) -> list[str]:
   return [s.name for s in stages(config, pathlib.Path("."))]
 
 
-def validate_config(config) -> None:
+def _setting(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node.to_dict() if hasattr(node, "to_dict") else node
+
+
+def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dict[str, dict]:
+  """Each stage's record: its settings, its own inputs (the data stage: the image source) and the digests
+  of the records of the stages it reads."""
+  out: dict[str, dict] = {}
+  for s in plan:
+    rec = {"settings": files.json_safe({key: _setting(config, key) for key in s.settings}),
+           "upstream": {u: stage.digest(out[u]) for u in s.inputs}}
+    if s.name == "data":
+      rec["inputs"] = files.json_safe(prepare_data.source_fingerprint(config, image_set))
+    if s.name.startswith("autoencoder_"):
+      rec["settings"]["train"]["penalty"] = s.name.split("_", 1)[1]
+    out[s.name] = rec
+  return out
+
+
+def validate_config(config, *, image_set: ImageSet | None = None) -> None:
+  """Every section checked before the first stage runs; each error names `config.<section>.<key>`."""
   unknown = [m for m in config.pipeline.methods if m not in METHODS]
   if unknown:
     raise ValueError(f"config.pipeline.methods has unknown method(s) {unknown}; known: {list(METHODS)}")
@@ -93,31 +137,82 @@ def validate_config(config) -> None:
   bad = [p for p in config.pipeline.penalties if p not in PENALTIES]
   if bad:
     raise ValueError(f"config.pipeline.penalties has unknown penalty {bad}; known: {list(PENALTIES)}")
+  if not 0 < float(config.pipeline.target_recall) <= 1:
+    raise ValueError(f"config.pipeline.target_recall must be in (0, 1], got {config.pipeline.target_recall}")
+  try:
+    presets.validate(presets.get_preset(config.model.preset, channels=int(config.model.channels)))
+  except ValueError as e:
+    raise ValueError(f"config.model: {e}") from None
+  for p in config.pipeline.penalties:
+    config_lib.to_dataclass(AETrainConfig, config.train, "train", penalty=p)
+  config_lib.to_dataclass(ClassifierTrainConfig, config.classifier, "classifier", ignore=MODEL_KEYS)
+  if config.classifier.name not in classifier_names:
+    raise ValueError(f"config.classifier.name={config.classifier.name!r}: choose one of {list(classifier_names)}")
+  g = config.generate
+  if g.kind not in smote.KINDS:
+    raise ValueError(f"config.generate.kind={g.kind!r}: choose one of {smote.KINDS}")
+  if int(g.k_neighbors) < 1:
+    raise ValueError(f"config.generate.k_neighbors must be >= 1, got {g.k_neighbors}")
+  ratios = tuple(config.split.ratios)
+  if len(ratios) != 3 or min(ratios) < 0 or not sum(ratios) > 0:
+    raise ValueError(f"config.split.ratios must be three non-negative shares (train, validation, test), got {ratios}")
+  if float(config.imbalance.minority_ratio) < 0 or int(config.imbalance.ok_count) < 0:
+    raise ValueError("config.imbalance.ok_count and config.imbalance.minority_ratio must be >= 0")
+  if image_set is None and config.data.get("source", "folder") == "folder":
+    root = config.data.get("root") or ""
+    if not root:
+      raise ValueError("config.data.root is empty: set --config.data.root=/path/to/images (one subfolder per class)")
+    if not pathlib.Path(root).is_dir():
+      raise ValueError(f"config.data.root={root!r} is not a folder")
+
+
+def _plan_runs(plan: list[Stage], recs: dict[str, dict], work: pathlib.Path) -> tuple[int, bool]:
+  """(index of the first stage to run, whether it resumes its unfinished folder); says why."""
+  for i, s in enumerate(plan):
+    folder = work / s.name
+    done = stage.read_record(folder) if stage.is_done(folder) else None
+    if done == recs[s.name]:
+      stage.log(f"stage {s.name}: done earlier with the same settings and inputs, reused")
+      continue
+    if done is not None:
+      stage.log(f"stage {s.name}: redone, its settings or inputs changed: {describe_changes(done, recs[s.name])}")
+      return i, False
+    started = stage.read_record(folder, stage.STARTED) if folder.is_dir() else None
+    resume = s.resumable and started == recs[s.name]
+    if folder.is_dir():
+      stage.log(f"stage {s.name}: unfinished earlier; " + ("continuing it" if resume else "starting it over"))
+    return i, resume
+  return len(plan), False
 
 
 def run_pipeline(config, workdir: str | os.PathLike, *, progress: bool = True, only: str | None = None,
                  image_set: ImageSet | None = None) -> dict:
-  """Runs (or resumes) every stage; returns the report's summary. `only` runs one stage (its inputs must exist)."""
-  validate_config(config)
+  """Runs (or resumes) every stage; returns the report's summary. `only` runs one stage (its inputs must
+  exist) and invalidates the stages after it. One run per workdir at a time."""
+  validate_config(config, image_set=image_set)
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
-  plan = stages(config, work, progress=progress, image_set=image_set)
-  names = [s.name for s in plan]
-  if only is not None:
-    if only not in names:
-      raise ValueError(f"unknown stage {only!r}; stages of this config: {names}")
-    todo = [s for s in plan if s.name == only]
-  else:
-    first = next((i for i, s in enumerate(plan) if not stage.is_done(work / s.name)), len(plan))
-    for s in plan[:first]:
-      stage.log(f"stage {s.name}: done earlier, reused ({work / s.name})")
-    todo = plan[first:]
-    for s in todo:   # never build on a half-written or stale stage
-      if (work / s.name).exists():
-        shutil.rmtree(work / s.name)
-  for s in todo:
-    stage.run_stage(work / s.name, s.run)
-  return json.loads((work / "report" / "summary.json").read_text()) if stage.is_done(work / "report") else {}
+  with WorkdirLock(work):
+    plan = stages(config, work, progress=progress, image_set=image_set)
+    recs = records(config, plan, image_set)
+    names = [s.name for s in plan]
+    if only is not None:
+      if only not in names:
+        raise ValueError(f"unknown stage {only!r}; stages of this config: {names}")
+      i = names.index(only)
+      missing = [u for u in plan[i].inputs if not stage.is_done(work / u)]
+      if missing:
+        raise ValueError(f"stage {only!r} needs the finished stage(s) {missing} in {work}; run the pipeline first")
+      started = stage.read_record(work / only, stage.STARTED) if not stage.is_done(work / only) else None
+      todo, resume = [plan[i]], plan[i].resumable and started == recs[only]
+      for later in plan[i + 1:]:   # built on the old outputs: no longer valid
+        (work / later.name / stage.DONE).unlink(missing_ok=True)
+    else:
+      first, resume = _plan_runs(plan, recs, work)
+      todo = plan[first:]
+    for k, s in enumerate(todo):
+      stage.run_stage(work / s.name, s.run, recs[s.name], resume=resume and k == 0)
+    return json.loads((work / "report" / "summary.json").read_text()) if stage.is_done(work / "report") else {}
 
 
 def summary_text(summary: dict, workdir: str | os.PathLike) -> str:

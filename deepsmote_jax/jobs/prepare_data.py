@@ -5,14 +5,19 @@ these saved splits, so a test image never reaches the autoencoder or the synthet
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import os
 import pathlib
 
 import numpy as np
 
+from deepsmote_jax import files
 from deepsmote_jax.data import protocols, splits
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.models import presets
+from deepsmote_jax.train import loop
 
 SPLITS = ("train", "validation", "test")
 
@@ -48,19 +53,56 @@ def make_scarce(train: ImageSet, imbalance) -> ImageSet:
   return protocols.subsample_per_class(train, target, seed=int(imbalance.seed))
 
 
+def source_fingerprint(config, image_set: ImageSet | None = None) -> dict:
+  """What the data stage reads, summarised so that any change shows: for an image folder every file's
+  path, size and modification time (hashed, with counts); for an in-memory set its content hash."""
+  if image_set is not None:
+    return {"in_memory": loop.fingerprint(image_set.images, image_set.labels), "classes": image_set.class_names}
+  data = config.data
+  source = data.get("source", "folder")
+  if source == "elpv":
+    return {"source": "elpv", "package": importlib.metadata.version("elpv-dataset")}
+  if source == "tfds":
+    return {"source": "tfds", "name": data.get("name"), "split": data.get("split"), "data_dir": data.get("data_dir")}
+  root = pathlib.Path(data.get("root") or "")
+  if not root.is_dir():
+    raise ValueError(f"config.data.root={str(root)!r} is not a folder")
+  h, n_files, n_bytes = hashlib.sha256(), 0, 0
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+      path = pathlib.Path(dirpath) / name
+      try:
+        st = path.stat()
+      except OSError:
+        continue
+      h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+      n_files, n_bytes = n_files + 1, n_bytes + st.st_size
+  return {"source": "folder", "root": str(root.resolve()), "files": n_files, "bytes": n_bytes,
+          "digest": h.hexdigest()[:16]}
+
+
 def run(config, out: pathlib.Path, image_set: ImageSet | None = None) -> dict:
-  """Writes `<out>/{train,validation,test}.npz` and `split_manifest.json`; returns the class counts."""
+  """Writes `<out>/{train,validation,test}.npz`, `split_manifest.json` and `skipped.json` (inputs left
+  out with `data.on_error='skip'`, with reasons); returns the class counts and the number skipped."""
   ds = load_images(config, image_set)
+  files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in ds.skipped])
+  files.atomic_write_json(out / "input_notes.json", [{"file": f, "note": n} for f, n in ds.notes])
   ratios = tuple(config.split.ratios)
   if len(ratios) != 3:
     raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
   parts = splits.split_image_set(ds, ratios, seed=int(config.split.seed),
                                  group_pattern=config.split.group_pattern or None, names=SPLITS)
   parts["train"] = make_scarce(parts["train"], config.imbalance)
+  empty = [c for c, n in parts["train"].counts().items() if n == 0]
+  if empty:
+    raise ValueError(f"class(es) {empty} have no training image after the split (config.split.ratios={ratios}, "
+                     f"{ds.counts()} images in all): add images or remove the class")
   for name in SPLITS:
     save_split(out / f"{name}.npz", parts[name])
   splits.save_manifest(parts, out / "split_manifest.json")
-  return {"class_names": parts["train"].class_names, "counts": {n: parts[n].counts() for n in SPLITS}}
+  return {"class_names": parts["train"].class_names, "counts": {n: parts[n].counts() for n in SPLITS},
+          "skipped": len(ds.skipped), "converted_with_notes": len(ds.notes)}
 
 
 def save_split(path: pathlib.Path, s: ImageSet) -> None:

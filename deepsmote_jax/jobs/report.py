@@ -59,13 +59,18 @@ def _synthetic_figures(config, work: pathlib.Path, out: pathlib.Path) -> dict[st
   return figures
 
 
-def _markdown(config, work: pathlib.Path, results: dict, stage_times: dict, figures: dict) -> str:
+def _markdown(config, work: pathlib.Path, results: dict, stage_times: dict, figures: dict, skipped: list) -> str:
   train = prepare_data.load_split(work / "data", "train")
   test = prepare_data.load_split(work / "data", "test")
   md = [f"# DeepSMOTE comparison: {config.classifier.name} on {config.data.source} "
         f"{config.data.get('root') or ''}".rstrip(), "",
         f"Seeds: {list(config.pipeline.seeds)}; test set: {test.counts()}; "
-        f"training set (before oversampling): {train.counts()}.", "",
+        f"training set (before oversampling): {train.counts()}.", ""]
+  if skipped:
+    shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
+    md += [f"**{len(skipped)} input file(s) skipped** (`data.on_error='skip'`, listed in data/skipped.json): "
+           f"{shown}{' ...' if len(skipped) > 5 else ''}", ""]
+  md += [
         f"Recall-first threshold: chosen on the validation split for NG recall >= {config.pipeline.target_recall}.",
         "", evaluation.compare_table(results), "", "## Stage wall times (s)", "",
         "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
@@ -91,9 +96,11 @@ def run(config, work: pathlib.Path, out: pathlib.Path, stage_names: list[str]) -
   stage_times = {n: json.loads((work / n / stage.DONE).read_text())["wall_s"] for n in stage_names
                  if stage.is_done(work / n)}
   figures = _synthetic_figures(config, work, out)
-  files.atomic_write_text(out / "report.md", _markdown(config, work, results, stage_times, figures))
+  skipped_file = work / "data" / "skipped.json"
+  skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
+  files.atomic_write_text(out / "report.md", _markdown(config, work, results, stage_times, figures, skipped))
   summary = {"methods": {m: headline(rs) for m, rs in results.items()}, "stage_wall_s": stage_times,
-             "runs": list(per_run), "figures": figures}
+             "runs": list(per_run), "figures": figures, "skipped_inputs": len(skipped)}
   files.atomic_write_json(out / "report.json", {"summary": summary, "runs": per_run})
   files.atomic_write_json(out / "summary.json", summary)
   return {"methods": list(results)}

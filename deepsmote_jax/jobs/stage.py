@@ -1,11 +1,18 @@
-"""A pipeline stage: a named function that fills one folder of the workdir, finished by a DONE.json marker.
+"""A pipeline stage: a named function that fills one folder of the workdir, and the record of what built it.
 
-The marker is written last and atomically, so a folder without it is unfinished (killed, failed) and is
-redone from scratch, never built on.
+Each stage's record holds the config settings it reads, a fingerprint of its own inputs (the data stage:
+the image files) and the digests of the records of the stages it reads. `STARTED.json` is written when a
+stage starts and `DONE.json` (record, wall time, info) last and atomically, so:
+* a folder without DONE.json is unfinished (killed, failed): a resumable stage whose STARTED record still
+  matches continues from what it saved (checkpoints, finished runs); any other is redone from scratch;
+* a finished stage is reused only while its record equals the current one; otherwise it and every stage
+  after it are redone, and the differences are said.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import pathlib
 import shutil
 import time
@@ -14,33 +21,55 @@ from typing import Any, Callable
 from deepsmote_jax import files
 
 DONE = "DONE.json"
+STARTED = "STARTED.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """`run(out_dir) -> info` fills `<workdir>/<name>`; `inputs` are the stages whose folders it reads."""
+  """`run(out_dir, resume) -> info` fills `<workdir>/<name>`.
+
+  `inputs`: the stages whose folders it reads; `settings`: the config keys (sections or dotted keys) its
+  result depends on; `resumable`: it can continue an unfinished folder (resume=True) instead of restarting.
+  """
   name: str
-  run: Callable[[pathlib.Path], dict[str, Any] | None]
+  run: Callable[[pathlib.Path, bool], dict[str, Any] | None]
   inputs: tuple[str, ...] = ()
+  settings: tuple[str, ...] = ()
+  resumable: bool = False
 
 
 def log(msg: str) -> None:
   print(f"[pipeline] {msg}", flush=True)
 
 
+def digest(record: dict) -> str:
+  return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def is_done(folder: pathlib.Path) -> bool:
   return (folder / DONE).is_file()
 
 
-def run_stage(out: pathlib.Path, run: Callable[[pathlib.Path], dict[str, Any] | None]) -> dict:
-  """Runs `run` in a fresh `out` folder and marks it finished with DONE.json (stage name, wall time, info)."""
-  if out.exists():
+def read_record(folder: pathlib.Path, marker: str = DONE) -> dict | None:
+  """The record a marker holds (None if absent or unreadable)."""
+  try:
+    return json.loads((folder / marker).read_text()).get("record")
+  except (OSError, ValueError, AttributeError):
+    return None
+
+
+def run_stage(out: pathlib.Path, run: Callable[[pathlib.Path, bool], dict[str, Any] | None],
+              record: dict | None = None, *, resume: bool = False) -> dict:
+  """Runs `run` in `out` (a fresh folder unless `resume`) and marks it finished with DONE.json."""
+  if out.exists() and not resume:
     shutil.rmtree(out)
-  out.mkdir(parents=True)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / DONE).unlink(missing_ok=True)
+  files.atomic_write_json(out / STARTED, {"stage": out.name, "record": record})
   t0 = time.perf_counter()
-  log(f"stage {out.name}: running")
-  info = run(out) or {}
+  log(f"stage {out.name}: {'resuming' if resume else 'running'}")
+  info = run(out, resume) or {}
   wall = time.perf_counter() - t0
-  files.atomic_write_json(out / DONE, {"stage": out.name, "wall_s": wall, **info})
+  files.atomic_write_json(out / DONE, {"stage": out.name, "wall_s": wall, "record": record, **info})
   log(f"stage {out.name}: done in {wall:.1f} s")
   return info

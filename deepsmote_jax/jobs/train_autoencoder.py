@@ -9,19 +9,27 @@ import numpy as np
 from deepsmote_jax import config_lib, files, visualize
 from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.export import export_autoencoder
+from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.models import presets as presets_lib
 from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
 from deepsmote_jax.train.precision import compute_dtype
 
 
-def train_and_export(config, workdir: str, *, resume: bool = False, progress: bool = True,
+def train_and_export(config, workdir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
                      image_set=None) -> dict:
   """The `scripts/train_autoencoder.py` job: load data, train, checkpoint, export, write a reconstruction grid.
 
   Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
-  reconstructions.png (inputs beside eval-mode reconstructions), train_summary.json.
+  reconstructions.png (inputs beside eval-mode reconstructions), train_summary.json. The workdir is locked
+  for the run; checkpoints of another run there are refused unless `resume` (same settings and data) or
+  `overwrite`.
   """
+  with WorkdirLock(workdir):
+    return _train_and_export(config, pathlib.Path(workdir), resume, overwrite, progress, image_set)
+
+
+def _train_and_export(config, work: pathlib.Path, resume: bool, overwrite: bool, progress: bool, image_set) -> dict:
   train_cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train")
   spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
   presets_lib.validate(spec)
@@ -29,13 +37,11 @@ def train_and_export(config, workdir: str, *, resume: bool = False, progress: bo
   if image_set is None:
     image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
   _check_class_sizes(image_set)
-  work = pathlib.Path(workdir)
-  work.mkdir(parents=True, exist_ok=True)
   model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
   result = train_autoencoder(
       model, image_set.images, image_set.labels, train_cfg, num_classes=len(image_set.class_names),
       workdir=str(work), checkpoint_every_steps=int(config.checkpoint.every_steps),
-      keep_checkpoints=int(config.checkpoint.keep), resume=resume, progress=progress,
+      keep_checkpoints=int(config.checkpoint.keep), resume=resume, overwrite=overwrite, progress=progress,
       metadata={"preset": spec.name, "class_names": list(image_set.class_names)})
   export_dir = export_autoencoder(result.model, work / "autoencoder", class_names=image_set.class_names,
                                   extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary})

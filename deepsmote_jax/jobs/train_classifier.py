@@ -14,16 +14,18 @@ import time
 import jax
 import numpy as np
 
-from deepsmote_jax import config_lib, evaluation, smote
+from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import prepare_data, stage
+from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.train.classifier import ClassifierTrainConfig, predict_proba, train_classifier
 from deepsmote_jax.train.precision import compute_dtype
 
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
+RUN_INFO = "run.json"   # written last in a run's folder: the run finished
 # Keys of config.classifier that are not training settings.
 MODEL_KEYS = ("name", "kwargs")
 
@@ -101,12 +103,16 @@ def train_one(config, work: pathlib.Path, method: str, seed: int, run_dir: pathl
                     in_channels=int(in_channels), kwargs=kwargs,
                     extra={"step": result.summary["best_step"], tcfg.select_metric: result.summary["best_score"]})
   best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
-  np.savez(run_dir / "predictions.npz",
-           val_proba=predict_proba(best, val.images, in_channels=in_channels), val_labels=val.labels,
+  tmp = run_dir / "predictions.tmp.npz"
+  np.savez(tmp, val_proba=predict_proba(best, val.images, in_channels=in_channels), val_labels=val.labels,
            test_proba=predict_proba(best, test.images, in_channels=in_channels), test_labels=test.labels,
            class_names=np.array(class_names, dtype=object))
-  return {"method": method, "seed": int(seed), "train_counts": images.counts(),
+  os.replace(tmp, run_dir / "predictions.npz")
+  info = {"method": method, "seed": int(seed), "train_counts": images.counts(),
           "best_step": result.summary.get("best_step"), "wall_s": time.perf_counter() - t0}
+  files.atomic_write_json(run_dir / "train_summary.json", result.summary)
+  files.atomic_write_json(run_dir / RUN_INFO, info)
+  return info
 
 
 def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:
@@ -126,8 +132,14 @@ def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "n
     raise ValueError(f"method={method!r}: choose one of {BASELINES}")
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
+  with WorkdirLock(work):
+    return _train_classifier_job(config, work, method, seed, synthetic_dir, progress)
+
+
+def _train_classifier_job(config, work: pathlib.Path, method: str, seed: int, synthetic_dir: str | None,
+                          progress: bool) -> dict:
   if not stage.is_done(work / "data"):
-    stage.run_stage(work / "data", lambda out: prepare_data.run(config, out))
+    stage.run_stage(work / "data", lambda out, _: prepare_data.run(config, out))
   extra = None
   if synthetic_dir:
     train = prepare_data.load_split(work / "data", "train")

@@ -244,20 +244,27 @@ def prepare_training(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarr
 def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
                       num_classes: int | None = None, mesh=None, workdir: str | None = None,
                       checkpoint_every_steps: int = 0, keep_checkpoints: int = 3, resume: bool = False,
-                      progress: bool = True, stop_after_steps: int | None = None,
+                      overwrite: bool = False, progress: bool = True, stop_after_steps: int | None = None,
                       metadata: dict | None = None) -> AETrainResult:
   """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
 
   Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
-  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one.
+  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one,
+  which must come from the same model, settings and data (`epochs` may grow); `overwrite` discards
+  another run's checkpoints instead of refusing to mix with them.
   """
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
+  run_id = {"spec": dataclasses.asdict(model.spec),
+            "train": {k: v for k, v in dataclasses.asdict(setup.cfg).items() if k not in ("epochs", "steps_per_call")},
+            "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32))}
+  metadata = {**(metadata or {}), "run": run_id}
   cfg, plan, spec = setup.cfg, setup.plan, model.spec
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
   options = loop.RunOptions(
       total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
       checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, resume=resume,
-      images_per_step=cfg.batch_size + penalty_images, progress=progress, description=f"DeepSMOTE {spec.name}",
+      overwrite=overwrite, images_per_step=cfg.batch_size + penalty_images, progress=progress,
+      description=f"DeepSMOTE {spec.name}",
       stop_after_steps=stop_after_steps)
   state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
                             data=setup.data, mesh=setup.mesh, options=options, metadata=metadata)

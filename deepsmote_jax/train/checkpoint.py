@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from deepsmote_jax import files
+
 
 def to_saveable(tree) -> Any:
   """Any pytree of arrays -> nested dicts with string keys (Orbax-friendly, stable across versions)."""
@@ -63,6 +65,22 @@ class CheckpointManager:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def metadata(self, step: int) -> dict:
+    """The JSON metadata saved with checkpoint `step` ({} if none), read without restoring any array."""
+    path = self.directory / str(step) / "metadata" / "metadata"
+    try:
+      return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"checkpoint {self.directory / str(step)}: unreadable metadata ({e})") from None
+
+  def check_shapes(self, state_like, step: int) -> None:
+    """Raises ValueError naming the first arrays whose stored shape differs from `state_like`'s."""
+    stored = _stored_shapes(self.directory / str(step) / "state")
+    wanted = {k: tuple(np.shape(v)) for k, v in _flat(to_saveable(state_like)).items()}
+    problems = _shape_problems(stored, wanted)
+    if problems:
+      raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this model: " + "; ".join(problems))
+
   def save(self, step: int, state, *, metadata: dict | None = None, force: bool = False) -> None:
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(to_saveable(state)),
                                                      metadata=ocp.args.JsonSave(metadata or {})), force=force)
@@ -88,8 +106,7 @@ class CheckpointManager:
 def save_tree(path: str | os.PathLike, tree, *, meta: dict) -> pathlib.Path:
   """Writes `tree` (arrays) and `meta` (JSON) to the directory `path` atomically (tmp dir + rename)."""
   path = pathlib.Path(path).absolute()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+  tmp = files.temp_dir_beside(path)
   try:
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(tmp / "arrays", jax.device_get(to_saveable(tree)))
@@ -104,16 +121,65 @@ def save_tree(path: str | os.PathLike, tree, *, meta: dict) -> pathlib.Path:
   return path
 
 
-def load_tree(path: str | os.PathLike, like=None):
-  """Reads a directory written by `save_tree`; returns (tree, meta). With `like`, restores its structure."""
+def read_meta(path: str | os.PathLike) -> dict:
+  """`meta.json` of a directory written by `save_tree`; a missing or corrupt file is an error naming it."""
   path = pathlib.Path(path).absolute()
+  if not path.is_dir():
+    raise FileNotFoundError(f"exported model directory not found: {path}")
   meta_file = path / "meta.json"
   if not meta_file.is_file():
     raise FileNotFoundError(f"{path} is not an exported model directory (no meta.json)")
-  meta = json.loads(meta_file.read_text())
+  try:
+    meta = json.loads(meta_file.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{meta_file} is corrupt: {e}") from None
+  if not isinstance(meta, dict):
+    raise ValueError(f"{meta_file} is corrupt: not a JSON object")
+  return meta
+
+
+def load_tree(path: str | os.PathLike, like=None):
+  """Reads a directory written by `save_tree`; returns (tree, meta). With `like`, restores its structure.
+
+  The stored arrays are checked against `like` (names and shapes) before anything is restored, so an
+  export whose arrays are missing or disagree with its meta.json is refused with one message naming it.
+  """
+  path = pathlib.Path(path).absolute()
+  meta = read_meta(path)
+  if not (path / "arrays").is_dir():
+    raise ValueError(f"{path}: the arrays/ folder is missing (an incomplete or damaged export)")
+  if like is not None:
+    stored = _stored_shapes(path / "arrays")
+    problems = _shape_problems(stored, {k: tuple(np.shape(v)) for k, v in _flat(to_saveable(like)).items()})
+    if problems:
+      raise ValueError(f"{path}: the stored arrays do not match its meta.json: " + "; ".join(problems))
   with ocp.StandardCheckpointer() as ckptr:
     if like is not None:
       target = to_saveable(jax.tree.map(lambda x: np.zeros(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), like))
       saved = ckptr.restore(path / "arrays", target)
       return from_saveable(saved, like), meta
     return ckptr.restore(path / "arrays"), meta
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}/{k}" if prefix else str(k)
+    out.update(_flat(v, name) if isinstance(v, dict) else {name: v})
+  return out
+
+
+def _stored_shapes(directory: pathlib.Path) -> dict[str, tuple]:
+  """{array path: shape} of an Orbax array directory, from its metadata only (no array is read)."""
+  try:
+    tree = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+  except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged folders
+    raise ValueError(f"{directory}: cannot read the stored arrays ({type(e).__name__})") from None
+  return {k: tuple(v.shape) for k, v in _flat(tree).items()}
+
+
+def _shape_problems(stored: dict[str, tuple], wanted: dict[str, tuple], limit: int = 3) -> list[str]:
+  problems = [f"{k} is missing" for k in wanted if k not in stored]
+  problems += [f"{k} has shape {stored[k]}, expected {v}" for k, v in wanted.items() if k in stored and stored[k] != v]
+  problems += [f"{k} is not part of this model" for k in stored if k not in wanted]
+  return problems[:limit] + ([f"and {len(problems) - limit} more"] if len(problems) > limit else [])

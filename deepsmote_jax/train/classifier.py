@@ -298,7 +298,7 @@ class ValidationEval:
 def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
                      num_classes: int, val: tuple[np.ndarray, np.ndarray] | None = None, positive: int | None = None,
                      mesh=None, workdir: str | None = None, checkpoint_every_steps: int = 0, resume: bool = False,
-                     progress: bool = True, stream=None) -> ClassifierResult:
+                     overwrite: bool = False, progress: bool = True, stream=None) -> ClassifierResult:
   """Trains `model` on uint8 images; with `val`, scores each epoch on it and keeps the best model by
   `cfg.select_metric` (`best_model`; the final one is `model`). `workdir` gets metrics.jsonl and checkpoints.
 
@@ -310,6 +310,10 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   """
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
   cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
+  shapes = [d for v in jax.tree.leaves(setup.state.params) for d in (len(np.shape(v)), *np.shape(v))]
+  run_id = {"train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
+            "model": loop.fingerprint(np.asarray(shapes, np.int64)),
+            "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32))}
   best = {"score": -np.inf, "step": None, "variables": None}
   val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh) if val is not None else None
 
@@ -321,11 +325,11 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
     return {cfg.select_metric: score, "best": best["score"]}
 
   options = loop.RunOptions(total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
-                            checkpoint_every_steps=checkpoint_every_steps, resume=resume,
+                            checkpoint_every_steps=checkpoint_every_steps, resume=resume, overwrite=overwrite,
                             images_per_step=cfg.batch_size, progress=progress, description="classifier",
                             eval_every_steps=plan.steps_per_epoch if val is not None else 0)
   state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
-                            data=setup.data, mesh=setup.mesh, options=options,
+                            data=setup.data, mesh=setup.mesh, options=options, metadata={"run": run_id},
                             evaluate=evaluate if val is not None else None)
   final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
   best_model = final

@@ -14,10 +14,12 @@ Randomness is a function of (seed, step) only (`jax.random.fold_in`), and batche
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import pathlib
+import shutil
 import time
 from typing import Any, Callable, Iterator
 
@@ -28,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
 from deepsmote_jax.train import mesh as mesh_lib
 from deepsmote_jax.train.checkpoint import CheckpointManager
@@ -222,6 +225,7 @@ class RunOptions:
   description: str = "train"
   stop_after_steps: int | None = None    # stop early (as if killed) after this many steps; tests use it
   eval_every_steps: int = 0              # with `evaluate`: also at the end of the run
+  overwrite: bool = False                # start over in a workdir that holds another run's checkpoints
 
 
 def chunk_plan(start: int, total: int, k: int) -> Iterator[tuple[int, int]]:
@@ -234,17 +238,90 @@ def chunk_plan(start: int, total: int, k: int) -> Iterator[tuple[int, int]]:
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to `<workdir>/metrics.jsonl`."""
+  """Appends one JSON object per line to `<workdir>/metrics.jsonl`.
 
-  def __init__(self, workdir: str | None):
+  Records past `keep_until_step` (a run that starts fresh: 0; a resumed run: its restored step) are
+  dropped first, so a killed run's lines after its last checkpoint are not mixed into the resumed one.
+  """
+
+  def __init__(self, workdir: str | None, keep_until_step: int = 0):
     self.path = pathlib.Path(workdir) / "metrics.jsonl" if workdir else None
     if self.path:
       self.path.parent.mkdir(parents=True, exist_ok=True)
+      if self.path.exists():
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
 
   def write(self, record: dict) -> None:
     if self.path:
       with self.path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _open_checkpoints(state: TrainState, options: RunOptions, metadata: dict | None) -> CheckpointManager | None:
+  """The workdir's checkpoint manager, after making sure its checkpoints belong to this run.
+
+  Without `resume`, checkpoints of an earlier run are refused (or removed with `overwrite`), so two runs
+  never mix. With `resume`, the latest checkpoint must have been written with the same `metadata['run']`
+  (model, settings, data) and hold arrays of this model's shapes; every difference is named.
+  """
+  if not options.workdir:
+    return None
+  directory = pathlib.Path(options.workdir) / "checkpoints"
+  manager = CheckpointManager(directory, max_to_keep=options.keep_checkpoints)
+  latest = manager.latest_step()
+  if latest is None:
+    return manager
+  if not options.resume:
+    if not options.overwrite:
+      manager.close()
+      raise ValueError(f"{directory} holds the checkpoints of an earlier run (latest step {latest}); "
+                       "resume it (--resume) or start over (--overwrite)")
+    manager.close()
+    shutil.rmtree(directory)
+    return CheckpointManager(directory, max_to_keep=options.keep_checkpoints)
+  stored = manager.metadata(latest).get("run")
+  wanted = (metadata or {}).get("run")
+  wanted = None if wanted is None else json.loads(json.dumps(wanted))   # as stored: tuples become lists
+  if wanted is not None and stored != wanted:
+    manager.close()
+    raise ValueError(f"cannot resume from {directory}: it was trained with other settings or data: "
+                     + describe_changes(stored or {}, wanted))
+  try:
+    manager.check_shapes(state, latest)
+  except ValueError:
+    manager.close()
+    raise
+  return manager
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+  """A short content hash of arrays (shape, dtype and bytes): the identity of a run's training data."""
+  h = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.shape}{a.dtype}".encode())
+    h.update(a.data)
+  return h.hexdigest()[:16]
+
+
+def describe_changes(old: Any, new: Any, prefix: str = "") -> str:
+  """'a.b: 1 -> 2; c: added' for the leaves that differ between two JSON-like trees."""
+  changes = []
+  if isinstance(old, dict) and isinstance(new, dict):
+    for k in sorted(set(old) | set(new), key=str):
+      name = f"{prefix}.{k}" if prefix else str(k)
+      if k not in old:
+        changes.append(f"{name}: added")
+      elif k not in new:
+        changes.append(f"{name}: removed")
+      elif old[k] != new[k]:
+        changes.append(describe_changes(old[k], new[k], name))
+  elif old != new:
+    short = lambda v: (s if len(s := json.dumps(v)) <= 60 else s[:57] + "...")
+    changes.append(f"{prefix or 'value'}: {short(old)} -> {short(new)}")
+  return "; ".join(c for c in changes if c)
 
 
 def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, int], Any], key: jax.Array,
@@ -256,16 +333,12 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   `get_batches(first_step, n)` returns the host (NumPy) batches for steps [first_step, first_step + n),
   stacked on a leading axis; they are put on the mesh here. Returns the final state and a summary.
   """
-  from tqdm.auto import tqdm
-
-  manager = None
-  if options.workdir:
-    manager = CheckpointManager(pathlib.Path(options.workdir) / "checkpoints", max_to_keep=options.keep_checkpoints)
-    if options.resume and manager.latest_step() is not None:
-      state, _ = manager.restore(state)
+  manager = _open_checkpoints(state, options, metadata)
+  if manager is not None and options.resume and manager.latest_step() is not None:
+    state, _ = manager.restore(state)
   state = place_state(state, mesh)
   start = int(jax.device_get(state.step))
-  writer = MetricsWriter(options.workdir)
+  writer = MetricsWriter(options.workdir, keep_until_step=start)
   last_metrics: dict = {}
   seen = 0
   t_start = time.perf_counter()
@@ -306,7 +379,7 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
     if manager:
       manager.close()
   wall = time.perf_counter() - t_start
-  summary = {"final_step": final_step, "steps_run": seen, "wall_s": wall, **last_metrics}
+  summary = {"final_step": final_step, "start_step": start, "steps_run": seen, "wall_s": wall, **last_metrics}
   return state, summary
 
 
