@@ -50,3 +50,23 @@ def test_lock_is_held_only_inside_the_block(tmp_path):
       WorkdirLock(tmp_path).acquire()
   with WorkdirLock(tmp_path):
     pass
+
+
+def test_pipeline_and_training_jobs_take_the_lock(tmp_path):
+  """A second pipeline (or training job) started into a busy workdir stops at once, before any stage."""
+  from tests.test_jobs_pipeline import _write_images, tiny_config
+  from deepsmote_jax.jobs.pipeline import run_pipeline
+  from deepsmote_jax.jobs.train_autoencoder import train_and_export
+  root = _write_images(tmp_path / "images")
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    _fake_lock(tmp_path / "work", holder.pid)
+    with pytest.raises(WorkdirLocked, match=f"pid {holder.pid}"):
+      run_pipeline(tiny_config(root), tmp_path / "work", progress=False)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [LOCK_NAME]   # nothing ran
+    _fake_lock(tmp_path / "ae", holder.pid)
+    with pytest.raises(WorkdirLocked):
+      train_and_export(tiny_config(root), str(tmp_path / "ae"), progress=False)
+  finally:
+    holder.kill()
+    holder.wait()

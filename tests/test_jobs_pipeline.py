@@ -282,3 +282,13 @@ def test_training_script_is_quiet_and_refuses_to_mix_runs(tmp_path):
   assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--resume" in again.stderr
   resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_a_class_without_training_images_is_an_error(tmp_path):
+  root = _write_images(tmp_path / "imgs", counts=(("NG", 14), ("OK", 40), ("rare", 1)))
+  config = tiny_config(root)
+  config.data.min_per_class = 1
+  out = tmp_path / "data"
+  out.mkdir()
+  with pytest.raises(ValueError, match=r"class 'rare' has no images in split 'validation'"):
+    prepare_data.run(config, out)
