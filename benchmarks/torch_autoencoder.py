@@ -28,9 +28,9 @@ import contextlib
 import math
 import pathlib
 import random
-import statistics
 import sys
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +40,8 @@ from torch import nn
 if __package__ in (None, ""):  # run as `python benchmarks/torch_autoencoder.py`: make the repo importable
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from deepsmote_jax.models.presets import (AutoencoderSpec, conv_out, decoder_shapes, get_preset,
-                                          validate)
-
 from benchmarks import common
+from deepsmote_jax.models.presets import AutoencoderSpec, conv_out, get_preset, validate
 
 MODES = ("fp32", "bf16_cl", "compile", "compile_bf16_cl")
 PENALTIES = ("reference", "paper", "none")
@@ -82,7 +80,7 @@ class Decoder(nn.Module):
     in_c = c0
     for i, c in enumerate(spec.decoder):
       last = i == len(spec.decoder) - 1
-      out_c = spec.channels if last else c.features
+      out_c = spec.decoder_channels if last else c.features
       layers.append(nn.ConvTranspose2d(in_c, out_c, c.kernel, c.stride, c.padding, bias=True))
       layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out_c), nn.ReLU(True)]
       in_c = out_c
@@ -97,7 +95,7 @@ class Decoder(nn.Module):
 
 
 def build_torch_autoencoder(spec: AutoencoderSpec) -> tuple[Encoder, Decoder]:
-  """(encoder, decoder) for `spec`, both with `spec.channels` image channels, in train mode."""
+  """(encoder, decoder) for `spec`: `spec.channels` in, `spec.decoder_channels` out, in train mode."""
   validate(spec)
   return Encoder(spec), Decoder(spec)
 
@@ -266,6 +264,12 @@ def _permute(t: torch.Tensor, perm: torch.Tensor | Sequence[int] | None) -> torc
   return torch.roll(t, -1, 0) if perm is None else t[perm]
 
 
+def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+  """MSE with the target broadcast to the prediction's channels (a 1-channel image against a 3-channel
+  reconstruction, as the paper's Fig. 3 model), what F.mse_loss does with a broadcasting warning."""
+  return F.mse_loss(pred, target.expand_as(pred))
+
+
 def deepsmote_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, x_class: torch.Tensor | None = None,
                    *, reconstruction: bool = True, penalty: str = "reference",
                    perm: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
@@ -285,7 +289,7 @@ def deepsmote_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, x_cl
     raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
   if not reconstruction and penalty == "none":
     raise ValueError("reconstruction=False with penalty='none' leaves no loss")
-  loss = F.mse_loss(decoder(encoder(x)), x) if reconstruction else None
+  loss = _mse(decoder(encoder(x)), x) if reconstruction else None
   if penalty == "none":
     return loss
   if x_class is None:
@@ -293,9 +297,9 @@ def deepsmote_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, x_cl
   if penalty == "reference":
     with torch.no_grad():  # the released code: encoder(xclass).detach() (train mode: BN statistics update)
       codes = encoder(x_class)
-    pen = F.mse_loss(decoder(_permute(codes, perm)), _permute(x_class, perm))
+    pen = _mse(decoder(_permute(codes, perm)), _permute(x_class, perm))
   else:
-    pen = F.mse_loss(decoder(_permute(encoder(x_class), perm)), x_class)
+    pen = _mse(decoder(_permute(encoder(x_class), perm)), x_class)
   return pen if loss is None else loss + pen
 
 

@@ -7,7 +7,6 @@ directory is complete or absent.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 
@@ -32,7 +31,7 @@ def spec_from_dict(d: dict) -> AutoencoderSpec:
   return AutoencoderSpec(
       name=d["name"], image_size=int(d["image_size"]), channels=int(d["channels"]), latent_dim=int(d["latent_dim"]),
       encoder=tuple(ConvSpec(**c) for c in d["encoder"]), decoder_input=tuple(d["decoder_input"]),
-      decoder=tuple(ConvSpec(**c) for c in d["decoder"]))
+      decoder=tuple(ConvSpec(**c) for c in d["decoder"]), out_channels=d.get("out_channels"))
 
 
 def export_autoencoder(model: Autoencoder, path: str | os.PathLike, *, class_names: list[str] | None = None,

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
-from deepsmote_jax.models import presets
+from deepsmote_jax.models import layers, presets
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder, count_params, summary
 
 
@@ -34,8 +35,18 @@ def test_deepsmote_code_parameter_counts():
   assert count_params(mnist.encoder) == conv + bn + 512 * 300 + 300
   dec = (300 * 512 * 49 + 512 * 49) + (512 * 256 * 16 + 256 + 512) + (256 * 128 * 16 + 128 + 256) + (128 * 1 * 16 + 1)
   assert count_params(mnist.decoder) == dec
+  # CIFAR: the released code's "3d and 32 by 32" comment -- the last convolution 4x4 -> 1x1, 512 values.
   cifar = _abstract(presets.get_preset("deepsmote_cifar"))
-  assert count_params(cifar.encoder) == 3 * 64 * 16 + conv - 64 * 16 + bn + 2048 * 600 + 600
+  assert count_params(cifar.encoder) == 3 * 64 * 16 + conv - 64 * 16 + bn + 512 * 600 + 600
+
+
+def test_fig3_exactly_one_channel_in_three_out():
+  """The paper's Fig. 3 as printed: one model, 1-channel encoder (2,759,264) and 3-channel decoder (2,988,395)."""
+  model = _abstract(presets.get_preset("amoled_dent_200", channels=1, out_channels=3))
+  assert count_params(model.encoder) == 2_759_264 and count_params(model.decoder) == 2_988_395
+  x = jax.ShapeDtypeStruct((2, 200, 200, 1), jnp.float32)
+  y = nnx.eval_shape(lambda m, x: m(x, train=False), model, x)
+  assert y.shape == (2, 200, 200, 3)
 
 
 PAPER_SHAPES = {
@@ -89,3 +100,63 @@ def test_forward_runs_and_is_bounded():
   x = jax.random.uniform(jax.random.key(0), (3, 64, 64, 1), minval=-1, maxval=1)
   y = nnx.jit(lambda m, x: m(x, train=True))(model, x)
   assert y.shape == x.shape and float(jnp.abs(y).max()) <= 1.0
+
+
+@pytest.mark.parametrize("name,overrides", [("tiny_64", {}), ("deepsmote_mnist", {}),
+                                            ("amoled_dent_200", {"channels": 1})])
+def test_rewritten_convolutions_keep_parameters_values_and_gradients(monkeypatch, name, overrides):
+  """The encoder's convolutions go through `layers.conv_general_dilated` (1x1 output as a matrix product, CPU
+  gradients) and the decoder's through the rewritten `conv_transpose` (scatter form on the CPU): the parameter tree is the one the plain
+  `nnx.Conv` model has (exports load), and the train-mode output and every parameter gradient equal the
+  plain model's. Compared in float64 (the encoder and the decoder each on their own, as each casts its output
+  to float32): in float32 both differ from float64 by up to 1e-2 of a gradient's scale here (train-mode
+  BatchNorm over a few images amplifies rounding), which would hide a small error.
+  amoled_dent_200 covers both 1x1 special cases."""
+  def build(plain: bool):
+    with monkeypatch.context() as m:
+      if plain:
+        m.setattr(layers, "conv_general_dilated", jax.lax.conv_general_dilated)
+      return build_autoencoder(name, seed=3, **overrides)
+
+  old, new = build(True), build(False)
+  assert jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(new))) == \
+      jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(old)))
+  assert old.encoder.convs[0].conv_general_dilated is jax.lax.conv_general_dilated
+  assert new.encoder.convs[0].conv_general_dilated is layers.conv_general_dilated
+  spec = new.spec
+
+  def outputs_and_grads(model):
+    """Encoder and decoder separately (each casts its output to float32), train mode, float64 inside."""
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.tree.map(lambda v: v.astype(jnp.float64), state))
+    for _, module in nnx.iter_modules(model):
+      if hasattr(module, "dtype"):
+        module.dtype = jnp.float64
+    keys = jax.random.split(jax.random.key(1), 4)
+    x = jax.random.uniform(keys[0], (4, spec.image_size, spec.image_size, spec.channels), jnp.float64, -1, 1)
+    z = jax.random.normal(keys[1], (4, spec.latent_dim), jnp.float64)
+    ct_z = jax.random.normal(keys[2], (4, spec.latent_dim), jnp.float64)
+    ct_y = jax.random.normal(keys[3], x.shape, jnp.float64)
+
+    def loss(m):
+      code, image = m.encoder(x, train=True), m.decoder(z, train=True)
+      return jnp.vdot(code, ct_z) + jnp.vdot(image, ct_y), (code, image)
+    (_, outs), g = nnx.jit(lambda m: nnx.value_and_grad(loss, has_aux=True)(m))(model)
+    return outs, nnx.to_pure_dict(g)
+
+  with jax.enable_x64(True):
+    got = outputs_and_grads(new)
+    with monkeypatch.context() as m:
+      for rewrite in layers.FAST_PATHS:
+        m.setitem(layers.FAST_PATHS, rewrite, False)
+      want = outputs_and_grads(old)
+  for g, e in zip(got[0], want[0]):  # float32 outputs: equal up to the final rounding
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-6)
+  # A bias right before a train-mode BatchNorm has a gradient that is zero up to rounding: compare each leaf
+  # against its own scale, but no finer than 1e-6 of the largest gradient.
+  got, want = jax.tree.map(np.asarray, got), jax.tree.map(np.asarray, want)
+  overall = max(float(np.abs(e).max()) for e in jax.tree.leaves(want[1]))
+  for (path, g), (_, e) in zip(jax.tree_util.tree_leaves_with_path(got[1]), jax.tree_util.tree_leaves_with_path(want[1])):
+    assert g.dtype == np.float64
+    scale = max(float(np.abs(e).max()), 1e-6 * overall)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=0, atol=1e-9 * scale, err_msg=str(path))

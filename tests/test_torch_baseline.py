@@ -40,6 +40,11 @@ def test_param_counts_match_paper(name, enc_channels, dec_channels, n_enc, n_dec
   assert ta.count_params(decoder) == n_dec
 
 
+def test_fig3_in_one_model():
+  encoder, decoder = ta.build_torch_autoencoder(get_preset("amoled_dent_200", channels=1, out_channels=3))
+  assert ta.count_params(encoder) == 2_759_264 and ta.count_params(decoder) == 2_988_395
+
+
 def _record_shapes(module, kind):
   shapes, hooks = [], []
   for m in module.modules():

@@ -61,6 +61,7 @@ CASES = [
     ("tiny_64", get_preset("tiny_64"), 4, 5),
     ("tiny_64_rgb", get_preset("tiny_64", channels=3), 3, 4),
     ("deepsmote_mnist", get_preset("deepsmote_mnist"), 4, 4),
+    ("micro_16_1to3", get_preset("micro_16", out_channels=3), 4, 5),   # Fig. 3's 1 in / 3 out, target broadcast
 ]
 # (penalty, cyclic shift of the class sample): the released code's shift by one and a non-trivial one
 PENALTIES = [("none", 0), ("reference", 1), ("paper", 3)]
@@ -77,7 +78,7 @@ def _one_thread():
 
 # ---- shared weights and inputs -------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _abstract(spec: AutoencoderSpec):
   """(graphdef, params shapes, batch_stats shapes) without running (or compiling) the initialiser."""
   model = nnx.eval_shape(lambda: Autoencoder(spec, rngs=nnx.Rngs(0)))
@@ -341,19 +342,14 @@ def test_adam_step_matches(penalty):
         f"level skipped); optax on torch grads vs torch <= {worst_opt:.1e} lr; running mean diff <= {worst_mean:.1e}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="torch BatchNorm2d keeps the UNBIASED batch variance in running_var (x n/(n-1)), Flax "
-                          "BatchNorm the biased one; to be fixed in the JAX model (separate issue)")
 def test_running_var_matches_torch():
-  """After one reconstruction step each BatchNorm's running_var differs by exactly Bessel's correction:
+  """After one reconstruction step every BatchNorm's running_var equals PyTorch's unbiased one:
 
-      flax:  var' = 0.9 var + 0.1 v          torch: var' = 0.9 var + 0.1 v n / (n - 1)
+      plain Flax: var' = 0.9 var + 0.1 v          torch and this model: var' = 0.9 var + 0.1 v n / (n - 1)
 
   with v the biased batch variance and n = B*H*W the values per channel (64 and 256 here). running_var
-  starts at 0, so torch's value is exactly n/(n-1) times Flax's (1/63 and 1/255 apart: far above float32
-  noise). Where the two differ, that exact relation is checked first (any other difference is a real
-  failure, pytest.fail, not an xfail); the equality is what fails today (xfail) and passes (XPASS, strict:
-  reported as a failure, so remove the mark) once the JAX model keeps the unbiased variance.
+  starts at 0, so the biased value would be off by exactly (n-1)/n (1/63 and 1/255: far above float32
+  noise); that exact relation is reported when the two differ, so a regression says what it is.
   """
   _, spec, b, _ = CASES[0]  # micro_16: n = 4*4*4 = 64 (encoder), 4*8*8 = 256 (decoder)
   graphdef, params, stats = _random_weights(spec, seed=3)
@@ -373,11 +369,10 @@ def test_running_var_matches_torch():
   var_paths = [path for path in var_j if path[-1] == "var"]
   differ = [path for path in var_paths
             if not np.allclose(var_j[path], var_t[path], rtol=STAT_RTOL, atol=STAT_ATOL)]
-  for path in differ:  # today: the difference must be exactly the known one
-    n = sizes[(path[0], path[2])]
-    if not np.allclose(var_t[path], var_j[path] * n / (n - 1), rtol=1e-5, atol=0):
-      pytest.fail(f"{path}: torch running_var is not the Flax one times n/(n-1) = {n}/{n - 1}")
-  assert not differ, f"running_var differs (Bessel's correction) in {differ}"
+  biased = [path for path in differ
+            if np.allclose(var_t[path], var_j[path] * sizes[(path[0], path[2])] / (sizes[(path[0], path[2])] - 1),
+                           rtol=1e-5, atol=0)]
+  assert not differ, f"running_var differs in {differ} (of which the biased variance, Bessel missing: {biased})"
 
 
 def test_reference_penalty_gives_encoder_no_gradient_paper_does():

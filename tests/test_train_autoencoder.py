@@ -8,11 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from deepsmote_jax.data.folder import load_image_folder
 from deepsmote_jax import config_lib
-from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
+from deepsmote_jax.data.folder import load_image_folder
+from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.models.presets import AutoencoderSpec, ConvSpec
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import loop
@@ -197,3 +196,23 @@ def test_loss_falls_on_magnetic_tile(magnetic_tile, tmp_path):
   x = ds.images[keep].astype(np.float32) / 127.5 - 1
   recon = ae.decode_codes(result.model, ae.encode_images(result.model, ds.images[keep])).astype(np.float32) / 127.5 - 1
   assert np.mean((recon - x) ** 2) < np.mean((x - x.mean(axis=0)) ** 2)
+
+
+def test_one_channel_in_three_out_trains_with_the_target_broadcast(tmp_path):
+  """The paper's Fig. 3 layout (1 channel encoded, 3 decoded) trains: the grayscale target is broadcast to the
+  three output channels; generation gives images in the data's own channels."""
+  from deepsmote_jax.data.folder import ImageSet
+  from deepsmote_jax.jobs.generate import generate_dataset
+  images, labels = _images()
+  model = build_autoencoder(MICRO.replace(out_channels=3), seed=0)
+  result = ae.train_autoencoder(model, images, labels, CFG, progress=False)
+  assert np.isfinite(result.summary["loss"])
+  codes = ae.encode_images(result.model, images[:4])
+  assert ae.decode_codes(result.model, codes).shape == (4, 16, 16, 3)
+  ds = ImageSet(images=images, labels=labels, class_names=["A", "B", "C"], files=[f"{i}.png" for i in range(24)])
+  scarce = ds.subset(np.r_[np.flatnonzero(labels != 2), np.flatnonzero(labels == 2)[:4]])   # C: 4 of 8
+  summary = generate_dataset(result.model, scarce, tmp_path / "out", copy_originals="none")
+  assert summary["counts_new"] == {"A": 0, "B": 0, "C": 4}
+  from PIL import Image
+  modes = {Image.open(p).mode for p in (tmp_path / "out" / "C").glob("*.png")}
+  assert modes == {"L"} and len(list((tmp_path / "out" / "C").glob("*.png"))) == 4   # the data's 1 channel

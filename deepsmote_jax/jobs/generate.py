@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 import os
 import pathlib
 import shutil
@@ -30,8 +29,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from deepsmote_jax import files, smote
-from deepsmote_jax import visualize
+from deepsmote_jax import files, smote, visualize
 from deepsmote_jax.data.folder import ImageSet, save_image_folder
 from deepsmote_jax.train.autoencoder import decode_codes, encode_images
 
@@ -330,7 +328,7 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
   chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
   for start in range(0, len(samples), chunk):
     stop = min(start + chunk, len(samples))
-    images = decode_codes(model, samples[start:stop], batch_size=batch_size)
+    images = _to_channels(decode_codes(model, samples[start:stop], batch_size=batch_size), image_set.images.shape[-1])
     save_image_folder(images, [label_of[c] for c in syn_labels[start:stop]], class_names, tmp,
                       names=[os.path.basename(p) for p in syn_paths[start:stop]])
     for r in wanted.intersection(range(start, stop)):
@@ -338,6 +336,16 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
   for c, rows in grid_rows.items():
     _write_grid(tmp / "grids" / f"{c}.png", image_set.images[res.base[rows]],
                 np.stack([grid_images[r] for r in rows]), image_set.images[res.neighbor[rows]])
+
+
+def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+  """Decoded images in the data's channels: a decoder with other output channels (the paper's Fig. 3 decodes
+  3 from 1) gives the mean of its channels for grayscale data, or its one channel repeated for RGB data."""
+  if images.shape[-1] == channels:
+    return images
+  if channels == 1:
+    return np.rint(images.astype(np.float32).mean(-1, keepdims=True)).astype(np.uint8)
+  return np.repeat(images, channels, axis=-1)
 
 
 def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res) -> list[dict]:

@@ -1,8 +1,8 @@
 """DeepSMOTE encoder and decoder (Flax NNX), built from a layer table in `presets.py`.
 
 Parameters and BatchNorm statistics are float32; `dtype` sets the compute dtype (bfloat16 on accelerators).
-BatchNorm follows PyTorch's defaults (momentum 0.1 => Flax momentum 0.9, epsilon 1e-5), as in the released
-DeepSMOTE code. Images are NHWC floats in [-1, 1]; codes are float32 vectors of `latent_dim`.
+BatchNorm follows PyTorch (momentum 0.1 => Flax momentum 0.9, epsilon 1e-5, unbiased running variance), as
+in the released DeepSMOTE code. Images are NHWC floats in [-1, 1]; codes are float32 vectors of `latent_dim`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models import presets as presets_lib
+from deepsmote_jax.models.batch_norm import TorchBatchNorm
+from deepsmote_jax.models import layers
 from deepsmote_jax.models.layers import ConvTranspose
 from deepsmote_jax.models.presets import AutoencoderSpec
 
@@ -20,7 +22,11 @@ _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
 class Encoder(nnx.Module):
-  """Convolutions (no bias) + BatchNorm (from the 2nd on) + LeakyReLU(0.2), flatten, Linear -> latent."""
+  """Convolutions (no bias) + BatchNorm (from the 2nd on) + LeakyReLU(0.2), flatten, Linear -> latent.
+
+  The convolutions are `nnx.Conv` computed by `layers.conv_general_dilated` (a 1x1 output as one matrix
+  product; faster gradients on the CPU backend); parameters are nnx.Conv's own.
+  """
 
   def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.dtype = dtype
@@ -29,8 +35,8 @@ class Encoder(nnx.Module):
     for i, c in enumerate(spec.encoder):
       convs.append(nnx.Conv(c_in, c.features, (c.kernel, c.kernel), strides=c.stride,
                             padding=((c.padding, c.padding), (c.padding, c.padding)), use_bias=False,
-                            dtype=dtype, rngs=rngs))
-      norms.append(nnx.BatchNorm(c.features, dtype=dtype, rngs=rngs, **_BN) if i > 0 else None)
+                            dtype=dtype, conv_general_dilated=layers.conv_general_dilated, rngs=rngs))
+      norms.append(TorchBatchNorm(c.features, dtype=dtype, rngs=rngs, **_BN) if i > 0 else None)
       c_in = c.features
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
@@ -61,10 +67,10 @@ class Decoder(nnx.Module):
     c_in = self.input_shape[-1]
     for i, c in enumerate(spec.decoder):
       last = i == len(spec.decoder) - 1
-      c_out = spec.channels if last else c.features
+      c_out = spec.decoder_channels if last else c.features
       deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding,
                                    dtype=dtype, rngs=rngs))
-      norms.append(None if last else nnx.BatchNorm(c_out, dtype=dtype, rngs=rngs, **_BN))
+      norms.append(None if last else TorchBatchNorm(c_out, dtype=dtype, rngs=rngs, **_BN))
       c_in = c_out
     self.deconvs = nnx.List(deconvs)
     self.norms = nnx.List(norms)

@@ -14,20 +14,21 @@ stride-2 pad-1 convolutions on even sizes, 3×3 stride-2 pad-1 on odd sizes, a 4
 4×4 to 1×1), and every count is checked in `tests/test_autoencoder.py`:
 
 * Fig. 3 (200×200, latent 512): encoder 2,759,264 parameters with a 1-channel input (the first
-  convolution has 1×8×4×4 = 128 weights), decoder 2,988,395 with a 3-channel output. The table therefore
-  encodes grayscale and decodes RGB, which a reconstruction loss cannot train. The preset uses the same
-  number of channels on both sides, `channels` (default 3, the colour circuit crops of the paper; set 1
-  for grayscale data). `encoder_table(..., channels=1)` / `decoder_table(..., channels=3)` give the
-  figure's exact counts.
+  convolution has 1×8×4×4 = 128 weights), decoder 2,988,395 with a 3-channel output: the figure encodes
+  grayscale and decodes RGB. `get_preset('amoled_dent_200', channels=1, out_channels=3)` is that model
+  exactly (both totals in one model); it trains with the grayscale target broadcast to the three output
+  channels, as PyTorch's MSE broadcasts it. By default `out_channels` follows `channels` (default 3).
 * Fig. 5 (396×396×1, latent 1024): encoder 11,030,112, decoder 11,029,097.
 
-`deepsmote_mnist` (28×28×1, latent 300) and `deepsmote_cifar` (32×32×3, latent 600) follow the DeepSMOTE
-paper's released code (dim_h = 64).
+`deepsmote_mnist` (28×28×1, latent 300) is the DeepSMOTE paper's released code (dim_h = 64). The released
+code has no CIFAR model; `deepsmote_cifar` (32×32×3, latent 600) takes the encoder its own comment names
+for "3d and 32 by 32" (the fourth convolution 4×4 stride 1 without padding, 4×4 -> 1×1, so the Linear
+layer sees 512 values) and, as this project's variant, a decoder from a 9×9 map (9 -> 12 -> 15 -> 32).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,14 @@ class AutoencoderSpec:
   latent_dim: int
   encoder: tuple[ConvSpec, ...]
   decoder_input: tuple[int, int, int]  # (h, w, c) the decoder's Linear layer produces
-  decoder: tuple[ConvSpec, ...]        # the last entry's `features` is replaced by `channels`
+  decoder: tuple[ConvSpec, ...]        # the last entry's `features` is replaced by `decoder_channels`
+  out_channels: int | None = None      # decoder output channels; None: the same as `channels`
 
-  def replace(self, **changes) -> "AutoencoderSpec":
+  @property
+  def decoder_channels(self) -> int:
+    return self.out_channels or self.channels
+
+  def replace(self, **changes) -> AutoencoderSpec:
     return dataclasses.replace(self, **changes)
 
 
@@ -124,7 +130,7 @@ PRESETS: dict[str, AutoencoderSpec] = {
     # DeepSMOTE released code, CIFAR-10 / SVHN.
     "deepsmote_cifar": AutoencoderSpec(
         name="deepsmote_cifar", image_size=32, channels=3, latent_dim=600,
-        encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 2, 1)]),  # 16 8 4 2
+        encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 1, 0)]),  # 16 8 4 1
         decoder_input=(9, 9, 512),
         decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (3, 4, 2, 0)])),  # 12 15 32
     # A few-second CPU preset for tests and the default quick run (64x64).
@@ -161,19 +167,20 @@ def encoder_shapes(spec: AutoencoderSpec, channels: int | None = None) -> list[t
 
 
 def decoder_shapes(spec: AutoencoderSpec) -> list[tuple[int, int, int]]:
-  """(h, w, c) after each transposed convolution; the last has `spec.channels` channels."""
+  """(h, w, c) after each transposed convolution; the last has `spec.decoder_channels` channels."""
   h, w, _ = spec.decoder_input
   shapes = []
   for i, c in enumerate(spec.decoder):
     last = i == len(spec.decoder) - 1
     h, w = conv_transpose_out(h, c), conv_transpose_out(w, c)
-    shapes.append((h, w, spec.channels if last else c.features))
+    shapes.append((h, w, spec.decoder_channels if last else c.features))
   return shapes
 
 
 def validate(spec: AutoencoderSpec) -> None:
   """Raises ValueError (naming the setting) if the table cannot map image_size -> latent -> image_size."""
-  for name, value in (("image_size", spec.image_size), ("channels", spec.channels), ("latent_dim", spec.latent_dim)):
+  for name, value in (("image_size", spec.image_size), ("channels", spec.channels), ("latent_dim", spec.latent_dim),
+                      ("out_channels", spec.decoder_channels)):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"autoencoder preset {spec.name!r}: {name} must be a positive integer, got {value!r}")
   size = spec.image_size
