@@ -9,44 +9,65 @@ B reconstruction images plus B penalty images (penalty sample size = B). The JAX
 multi-step call (`steps_per_call` steps per call, lax.scan) timed with `block_until_ready`, median over
 repeats, compile excluded (reported separately). No TensorFlow is imported.
 """
+
 from __future__ import annotations
 
 import argparse
 import pathlib
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common, jax_steps  # noqa: E402
 from deepsmote_jax.models import presets  # noqa: E402
 from deepsmote_jax.models.autoencoder import build_autoencoder  # noqa: E402
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
-from deepsmote_jax.train import loop  # noqa: E402
 from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
 from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 
-def time_jax_step(spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty: str = "reference",
-                  num_classes: int = 2, seed: int = 0) -> dict:
+def time_jax_step(
+  spec,
+  batch_size: int,
+  *,
+  dtype: str,
+  steps_per_call: int,
+  repeats: int,
+  penalty: str = "reference",
+  num_classes: int = 2,
+  seed: int = 0,
+) -> dict:
   """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
   mesh = mesh_lib.make_mesh()
   rng = np.random.default_rng(seed)
   n = 2 * batch_size * num_classes
   images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
   labels = (np.arange(n) % num_classes).astype(np.int32)
-  cfg = ae.AETrainConfig(batch_size=batch_size, penalty=penalty, penalty_sample_size=batch_size,
-                         steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed)
+  cfg = ae.AETrainConfig(
+    batch_size=batch_size,
+    penalty=penalty,
+    penalty_sample_size=batch_size,
+    steps_per_call=steps_per_call,
+    compute_dtype=dtype,
+    seed=seed,
+  )
   model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
   setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
   loss = t.pop("metrics")["loss"]
-  return {"impl": f"jax {dtype}", "preset": spec.name, "channels": spec.channels, "batch": batch_size,
-          "img_per_s": 2 * batch_size / t["step_s"], "loss": loss, "loss_finite": bool(np.isfinite(loss)), **t}
+  return {
+    "impl": f"jax {dtype}",
+    "preset": spec.name,
+    "channels": spec.channels,
+    "batch": batch_size,
+    "img_per_s": 2 * batch_size / t["step_s"],
+    "loss": loss,
+    "loss_finite": bool(np.isfinite(loss)),
+    **t,
+  }
 
 
 def parse_case(text: str) -> tuple[str, int | None, int]:
@@ -61,19 +82,32 @@ def parse_case(text: str) -> tuple[str, int | None, int]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   cpu = jax.default_backend() == "cpu"
-  parser.add_argument("--presets", nargs="+", default=["tiny_64", "deepsmote_mnist"] if cpu else
-                      ["amoled_dent_200", "amoled_scratch_396"])
+  parser.add_argument(
+    "--presets", nargs="+", default=["tiny_64", "deepsmote_mnist"] if cpu else ["amoled_dent_200", "amoled_scratch_396"]
+  )
   parser.add_argument("--batch", nargs="+", type=int, default=[8] if cpu else [100, 256])
-  parser.add_argument("--cases", nargs="+", type=parse_case, default=None,
-                      help="preset:channels:batch entries (e.g. amoled_dent_200:3:256); replace --presets/--batch")
+  parser.add_argument(
+    "--cases",
+    nargs="+",
+    type=parse_case,
+    default=None,
+    help="preset:channels:batch entries (e.g. amoled_dent_200:3:256); replace --presets/--batch",
+  )
   parser.add_argument("--dtypes", nargs="+", default=["float32"] if cpu else ["bfloat16", "float32"])
   parser.add_argument("--steps-per-call", type=int, default=2 if cpu else 10)
   parser.add_argument("--repeats", type=int, default=3 if cpu else 10)
-  parser.add_argument("--torch-modes", nargs="*", default=["fp32"] if cpu else ["fp32", "bf16_cl"],
-                      help="PyTorch baselines to run beside (empty: none)")
+  parser.add_argument(
+    "--torch-modes",
+    nargs="*",
+    default=["fp32"] if cpu else ["fp32", "bf16_cl"],
+    help="PyTorch baselines to run beside (empty: none)",
+  )
   parser.add_argument("--torch-threads", type=int, default=None)
-  parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/...); "
-                      "a Markdown table is written beside it")
+  parser.add_argument(
+    "--json",
+    default=None,
+    help="write results here (default benchmarks/results/...); a Markdown table is written beside it",
+  )
   args = parser.parse_args(argv)
 
   cases = args.cases or [(name, None, b) for name in args.presets for b in args.batch]
@@ -84,40 +118,83 @@ def main(argv=None):
       try:
         rows.append(time_jax_step(spec, b, dtype=dtype, steps_per_call=args.steps_per_call, repeats=args.repeats))
       except Exception as e:  # noqa: BLE001 -- record and go on (e.g. out of memory at a large batch)
-        rows.append({"impl": f"jax {dtype}", "preset": name, "channels": spec.channels, "batch": b,
-                     "error": common.error_message(e)})
+        rows.append(
+          {
+            "impl": f"jax {dtype}",
+            "preset": name,
+            "channels": spec.channels,
+            "batch": b,
+            "error": common.error_message(e),
+          }
+        )
       print(rows[-1], flush=True)
     if args.torch_modes:
       try:
         from benchmarks import torch_autoencoder
       except ImportError as e:
-        rows.append({"impl": "torch", "preset": name, "channels": spec.channels, "batch": b,
-                     "error": f"torch not importable: {e}"})
+        rows.append(
+          {
+            "impl": "torch",
+            "preset": name,
+            "channels": spec.channels,
+            "batch": b,
+            "error": f"torch not importable: {e}",
+          }
+        )
         print(rows[-1], flush=True)
         continue
       for mode in args.torch_modes:
-        r = torch_autoencoder.time_torch_step(spec, b, mode=mode, steps=args.repeats, warmup=2,
-                                             penalty_size=b, num_threads=args.torch_threads)
-        rows.append({"impl": f"torch {mode}", "preset": name, "channels": spec.channels, "batch": b,
-                     **{k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")},
-                     "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None})
+        r = torch_autoencoder.time_torch_step(
+          spec, b, mode=mode, steps=args.repeats, warmup=2, penalty_size=b, num_threads=args.torch_threads
+        )
+        rows.append(
+          {
+            "impl": f"torch {mode}",
+            "preset": name,
+            "channels": spec.channels,
+            "batch": b,
+            **{k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")},
+            "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None,
+          }
+        )
         print(rows[-1], flush=True)
   _add_speedups(rows)
   info = common.machine_info()
-  out = args.json or (pathlib.Path(__file__).parent / "results" /
-                      f"autoencoder_step_{info.get('jax_backend', jax.default_backend())}.json")
-  settings = {"images_per_step": "B reconstruction + B penalty images", "penalty": "reference",
-              "steps_per_call": args.steps_per_call, "repeats": args.repeats,
-              "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated"}
-  common.write_outputs(out, {"benchmark": "autoencoder_step", "machine": info, "settings": settings, "rows": rows},
-                       COLUMNS, "DeepSMOTE encoder/decoder training step: JAX beside PyTorch")
+  out = args.json or (
+    pathlib.Path(__file__).parent
+    / "results"
+    / f"autoencoder_step_{info.get('jax_backend', jax.default_backend())}.json"
+  )
+  settings = {
+    "images_per_step": "B reconstruction + B penalty images",
+    "penalty": "reference",
+    "steps_per_call": args.steps_per_call,
+    "repeats": args.repeats,
+    "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated",
+  }
+  common.write_outputs(
+    out,
+    {"benchmark": "autoencoder_step", "machine": info, "settings": settings, "rows": rows},
+    COLUMNS,
+    "DeepSMOTE encoder/decoder training step: JAX beside PyTorch",
+  )
   common.print_table(rows, COLUMNS)
   print(f"wrote {out}")
   return rows
 
 
-COLUMNS = ["preset", "channels", "batch", "impl", "img_per_s", "vs_best_torch", "step_s", "compile_s", "peak_mib",
-           "error"]
+COLUMNS = [
+  "preset",
+  "channels",
+  "batch",
+  "impl",
+  "img_per_s",
+  "vs_best_torch",
+  "step_s",
+  "compile_s",
+  "peak_mib",
+  "error",
+]
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -125,8 +202,13 @@ def _add_speedups(rows: list[dict]) -> None:
   for r in rows:
     if not r["impl"].startswith("jax") or not r.get("img_per_s"):
       continue
-    torch_rows = [t.get("img_per_s") for t in rows if t["impl"].startswith("torch") and t.get("img_per_s")
-                  and (t["preset"], t["channels"], t["batch"]) == (r["preset"], r["channels"], r["batch"])]
+    torch_rows = [
+      t.get("img_per_s")
+      for t in rows
+      if t["impl"].startswith("torch")
+      and t.get("img_per_s")
+      and (t["preset"], t["channels"], t["batch"]) == (r["preset"], r["channels"], r["batch"])
+    ]
     if torch_rows:
       r["vs_best_torch"] = r["img_per_s"] / max(torch_rows)
 

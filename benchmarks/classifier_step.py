@@ -7,6 +7,7 @@
 Images/s = batch / step time; the JAX step is the project's compiled multi-step call (lax.scan over
 `steps_per_call` steps, augmentation and masked cross-entropy included), compile excluded. No TensorFlow.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,29 +23,57 @@ import numpy as np  # noqa: E402
 from benchmarks import common, jax_steps  # noqa: E402
 from deepsmote_jax.models.classifiers import build_classifier  # noqa: E402
 from deepsmote_jax.train import classifier as cls  # noqa: E402
-from deepsmote_jax.train import loop  # noqa: E402
 from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
 from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 
-def time_jax_classifier(name: str, batch_size: int, image_size: int, *, dtype: str, steps_per_call: int,
-                        repeats: int, num_classes: int = 1000, seed: int = 0) -> dict:
+def time_jax_classifier(
+  name: str,
+  batch_size: int,
+  image_size: int,
+  *,
+  dtype: str,
+  steps_per_call: int,
+  repeats: int,
+  num_classes: int = 1000,
+  seed: int = 0,
+) -> dict:
   mesh = mesh_lib.make_mesh()
   rng = np.random.default_rng(seed)
   n = 2 * batch_size
   images = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
   labels = rng.integers(0, num_classes, n).astype(np.int32)
-  cfg = cls.ClassifierTrainConfig(batch_size=batch_size, steps_per_call=steps_per_call, compute_dtype=dtype,
-                                  optimizer="sgd", learning_rate=0.01, max_shift=0)
+  cfg = cls.ClassifierTrainConfig(
+    batch_size=batch_size,
+    steps_per_call=steps_per_call,
+    compute_dtype=dtype,
+    optimizer="sgd",
+    learning_rate=0.01,
+    max_shift=0,
+  )
   t0 = time.perf_counter()
-  model = build_classifier(name, num_classes, in_channels=3, image_size=image_size, dtype=compute_dtype(dtype),
-                           seed=seed, **({"aux_head": True} if name == "inception_v3" else {}))
+  model = build_classifier(
+    name,
+    num_classes,
+    in_channels=3,
+    image_size=image_size,
+    dtype=compute_dtype(dtype),
+    seed=seed,
+    **({"aux_head": True} if name == "inception_v3" else {}),
+  )
   init_s = time.perf_counter() - t0
   setup = cls.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
   t.pop("metrics")
-  return {"impl": f"jax {dtype}", "model": name, "batch": batch_size, "image_size": image_size,
-          "img_per_s": batch_size / t["step_s"], "init_s": init_s, **t}
+  return {
+    "impl": f"jax {dtype}",
+    "model": name,
+    "batch": batch_size,
+    "image_size": image_size,
+    "img_per_s": batch_size / t["step_s"],
+    "init_s": init_s,
+    **t,
+  }
 
 
 def main(argv=None):
@@ -64,8 +93,11 @@ def main(argv=None):
     for b in args.batch:
       for dtype in args.dtypes:
         try:
-          rows.append(time_jax_classifier(name, b, args.image_size, dtype=dtype, steps_per_call=args.steps_per_call,
-                                          repeats=args.repeats))
+          rows.append(
+            time_jax_classifier(
+              name, b, args.image_size, dtype=dtype, steps_per_call=args.steps_per_call, repeats=args.repeats
+            )
+          )
         except Exception as e:  # noqa: BLE001
           rows.append({"impl": f"jax {dtype}", "model": name, "batch": b, "error": common.error_message(e)})
         print(rows[-1], flush=True)
@@ -77,29 +109,62 @@ def main(argv=None):
           rows.append({"impl": "torch", "model": name, "batch": b, "error": f"torch not importable: {e}"})
           continue
         for mode in args.torch_modes:
-          r = torch_classifier.time_torch_classifier(torch_name, b, mode=mode, image_size=args.image_size,
-                                                     steps=args.repeats, warmup=2)
-          rows.append({"impl": f"torchvision {mode}", "model": name, "batch": b, "image_size": args.image_size,
-                       **{k: r.get(k) for k in ("step_s", "img_per_s", "error")},
-                       "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None})
+          r = torch_classifier.time_torch_classifier(
+            torch_name, b, mode=mode, image_size=args.image_size, steps=args.repeats, warmup=2
+          )
+          rows.append(
+            {
+              "impl": f"torchvision {mode}",
+              "model": name,
+              "batch": b,
+              "image_size": args.image_size,
+              **{k: r.get(k) for k in ("step_s", "img_per_s", "error")},
+              "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None,
+            }
+          )
           print(rows[-1], flush=True)
-  for r in rows:   # each JAX row against the best torchvision row of the same model and batch
-    best = [t["img_per_s"] for t in rows if t["impl"].startswith("torchvision") and t.get("img_per_s")
-            and (t["model"], t["batch"]) == (r["model"], r["batch"])]
+  for r in rows:  # each JAX row against the best torchvision row of the same model and batch
+    best = [
+      t["img_per_s"]
+      for t in rows
+      if t["impl"].startswith("torchvision")
+      and t.get("img_per_s")
+      and (t["model"], t["batch"]) == (r["model"], r["batch"])
+    ]
     if r["impl"].startswith("jax") and r.get("img_per_s") and best:
       r["vs_best_torch"] = r["img_per_s"] / max(best)
   info = common.machine_info()
-  out = args.json or (pathlib.Path(__file__).parent / "results" / f"classifier_step_{info.get('jax_backend', 'cpu')}.json")
-  settings = {"optimizer": "SGD momentum 0.9 (both)", "classes": 1000, "steps_per_call": args.steps_per_call,
-              "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated"}
-  common.write_outputs(out, {"benchmark": "classifier_step", "machine": info, "settings": settings, "rows": rows},
-                       COLUMNS, "Classifier training step: JAX beside torchvision")
+  out = args.json or (
+    pathlib.Path(__file__).parent / "results" / f"classifier_step_{info.get('jax_backend', 'cpu')}.json"
+  )
+  settings = {
+    "optimizer": "SGD momentum 0.9 (both)",
+    "classes": 1000,
+    "steps_per_call": args.steps_per_call,
+    "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated",
+  }
+  common.write_outputs(
+    out,
+    {"benchmark": "classifier_step", "machine": info, "settings": settings, "rows": rows},
+    COLUMNS,
+    "Classifier training step: JAX beside torchvision",
+  )
   common.print_table(rows, COLUMNS)
   print(f"wrote {out}")
 
 
-COLUMNS = ["model", "image_size", "batch", "impl", "img_per_s", "vs_best_torch", "step_s", "compile_s", "peak_mib",
-           "error"]
+COLUMNS = [
+  "model",
+  "image_size",
+  "batch",
+  "impl",
+  "img_per_s",
+  "vs_best_torch",
+  "step_s",
+  "compile_s",
+  "peak_mib",
+  "error",
+]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Nothing here imports JAX or PyTorch at module level, so the PyTorch baselines and the JAX benchmarks can
 both use it (and it imports on a machine that has only one of them).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 
 def _version(module_name: str) -> str | None:
@@ -30,12 +32,12 @@ def _version(module_name: str) -> str | None:
 def machine_info() -> dict[str, Any]:
   """Platform, CPU count, Python and library versions, and accelerator names (all imports guarded)."""
   info: dict[str, Any] = {
-      "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "platform": platform.platform(),
-      "machine": platform.machine(),
-      "processor": platform.processor() or None,
-      "cpu_count": os.cpu_count(),
-      "python": sys.version.split()[0],
+    "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "platform": platform.platform(),
+    "machine": platform.machine(),
+    "processor": platform.processor() or None,
+    "cpu_count": os.cpu_count(),
+    "python": sys.version.split()[0],
   }
   try:
     info["cpu_affinity"] = len(os.sched_getaffinity(0))
@@ -46,6 +48,7 @@ def machine_info() -> dict[str, Any]:
 
   try:
     import torch
+
     info["torch_cuda"] = torch.version.cuda
     info["torch_cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     info["torch_num_threads"] = torch.get_num_threads()
@@ -61,6 +64,7 @@ def machine_info() -> dict[str, Any]:
     info["gpus"] = gpus
   try:
     import jax
+
     devices = jax.devices()
     info["jax_backend"] = jax.default_backend()
     info["jax_devices"] = [getattr(d, "device_kind", str(d)) for d in devices]
@@ -75,8 +79,13 @@ def nvidia_smi() -> list[dict[str, str]]:
     return []
   fields = ("name", "driver_version", "memory.total")
   try:
-    out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=20, check=True).stdout
+    out = subprocess.run(
+      ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+      capture_output=True,
+      text=True,
+      timeout=20,
+      check=True,
+    ).stdout
   except (OSError, subprocess.SubprocessError):
     return []
   return [dict(zip(fields, (v.strip() for v in line.split(",")))) for line in out.splitlines() if line.strip()]
@@ -112,6 +121,7 @@ def jax_device_peak_mib() -> float | None:
   """The first JAX device's running peak of allocated memory (MiB), where the backend reports one (GPU/TPU)."""
   try:
     import jax
+
     stats = jax.devices()[0].memory_stats()
   except Exception:  # noqa: BLE001
     return None
@@ -120,8 +130,9 @@ def jax_device_peak_mib() -> float | None:
   return stats["peak_bytes_in_use"] / 2**20
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,
-               sync: Callable[[Any], Any] | None = None) -> list[float]:
+def time_calls(
+  fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1, sync: Callable[[Any], Any] | None = None
+) -> list[float]:
   """Seconds per call of `fn()`, one entry per repeat.
 
   Each repeat runs `fn` `inner` times, then `sync(last_result)` (e.g. `jax.block_until_ready`, or
@@ -150,6 +161,7 @@ def torch_case(result: dict[str, Any], device: Any, num_threads: int | None):
   """Runs one PyTorch baseline case: intra-op threads set for it (and restored), a failure recorded in
   `result['error']` instead of raised (a failing mode is a result), the CUDA cache emptied after."""
   import torch
+
   before = torch.get_num_threads()
   if num_threads:
     torch.set_num_threads(num_threads)
@@ -169,6 +181,7 @@ def time_torch_steps(step: Callable[[], Any], device: Any, *, warmup: int, steps
   """Times a PyTorch training step on `device`: median / min / max seconds per step, the last loss, and on
   CUDA the peak allocated memory (reset first). `step()` returns the detached loss tensor."""
   import torch
+
   cuda = getattr(device, "type", str(device)) == "cuda"
   sync = (lambda _: torch.cuda.synchronize(device)) if cuda else None
   if cuda:
@@ -180,15 +193,15 @@ def time_torch_steps(step: Callable[[], Any], device: Any, *, warmup: int, steps
     return last[0]
 
   times = time_calls(run, warmup=warmup, repeats=steps, inner=chunk, sync=sync)
-  out = {"step_s": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times),
-         "loss": float(last[0])}
+  out = {"step_s": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times), "loss": float(last[0])}
   if cuda:
     out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
   return out
 
 
-def median_time(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1,
-                sync: Callable[[Any], Any] | None = None) -> float:
+def median_time(
+  fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10, inner: int = 1, sync: Callable[[Any], Any] | None = None
+) -> float:
   """Median seconds per call of `fn()` after `warmup` excluded calls (see `time_calls`)."""
   return statistics.median(time_calls(fn, warmup=warmup, repeats=repeats, inner=inner, sync=sync))
 
@@ -257,8 +270,9 @@ def markdown_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> st
   return "\n".join(out)
 
 
-def write_outputs(json_path: str | os.PathLike, payload: dict[str, Any], columns: Sequence[str],
-                  title: str) -> pathlib.Path:
+def write_outputs(
+  json_path: str | os.PathLike, payload: dict[str, Any], columns: Sequence[str], title: str
+) -> pathlib.Path:
   """`payload` (with 'machine' and 'rows') as JSON, and beside it a Markdown page: title, machine, table.
 
   Both are written to temporary names and renamed, so a part killed mid-write never leaves a file that
@@ -266,10 +280,15 @@ def write_outputs(json_path: str | os.PathLike, payload: dict[str, Any], columns
   """
   json_path = pathlib.Path(json_path)
   info = payload.get("machine", {})
-  md = [f"# {title}", "",
-        f"Machine: {device_label(info)}; {info.get('platform', '?')}; date {info.get('date_utc', '?')}.",
-        "Versions: " + ", ".join(f"{k} {info[k]}" for k in ("python", "jax", "jaxlib", "flax", "torch", "torchvision")
-                                 if info.get(k)) + ".", ""]
+  md = [
+    f"# {title}",
+    "",
+    f"Machine: {device_label(info)}; {info.get('platform', '?')}; date {info.get('date_utc', '?')}.",
+    "Versions: "
+    + ", ".join(f"{k} {info[k]}" for k in ("python", "jax", "jaxlib", "flax", "torch", "torchvision") if info.get(k))
+    + ".",
+    "",
+  ]
   if payload.get("settings"):
     md += ["Settings: " + "; ".join(f"{k} = {v}" for k, v in payload["settings"].items()) + ".", ""]
   md += [markdown_table(payload.get("rows", []), columns), ""]

@@ -9,6 +9,7 @@
 
 Standard library only (it must run whatever else failed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,16 +30,26 @@ def record(work: pathlib.Path, part: str, name: str, status: str, rc: int, wall:
   log = work / f"{part}.log"
   tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
   if status == "ok" and not path.exists():
-    status = "failed"   # exit code 0 without a result is not a success
+    status = "failed"  # exit code 0 without a result is not a success
   entry = {"part": part, "name": name, "status": status, "exit_code": rc, "wall_s": wall, "limit_s": limit}
   if status != "ok":
     entry["log_tail"] = tail
     if not path.exists():
-      machine = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "gpus": common.nvidia_smi()}
-      common.write_json(path, {"benchmark": name, "status": status, "machine": machine, "rows": [],
-                               "error": f"part {part} {status} (exit code {rc}) after {wall} s",
-                               "log_tail": tail})
+      machine = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpus": common.nvidia_smi(),
+      }
+      common.write_json(
+        path,
+        {
+          "benchmark": name,
+          "status": status,
+          "machine": machine,
+          "rows": [],
+          "error": f"part {part} {status} (exit code {rc}) after {wall} s",
+          "log_tail": tail,
+        },
+      )
   with (work / "status.jsonl").open("a") as f:
     f.write(json.dumps(entry) + "\n")
 
@@ -70,27 +81,57 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
     best_t = max(torch_rows, key=lambda r: r["img_per_s"], default=None)
     ratio = best_j["img_per_s"] / best_t["img_per_s"] if best_j and best_t else None
     what = f"DeepSMOTE step {case[0]} x{case[1]}ch B={case[2]}"
-    result = (f"{_fmt(best_j and best_j['img_per_s'])} img/s ({best_j['impl'] if best_j else 'failed'}) vs "
-              f"{_fmt(best_t and best_t['img_per_s'])} ({best_t['impl'] if best_t else 'no baseline'})"
-              + (f" = {ratio:.2f}x" if ratio else ""))
-    lines.append({"part": "a", "what": what, "result": result, "target": ">= 3x best PyTorch",
-                  "met": _met(None if ratio is None else ratio >= 3, smoke)})
+    result = (
+      f"{_fmt(best_j and best_j['img_per_s'])} img/s ({best_j['impl'] if best_j else 'failed'}) vs "
+      f"{_fmt(best_t and best_t['img_per_s'])} ({best_t['impl'] if best_t else 'no baseline'})"
+      + (f" = {ratio:.2f}x" if ratio else "")
+    )
+    lines.append(
+      {
+        "part": "a",
+        "what": what,
+        "result": result,
+        "target": ">= 3x best PyTorch",
+        "met": _met(None if ratio is None else ratio >= 3, smoke),
+      }
+    )
   b = _load(work, "b").get("rows", [])
   steps = [r["steps_s"] for r in b if r.get("steps_s")]
   warm = next((r.get("job_wall_s") for r in b if r.get("run") == "warm cache"), None)
   cold = next((r.get("job_wall_s") for r in b if r.get("run") == "cold cache"), None)
   if b:
-    lines.append({"part": "b", "what": "paper run: 1,000 epochs, steps only", "result": _fmt(min(steps) if steps else None, " s"),
-                  "target": "<= 3 s", "met": _met(min(steps) <= 3 if steps else None, smoke)})
-    lines.append({"part": "b", "what": "paper run: wall, cold / warm cache", "result": f"{_fmt(cold, ' s')} / {_fmt(warm, ' s')}",
-                  "target": "warm <= 15 s", "met": _met(None if warm is None else warm <= 15, smoke)})
+    lines.append(
+      {
+        "part": "b",
+        "what": "paper run: 1,000 epochs, steps only",
+        "result": _fmt(min(steps) if steps else None, " s"),
+        "target": "<= 3 s",
+        "met": _met(min(steps) <= 3 if steps else None, smoke),
+      }
+    )
+    lines.append(
+      {
+        "part": "b",
+        "what": "paper run: wall, cold / warm cache",
+        "result": f"{_fmt(cold, ' s')} / {_fmt(warm, ' s')}",
+        "target": "warm <= 15 s",
+        "met": _met(None if warm is None else warm <= 15, smoke),
+      }
+    )
   c = [r for r in _load(work, "c").get("rows", []) if r.get("op") == "resample"]
   for r in c:
     if not r["impl"].startswith("deepsmote"):
       continue
     if r.get("error"):
-      lines.append({"part": "c", "what": f"SMOTE n={r['n']:,} d={r['d']}", "result": r["error"][:60], "target": "-",
-                    "met": _met(False, smoke)})
+      lines.append(
+        {
+          "part": "c",
+          "what": f"SMOTE n={r['n']:,} d={r['d']}",
+          "result": r["error"][:60],
+          "target": "-",
+          "met": _met(False, smoke),
+        }
+      )
       continue
     speed = r.get("speedup")
     result = f"{_fmt(r['median_s'], ' s')}" + (f", {speed:.1f}x imblearn" if speed else "")
@@ -98,8 +139,15 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
       target, ok = "<= 30 s", r["median_s"] <= 30
     else:
       target, ok = ">= 20x imblearn", (None if speed is None else speed >= 20)
-    lines.append({"part": "c", "what": f"SMOTE n={r['n']:,} d={r['d']}", "result": result, "target": target,
-                  "met": _met(ok, smoke)})
+    lines.append(
+      {
+        "part": "c",
+        "what": f"SMOTE n={r['n']:,} d={r['d']}",
+        "result": result,
+        "target": target,
+        "met": _met(ok, smoke),
+      }
+    )
   d = _load(work, "d").get("rows", [])
   for model in dict.fromkeys(r["model"] for r in d):
     rows = [r for r in d if r["model"] == model and r.get("img_per_s")]
@@ -107,14 +155,31 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
     best_t = max((r for r in rows if r["impl"].startswith("torchvision")), key=lambda r: r["img_per_s"], default=None)
     ratio = best_j["img_per_s"] / best_t["img_per_s"] if best_j and best_t else None
     target = ">= 2x torchvision" if model == "inception_v3" else "-"
-    lines.append({"part": "d", "what": f"{model} train step", "target": target,
-                  "result": (f"{_fmt(best_j and best_j['img_per_s'])} img/s vs "
-                             f"{_fmt(best_t and best_t['img_per_s'])}" + (f" = {ratio:.2f}x" if ratio else "")),
-                  "met": _met(None if ratio is None or model != "inception_v3" else ratio >= 2, smoke)})
+    lines.append(
+      {
+        "part": "d",
+        "what": f"{model} train step",
+        "target": target,
+        "result": (
+          f"{_fmt(best_j and best_j['img_per_s'])} img/s vs "
+          f"{_fmt(best_t and best_t['img_per_s'])}" + (f" = {ratio:.2f}x" if ratio else "")
+        ),
+        "met": _met(None if ratio is None or model != "inception_v3" else ratio >= 2, smoke),
+      }
+    )
   for r in _load(work, "e").get("rows", []):
-    lines.append({"part": "e", "what": f"quality: {r['method']}", "target": "NG recall >= 98 % at low overkill",
-                  "result": (f"ACSA {_fmt(r.get('acsa'), '%')}, NG recall@thr {_fmt(r.get('ng_recall_at_threshold'), '%')}, "
-                             f"overkill@thr {_fmt(r.get('overkill_at_threshold'), '%')}"), "met": "-"})
+    lines.append(
+      {
+        "part": "e",
+        "what": f"quality: {r['method']}",
+        "target": "NG recall >= 98 % at low overkill",
+        "result": (
+          f"ACSA {_fmt(r.get('acsa'), '%')}, NG recall@thr {_fmt(r.get('ng_recall_at_threshold'), '%')}, "
+          f"overkill@thr {_fmt(r.get('overkill_at_threshold'), '%')}"
+        ),
+        "met": "-",
+      }
+    )
   return lines
 
 
@@ -125,10 +190,17 @@ def summarize(work: pathlib.Path, out: pathlib.Path, smoke: bool) -> None:
   lines = headlines(work, smoke)
   status_cols = ["part", "name", "status", "wall_s", "limit_s", "exit_code"]
   line_cols = ["part", "what", "result", "target", "met"]
-  md = [f"# gpu_check {'(smoke, CPU sizes: no target applies)' if smoke else ''}".rstrip(), "",
-        f"Machine: {common.device_label(machine)}; date {machine.get('date_utc')}; jax {machine.get('jax')}, "
-        f"torch {machine.get('torch')}, torchvision {machine.get('torchvision')}.", "",
-        common.markdown_table(statuses, status_cols), "", common.markdown_table(lines, line_cols), ""]
+  md = [
+    f"# gpu_check {'(smoke, CPU sizes: no target applies)' if smoke else ''}".rstrip(),
+    "",
+    f"Machine: {common.device_label(machine)}; date {machine.get('date_utc')}; jax {machine.get('jax')}, "
+    f"torch {machine.get('torch')}, torchvision {machine.get('torchvision')}.",
+    "",
+    common.markdown_table(statuses, status_cols),
+    "",
+    common.markdown_table(lines, line_cols),
+    "",
+  ]
   for s in statuses:
     if s.get("log_tail"):
       md += [f"Part {s['part']} ({s['status']}), last log lines:", "", "```", *s["log_tail"], "```", ""]

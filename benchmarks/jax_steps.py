@@ -3,6 +3,7 @@
 The call is compiled ahead of time (`lower().compile()`), so compile time is reported apart and XLA's memory
 accounting of that executable gives the device memory of the row.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,12 @@ def time_multistep(setup, *, seed: int, repeats: int) -> dict:
 
   times = common.time_calls(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
   metrics, _ = jax.device_get(call())
-  return {"step_s": float(np.median(times)) / k, "compile_s": compile_s, "steps_per_call": k,
-          "devices": int(mesh.devices.size), "peak_mib": common.jax_compiled_memory(executable).get("peak_mib"),
-          "device_peak_mib": common.jax_device_peak_mib(),
-          "metrics": {name: float(np.mean(v)) for name, v in metrics.items()}}
+  return {
+    "step_s": float(np.median(times)) / k,
+    "compile_s": compile_s,
+    "steps_per_call": k,
+    "devices": int(mesh.devices.size),
+    "peak_mib": common.jax_compiled_memory(executable).get("peak_mib"),
+    "device_peak_mib": common.jax_device_peak_mib(),
+    "metrics": {name: float(np.mean(v)) for name, v in metrics.items()},
+  }

@@ -16,6 +16,7 @@ it filled (warm). Each child reports
 
 Random uint8 images (two classes, half each): the time does not depend on the pixels. No TensorFlow.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,15 @@ def child(args) -> dict:
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.images, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
   labels = (np.arange(args.images) % 2).astype(np.int32)
-  cfg = ae.AETrainConfig(epochs=args.epochs, batch_size=args.batch, penalty="reference",
-                         penalty_sample_size=args.batch, steps_per_call=args.steps_per_call,
-                         compute_dtype=args.dtype, seed=0)
+  cfg = ae.AETrainConfig(
+    epochs=args.epochs,
+    batch_size=args.batch,
+    penalty="reference",
+    penalty_sample_size=args.batch,
+    steps_per_call=args.steps_per_call,
+    compute_dtype=args.dtype,
+    seed=0,
+  )
   model = build_autoencoder(spec, dtype=compute_dtype(args.dtype), seed=0)
   result = ae.train_autoencoder(model, images, labels, cfg, num_classes=2, progress=False)
   jax.block_until_ready(jax.tree.leaves(result.state.params))
@@ -76,23 +83,31 @@ def child(args) -> dict:
     state, metrics = executable(state, loop.place_batches(setup.plan(first, n), mesh, k), key, setup.data)
   jax.block_until_ready((state, metrics))
   steps_s = time.perf_counter() - t0
-  return {"job_end_time": t_job, "import_s": t_imported - T_START, "job_in_process_s": t_job - t_imported,
-          "steps_s": steps_s, "total_steps": setup.total_steps, "steps_per_call": k,
-          "img_per_s": setup.total_steps * (args.batch + args.batch) / steps_s,
-          "final_loss": float(result.summary.get("loss", float("nan"))), "peak_mib": memory.get("peak_mib"),
-          "device_peak_mib": common.jax_device_peak_mib(), "backend": jax.default_backend()}
+  return {
+    "job_end_time": t_job,
+    "import_s": t_imported - T_START,
+    "job_in_process_s": t_job - t_imported,
+    "steps_s": steps_s,
+    "total_steps": setup.total_steps,
+    "steps_per_call": k,
+    "img_per_s": setup.total_steps * (args.batch + args.batch) / steps_s,
+    "final_loss": float(result.summary.get("loss", float("nan"))),
+    "peak_mib": memory.get("peak_mib"),
+    "device_peak_mib": common.jax_device_peak_mib(),
+    "backend": jax.default_backend(),
+  }
 
 
 def run_child(argv: list[str], cache_dir: str, label: str, timeout: float) -> dict:
   cmd = [sys.executable, __file__, "--child", "--cache-dir", cache_dir] + argv
   t_spawn = time.time()
-  env = dict(os.environ, DEEPSMOTE_JAX_CACHE=cache_dir)   # this run's cache, whatever the caller had set
+  env = dict(os.environ, DEEPSMOTE_JAX_CACHE=cache_dir)  # this run's cache, whatever the caller had set
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
   if proc.returncode or not lines:
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
     return {"run": label, "error": f"child exited {proc.returncode}: {tail}"[:500]}
-  r = json.loads(lines[-1][len(MARK):])
+  r = json.loads(lines[-1][len(MARK) :])
   r["job_wall_s"] = r.pop("job_end_time") - t_spawn
   return {"run": label, **r}
 
@@ -115,9 +130,15 @@ def main(argv=None):
     print(MARK + json.dumps(child(args)), flush=True)
     return None
 
-  passed = [f"--preset={args.preset}", f"--channels={args.channels}", f"--images={args.images}",
-            f"--epochs={args.epochs}", f"--batch={args.batch}", f"--steps-per-call={args.steps_per_call}",
-            f"--dtype={args.dtype}"]
+  passed = [
+    f"--preset={args.preset}",
+    f"--channels={args.channels}",
+    f"--images={args.images}",
+    f"--epochs={args.epochs}",
+    f"--batch={args.batch}",
+    f"--steps-per-call={args.steps_per_call}",
+    f"--dtype={args.dtype}",
+  ]
   rows = []
   with tempfile.TemporaryDirectory(prefix="paper_run_cache_") as cache:
     for label in ("cold cache", "warm cache"):
@@ -126,14 +147,27 @@ def main(argv=None):
       except subprocess.TimeoutExpired:
         rows.append({"run": label, "error": f"timed out after {args.child_timeout:.0f} s"})
       print(json.dumps(rows[-1]), flush=True)
-  settings = {"preset": args.preset, "channels": args.channels, "images": args.images, "epochs": args.epochs,
-              "batch": args.batch, "penalty": "reference (sample = batch)", "dtype": args.dtype,
-              "targets": "steps <= 3 s, wall <= 15 s with a warm cache (one H200)"}
-  notes = ["job_wall_s: child process start to trained parameters on the host (imports, build, compile or "
-           "cache load, all steps); steps_s: all steps with compilation excluded"]
+  settings = {
+    "preset": args.preset,
+    "channels": args.channels,
+    "images": args.images,
+    "epochs": args.epochs,
+    "batch": args.batch,
+    "penalty": "reference (sample = batch)",
+    "dtype": args.dtype,
+    "targets": "steps <= 3 s, wall <= 15 s with a warm cache (one H200)",
+  }
+  notes = [
+    "job_wall_s: child process start to trained parameters on the host (imports, build, compile or "
+    "cache load, all steps); steps_s: all steps with compilation excluded"
+  ]
   info = common.machine_info()
-  common.write_outputs(args.json, {"benchmark": "paper_run", "machine": info, "settings": settings, "rows": rows,
-                                   "notes": notes}, COLUMNS, "The paper's own run: 100 images, 1,000 epochs")
+  common.write_outputs(
+    args.json,
+    {"benchmark": "paper_run", "machine": info, "settings": settings, "rows": rows, "notes": notes},
+    COLUMNS,
+    "The paper's own run: 100 images, 1,000 epochs",
+  )
   common.print_table(rows, COLUMNS)
   print(f"wrote {args.json}")
   return rows

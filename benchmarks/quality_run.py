@@ -16,6 +16,7 @@ when it is absent, `--synthetic-fallback` draws a small look-alike set (textured
 with masks) so the code path still runs; the JSON says which data was used. Needs ml_collections (the
 config files); no TensorFlow.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,7 @@ def subset(src: pathlib.Path, dst: pathlib.Path, max_per_class: int | None, stri
 def synthetic_tiles(dst: pathlib.Path, per_class: int, size: int, seed: int = 0) -> pathlib.Path:
   """Textured grey tiles; NG ones carry one or two dark round pits, marked in `masks/`."""
   from PIL import Image
+
   rng = np.random.default_rng(seed)
   yy, xx = np.mgrid[:size, :size]
   for cls in (OK_CLASS, NG_CLASS):
@@ -76,7 +78,7 @@ def synthetic_tiles(dst: pathlib.Path, per_class: int, size: int, seed: int = 0)
           pit = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
           img[pit] -= 70
           mask |= pit
-      name = f"exp1_num_{1000 * (cls == NG_CLASS) + i // 2}_{i}"   # two files per physical tile
+      name = f"exp1_num_{1000 * (cls == NG_CLASS) + i // 2}_{i}"  # two files per physical tile
       Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(dst / "images" / cls / f"{name}.jpg")
       Image.fromarray(mask.astype(np.uint8) * 255).save(dst / "masks" / cls / f"{name}.png")
   return dst
@@ -134,14 +136,17 @@ def main(argv=None):
   try:
     import ml_collections  # noqa: F401  (the config files are ml_collections ConfigDicts)
   except ImportError:
-    print("error: ml_collections is not importable; on the GPU machine carry the wheels of "
-          "benchmarks/prepare_wheels.sh (.whl)", file=sys.stderr)
+    print(
+      "error: ml_collections is not importable; on the GPU machine carry the wheels of "
+      "benchmarks/prepare_wheels.sh (.whl)",
+      file=sys.stderr,
+    )
     sys.exit(2)
   from deepsmote_jax import compilation_cache
   from deepsmote_jax.data.folder import load_image_folder
   from deepsmote_jax.data.patches import DefectCropSpec
-  from deepsmote_jax.models.presets import get_preset
   from deepsmote_jax.jobs.pipeline import run_pipeline
+  from deepsmote_jax.models.presets import get_preset
 
   compilation_cache.enable()
   config = build_config(args)
@@ -163,8 +168,13 @@ def main(argv=None):
       data = synthetic_tiles(tmp / "data", args.max_per_class or 24, max(2 * size, 96))
     else:
       raise SystemExit(f"error: {args.data} has no images/{NG_CLASS}/ folder (pass --data or --synthetic-fallback)")
-    crops = load_image_folder(data / "images", image_size=size, channels=1, classes=[OK_CLASS, NG_CLASS],
-                              patches=DefectCropSpec(mask_root=str(data / "masks"), no_defect="center"))
+    crops = load_image_folder(
+      data / "images",
+      image_size=size,
+      channels=1,
+      classes=[OK_CLASS, NG_CLASS],
+      patches=DefectCropSpec(mask_root=str(data / "masks"), no_defect="center"),
+    )
     print(f"crops: {crops.counts()} from {source}", flush=True)
     workdir = pathlib.Path(args.workdir) if args.workdir else tmp / "run"
     summary = run_pipeline(config, workdir, progress=False, image_set=crops)
@@ -179,27 +189,48 @@ def main(argv=None):
       row[key] = None if value["mean"] is None else 100 * value["mean"]
       row[key + "_std"] = None if value["std"] is None else 100 * value["std"]
     rows.append(row)
-  settings = {"data": source, "crops": crops.counts(), "split_counts": data_info.get("counts"),
-              "preset": f"{args.preset} (1 channel)", "autoencoder_epochs": args.epochs, "batch": args.batch,
-              "classifier": f"{args.classifier}, {args.classifier_epochs} epochs, batch {args.classifier_batch}",
-              "seeds": list(args.seeds), "minority_ratio": args.minority_ratio,
-              "stage_wall_s": {k: round(v, 1) for k, v in summary.get("stage_wall_s", {}).items()},
-              "wall_s": round(wall, 1)}
-  notes = ["percentages, mean over seeds (the *_std columns are the spread); threshold = recall-first, chosen on "
-           "validation for NG recall >= 98 %, scored on test",
-           "split grouped by tile id (num_<id>), crops from one tile never on both sides"]
+  settings = {
+    "data": source,
+    "crops": crops.counts(),
+    "split_counts": data_info.get("counts"),
+    "preset": f"{args.preset} (1 channel)",
+    "autoencoder_epochs": args.epochs,
+    "batch": args.batch,
+    "classifier": f"{args.classifier}, {args.classifier_epochs} epochs, batch {args.classifier_batch}",
+    "seeds": list(args.seeds),
+    "minority_ratio": args.minority_ratio,
+    "stage_wall_s": {k: round(v, 1) for k, v in summary.get("stage_wall_s", {}).items()},
+    "wall_s": round(wall, 1),
+  }
+  notes = [
+    "percentages, mean over seeds (the *_std columns are the spread); threshold = recall-first, chosen on "
+    "validation for NG recall >= 98 %, scored on test",
+    "split grouped by tile id (num_<id>), crops from one tile never on both sides",
+  ]
   info = common.machine_info()
-  out = common.write_outputs(args.json, {"benchmark": "quality_run", "machine": info, "settings": settings,
-                                         "rows": rows, "notes": notes}, COLUMNS,
-                             "Quality: magnetic_tile blowhole crops vs free, DeepSMOTE vs baselines")
+  out = common.write_outputs(
+    args.json,
+    {"benchmark": "quality_run", "machine": info, "settings": settings, "rows": rows, "notes": notes},
+    COLUMNS,
+    "Quality: magnetic_tile blowhole crops vs free, DeepSMOTE vs baselines",
+  )
   out.with_name(out.stem + "_report.md").write_text(report)
   common.print_table(rows, COLUMNS)
   print(f"wrote {out} ({wall:.0f} s)")
   return rows
 
 
-COLUMNS = ["method", "acsa", "acsa_std", "ng_recall", "ng_recall_std", "overkill_rate", "ng_recall_at_threshold",
-           "overkill_at_threshold", "overkill_at_threshold_std"]
+COLUMNS = [
+  "method",
+  "acsa",
+  "acsa_std",
+  "ng_recall",
+  "ng_recall_std",
+  "overkill_rate",
+  "ng_recall_at_threshold",
+  "overkill_at_threshold",
+  "overkill_at_threshold_std",
+]
 
 
 if __name__ == "__main__":

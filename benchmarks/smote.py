@@ -14,6 +14,7 @@ Runs without TensorFlow; a missing imbalanced-learn or scikit-learn skips its ba
   python benchmarks/smote.py                      # CPU defaults, a few minutes
   python benchmarks/smote.py --full --out $OUT/smote_gpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,23 +98,36 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--n", type=int, nargs="+", default=None, help="minority-class sizes")
   parser.add_argument("--d", type=int, nargs="+", default=[300, 512, 1024], help="latent dimensions")
-  parser.add_argument("--full", action="store_true",
-                      help="add n = 100,000 (baselines too) and 1,000,000 (project only)")
-  parser.add_argument("--baseline-max-n", type=int, default=100_000,
-                      help="skip imblearn/sklearn above this n (they are quadratic in memory/time)")
-  parser.add_argument("--large-n", type=int, default=20_000,
-                      help="from this n on, only --large-d dimensions are run")
-  parser.add_argument("--large-d", type=int, nargs="+", default=[512],
-                      help="dimensions used for n >= --large-n (keeps the run affordable)")
+  parser.add_argument(
+    "--full", action="store_true", help="add n = 100,000 (baselines too) and 1,000,000 (project only)"
+  )
+  parser.add_argument(
+    "--baseline-max-n",
+    type=int,
+    default=100_000,
+    help="skip imblearn/sklearn above this n (they are quadratic in memory/time)",
+  )
+  parser.add_argument("--large-n", type=int, default=20_000, help="from this n on, only --large-d dimensions are run")
+  parser.add_argument(
+    "--large-d",
+    type=int,
+    nargs="+",
+    default=[512],
+    help="dimensions used for n >= --large-n (keeps the run affordable)",
+  )
   parser.add_argument("--k", type=int, default=5)
-  parser.add_argument("--block-size", type=int, default=None,
-                      help="k-NN tile edge; default 256 on CPU (faster there), 1024 on accelerators")
+  parser.add_argument(
+    "--block-size",
+    type=int,
+    default=None,
+    help="k-NN tile edge; default 256 on CPU (faster there), 1024 on accelerators",
+  )
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--budget-s", type=float, default=20.0,
-                      help="stop repeating a measurement after this many seconds")
+  parser.add_argument(
+    "--budget-s", type=float, default=20.0, help="stop repeating a measurement after this many seconds"
+  )
   parser.add_argument("--no-baselines", action="store_true")
-  parser.add_argument("--out", type=pathlib.Path,
-                      default=pathlib.Path(__file__).parent / "results" / "smote_cpu.json")
+  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results" / "smote_cpu.json")
   args = parser.parse_args(argv)
 
   if args.block_size is None:
@@ -133,11 +147,15 @@ def main(argv=None):
   for note in notes:
     print(note, flush=True)
 
-  settings = {"k": args.k, "block_size": args.block_size, "repeats": args.repeats,
-              "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
-                      "(n new rows), float32 codes",
-              "baselines": f"n <= {args.baseline_max_n}",
-              "memory": "extra host RSS during the row; device peak = the device's running peak so far"}
+  settings = {
+    "k": args.k,
+    "block_size": args.block_size,
+    "repeats": args.repeats,
+    "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
+    "(n new rows), float32 codes",
+    "baselines": f"n <= {args.baseline_max_n}",
+    "memory": "extra host RSS during the row; device peak = the device's running peak so far",
+  }
   rows = []
 
   def record(**row):
@@ -145,7 +163,7 @@ def main(argv=None):
     print(json.dumps(row), flush=True)
 
   for n in sizes:
-    for d in (args.d if n < args.large_n else args.large_d):
+    for d in args.d if n < args.large_n else args.large_d:
       X, y, minority = _data(n, d)
       key = jax.random.key(0)
       X_dev, minority_dev = jax.device_put(X), jax.device_put(minority)
@@ -157,37 +175,69 @@ def main(argv=None):
         return result
 
       def project_knn():
-        return jax.block_until_ready(
-            smote.nearest_neighbors(minority_dev, args.k, block_size=args.block_size))
+        return jax.block_until_ready(smote.nearest_neighbors(minority_dev, args.k, block_size=args.block_size))
 
-      for impl, op, fn in (("deepsmote_jax fit_resample", "resample", project_resample),
-                           ("deepsmote_jax nearest_neighbors", "knn", project_knn)):
+      for impl, op, fn in (
+        ("deepsmote_jax fit_resample", "resample", project_resample),
+        ("deepsmote_jax nearest_neighbors", "knn", project_knn),
+      ):
         try:
           first, med, times, rss = _time(fn, args.repeats, budget_s=args.budget_s)
         except Exception as e:  # noqa: BLE001 - e.g. out of memory at the largest n: a result, not a crash
           record(impl=impl, op=op, **common_fields, error=bench_common.error_message(e))
           continue
-        record(impl=impl, op=op, **common_fields, first_call_s=first, compile_s_approx=max(first - med, 0.0),
-               median_s=med, times_s=times, extra_rss_mib=rss, device_peak_mib=bench_common.jax_device_peak_mib())
+        record(
+          impl=impl,
+          op=op,
+          **common_fields,
+          first_call_s=first,
+          compile_s_approx=max(first - med, 0.0),
+          median_s=med,
+          times_s=times,
+          extra_rss_mib=rss,
+          device_peak_mib=bench_common.jax_device_peak_mib(),
+        )
 
       if n <= args.baseline_max_n:
         if SMOTE is not None:
           sampler = SMOTE(k_neighbors=args.k, random_state=0)
-          first, med, times, rss = _time(lambda: sampler.fit_resample(X, y), args.repeats, warmup=False,
-                                          budget_s=args.budget_s)
-          record(impl="imblearn SMOTE.fit_resample", op="resample", **common_fields, first_call_s=first,
-                 median_s=med, times_s=times, extra_rss_mib=rss)
+          first, med, times, rss = _time(
+            lambda: sampler.fit_resample(X, y), args.repeats, warmup=False, budget_s=args.budget_s
+          )
+          record(
+            impl="imblearn SMOTE.fit_resample",
+            op="resample",
+            **common_fields,
+            first_call_s=first,
+            median_s=med,
+            times_s=times,
+            extra_rss_mib=rss,
+          )
         if NearestNeighbors is not None:
           first, med, times, rss = _time(
-              lambda: NearestNeighbors(n_neighbors=args.k + 1).fit(minority).kneighbors(minority),
-              args.repeats, warmup=False, budget_s=args.budget_s)
-          record(impl="sklearn NearestNeighbors.kneighbors", op="knn", **common_fields, first_call_s=first,
-                 median_s=med, times_s=times, extra_rss_mib=rss)
-      del X_dev, minority_dev
+            lambda: NearestNeighbors(n_neighbors=args.k + 1).fit(minority).kneighbors(minority),
+            args.repeats,
+            warmup=False,
+            budget_s=args.budget_s,
+          )
+          record(
+            impl="sklearn NearestNeighbors.kneighbors",
+            op="knn",
+            **common_fields,
+            first_call_s=first,
+            median_s=med,
+            times_s=times,
+            extra_rss_mib=rss,
+          )
 
-  for r in rows:   # the project's rows against the baseline of the same op, n and d
-    base = [b["median_s"] for b in rows if not b["impl"].startswith("deepsmote") and b.get("median_s")
-            and (b["op"], b["n"], b["d"]) == (r["op"], r["n"], r["d"])]
+  for r in rows:  # the project's rows against the baseline of the same op, n and d
+    base = [
+      b["median_s"]
+      for b in rows
+      if not b["impl"].startswith("deepsmote")
+      and b.get("median_s")
+      and (b["op"], b["n"], b["d"]) == (r["op"], r["n"], r["d"])
+    ]
     if r["impl"].startswith("deepsmote") and r.get("median_s") and base:
       r["speedup"] = base[0] / r["median_s"]
   info = bench_common.machine_info()
@@ -198,8 +248,12 @@ def main(argv=None):
       info[name] = __import__(name).__version__
     except ImportError:
       pass
-  bench_common.write_outputs(args.out, {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows,
-                                        "notes": notes}, COLUMNS, "Latent SMOTE: JAX beside imbalanced-learn")
+  bench_common.write_outputs(
+    args.out,
+    {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows, "notes": notes},
+    COLUMNS,
+    "Latent SMOTE: JAX beside imbalanced-learn",
+  )
   print()
   bench_common.print_table(rows, COLUMNS)
   print(f"wrote {args.out}")

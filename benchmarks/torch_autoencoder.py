@@ -21,6 +21,7 @@ error, out of memory) is reported in the result's 'error' field instead of raisi
 
 Run: `python -m benchmarks.torch_autoencoder --presets tiny_64,deepsmote_mnist --batch 8 --device cpu`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -152,20 +153,32 @@ def _jax_layout(encoder: Encoder, decoder: Decoder) -> Iterator[_Layout]:
     yield from norm("encoder", i, bn)
   c, h, w = encoder.feature_chw
   n = encoder.fc.out_features
-  yield ("params", ("encoder", "fc", "kernel"), encoder.fc.weight,
-         lambda a: a.reshape(h, w, c, n).transpose(3, 2, 0, 1).reshape(n, c * h * w),
-         lambda a: a.reshape(n, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, n))
+  yield (
+    "params",
+    ("encoder", "fc", "kernel"),
+    encoder.fc.weight,
+    lambda a: a.reshape(h, w, c, n).transpose(3, 2, 0, 1).reshape(n, c * h * w),
+    lambda a: a.reshape(n, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, n),
+  )
   yield "params", ("encoder", "fc", "bias"), encoder.fc.bias, same, same
 
   fc = decoder.fc[0]
   c, h, w = decoder.input_chw
   n = fc.in_features
-  yield ("params", ("decoder", "fc", "kernel"), fc.weight,
-         lambda a: a.reshape(n, h, w, c).transpose(3, 1, 2, 0).reshape(c * h * w, n),
-         lambda a: a.reshape(c, h, w, n).transpose(3, 1, 2, 0).reshape(n, h * w * c))
-  yield ("params", ("decoder", "fc", "bias"), fc.bias,
-         lambda a: a.reshape(h, w, c).transpose(2, 0, 1).reshape(-1),
-         lambda a: a.reshape(c, h, w).transpose(1, 2, 0).reshape(-1))
+  yield (
+    "params",
+    ("decoder", "fc", "kernel"),
+    fc.weight,
+    lambda a: a.reshape(n, h, w, c).transpose(3, 1, 2, 0).reshape(c * h * w, n),
+    lambda a: a.reshape(c, h, w, n).transpose(3, 1, 2, 0).reshape(n, h * w * c),
+  )
+  yield (
+    "params",
+    ("decoder", "fc", "bias"),
+    fc.bias,
+    lambda a: a.reshape(h, w, c).transpose(2, 0, 1).reshape(-1),
+    lambda a: a.reshape(c, h, w).transpose(1, 2, 0).reshape(-1),
+  )
   deconvs = [m for m in decoder.deconv if isinstance(m, nn.ConvTranspose2d)]
   norms = [m for m in decoder.deconv if isinstance(m, nn.BatchNorm2d)]  # after every deconv but the last
   for i, m in enumerate(deconvs):
@@ -188,8 +201,14 @@ def _put(tree: dict, path: tuple, value: Any) -> None:
 
 
 @torch.no_grad()
-def load_from_jax(encoder: Encoder, decoder: Decoder, model: Any = None, *, params: Mapping | None = None,
-                  batch_stats: Mapping | None = None) -> None:
+def load_from_jax(
+  encoder: Encoder,
+  decoder: Decoder,
+  model: Any = None,
+  *,
+  params: Mapping | None = None,
+  batch_stats: Mapping | None = None,
+) -> None:
   """Copies an NNX `Autoencoder`'s weights and BatchNorm statistics into `encoder` / `decoder` in place.
 
   Pass the model, or its `params` / `batch_stats` trees (`deepsmote_jax.train.loop.split_model`; NumPy or
@@ -201,6 +220,7 @@ def load_from_jax(encoder: Encoder, decoder: Decoder, model: Any = None, *, para
     if params is not None or batch_stats is not None:
       raise ValueError("pass either the model or its params/batch_stats, not both")
     from deepsmote_jax.train import loop  # JAX only where a model is given
+
     _, params, batch_stats = loop.split_model(model)
   if params is None or batch_stats is None:
     raise ValueError("need the model or both its params and batch_stats trees")
@@ -208,8 +228,10 @@ def load_from_jax(encoder: Encoder, decoder: Decoder, model: Any = None, *, para
   for collection, path, tensor, to_torch, _ in _jax_layout(encoder, decoder):
     value = to_torch(np.asarray(_get(trees[collection], path), np.float32))
     if tuple(value.shape) != tuple(tensor.shape):
-      raise ValueError(f"{collection}{list(path)}: JAX value gives shape {value.shape}, the torch tensor is "
-                       f"{tuple(tensor.shape)} (different spec?)")
+      raise ValueError(
+        f"{collection}{list(path)}: JAX value gives shape {value.shape}, the torch tensor is "
+        f"{tuple(tensor.shape)} (different spec?)"
+      )
     tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
 
 
@@ -233,8 +255,9 @@ def grads_to_jax(encoder: Encoder, decoder: Decoder) -> dict:
   return grads
 
 
-def make_optimizers(encoder: nn.Module, decoder: nn.Module, lr: float = 2e-4,
-                    fused: bool | None = None) -> list[torch.optim.Optimizer]:
+def make_optimizers(
+  encoder: nn.Module, decoder: nn.Module, lr: float = 2e-4, fused: bool | None = None
+) -> list[torch.optim.Optimizer]:
   """The released code's two Adam optimisers (encoder, decoder)."""
   return [torch.optim.Adam(m.parameters(), lr=lr, fused=fused) for m in (encoder, decoder)]
 
@@ -270,9 +293,16 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
   return F.mse_loss(pred, target.expand_as(pred))
 
 
-def deepsmote_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, x_class: torch.Tensor | None = None,
-                   *, reconstruction: bool = True, penalty: str = "reference",
-                   perm: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+def deepsmote_loss(
+  encoder: nn.Module,
+  decoder: nn.Module,
+  x: torch.Tensor,
+  x_class: torch.Tensor | None = None,
+  *,
+  reconstruction: bool = True,
+  penalty: str = "reference",
+  perm: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
   """MSE(decoder(encoder(x)), x) + the DeepSMOTE penalty on `x_class` (P images of one class).
 
   `penalty` (the models run in train mode throughout, as the JAX step does):
@@ -309,11 +339,19 @@ def _autocast(device: torch.device | str, dtype: torch.dtype | None):
   return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def train_step(encoder: nn.Module, decoder: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
-               x: torch.Tensor, x_class: torch.Tensor | None, *, reconstruction: bool = True,
-               amp_dtype: torch.dtype | None = None,
-               loss_fn: Callable[..., torch.Tensor] | None = None, penalty: str = "reference",
-               perm: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+def train_step(
+  encoder: nn.Module,
+  decoder: nn.Module,
+  optimizers: Sequence[torch.optim.Optimizer],
+  x: torch.Tensor,
+  x_class: torch.Tensor | None,
+  *,
+  reconstruction: bool = True,
+  amp_dtype: torch.dtype | None = None,
+  loss_fn: Callable[..., torch.Tensor] | None = None,
+  penalty: str = "reference",
+  perm: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
   """One DeepSMOTE step (zero grads, loss, backward, both Adam steps); returns the detached loss.
 
   `penalty` and `perm` as in `deepsmote_loss`. `amp_dtype` (e.g. torch.bfloat16) runs the forward under
@@ -326,8 +364,7 @@ def train_step(encoder: nn.Module, decoder: nn.Module, optimizers: Sequence[torc
     if loss_fn is not None:
       loss = loss_fn(x, x_class) if perm is None else loss_fn(x, x_class, perm)
     else:
-      loss = deepsmote_loss(encoder, decoder, x, x_class, reconstruction=reconstruction, penalty=penalty,
-                            perm=perm)
+      loss = deepsmote_loss(encoder, decoder, x, x_class, reconstruction=reconstruction, penalty=penalty, perm=perm)
   loss.backward()
   for opt in optimizers:
     opt.step()
@@ -340,11 +377,24 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
   return torch.device(device)
 
 
-def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32",
-                    device: str | torch.device | None = "auto", steps: int = 10, warmup: int = 3,
-                    chunk: int = 1, penalty_size: int | None = None, num_classes: int = 2,
-                    lr: float = 2e-4, fused_adam: bool = False, cudnn_benchmark: bool = True,
-                    num_threads: int | None = None, seed: int = 0, penalty: str = "reference") -> dict[str, Any]:
+def time_torch_step(
+  spec: AutoencoderSpec,
+  batch_size: int,
+  *,
+  mode: str = "fp32",
+  device: str | torch.device | None = "auto",
+  steps: int = 10,
+  warmup: int = 3,
+  chunk: int = 1,
+  penalty_size: int | None = None,
+  num_classes: int = 2,
+  lr: float = 2e-4,
+  fused_adam: bool = False,
+  cudnn_benchmark: bool = True,
+  num_threads: int | None = None,
+  seed: int = 0,
+  penalty: str = "reference",
+) -> dict[str, Any]:
   """Times the PyTorch DeepSMOTE step; returns a JSON-able dict (img/s counts B + P images per step).
 
   `penalty` as in `deepsmote_loss` ('paper' draws a cyclic shift by 1..P-1 per step on the host, as the JAX
@@ -366,18 +416,33 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
   channels_last = mode.endswith("_cl")
   amp_dtype = torch.bfloat16 if "bf16" in mode else None
   result: dict[str, Any] = {
-      "implementation": "pytorch", "preset": spec.name, "image_size": spec.image_size,
-      "channels": spec.channels, "latent_dim": spec.latent_dim, "batch_size": batch_size,
-      "penalty": penalty, "penalty_size": p, "mode": mode, "device": str(dev),
-      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-      "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
-      "channels_last": channels_last, "compiled": mode.startswith("compile"), "fused_adam": fused_adam,
-      "steps": steps, "chunk": chunk, "warmup": warmup, "torch": torch.__version__,
+    "implementation": "pytorch",
+    "preset": spec.name,
+    "image_size": spec.image_size,
+    "channels": spec.channels,
+    "latent_dim": spec.latent_dim,
+    "batch_size": batch_size,
+    "penalty": penalty,
+    "penalty_size": p,
+    "mode": mode,
+    "device": str(dev),
+    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
+    "channels_last": channels_last,
+    "compiled": mode.startswith("compile"),
+    "fused_adam": fused_adam,
+    "steps": steps,
+    "chunk": chunk,
+    "warmup": warmup,
+    "torch": torch.__version__,
   }
   if dev.type == "cuda":
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    result.update(cudnn_benchmark=cudnn_benchmark, cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-                  matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    result.update(
+      cudnn_benchmark=cudnn_benchmark,
+      cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+      matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+    )
   with common.torch_case(result, dev, num_threads):
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -402,14 +467,16 @@ def time_torch_step(spec: AutoencoderSpec, batch_size: int, *, mode: str = "fp32
 
     loss_fn = None
     if result["compiled"]:
-      loss_fn = torch.compile(lambda xb, xc, pm=None: deepsmote_loss(encoder, decoder, xb, xc, penalty=penalty,
-                                                                     perm=pm))
+      loss_fn = torch.compile(
+        lambda xb, xc, pm=None: deepsmote_loss(encoder, decoder, xb, xc, penalty=penalty, perm=pm)
+      )
 
     def step() -> torch.Tensor:
       x_class = sample_class(pool, p, rng) if penalty != "none" else None
       perm = perms[rng.randrange(len(perms))] if perms else None
-      return train_step(encoder, decoder, optimizers, x, x_class, amp_dtype=amp_dtype, loss_fn=loss_fn,
-                        penalty=penalty, perm=perm)
+      return train_step(
+        encoder, decoder, optimizers, x, x_class, amp_dtype=amp_dtype, loss_fn=loss_fn, penalty=penalty, perm=perm
+      )
 
     timing = common.time_torch_steps(step, dev, warmup=warmup, steps=steps, chunk=chunk)
     result.update(timing, img_per_s=(batch_size + p) / timing["step_s"], loss_finite=math.isfinite(timing["loss"]))
@@ -444,11 +511,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     spec = get_preset(name, **({"channels": args.channels} if args.channels else {}))
     for b in (int(s) for s in args.batch.split(",")):
       for mode in args.modes.split(","):
-        r = time_torch_step(spec, b, mode=mode, device=args.device, steps=args.steps, warmup=args.warmup,
-                            chunk=args.chunk, fused_adam=args.fused_adam, num_threads=args.threads)
+        r = time_torch_step(
+          spec,
+          b,
+          mode=mode,
+          device=args.device,
+          steps=args.steps,
+          warmup=args.warmup,
+          chunk=args.chunk,
+          fused_adam=args.fused_adam,
+          num_threads=args.threads,
+        )
         results.append(r)
-        print(f"{name} B={b} {mode}: " + (f"{r['img_per_s']:,.0f} img/s" if "error" not in r else r["error"]),
-              flush=True)
+        print(
+          f"{name} B={b} {mode}: " + (f"{r['img_per_s']:,.0f} img/s" if "error" not in r else r["error"]), flush=True
+        )
   if args.json:
     common.write_json(args.json, {"machine": common.machine_info(), "results": results})
   print()

@@ -7,14 +7,15 @@ torchvision is imported lazily: without it every result is `{'error': 'torchvisi
 
 Run: `python -m benchmarks.torch_classifier --archs inception_v3,resnet50 --batch 64 --device cuda`.
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import pathlib
-import statistics
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,11 +72,22 @@ def make_optimizer(model: nn.Module, name: str = "sgd", lr: float | None = None)
   raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
-def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
-                          device: str | torch.device | None = "auto", image_size: int | None = None,
-                          num_classes: int = 1000, optimizer: str = "sgd", steps: int = 10, warmup: int = 3,
-                          chunk: int = 1, cudnn_benchmark: bool = True, num_threads: int | None = None,
-                          seed: int = 0) -> dict[str, Any]:
+def time_torch_classifier(
+  arch: str,
+  batch_size: int,
+  *,
+  mode: str = "fp32",
+  device: str | torch.device | None = "auto",
+  image_size: int | None = None,
+  num_classes: int = 1000,
+  optimizer: str = "sgd",
+  steps: int = 10,
+  warmup: int = 3,
+  chunk: int = 1,
+  cudnn_benchmark: bool = True,
+  num_threads: int | None = None,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Times one training step (forward, loss, backward, optimiser step); returns a JSON-able dict.
 
   'step_s' is the median seconds per step over `steps` samples of `chunk` steps, `warmup` excluded;
@@ -92,12 +104,22 @@ def time_torch_classifier(arch: str, batch_size: int, *, mode: str = "fp32",
   channels_last = mode.endswith("_cl")
   amp_dtype = torch.bfloat16 if "bf16" in mode else None
   result: dict[str, Any] = {
-      "implementation": "torchvision", "arch": arch, "image_size": size, "batch_size": batch_size,
-      "num_classes": num_classes, "optimizer": optimizer, "mode": mode, "device": str(dev),
-      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-      "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32", "channels_last": channels_last,
-      "compiled": mode.startswith("compile"), "steps": steps, "chunk": chunk, "warmup": warmup,
-      "torch": torch.__version__,
+    "implementation": "torchvision",
+    "arch": arch,
+    "image_size": size,
+    "batch_size": batch_size,
+    "num_classes": num_classes,
+    "optimizer": optimizer,
+    "mode": mode,
+    "device": str(dev),
+    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
+    "channels_last": channels_last,
+    "compiled": mode.startswith("compile"),
+    "steps": steps,
+    "chunk": chunk,
+    "warmup": warmup,
+    "torch": torch.__version__,
   }
   if arch == "inception_v3":
     result["aux_weight"] = AUX_WEIGHT
@@ -157,9 +179,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   results = []
   for arch in args.archs.split(","):
     for mode in args.modes.split(","):
-      r = time_torch_classifier(arch, args.batch, mode=mode, device=args.device, image_size=args.image_size,
-                                num_classes=args.num_classes, optimizer=args.optimizer, steps=args.steps,
-                                warmup=args.warmup, num_threads=args.threads)
+      r = time_torch_classifier(
+        arch,
+        args.batch,
+        mode=mode,
+        device=args.device,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        optimizer=args.optimizer,
+        steps=args.steps,
+        warmup=args.warmup,
+        num_threads=args.threads,
+      )
       results.append(r)
   if args.json:
     common.write_json(args.json, {"machine": common.machine_info(), "results": results})

@@ -4,6 +4,7 @@
       --config.data.root=/path/to/dent_images --workdir runs/dent
 The magnetic_tile stand-in: --config.data.root=../shared/data/magnetic_tile/images --config.model.channels=1
 """
+
 from deepsmote_jax import config_lib as common
 
 

@@ -1,4 +1,5 @@
 """DeepSMOTE encoder/decoder of the AMOLED paper's Fig. 5: 396x396 grayscale film scratches, latent 1024 (GPU)."""
+
 from deepsmote_jax import config_lib as common
 
 

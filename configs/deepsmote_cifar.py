@@ -1,4 +1,5 @@
 """DeepSMOTE paper's CIFAR-10 / SVHN setting (32x32x3, latent 600), data from TFDS."""
+
 from deepsmote_jax import config_lib
 
 

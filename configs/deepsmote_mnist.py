@@ -1,4 +1,5 @@
 """DeepSMOTE paper's MNIST / Fashion-MNIST setting (28x28x1, latent 300), data from TFDS."""
+
 from deepsmote_jax import config_lib
 
 

@@ -3,13 +3,14 @@
 About 10 minutes on 2 CPU cores: 64x64 grayscale, the `tiny_64` encoder/decoder, a small CNN classifier.
   python scripts/run_pipeline.py --config configs/default.py --workdir runs/default
 """
+
 from deepsmote_jax import config_lib
 
 
 def get_config(arg: str | None = None):
   c = config_lib.autoencoder_config(preset="tiny_64", channels=1, epochs=20, batch_size=32)
   c.data.source = "elpv"
-  c.train.learning_rate = 2e-3          # the tiny model trains in a few hundred steps at this rate
+  c.train.learning_rate = 2e-3  # the tiny model trains in a few hundred steps at this rate
   c.train.penalty_sample_size = 32
   c.train.steps_per_call = 8
   c.train.compute_dtype = "auto"

@@ -1,4 +1,5 @@
 """The installed `deepsmote-pipeline` command (absl flags + an ml_collections config file)."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """JAX's persistent compilation cache: reruns, seeds and same-shaped runs skip XLA compilation."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 One config describes a whole job: `model`/`data`/`train`/`checkpoint` are what `scripts/train_autoencoder.py`
 reads; `split`, `imbalance`, `generate`, `classifier` and `pipeline` are added for `scripts/run_pipeline.py`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,12 +14,33 @@ import ml_collections
 def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: int) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict(dict(preset=preset, channels=channels))
-  c.data = ml_collections.ConfigDict(dict(
-      source="folder", root="", name="", split="train", data_dir="", resize="resize", on_error="raise",
-      min_per_class=2, classes=(), include_intermediate=False))
-  c.train = ml_collections.ConfigDict(dict(
-      epochs=epochs, batch_size=batch_size, learning_rate=2e-4, penalty="reference", penalty_weight=1.0,
-      penalty_sample_size=100, steps_per_call=10, compute_dtype="auto", seed=0))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      source="folder",
+      root="",
+      name="",
+      split="train",
+      data_dir="",
+      resize="resize",
+      on_error="raise",
+      min_per_class=2,
+      classes=(),
+      include_intermediate=False,
+    )
+  )
+  c.train = ml_collections.ConfigDict(
+    dict(
+      epochs=epochs,
+      batch_size=batch_size,
+      learning_rate=2e-4,
+      penalty="reference",
+      penalty_weight=1.0,
+      penalty_sample_size=100,
+      steps_per_call=10,
+      compute_dtype="auto",
+      seed=0,
+    )
+  )
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3))
   c.workdir = f"runs/{preset}"
   add_pipeline(c)
@@ -33,13 +55,32 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
   # cut every other class to `minority_ratio` x OK (0 = keep as is). Validation/test stay untouched.
   c.imbalance = ml_collections.ConfigDict(dict(ok_class="OK", ok_count=0, minority_ratio=0.0, seed=0))
   c.generate = ml_collections.ConfigDict(dict(sampling_strategy="auto", kind="smote", k_neighbors=5, seed=0))
-  c.classifier = ml_collections.ConfigDict(dict(
-      name="small_cnn", kwargs=ml_collections.ConfigDict({}), epochs=10, batch_size=32, learning_rate=1e-3,
-      optimizer="adam", weight_decay=0.0, flip_lr=True, flip_ud=True, max_shift=4, steps_per_call=10,
-      compute_dtype="auto", select_metric="acsa"))
-  c.pipeline = ml_collections.ConfigDict(dict(
+  c.classifier = ml_collections.ConfigDict(
+    dict(
+      name="small_cnn",
+      kwargs=ml_collections.ConfigDict({}),
+      epochs=10,
+      batch_size=32,
+      learning_rate=1e-3,
+      optimizer="adam",
+      weight_decay=0.0,
+      flip_lr=True,
+      flip_ud=True,
+      max_shift=4,
+      steps_per_call=10,
+      compute_dtype="auto",
+      select_metric="acsa",
+    )
+  )
+  c.pipeline = ml_collections.ConfigDict(
+    dict(
       methods=("none", "class_weights", "random_oversampling", "smote_pixels", "deepsmote"),
-      penalties=("reference",), seeds=(0, 1), positive_class="NG", target_recall=0.98))
+      penalties=("reference",),
+      seeds=(0, 1),
+      positive_class="NG",
+      target_recall=0.98,
+    )
+  )
 
 
 def make_local(c: ml_collections.ConfigDict) -> None:

@@ -6,13 +6,14 @@
 PNGs. `compare_table` puts several runs side by side. The paper's own tables are data in
 `deepsmote_jax.paper`.
 """
+
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,9 @@ def _as_labels(x: Any, name: str, class_names: Sequence[str]) -> np.ndarray:
   return arr
 
 
-def _check_pair(labels: Any, scores: Any, lname: str, sname: str, class_names: Sequence[str]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(
+  labels: Any, scores: Any, lname: str, sname: str, class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
   s = _as_scores(scores, sname, len(class_names))
   y = _as_labels(labels, lname, class_names)
   if y.shape[0] != s.shape[0]:
@@ -97,11 +99,11 @@ def _curves(y: np.ndarray, s: np.ndarray, notes: list[str]) -> dict[str, Any]:
   fpr, tpr, rthr = _record(notes, M.roc_curve, y, s)
   prec, rec, pthr = _record(notes, M.precision_recall_curve, y, s)
   return {
-      "roc_auc": _record(notes, M.roc_auc, y, s),
-      "average_precision": _record(notes, M.average_precision, y, s),
-      "prevalence": float(np.mean(y)),
-      "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": rthr.tolist()},
-      "pr": {"precision": prec.tolist(), "recall": rec.tolist(), "thresholds": pthr.tolist()},
+    "roc_auc": _record(notes, M.roc_auc, y, s),
+    "average_precision": _record(notes, M.average_precision, y, s),
+    "prevalence": float(np.mean(y)),
+    "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": rthr.tolist()},
+    "pr": {"precision": prec.tolist(), "recall": rec.tolist(), "thresholds": pthr.tolist()},
   }
 
 
@@ -114,9 +116,18 @@ def _one_vs_rest(cm: np.ndarray, p: int) -> np.ndarray:
   return np.array([[tn, fp], [fn, tp]], dtype=np.int64)
 
 
-def evaluate(y_true: Any, scores: Any, class_names: Sequence[str], *, positive_class: str | None = "NG",
-             val_true: Any = None, val_scores: Any = None, target_recall: float = 0.98,
-             out_dir: str | os.PathLike | None = None, title: str = "") -> dict[str, Any]:
+def evaluate(
+  y_true: Any,
+  scores: Any,
+  class_names: Sequence[str],
+  *,
+  positive_class: str | None = "NG",
+  val_true: Any = None,
+  val_scores: Any = None,
+  target_recall: float = 0.98,
+  out_dir: str | os.PathLike | None = None,
+  title: str = "",
+) -> dict[str, Any]:
   """All metrics of a classifier's test predictions; writes the report files when out_dir is given.
 
   Args:
@@ -143,26 +154,39 @@ def evaluate(y_true: Any, scores: Any, class_names: Sequence[str], *, positive_c
   mc = M.multiclass_report(cm)
   notes.extend(mc["notes"])
   result: dict[str, Any] = {
-      "title": title,
-      "class_names": class_names,
-      "positive_class": positive_class,
-      "n": int(y.shape[0]),
-      "decision": "argmax",
-      "confusion_matrix": cm.tolist(),
-      "accuracy": mc["accuracy"],
-      "acsa": mc["acsa"],
-      "g_mean": mc["g_mean"],
-      "macro_f1": mc["macro_f1"],
-      "per_class": {c: {"support": mc["support"][i], "predicted": mc["predicted"][i], "recall": mc["recall"][i],
-                        "precision": mc["precision"][i], "f1": mc["f1"][i]} for i, c in enumerate(class_names)},
-      "binary": None, "paper_columns": None, "roc_auc": None, "average_precision": None,
-      "threshold": None, "curves": {},
+    "title": title,
+    "class_names": class_names,
+    "positive_class": positive_class,
+    "n": int(y.shape[0]),
+    "decision": "argmax",
+    "confusion_matrix": cm.tolist(),
+    "accuracy": mc["accuracy"],
+    "acsa": mc["acsa"],
+    "g_mean": mc["g_mean"],
+    "macro_f1": mc["macro_f1"],
+    "per_class": {
+      c: {
+        "support": mc["support"][i],
+        "predicted": mc["predicted"][i],
+        "recall": mc["recall"][i],
+        "precision": mc["precision"][i],
+        "f1": mc["f1"][i],
+      }
+      for i, c in enumerate(class_names)
+    },
+    "binary": None,
+    "paper_columns": None,
+    "roc_auc": None,
+    "average_precision": None,
+    "threshold": None,
+    "curves": {},
   }
   if positive_class is not None:
     _add_positive_class(result, cm, y, s, class_names.index(positive_class), notes)
     if val is not None:
-      result["threshold"] = _recall_first_threshold(result, cm, y, s, val, class_names.index(positive_class),
-                                                    target_recall, notes)
+      result["threshold"] = _recall_first_threshold(
+        result, cm, y, s, val, class_names.index(positive_class), target_recall, notes
+      )
   if len(class_names) > 2:
     _add_one_vs_rest(result, y, s, notes)
   result["notes"] = notes
@@ -211,9 +235,13 @@ def _recall_first_threshold(result: dict, cm, y, s, val, p: int, target_recall: 
   vy, vs = val
   vyb, vsb = (vy == p).astype(np.int64), vs[:, p]
   thr = _record(notes, M.threshold_for_recall, vyb, vsb, target_recall)
-  tinfo: dict[str, Any] = {"value": thr, "target_recall": float(target_recall),
-                           "rule": f"predict {positive_class} when P({positive_class}) >= value",
-                           "val_n": int(vy.shape[0]), "val_n_positive": int(vyb.sum())}
+  tinfo: dict[str, Any] = {
+    "value": thr,
+    "target_recall": float(target_recall),
+    "rule": f"predict {positive_class} when P({positive_class}) >= value",
+    "val_n": int(vy.shape[0]),
+    "val_n_positive": int(vyb.sum()),
+  }
   if math.isnan(thr):
     tinfo.update(val_recall=math.nan, test=None)
     return tinfo
@@ -251,8 +279,10 @@ def _add_one_vs_rest(result: dict, y: np.ndarray, s: np.ndarray, notes: list) ->
 def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
   """Writes metrics.json, report.md and the three PNGs of an `evaluate` result; returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = {name: os.path.join(out_dir, name) for name in
-           ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png", "roc_curve.png")}
+  paths = {
+    name: os.path.join(out_dir, name)
+    for name in ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png", "roc_curve.png")
+  }
   files.atomic_write_json(paths["metrics.json"], result, indent=1)
   files.atomic_write_text(paths["report.md"], report_markdown(result))
   _plot_confusion(result, paths["confusion_matrix.png"])
@@ -275,8 +305,9 @@ def _num(v: Any, digits: int = 4) -> str:
   return f"{v:.{digits}f}"
 
 
-def paper_layout_table(rows: Mapping[str, Any], class_names: Sequence[str] = ("OK", "NG"), ng: int = 1,
-                       footnote: bool = True) -> str:
+def paper_layout_table(
+  rows: Mapping[str, Any], class_names: Sequence[str] = ("OK", "NG"), ng: int = 1, footnote: bool = True
+) -> str:
   """Markdown table in the AMOLED paper's Table 1 layout: per model, one row per ACTUAL class.
 
   `rows` maps model name → 2×2 confusion matrix (rows actual, columns predicted, in class_names order).
@@ -285,8 +316,10 @@ def paper_layout_table(rows: Mapping[str, Any], class_names: Sequence[str] = ("O
   ok = 1 - ng
   names = list(class_names)
   order = [ok, ng]
-  head = (f"| Model | Actual | Predicted {names[ok]} | Predicted {names[ng]} | Accuracy (%) | Precision* (%) | "
-          "Recall* (%) | F1* (%) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+  head = (
+    f"| Model | Actual | Predicted {names[ok]} | Predicted {names[ng]} | Accuracy (%) | Precision* (%) | "
+    "Recall* (%) | F1* (%) |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+  )
   body = []
   for model, cm in rows.items():
     cm = np.asarray(cm)
@@ -294,10 +327,12 @@ def paper_layout_table(rows: Mapping[str, Any], class_names: Sequence[str] = ("O
     for j, a in enumerate(order):
       vals = [_pct(pc[k]) for k in ("accuracy", "precision", "recall", "f1")] if j == 0 else [""] * 4
       body.append(f"| {model if j == 0 else ''} | {names[a]} | {cm[a, ok]} | {cm[a, ng]} | " + " | ".join(vals) + " |")
-  foot = (f"\n\\* As the paper computed them: {names[ok]} is the positive class and precision/recall are "
-          f"swapped, i.e. Precision* = {names[ok]} recall = TN/(TN+FP), Recall* = share of panels passed as "
-          f"{names[ok]} that are {names[ok]} = TN/(TN+FN), F1* = their harmonic mean (TP = {names[ng]} flagged "
-          f"{names[ng]}). See the {names[ng]}-positive rows for the numbers to act on.\n")
+  foot = (
+    f"\n\\* As the paper computed them: {names[ok]} is the positive class and precision/recall are "
+    f"swapped, i.e. Precision* = {names[ok]} recall = TN/(TN+FP), Recall* = share of panels passed as "
+    f"{names[ok]} that are {names[ok]} = TN/(TN+FN), F1* = their harmonic mean (TP = {names[ng]} flagged "
+    f"{names[ng]}). See the {names[ng]}-positive rows for the numbers to act on.\n"
+  )
   return head + "\n".join(body) + "\n" + (foot if footnote else "")
 
 
@@ -306,13 +341,13 @@ def _binary_rows(b: Mapping[str, Any], pos: str, neg: str) -> list[str]:
   tp, fn, fp, tn = b["tp"], b["fn"], b["fp"], b["tn"]
   acc = "Accuracy" if neg != "rest" else f"{pos}-vs-rest accuracy"
   rows = [  # (name, value, numerator, denominator, definition)
-      (f"{pos} recall (catch rate)", b["recall"], tp, tp + fn, f"actual {pos} flagged {pos}"),
-      ("Leak rate", b["leak_rate"], fn, fn + tn, f"passed as {neg} but actually {pos}"),
-      ("Overkill rate", b["overkill_rate"], fp, fp + tn, f"actual {neg} flagged {pos}"),
-      (f"{pos} precision", b["precision"], tp, tp + fp, f"flagged {pos} that are {pos}"),
-      (f"{pos} F1", b["f1"], None, None, "2TP/(2TP+FP+FN)"),
-      (f"Specificity ({neg} recall)", b["specificity"], tn, tn + fp, f"actual {neg} passed"),
-      (acc, b["accuracy"], tp + tn, b["n"], ""),
+    (f"{pos} recall (catch rate)", b["recall"], tp, tp + fn, f"actual {pos} flagged {pos}"),
+    ("Leak rate", b["leak_rate"], fn, fn + tn, f"passed as {neg} but actually {pos}"),
+    ("Overkill rate", b["overkill_rate"], fp, fp + tn, f"actual {neg} flagged {pos}"),
+    (f"{pos} precision", b["precision"], tp, tp + fp, f"flagged {pos} that are {pos}"),
+    (f"{pos} F1", b["f1"], None, None, "2TP/(2TP+FP+FN)"),
+    (f"Specificity ({neg} recall)", b["specificity"], tn, tn + fp, f"actual {neg} passed"),
+    (acc, b["accuracy"], tp + tn, b["n"], ""),
   ]
   return [f"| {name} | {_pct(v)} | {'' if a is None else f'{a}/{d}'} | {what} |" for name, v, a, d, what in rows]
 
@@ -323,54 +358,78 @@ def report_markdown(result: Mapping[str, Any]) -> str:
   cm = np.asarray(result["confusion_matrix"])
   pos = result["positive_class"]
   model = result["title"] or "model"
-  out = [f"# {result['title'] or 'Evaluation report'}", "",
-         f"{result['n']} test samples; prediction = argmax of the class probabilities. "
-         "Confusion matrices: rows = actual class, columns = predicted class.", ""]
+  out = [
+    f"# {result['title'] or 'Evaluation report'}",
+    "",
+    f"{result['n']} test samples; prediction = argmax of the class probabilities. "
+    "Confusion matrices: rows = actual class, columns = predicted class.",
+    "",
+  ]
   binary2 = len(names) == 2 and pos is not None
   if binary2:
     ng = names.index(pos)
     neg = names[1 - ng]
     out += ["## Table 1 layout (AMOLED paper)", "", paper_layout_table({model: cm}, names, ng)]
   else:
-    out += ["## Confusion matrix", "",
-            "| Actual \\ Predicted | " + " | ".join(names) + " | Total |",
-            "|---|" + "---:|" * (len(names) + 1)]
-    out += [f"| {names[i]} | " + " | ".join(str(v) for v in cm[i]) + f" | {cm[i].sum()} |"
-            for i in range(len(names))]
-    out += ["", "## Per class", "",
-            "| Class | Support | Recall (%) | Precision (%) | F1 (%) | ROC AUC one-vs-rest (%) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    out += [
+      "## Confusion matrix",
+      "",
+      "| Actual \\ Predicted | " + " | ".join(names) + " | Total |",
+      "|---|" + "---:|" * (len(names) + 1),
+    ]
+    out += [f"| {names[i]} | " + " | ".join(str(v) for v in cm[i]) + f" | {cm[i].sum()} |" for i in range(len(names))]
+    out += [
+      "",
+      "## Per class",
+      "",
+      "| Class | Support | Recall (%) | Precision (%) | F1 (%) | ROC AUC one-vs-rest (%) |",
+      "|---|---:|---:|---:|---:|---:|",
+    ]
     for c in names:
       pc = result["per_class"][c]
-      out.append(f"| {c} | {pc['support']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} | {_pct(pc['f1'])} | "
-                 f"{_pct(pc.get('roc_auc_ovr'))} |")
+      out.append(
+        f"| {c} | {pc['support']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} | {_pct(pc['f1'])} | "
+        f"{_pct(pc.get('roc_auc_ovr'))} |"
+      )
     neg = "rest"
   out += ["", "## Summary", "", "| Metric | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
   if pos is not None:
     out += _binary_rows(result["binary"], pos, neg)
   if not binary2:
-    out.append(f"| Accuracy ({len(names)} classes) | {_pct(result['accuracy'])} | "
-               f"{int(np.trace(cm))}/{result['n']} | |")
+    out.append(
+      f"| Accuracy ({len(names)} classes) | {_pct(result['accuracy'])} | {int(np.trace(cm))}/{result['n']} | |"
+    )
   out += [
-      f"| ACSA (balanced accuracy) | {_pct(result['acsa'])} | | mean per-class recall |",
-      f"| G-mean | {_pct(result['g_mean'])} | | geometric mean of per-class recalls |",
-      f"| Macro-F1 | {_pct(result['macro_f1'])} | | mean per-class F1 |",
+    f"| ACSA (balanced accuracy) | {_pct(result['acsa'])} | | mean per-class recall |",
+    f"| G-mean | {_pct(result['g_mean'])} | | geometric mean of per-class recalls |",
+    f"| Macro-F1 | {_pct(result['macro_f1'])} | | mean per-class F1 |",
   ]
   if pos is not None:
-    out += [f"| ROC AUC ({pos}) | {_pct(result['roc_auc'])} | | from P({pos}) |",
-            f"| Average precision ({pos}) | {_pct(result['average_precision'])} | | from P({pos}) |"]
+    out += [
+      f"| ROC AUC ({pos}) | {_pct(result['roc_auc'])} | | from P({pos}) |",
+      f"| Average precision ({pos}) | {_pct(result['average_precision'])} | | from P({pos}) |",
+    ]
   if "roc_auc_ovr_macro" in result:
     out.append(f"| ROC AUC (macro one-vs-rest) | {_pct(result['roc_auc_ovr_macro'])} | | |")
   t = result.get("threshold")
   if t:
-    out += ["", "## Recall-first threshold (chosen on validation)", "",
-            f"Highest threshold with validation {pos} recall ≥ {_pct(t['target_recall'])} % "
-            f"({t['val_n_positive']} {pos} in {t['val_n']} validation samples); {t['rule']}.", "",
-            f"- threshold: {_num(t['value'], 6)}", f"- validation {pos} recall: {_pct(t['val_recall'])} %", ""]
+    out += [
+      "",
+      "## Recall-first threshold (chosen on validation)",
+      "",
+      f"Highest threshold with validation {pos} recall ≥ {_pct(t['target_recall'])} % "
+      f"({t['val_n_positive']} {pos} in {t['val_n']} validation samples); {t['rule']}.",
+      "",
+      f"- threshold: {_num(t['value'], 6)}",
+      f"- validation {pos} recall: {_pct(t['val_recall'])} %",
+      "",
+    ]
     if t.get("test"):
       if t.get("confusion_matrix") is not None:
-        out += [paper_layout_table({f"{model} @ threshold": t["confusion_matrix"]}, names, names.index(pos),
-                                  footnote=False), ""]
+        out += [
+          paper_layout_table({f"{model} @ threshold": t["confusion_matrix"]}, names, names.index(pos), footnote=False),
+          "",
+        ]
       out += ["| Metric (test, at threshold) | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
       out += _binary_rows(t["test"], pos, neg)
   if result.get("notes"):
@@ -382,6 +441,7 @@ def _figure(figsize=(5.0, 4.5)):
   """A matplotlib Figure on the Agg canvas (no pyplot, no global backend change)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=figsize, dpi=120)
   FigureCanvasAgg(fig)
   return fig
@@ -399,8 +459,15 @@ def _plot_confusion(result: Mapping[str, Any], path: str) -> None:
   fig.colorbar(im, ax=ax, label="share of actual class")
   for i in range(k):
     for j in range(k):
-      ax.text(j, i, f"{int(cm[i, j])}\n{100 * frac[i, j]:.1f}%", ha="center", va="center", fontsize=8,
-              color="white" if frac[i, j] > 0.5 else "black")
+      ax.text(
+        j,
+        i,
+        f"{int(cm[i, j])}\n{100 * frac[i, j]:.1f}%",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="white" if frac[i, j] > 0.5 else "black",
+      )
   ax.set_xticks(range(k), names, rotation=45 if k > 4 else 0)
   ax.set_yticks(range(k), names)
   ax.set_xlabel("Predicted")
@@ -456,11 +523,20 @@ def _plot_curves(result: Mapping[str, Any], kind: str, path: str) -> None:
 # Comparison table
 
 _DEFAULT_COLUMNS = (
-    ("accuracy", "Accuracy"), ("binary.recall", "NG recall"), ("binary.leak_rate", "Leak rate"),
-    ("binary.overkill_rate", "Overkill"), ("binary.precision", "NG precision"), ("binary.f1", "NG F1"),
-    ("acsa", "ACSA"), ("g_mean", "G-mean"), ("macro_f1", "Macro-F1"), ("roc_auc", "ROC AUC"),
-    ("average_precision", "AP"), ("threshold.test.recall", "NG recall @thr"),
-    ("threshold.test.overkill_rate", "Overkill @thr"), ("threshold.test.leak_rate", "Leak @thr"),
+  ("accuracy", "Accuracy"),
+  ("binary.recall", "NG recall"),
+  ("binary.leak_rate", "Leak rate"),
+  ("binary.overkill_rate", "Overkill"),
+  ("binary.precision", "NG precision"),
+  ("binary.f1", "NG F1"),
+  ("acsa", "ACSA"),
+  ("g_mean", "G-mean"),
+  ("macro_f1", "Macro-F1"),
+  ("roc_auc", "ROC AUC"),
+  ("average_precision", "AP"),
+  ("threshold.test.recall", "NG recall @thr"),
+  ("threshold.test.overkill_rate", "Overkill @thr"),
+  ("threshold.test.leak_rate", "Leak @thr"),
 )
 
 
@@ -495,8 +571,9 @@ def _values(entry: Any) -> dict[str, list[float]]:
   return acc
 
 
-def compare_table(results: Mapping[str, Any], metrics: Sequence[str] | None = None, *, percent: bool = True,
-                  digits: int = 2) -> str:
+def compare_table(
+  results: Mapping[str, Any], metrics: Sequence[str] | None = None, *, percent: bool = True, digits: int = 2
+) -> str:
   """Markdown table, one row per model/method, one column per metric.
 
   A result is a dict (e.g. `evaluate`'s output; nested keys are addressed as 'binary.recall') whose values

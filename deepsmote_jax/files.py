@@ -3,6 +3,7 @@
 Every stage marker, summary, report and manifest goes through here, so a run killed mid-write never leaves
 a file that looks complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +66,7 @@ def temp_dir_beside(target: str | os.PathLike) -> pathlib.Path:
   target.parent.mkdir(parents=True, exist_ok=True)
   prefix = f".{target.name}.tmp-"
   for old in target.parent.glob(prefix + "*"):
-    pid = old.name[len(prefix):].split("-", 1)[0]
+    pid = old.name[len(prefix) :].split("-", 1)[0]
     if pid.isdigit() and not process_alive(int(pid)):
       shutil.rmtree(old, ignore_errors=True)
   return pathlib.Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))

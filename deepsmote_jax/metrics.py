@@ -16,11 +16,13 @@ Conventions used throughout:
 * Score curves follow scikit-learn exactly, ties included: all samples sharing a score form one point.
   A sample is predicted positive when `score >= threshold`.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -144,12 +146,21 @@ def binary_report(cm_or_counts: Any, positive: int = 1) -> dict[str, Any]:
   n_pos, n_neg, n = tp + fn, fp + tn, tp + fn + fp + tn
   rep: dict[str, Any] = dict(c)
   rep.update(
-      n=n, n_actual_positive=n_pos, n_actual_negative=n_neg, n_flagged=tp + fp, n_passed=fn + tn,
-      recall=_ratio(tp, n_pos), miss_rate=_ratio(fn, n_pos), precision=_ratio(tp, tp + fp),
-      f1=_ratio(2 * tp, 2 * tp + fp + fn), specificity=_ratio(tn, n_neg), overkill_rate=_ratio(fp, n_neg),
-      leak_rate=_ratio(fn, fn + tn), accuracy=_ratio(tp + tn, n))
-  rep["balanced_accuracy"] = (
-      float(np.nanmean([rep["recall"], rep["specificity"]])) if n else math.nan)
+    n=n,
+    n_actual_positive=n_pos,
+    n_actual_negative=n_neg,
+    n_flagged=tp + fp,
+    n_passed=fn + tn,
+    recall=_ratio(tp, n_pos),
+    miss_rate=_ratio(fn, n_pos),
+    precision=_ratio(tp, tp + fp),
+    f1=_ratio(2 * tp, 2 * tp + fp + fn),
+    specificity=_ratio(tn, n_neg),
+    overkill_rate=_ratio(fp, n_neg),
+    leak_rate=_ratio(fn, fn + tn),
+    accuracy=_ratio(tp + tn, n),
+  )
+  rep["balanced_accuracy"] = float(np.nanmean([rep["recall"], rep["specificity"]])) if n else math.nan
   notes = []
   if n_pos == 0:
     notes.append("no actual NG samples: recall and miss_rate are NaN")
@@ -179,10 +190,10 @@ def paper_columns(cm: Any, ng: int = 1) -> dict[str, Any]:
   c = binary_counts(cm, positive=ng)
   tp, fn, fp, tn = c["tp"], c["fn"], c["fp"], c["tn"]
   return {
-      "accuracy": _ratio(tp + tn, tp + fn + fp + tn),
-      "precision": _ratio(tn, tn + fp),
-      "recall": _ratio(tn, tn + fn),
-      "f1": _ratio(2 * tn, 2 * tn + fp + fn),
+    "accuracy": _ratio(tp + tn, tp + fn + fp + tn),
+    "precision": _ratio(tn, tn + fp),
+    "recall": _ratio(tn, tn + fn),
+    "f1": _ratio(2 * tn, 2 * tn + fp + fn),
   }
 
 
@@ -211,29 +222,31 @@ def multiclass_report(cm: Any) -> dict[str, Any]:
   notes = []
   absent = [i for i in range(c) if support[i] == 0]
   if absent:
-    notes.append(f"classes {absent} have no actual samples: their recall is NaN and they are left out "
-                 "of ACSA and G-mean")
+    notes.append(
+      f"classes {absent} have no actual samples: their recall is NaN and they are left out of ACSA and G-mean"
+    )
   unpredicted = [i for i in range(c) if predicted[i] == 0]
   if unpredicted:
     notes.append(f"classes {unpredicted} are never predicted: their precision is NaN")
   unused = [i for i in range(c) if support[i] == 0 and predicted[i] == 0]
   if unused:
-    notes.append(f"classes {unused} are neither present nor predicted: their F1 is NaN and they are left "
-                 "out of macro-F1")
+    notes.append(
+      f"classes {unused} are neither present nor predicted: their F1 is NaN and they are left out of macro-F1"
+    )
   r = np.array([x for x in recall if not math.isnan(x)])
   f = np.array([x for x in f1 if not math.isnan(x)])
   return {
-      "n": n,
-      "accuracy": _ratio(tp.sum(), n),
-      "support": support.tolist(),
-      "predicted": predicted.tolist(),
-      "recall": recall,
-      "precision": precision,
-      "f1": f1,
-      "acsa": float(r.mean()) if r.size else math.nan,
-      "g_mean": _gmean(r),
-      "macro_f1": float(f.mean()) if f.size else math.nan,
-      "notes": notes,
+    "n": n,
+    "accuracy": _ratio(tp.sum(), n),
+    "support": support.tolist(),
+    "predicted": predicted.tolist(),
+    "recall": recall,
+    "precision": precision,
+    "f1": f1,
+    "acsa": float(r.mean()) if r.size else math.nan,
+    "g_mean": _gmean(r),
+    "macro_f1": float(f.mean()) if f.size else math.nan,
+    "notes": notes,
   }
 
 
@@ -287,8 +300,7 @@ def counts_at_thresholds(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarr
   return fps, tps, s[idx]
 
 
-def roc_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = True
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(fpr, tpr, thresholds) as `sklearn.metrics.roc_curve`; thresholds[0] = inf; NaN rates if a class is absent."""
   fps, tps, thr = counts_at_thresholds(y_true, scores)
   if drop_intermediate and fps.size > 2:
@@ -392,8 +404,21 @@ def recall_at_threshold(y_true: Any, scores: Any, threshold: float) -> float:
 
 
 __all__ = [
-    "UndefinedMetricWarning", "confusion_matrix", "binary_counts", "binary_report", "paper_columns",
-    "multiclass_report", "acsa", "g_mean", "macro_f1", "counts_at_thresholds", "roc_curve", "roc_auc",
-    "precision_recall_curve", "average_precision", "threshold_for_recall", "apply_threshold",
-    "recall_at_threshold",
+  "UndefinedMetricWarning",
+  "confusion_matrix",
+  "binary_counts",
+  "binary_report",
+  "paper_columns",
+  "multiclass_report",
+  "acsa",
+  "g_mean",
+  "macro_f1",
+  "counts_at_thresholds",
+  "roc_curve",
+  "roc_auc",
+  "precision_recall_curve",
+  "average_precision",
+  "threshold_for_recall",
+  "apply_threshold",
+  "recall_at_threshold",
 ]

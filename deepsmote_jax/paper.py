@@ -6,6 +6,7 @@ Confusion matrices are rows = actual class, columns = predicted class, classes (
 (`metrics.paper_columns` computes them the paper's way); `ng_positive` gives the numbers an inspection
 engineer acts on (NG recall, overkill, leak). Every printed percentage is kept exactly as printed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,14 +21,22 @@ PRINTED_COLUMNS = ("accuracy", "precision", "recall", "f1")
 
 # Table 1: test set #1, 2,724 OK / 949 NG.
 _TABLE1 = {
-    "InceptionV3": {"confusion_matrix": [[2457, 267], [22, 927]],
-                    "printed": {"accuracy": 92.13, "precision": 90.20, "recall": 99.11, "f1": 94.46}},
-    "ResNet50": {"confusion_matrix": [[2538, 186], [119, 830]],
-                 "printed": {"accuracy": 91.70, "precision": 93.17, "recall": 95.52, "f1": 94.33}},
-    "EfficientNetB5": {"confusion_matrix": [[2378, 346], [60, 889]],
-                       "printed": {"accuracy": 88.95, "precision": 87.30, "recall": 97.54, "f1": 92.13}},
-    "Xception": {"confusion_matrix": [[2487, 237], [29, 920]],
-                 "printed": {"accuracy": 92.76, "precision": 91.30, "recall": 98.85, "f1": 94.92}},
+  "InceptionV3": {
+    "confusion_matrix": [[2457, 267], [22, 927]],
+    "printed": {"accuracy": 92.13, "precision": 90.20, "recall": 99.11, "f1": 94.46},
+  },
+  "ResNet50": {
+    "confusion_matrix": [[2538, 186], [119, 830]],
+    "printed": {"accuracy": 91.70, "precision": 93.17, "recall": 95.52, "f1": 94.33},
+  },
+  "EfficientNetB5": {
+    "confusion_matrix": [[2378, 346], [60, 889]],
+    "printed": {"accuracy": 88.95, "precision": 87.30, "recall": 97.54, "f1": 92.13},
+  },
+  "Xception": {
+    "confusion_matrix": [[2487, 237], [29, 920]],
+    "printed": {"accuracy": 92.76, "precision": 91.30, "recall": 98.85, "f1": 94.92},
+  },
 }
 TABLE1_SUPPORT = {"OK": 2724, "NG": 949}
 # Printed values that the counts do not reproduce at two decimals (recomputed value given).
@@ -35,20 +44,24 @@ TABLE1_MISPRINTS = {("InceptionV3", "f1"): 94.45}
 
 # Table 2: test set #2 from another line (278 OK / 228 NG), InceptionV3.
 _TABLE2 = {
-    "trained_only_trainset": {"confusion_matrix": [[65, 213], [12, 216]],
-                              "printed": {"accuracy": 55.53, "precision": 23.38, "recall": 84.42, "f1": 36.62}},
-    # Printed under a swapped header "NG OK": read literally the diagonal would be 5 / 21; the numbers
-    # printed below it (accuracy 94.86 %) only follow with the columns in the order OK, NG.
-    "trained_with_synthetics": {"confusion_matrix": [[273, 5], [21, 207]],
-                                "printed": {"accuracy": 94.86, "precision": 98.20, "recall": 92.86, "f1": 95.45}},
+  "trained_only_trainset": {
+    "confusion_matrix": [[65, 213], [12, 216]],
+    "printed": {"accuracy": 55.53, "precision": 23.38, "recall": 84.42, "f1": 36.62},
+  },
+  # Printed under a swapped header "NG OK": read literally the diagonal would be 5 / 21; the numbers
+  # printed below it (accuracy 94.86 %) only follow with the columns in the order OK, NG.
+  "trained_with_synthetics": {
+    "confusion_matrix": [[273, 5], [21, 207]],
+    "printed": {"accuracy": 94.86, "precision": 98.20, "recall": 92.86, "f1": 95.45},
+  },
 }
 TABLE2_SUPPORT = {"OK": 278, "NG": 228}
 TABLE2_NOTES = (
-    "The 'trained with synthetics' block is headed 'NG OK' but its diagonal is 273 / 207: the header is "
-    "swapped; the printed accuracy 94.86 % holds only for the columns read as OK, NG.",
-    "Read with NG as the positive class, the synthetics cut overkill from 76.6 % to 1.8 % of OK panels "
-    "(213 -> 5 of 278) and NG recall goes from 94.74 % to 90.79 % (216 -> 207 of 228): they buy precision, "
-    "not recall.",
+  "The 'trained with synthetics' block is headed 'NG OK' but its diagonal is 273 / 207: the header is "
+  "swapped; the printed accuracy 94.86 % holds only for the columns read as OK, NG.",
+  "Read with NG as the positive class, the synthetics cut overkill from 76.6 % to 1.8 % of OK panels "
+  "(213 -> 5 of 278) and NG recall goes from 94.74 % to 90.79 % (216 -> 207 of 228): they buy precision, "
+  "not recall.",
 )
 
 

@@ -17,13 +17,15 @@ Neighbour order matches scikit-learn's `NearestNeighbors` on data without ties: 
 excluded by index (so exact duplicates are each other's neighbours at distance 0) and equal distances are
 ordered by the lower index.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import numbers
 import warnings
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -100,14 +102,14 @@ def _blocked_knn(query, reference, self_index, *, k, query_block, reference_bloc
 
 
 def nearest_neighbors(
-    query: jax.Array,
-    k: int = 5,
-    *,
-    reference: jax.Array | None = None,
-    self_index: jax.Array | None = None,
-    block_size: int = 1024,
-    exclude_self: bool = True,
-    precision: lax.Precision | str = lax.Precision.HIGHEST,
+  query: jax.Array,
+  k: int = 5,
+  *,
+  reference: jax.Array | None = None,
+  self_index: jax.Array | None = None,
+  block_size: int = 1024,
+  exclude_self: bool = True,
+  precision: lax.Precision | str = lax.Precision.HIGHEST,
 ) -> tuple[jax.Array, jax.Array]:
   """Exact Euclidean k nearest neighbours, blocked so memory stays O(n·k + block_size²).
 
@@ -149,8 +151,14 @@ def nearest_neighbors(
   if block_size < 1:
     raise ValueError(f"block_size must be positive, got {block_size}")
   return _blocked_knn(
-      query, reference, skip, k=int(k), query_block=_block(n_query, block_size),
-      reference_block=_block(reference.shape[0], block_size), precision=precision)
+    query,
+    reference,
+    skip,
+    k=int(k),
+    query_block=_block(n_query, block_size),
+    reference_block=_block(reference.shape[0], block_size),
+    precision=precision,
+  )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -159,6 +167,7 @@ def nearest_neighbors(
 
 class SmoteDraw(NamedTuple):
   """Synthetic points and their provenance: samples = x[base] + gap * (reference[neighbor] - x[base])."""
+
   samples: jax.Array  # (n_samples, d)
   base: jax.Array  # (n_samples,) row of x
   neighbor: jax.Array  # (n_samples,) row of the reference set (x unless one was given)
@@ -214,17 +223,17 @@ _draw_jit = jax.jit(_draw, static_argnames=("n_samples",))
 
 
 def smote_samples(
-    key: jax.Array,
-    x: jax.Array,
-    n_samples: int,
-    k: int = 5,
-    *,
-    nn_indices: jax.Array | None = None,
-    base_weights: jax.Array | None = None,
-    base: jax.Array | None = None,
-    reference: jax.Array | None = None,
-    half_gap: jax.Array | None = None,
-    block_size: int = 1024,
+  key: jax.Array,
+  x: jax.Array,
+  n_samples: int,
+  k: int = 5,
+  *,
+  nn_indices: jax.Array | None = None,
+  base_weights: jax.Array | None = None,
+  base: jax.Array | None = None,
+  reference: jax.Array | None = None,
+  half_gap: jax.Array | None = None,
+  block_size: int = 1024,
 ) -> SmoteDraw:
   """Draws `n_samples` SMOTE points from `x`, with the distribution of imblearn's SMOTE.
 
@@ -255,8 +264,9 @@ def smote_samples(
     base = jnp.asarray(base, jnp.int32)
     if base.shape != (n_samples,):
       raise ValueError(f"base must have shape ({n_samples},), got {base.shape}")
-  return _draw_jit(key, x, jnp.asarray(reference), jnp.asarray(nn_indices), int(n_samples),
-                   base_weights, base, half_gap)
+  return _draw_jit(
+    key, x, jnp.asarray(reference), jnp.asarray(nn_indices), int(n_samples), base_weights, base, half_gap
+  )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -268,10 +278,10 @@ def _py(value):
 
 
 def sampling_targets(
-    class_counts: Mapping[Any, int],
-    sampling_strategy: str | float | Mapping[Any, int] | Callable[[np.ndarray], Mapping[Any, int]] = "auto",
-    *,
-    y: np.ndarray | None = None,
+  class_counts: Mapping[Any, int],
+  sampling_strategy: str | float | Mapping[Any, int] | Callable[[np.ndarray], Mapping[Any, int]] = "auto",
+  *,
+  y: np.ndarray | None = None,
 ) -> dict[Any, int]:
   """Number of new samples per class, with imbalanced-learn's over-sampling meaning of the strategy.
 
@@ -295,16 +305,17 @@ def sampling_targets(
     targets = {_py(c): n for c, n in targets.items()}
     unknown = [c for c in targets if c not in counts]
     if unknown:
-      raise ValueError(f"sampling_strategy names class(es) {unknown} not present in y "
-                       f"(classes: {list(counts)})")
+      raise ValueError(f"sampling_strategy names class(es) {unknown} not present in y (classes: {list(counts)})")
     out = {}
     for c in sorted(targets):
       n = targets[c]
       if n < 0:
         raise ValueError(f"sampling_strategy asks for a negative count ({n}) for class {c!r}")
       if n < counts[c]:
-        raise ValueError(f"sampling_strategy asks for {n} samples of class {c!r}, fewer than the "
-                         f"{counts[c]} it has; over-sampling cannot remove samples")
+        raise ValueError(
+          f"sampling_strategy asks for {n} samples of class {c!r}, fewer than the "
+          f"{counts[c]} it has; over-sampling cannot remove samples"
+        )
       out[c] = int(n - counts[c])
     return out
 
@@ -319,22 +330,26 @@ def sampling_targets(
       return {c: n_majority - n for c, n in counts.items()}
     if sampling_strategy == "majority":
       raise ValueError("sampling_strategy='majority' cannot be used for over-sampling")
-    raise ValueError(f"unknown sampling_strategy {sampling_strategy!r}; use one of {_STRATEGY_NAMES}, "
-                     "a float, a dict or a callable")
+    raise ValueError(
+      f"unknown sampling_strategy {sampling_strategy!r}; use one of {_STRATEGY_NAMES}, a float, a dict or a callable"
+    )
   if isinstance(sampling_strategy, Mapping):
     return from_target_counts(sampling_strategy)
   if isinstance(sampling_strategy, numbers.Real) and not isinstance(sampling_strategy, bool):
     if len(counts) != 2:
-      raise ValueError("a float sampling_strategy is only defined for 2 classes; "
-                       f"got {len(counts)}, use a dict instead")
+      raise ValueError(
+        f"a float sampling_strategy is only defined for 2 classes; got {len(counts)}, use a dict instead"
+      )
     if not 0 < sampling_strategy <= 1:
       raise ValueError(f"a float sampling_strategy must be in (0, 1], got {sampling_strategy}")
     out = {c: int(n_majority * sampling_strategy - n) for c, n in counts.items() if c != majority}
     for c, n_new in out.items():
       if n_new <= 0:
-        raise ValueError(f"sampling_strategy={sampling_strategy} asks for "
-                         f"{int(n_majority * sampling_strategy)} samples of class {c!r}, not more than the "
-                         f"{counts[c]} it has; increase the ratio")
+        raise ValueError(
+          f"sampling_strategy={sampling_strategy} asks for "
+          f"{int(n_majority * sampling_strategy)} samples of class {c!r}, not more than the "
+          f"{counts[c]} it has; increase the ratio"
+        )
     return out
   if callable(sampling_strategy):
     if y is None:
@@ -353,6 +368,7 @@ class Resampled:
 
   samples[i] = X[base[i]] + gap[i] * (X[neighbor[i]] - X[base[i]]), label labels[i].
   """
+
   samples: jax.Array  # (m, d), X's dtype
   labels: np.ndarray  # (m,), y's dtype
   base: np.ndarray  # (m,) int64
@@ -364,8 +380,10 @@ class Resampled:
 
   def concatenate(self, X, y) -> tuple[jax.Array, np.ndarray]:
     """Original data followed by the synthetic rows, as imblearn's fit_resample returns them."""
-    return (jnp.concatenate([jnp.asarray(X, self.samples.dtype), self.samples]),
-            np.concatenate([np.asarray(y), self.labels]))
+    return (
+      jnp.concatenate([jnp.asarray(X, self.samples.dtype), self.samples]),
+      np.concatenate([np.asarray(y), self.labels]),
+    )
 
   def counts(self) -> dict:
     """Number of synthetic rows per class."""
@@ -384,17 +402,22 @@ def _within_class_knn(x_class, *, k, block_size, precision):
   """Indices (n, k) of each row's k nearest other rows of the same class."""
   block = _block(x_class.shape[0], block_size)
   skip = jnp.arange(x_class.shape[0], dtype=jnp.int32)
-  _, nn = _blocked_knn(x_class, x_class, skip, k=k, query_block=block, reference_block=block,
-                       precision=precision)
+  _, nn = _blocked_knn(x_class, x_class, skip, k=k, query_block=block, reference_block=block, precision=precision)
   return nn
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
-def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *, n_samples, k,
-                       block_size, precision):
+def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *, n_samples, k, block_size, precision):
   """Neighbours among all classes, other-class neighbours interpolated with gap in [0, 0.5)."""
-  _, nn = _blocked_knn(x_class, X, class_rows, k=k, query_block=_block(x_class.shape[0], block_size),
-                       reference_block=_block(X.shape[0], block_size), precision=precision)
+  _, nn = _blocked_knn(
+    x_class,
+    X,
+    class_rows,
+    k=k,
+    query_block=_block(x_class.shape[0], block_size),
+    reference_block=_block(X.shape[0], block_size),
+    precision=precision,
+  )
   return _draw(key, x_class, X, nn, n_samples, base_weights, half_gap=other_class)
 
 
@@ -408,8 +431,15 @@ def _fixed_base_class(key, x_class, base, *, n_samples, k, block_size, precision
 @functools.partial(jax.jit, static_argnames=("m", "block_size", "precision"))
 def _other_class_neighbors(x_class, X, class_rows, y_codes, class_code, *, m, block_size, precision):
   """How many of each class point's m nearest neighbours (among all of X) belong to another class."""
-  _, nn = _blocked_knn(x_class, X, class_rows, k=m, query_block=_block(x_class.shape[0], block_size),
-                       reference_block=_block(X.shape[0], block_size), precision=precision)
+  _, nn = _blocked_knn(
+    x_class,
+    X,
+    class_rows,
+    k=m,
+    query_block=_block(x_class.shape[0], block_size),
+    reference_block=_block(X.shape[0], block_size),
+    precision=precision,
+  )
   return jnp.sum(y_codes[nn] != class_code, axis=1)
 
 
@@ -437,17 +467,17 @@ def _check_inputs(X, y):
 
 
 def fit_resample(
-    key: jax.Array,
-    X,
-    y,
-    *,
-    sampling_strategy: Any = "auto",
-    k_neighbors: int = 5,
-    kind: str = "smote",
-    m_neighbors: int = 10,
-    strict: bool = False,
-    block_size: int = 1024,
-    precision: lax.Precision | str = lax.Precision.HIGHEST,
+  key: jax.Array,
+  X,
+  y,
+  *,
+  sampling_strategy: Any = "auto",
+  k_neighbors: int = 5,
+  kind: str = "smote",
+  m_neighbors: int = 10,
+  strict: bool = False,
+  block_size: int = 1024,
+  precision: lax.Precision | str = lax.Precision.HIGHEST,
 ) -> Resampled:
   """Over-samples latent codes X (n, d) with labels y, like imblearn's SMOTE/BorderlineSMOTE/ADASYN.
 
@@ -480,10 +510,19 @@ def fit_resample(
   classes, y_codes, class_sizes = np.unique(y, return_inverse=True, return_counts=True)
   counts = {_py(c): int(n) for c, n in zip(classes, class_sizes)}
   targets = sampling_targets(counts, sampling_strategy, y=y)
-  k_used = _neighbours_per_class(counts, targets, kind=kind, k_neighbors=k_neighbors, m_neighbors=m_neighbors,
-                                 strict=strict, n_total=X.shape[0])
-  ctx = _ClassContext(X=X, y_codes=y_codes, y_codes_dev=jnp.asarray(y_codes, jnp.int32), kind=kind,
-                      k_neighbors=k_neighbors, m_neighbors=m_neighbors, block_size=block_size, precision=precision)
+  k_used = _neighbours_per_class(
+    counts, targets, kind=kind, k_neighbors=k_neighbors, m_neighbors=m_neighbors, strict=strict, n_total=X.shape[0]
+  )
+  ctx = _ClassContext(
+    X=X,
+    y_codes=y_codes,
+    y_codes_dev=jnp.asarray(y_codes, jnp.int32),
+    kind=kind,
+    k_neighbors=k_neighbors,
+    m_neighbors=m_neighbors,
+    block_size=block_size,
+    precision=precision,
+  )
   samples, labels, base, neighbor, gap, danger = [], [], [], [], [], {}
   for c, n_new in targets.items():
     if n_new == 0:
@@ -509,8 +548,9 @@ def fit_resample(
   return Resampled(out_samples, *out, targets=targets, k_used=k_used, danger=danger)
 
 
-def _neighbours_per_class(counts: dict, targets: dict, *, kind: str, k_neighbors: int, m_neighbors: int,
-                          strict: bool, n_total: int) -> dict:
+def _neighbours_per_class(
+  counts: dict, targets: dict, *, kind: str, k_neighbors: int, m_neighbors: int, strict: bool, n_total: int
+) -> dict:
   """The k each resampled class uses; every neighbour-count problem is reported before any computation."""
   k_used = {}
   for c, n_new in targets.items():
@@ -522,7 +562,7 @@ def _neighbours_per_class(counts: dict, targets: dict, *, kind: str, k_neighbors
     if kind == "borderline-2":
       k_used[c] = min(k_neighbors, n_total - 1)
     elif n_c <= k_neighbors:
-      message = (f"class {c!r} has {n_c} samples, fewer than k_neighbors + 1 = {k_neighbors + 1}")
+      message = f"class {c!r} has {n_c} samples, fewer than k_neighbors + 1 = {k_neighbors + 1}"
       if strict:
         raise ValueError(message)
       warnings.warn(f"{message}; using k = {n_c - 1} neighbours for it", stacklevel=3)
@@ -531,13 +571,13 @@ def _neighbours_per_class(counts: dict, targets: dict, *, kind: str, k_neighbors
       k_used[c] = k_neighbors
   m_context = {"borderline-1": m_neighbors, "borderline-2": m_neighbors, "adasyn": k_neighbors}.get(kind)
   if m_context is not None and targets and n_total - 1 < m_context:
-    raise ValueError(f"kind={kind!r} looks at {m_context} neighbours among all classes but X has only "
-                     f"{n_total} rows")
+    raise ValueError(f"kind={kind!r} looks at {m_context} neighbours among all classes but X has only {n_total} rows")
   return k_used
 
 
 class _ClassContext(NamedTuple):
   """What every class's resampling reads: all codes, their class codes and the settings."""
+
   X: jax.Array
   y_codes: np.ndarray
   y_codes_dev: jax.Array
@@ -558,13 +598,18 @@ def _resample_class(ctx: _ClassContext, key, c, code: int, n_new: int, k: int, d
   if ctx.kind == "smote":
     return _smote_class(class_key, x_class, None, n_samples=_draw_size(n_new), **static), class_rows, class_rows, n_new
   m = ctx.k_neighbors if ctx.kind == "adasyn" else ctx.m_neighbors
-  n_other = np.asarray(_other_class_neighbors(x_class, ctx.X, class_rows_dev, ctx.y_codes_dev, code, m=m,
-                                              block_size=ctx.block_size, precision=ctx.precision))
+  n_other = np.asarray(
+    _other_class_neighbors(
+      x_class, ctx.X, class_rows_dev, ctx.y_codes_dev, code, m=m, block_size=ctx.block_size, precision=ctx.precision
+    )
+  )
   if ctx.kind == "adasyn":
     ratio = n_other / ctx.k_neighbors
     if not ratio.sum():
-      raise ValueError(f"class {c!r}: none of its samples has a neighbour of another class, so ADASYN's "
-                       "weights are undefined; use kind='smote'")
+      raise ValueError(
+        f"class {c!r}: none of its samples has a neighbour of another class, so ADASYN's "
+        "weights are undefined; use kind='smote'"
+      )
     per_point = np.rint(ratio / ratio.sum() * n_new).astype(np.int64)
     n_new = int(per_point.sum())
     if not n_new:
@@ -576,12 +621,20 @@ def _resample_class(ctx: _ClassContext, key, c, code: int, n_new: int, k: int, d
   in_danger = (n_other >= ctx.m_neighbors / 2) & (n_other < ctx.m_neighbors)
   danger[c] = class_rows[in_danger]
   if not in_danger.any():
-    warnings.warn(f"class {c!r}: no sample is in danger (borderline), so none is generated for it "
-                  "(as imblearn's BorderlineSMOTE)", stacklevel=3)
+    warnings.warn(
+      f"class {c!r}: no sample is in danger (borderline), so none is generated for it (as imblearn's BorderlineSMOTE)",
+      stacklevel=3,
+    )
     return None
   weights = jnp.asarray(in_danger, jnp.float32)
   if ctx.kind == "borderline-1":
-    return _smote_class(class_key, x_class, weights, n_samples=_draw_size(n_new), **static), class_rows, class_rows, n_new
-  draw = _borderline2_class(class_key, x_class, ctx.X, class_rows_dev, ctx.y_codes_dev != code, weights,
-                            n_samples=_draw_size(n_new), **static)
+    return (
+      _smote_class(class_key, x_class, weights, n_samples=_draw_size(n_new), **static),
+      class_rows,
+      class_rows,
+      n_new,
+    )
+  draw = _borderline2_class(
+    class_key, x_class, ctx.X, class_rows_dev, ctx.y_codes_dev != code, weights, n_samples=_draw_size(n_new), **static
+  )
   return draw, class_rows, np.arange(ctx.X.shape[0]), n_new

@@ -1,4 +1,5 @@
 """Image grids (Pillow only): inputs beside reconstructions, synthetic beside real samples."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ def grid(images_u8: np.ndarray, *, columns: int, pad: int = 2, background: int =
   out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), background, np.uint8)
   for i, img in enumerate(images):
     r, col = divmod(i, columns)
-    out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = img
+    out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = img
   return out
 
 

@@ -6,6 +6,7 @@
 Writes metrics.json, report.md (the paper's Table 1 layout, NG recall, leak rate, overkill, ACSA/G-mean/F1)
 and confusion-matrix / PR / ROC PNGs. With --val-data the recall-first threshold is chosen on it.
 """
+
 import argparse
 import sys
 
@@ -27,9 +28,16 @@ def main(argv=None):
   args = p.parse_args(argv)
   boundary.quiet_logs()
   with boundary.user_errors(args.verbose):
-    result = evaluate_folder(args.model, args.data, args.out, val_folder=args.val_data,
-                             positive_class=args.positive or None, target_recall=args.target_recall,
-                             resize=args.resize, on_error=args.on_error)
+    result = evaluate_folder(
+      args.model,
+      args.data,
+      args.out,
+      val_folder=args.val_data,
+      positive_class=args.positive or None,
+      target_recall=args.target_recall,
+      resize=args.resize,
+      on_error=args.on_error,
+    )
   print(f"accuracy {result.get('accuracy')}, ACSA {result.get('acsa')}; report: {args.out}/report.md")
 
 

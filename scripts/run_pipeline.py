@@ -4,6 +4,7 @@
   python scripts/run_pipeline.py --config configs/amoled_dent_200.py --config.data.root=/path/to/images ...
 Rerunning the same command resumes: finished stages are reused, unfinished ones redone.
 """
+
 from deepsmote_jax.cli import run_pipeline_main
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Print an encoder/decoder preset's layers, output shapes and parameter counts (the paper's tables).
 
-  python scripts/summary.py amoled_dent_200 [--channels 1]
+python scripts/summary.py amoled_dent_200 [--channels 1]
 """
+
 import argparse
 
 from deepsmote_jax.models import presets

@@ -5,6 +5,7 @@
 
 Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) and reconstructions.png.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -26,10 +27,13 @@ def main(argv):
   compilation_cache.enable()
   config = _CONFIG.value
   with boundary.user_errors(_VERBOSE.value):
-    summary = train_and_export(config, _WORKDIR.value or config.workdir, resume=_RESUME.value,
-                               overwrite=_OVERWRITE.value)
-  print(f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
-        f"final loss {summary.get('loss', float('nan')):.4f}; exported to {summary['export']}")
+    summary = train_and_export(
+      config, _WORKDIR.value or config.workdir, resume=_RESUME.value, overwrite=_OVERWRITE.value
+    )
+  print(
+    f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
+    f"final loss {summary.get('loss', float('nan')):.4f}; exported to {summary['export']}"
+  )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to the real defect images beside the checkout, small RNG helpers."""
+
 from __future__ import annotations
 
 import os

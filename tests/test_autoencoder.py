@@ -1,4 +1,5 @@
 """Presets: parameter counts and output shapes of the paper's tables; summary; bad settings."""
+
 from __future__ import annotations
 
 import jax
@@ -16,10 +17,13 @@ def _abstract(spec):
   return nnx.eval_shape(lambda: Autoencoder(spec, rngs=nnx.Rngs(0)))
 
 
-@pytest.mark.parametrize("preset,channels,encoder_params,decoder_channels,decoder_params", [
-    ("amoled_dent_200", 1, 2_759_264, 3, 2_988_395),      # AMOLED paper, Fig. 3
+@pytest.mark.parametrize(
+  "preset,channels,encoder_params,decoder_channels,decoder_params",
+  [
+    ("amoled_dent_200", 1, 2_759_264, 3, 2_988_395),  # AMOLED paper, Fig. 3
     ("amoled_scratch_396", 1, 11_030_112, 1, 11_029_097),  # AMOLED paper, Fig. 5
-])
+  ],
+)
 def test_paper_parameter_counts(preset, channels, encoder_params, decoder_channels, decoder_params):
   enc = _abstract(presets.get_preset(preset, channels=channels))
   dec = _abstract(presets.get_preset(preset, channels=decoder_channels))
@@ -50,14 +54,14 @@ def test_fig3_exactly_one_channel_in_three_out():
 
 
 PAPER_SHAPES = {
-    "amoled_dent_200": ([(100, 100, 8), (50, 50, 16), (25, 25, 32), (13, 13, 64), (7, 7, 128), (4, 4, 256),
-                         (1, 1, 512)],
-                        [(4, 4, 256), (7, 7, 128), (13, 13, 64), (25, 25, 32), (50, 50, 16), (100, 100, 8),
-                         (200, 200, 3)]),
-    "amoled_scratch_396": ([(198, 198, 8), (99, 99, 16), (50, 50, 32), (25, 25, 64), (13, 13, 128), (7, 7, 256),
-                            (4, 4, 512), (1, 1, 1024)],
-                           [(4, 4, 512), (7, 7, 256), (13, 13, 128), (25, 25, 64), (50, 50, 32), (99, 99, 16),
-                            (198, 198, 8), (396, 396, 1)]),
+  "amoled_dent_200": (
+    [(100, 100, 8), (50, 50, 16), (25, 25, 32), (13, 13, 64), (7, 7, 128), (4, 4, 256), (1, 1, 512)],
+    [(4, 4, 256), (7, 7, 128), (13, 13, 64), (25, 25, 32), (50, 50, 16), (100, 100, 8), (200, 200, 3)],
+  ),
+  "amoled_scratch_396": (
+    [(198, 198, 8), (99, 99, 16), (50, 50, 32), (25, 25, 64), (13, 13, 128), (7, 7, 256), (4, 4, 512), (1, 1, 1024)],
+    [(4, 4, 512), (7, 7, 256), (13, 13, 128), (25, 25, 64), (50, 50, 32), (99, 99, 16), (198, 198, 8), (396, 396, 1)],
+  ),
 }
 
 
@@ -102,16 +106,19 @@ def test_forward_runs_and_is_bounded():
   assert y.shape == x.shape and float(jnp.abs(y).max()) <= 1.0
 
 
-@pytest.mark.parametrize("name,overrides", [("tiny_64", {}), ("deepsmote_mnist", {}),
-                                            ("amoled_dent_200", {"channels": 1})])
+@pytest.mark.parametrize(
+  "name,overrides", [("tiny_64", {}), ("deepsmote_mnist", {}), ("amoled_dent_200", {"channels": 1})]
+)
 def test_rewritten_convolutions_keep_parameters_values_and_gradients(monkeypatch, name, overrides):
   """The encoder's convolutions go through `layers.conv_general_dilated` (1x1 output as a matrix product, CPU
-  gradients) and the decoder's through the rewritten `conv_transpose` (scatter form on the CPU): the parameter tree is the one the plain
-  `nnx.Conv` model has (exports load), and the train-mode output and every parameter gradient equal the
-  plain model's. Compared in float64 (the encoder and the decoder each on their own, as each casts its output
-  to float32): in float32 both differ from float64 by up to 1e-2 of a gradient's scale here (train-mode
-  BatchNorm over a few images amplifies rounding), which would hide a small error.
+  gradients) and the decoder's through the rewritten `conv_transpose` (scatter form on the CPU): the
+  parameter tree is the one the plain `nnx.Conv` model has (exports load), and the train-mode output and
+  every parameter gradient equal the plain model's. Compared in float64 (the encoder and the decoder each on
+  their own, as each casts its output to float32): in float32 both differ from float64 by up to 1e-2 of a
+  gradient's scale here (train-mode BatchNorm over a few images amplifies rounding), which would hide a
+  small error.
   amoled_dent_200 covers both 1x1 special cases."""
+
   def build(plain: bool):
     with monkeypatch.context() as m:
       if plain:
@@ -119,8 +126,9 @@ def test_rewritten_convolutions_keep_parameters_values_and_gradients(monkeypatch
       return build_autoencoder(name, seed=3, **overrides)
 
   old, new = build(True), build(False)
-  assert jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(new))) == \
-      jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(old)))
+  assert jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(new))) == jax.tree.map(
+    jnp.shape, nnx.to_pure_dict(nnx.state(old))
+  )
   assert old.encoder.convs[0].conv_general_dilated is jax.lax.conv_general_dilated
   assert new.encoder.convs[0].conv_general_dilated is layers.conv_general_dilated
   spec = new.spec
@@ -141,6 +149,7 @@ def test_rewritten_convolutions_keep_parameters_values_and_gradients(monkeypatch
     def loss(m):
       code, image = m.encoder(x, train=True), m.decoder(z, train=True)
       return jnp.vdot(code, ct_z) + jnp.vdot(image, ct_y), (code, image)
+
     (_, outs), g = nnx.jit(lambda m: nnx.value_and_grad(loss, has_aux=True)(m))(model)
     return outs, nnx.to_pure_dict(g)
 
@@ -156,7 +165,9 @@ def test_rewritten_convolutions_keep_parameters_values_and_gradients(monkeypatch
   # against its own scale, but no finer than 1e-6 of the largest gradient.
   got, want = jax.tree.map(np.asarray, got), jax.tree.map(np.asarray, want)
   overall = max(float(np.abs(e).max()) for e in jax.tree.leaves(want[1]))
-  for (path, g), (_, e) in zip(jax.tree_util.tree_leaves_with_path(got[1]), jax.tree_util.tree_leaves_with_path(want[1])):
+  for (path, g), (_, e) in zip(
+    jax.tree_util.tree_leaves_with_path(got[1]), jax.tree_util.tree_leaves_with_path(want[1])
+  ):
     assert g.dtype == np.float64
     scale = max(float(np.abs(e).max()), 1e-6 * overall)
     np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=0, atol=1e-9 * scale, err_msg=str(path))

@@ -2,6 +2,7 @@
 
 Flax models are built with `nnx.eval_shape` and filled from Keras, which skips the slow per-shape random init on CPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,15 +20,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from deepsmote_jax.models.classifiers import (InceptionV3, WeightMismatchError, Xception,  # noqa: E402
-                                              load_keras_weights, param_count)
+from deepsmote_jax.models.classifiers import InceptionV3, WeightMismatchError, Xception, load_keras_weights, param_count  # noqa: E402
 
 keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
 # Keras' get/set_weights trips a numpy-2 __array__ note; keep the output readable.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+  "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 SIZE = {"inception_v3": 75, "xception": 71}
 FLAX_CLS = {"inception_v3": InceptionV3, "xception": Xception}
@@ -68,9 +69,9 @@ def kmodels(request):
   """Per architecture: randomised Keras models (1000 classes; 2 classes; 1-channel without top), built once."""
   arch = request.param
   return arch, {
-      "top1000": _build_keras(arch, seed=0),
-      "top2": _build_keras(arch, classes=2, seed=1),
-      "gray_notop": _build_keras(arch, channels=1, include_top=False, seed=2),
+    "top1000": _build_keras(arch, seed=0),
+    "top2": _build_keras(arch, classes=2, seed=1),
+    "gray_notop": _build_keras(arch, channels=1, include_top=False, seed=2),
   }
 
 
@@ -263,11 +264,16 @@ def _bn_pairs(model, keras_bns):
   Named layers match by name; auto-named ones (batch_normalization, batch_normalization_1, ...) in the order of
   their numeric suffix, i.e. creation order.
   """
+
   def suffix(layer):
     return int(layer.name.rsplit("_", 1)[1]) if re.fullmatch(r".*_\d+", layer.name) else 0
 
-  auto = iter(sorted((i for i, l in enumerate(keras_bns) if re.fullmatch(r"batch_normalization(_\d+)?", l.name)),
-                     key=lambda i: suffix(keras_bns[i])))
+  auto = iter(
+    sorted(
+      (i for i, l in enumerate(keras_bns) if re.fullmatch(r"batch_normalization(_\d+)?", l.name)),
+      key=lambda i: suffix(keras_bns[i]),
+    )
+  )
   by_name = {l.name: i for i, l in enumerate(keras_bns)}
   pairs = []
   for layer in model.keras_layers():
@@ -324,6 +330,8 @@ def test_failed_load_leaves_model_unchanged(kmodels, top1000, tmp_path):
 
 def test_modules_import_without_tensorflow():
   heavy = "{'tensorflow', 'keras', 'h5py'}"
-  code = ("import sys, deepsmote_jax.models.classifiers, deepsmote_jax.models.classifiers.keras_weights; "
-          f"loaded = {heavy} & set(sys.modules); assert not loaded, sorted(loaded)")
+  code = (
+    "import sys, deepsmote_jax.models.classifiers, deepsmote_jax.models.classifiers.keras_weights; "
+    f"loaded = {heavy} & set(sys.modules); assert not loaded, sorted(loaded)"
+  )
   subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -1,4 +1,5 @@
 """Decoding one image: modes to 8-bit, resize policies, bad files as one named error."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,9 +66,20 @@ def test_lossless_conversions_are_not_noted():
   image_io.to_8bit(Image.new("RGBA", (2, 2), (200, 100, 50, 254)), 3)  # no list given: nothing recorded
 
 
-@pytest.mark.parametrize("size, target, tiny", [
-    ((16, 16), 64, False), ((15, 200), 64, True), ((1, 1), 2, True), ((1, 1), 1, False),
-    ((1, 40), 4, True), ((2, 2), 8, False), ((2, 2), 9, True), ((3, 3), 16, True), ((4, 4), 16, False)])
+@pytest.mark.parametrize(
+  "size, target, tiny",
+  [
+    ((16, 16), 64, False),
+    ((15, 200), 64, True),
+    ((1, 1), 2, True),
+    ((1, 1), 1, False),
+    ((1, 40), 4, True),
+    ((2, 2), 8, False),
+    ((2, 2), 9, True),
+    ((3, 3), 16, True),
+    ((4, 4), 16, False),
+  ],
+)
 def test_tiny_threshold(size, target, tiny):
   if tiny:
     with pytest.raises(image_io.BadImageError, match=f"{size[0]}x{size[1]}.*{target}x{target}"):

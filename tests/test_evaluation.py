@@ -1,4 +1,5 @@
 """deepsmote_jax.evaluation: files written, numbers consistent with the confusion matrix, paper layout."""
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ def _binary_set(seed: int, n_ok: int = 300, n_ng: int = 100):
 def _strict_json(path):
   def no_constants(name):
     raise AssertionError(f"non-standard JSON constant {name}")
+
   with open(path) as f:
     return json.loads(f.read(), parse_constant=no_constants)
 
@@ -180,7 +182,9 @@ def test_degenerate_validation_without_ng():
   assert any("no positive" in n for n in res["notes"])
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(y_true=np.zeros(5, int)), "y_true and scores have different lengths"),
     (dict(scores=np.full(10, 0.5)), r"scores must be an \(N, C\)"),
     (dict(class_names=["OK", "NG", "X"]), "class_names"),
@@ -192,7 +196,8 @@ def test_degenerate_validation_without_ng():
     (dict(y_true=np.array(["OK"] * 9 + ["bad"])), "y_true has labels not in class_names"),
     (dict(y_true=np.r_[np.zeros(9, int), 2]), "y_true has class indices outside"),
     (dict(target_recall=0.0), "target_recall"),
-])
+  ],
+)
 def test_evaluate_input_errors(kwargs, match):
   args = dict(y_true=np.r_[np.zeros(5, int), np.ones(5, int)], scores=np.full((10, 2), 0.5), class_names=NAMES)
   args.update(kwargs)
@@ -203,9 +208,9 @@ def test_evaluate_input_errors(kwargs, match):
 
 def test_compare_table():
   results = {
-      "baseline": {"accuracy": 0.5553, "binary": {"recall": 0.5}},
-      "DeepSMOTE": {"accuracy": [0.90, 0.92], "binary": {"recall": [0.97, 0.99]}},
-      "seeds as dicts": [{"accuracy": 0.90}, {"accuracy": 0.92}],
+    "baseline": {"accuracy": 0.5553, "binary": {"recall": 0.5}},
+    "DeepSMOTE": {"accuracy": [0.90, 0.92], "binary": {"recall": [0.97, 0.99]}},
+    "seeds as dicts": [{"accuracy": 0.90}, {"accuracy": 0.92}],
   }
   md = E.compare_table(results)
   lines = md.splitlines()

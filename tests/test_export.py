@@ -1,4 +1,5 @@
 """Exported encoder/decoder: a directory that loads back to the same model; bad paths fail clearly."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ def test_export_roundtrip(tmp_path):
   np.testing.assert_array_equal(encode_images(model, x), encode_images(loaded, x))
   codes = encode_images(model, x)
   np.testing.assert_array_equal(decode_codes(model, codes), decode_codes(loaded, codes))
-  assert not list(tmp_path.glob(".ae.tmp-*"))   # no temporary directory left behind
+  assert not list(tmp_path.glob(".ae.tmp-*"))  # no temporary directory left behind
 
 
 def test_load_rejects_missing_and_foreign_directories(tmp_path):
@@ -39,6 +40,7 @@ def exported(tmp_path_factory):
 
 def _copy(src, dst):
   import shutil
+
   shutil.copytree(src, dst)
   return dst
 
@@ -50,6 +52,7 @@ def test_damaged_exports_are_refused_naming_the_folder(exported, tmp_path):
     load_autoencoder(corrupt)
   no_arrays = _copy(exported, tmp_path / "no_arrays")
   import shutil
+
   shutil.rmtree(no_arrays / "arrays")
   with pytest.raises(ValueError, match=rf"{no_arrays}: the arrays/ folder is missing"):
     load_autoencoder(no_arrays)

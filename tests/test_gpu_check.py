@@ -4,6 +4,7 @@ The GPU image has no TensorFlow, no tensorflow-datasets and no imbalanced-learn 
 wheel); a `sitecustomize` makes them unimportable here, so a benchmark that grows a dependency on them fails
 in CI, not on the day a GPU is lent. Each part's JSON is checked against the schema the summary reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality"}
-ROW_KEYS = {"a": {"preset", "channels", "batch", "impl"}, "b": {"run"}, "c": {"op", "n", "d", "impl"},
-            "d": {"model", "batch", "impl"}, "e": {"method", "acsa", "ng_recall", "ng_recall_at_threshold"}}
+ROW_KEYS = {
+  "a": {"preset", "channels", "batch", "impl"},
+  "b": {"run"},
+  "c": {"op", "n", "d", "impl"},
+  "d": {"model", "batch", "impl"},
+  "e": {"method", "acsa", "ng_recall", "ng_recall_at_threshold"},
+}
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +32,10 @@ def _mirror_env(tmp_path: pathlib.Path, blocked: list[str]) -> dict[str, str]:
   site = tmp_path / "mirror_site"
   site.mkdir()
   (site / "sitecustomize.py").write_text(
-      "import sys\n"
-      f"for _name in {blocked!r}:\n"
-      "  sys.modules[_name] = None   # `import _name` now raises ImportError, as on the GPU image\n")
+    "import sys\n"
+    f"for _name in {blocked!r}:\n"
+    "  sys.modules[_name] = None   # `import _name` now raises ImportError, as on the GPU image\n"
+  )
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in [env.get("PYTHONPATH")] if p])
   env["OUT"] = str(tmp_path / "out")
@@ -42,8 +49,14 @@ def _mirror_env(tmp_path: pathlib.Path, blocked: list[str]) -> dict[str, str]:
 def smoke_run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("gpu_check")
   env = _mirror_env(tmp, ["tensorflow", "tensorflow_datasets", "imblearn"])
-  proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   return proc, tmp / "out"
 
 
@@ -73,7 +86,7 @@ def test_every_part_ran_and_wrote_its_json(smoke_run):
   assert any(line.startswith("part ") and "what" in line for line in tail[-40:])
   assert (out / "summary.md").read_text().count("|") > 20
   assert (out / "gpu_check_files.tar.gz").stat().st_size > 0
-  assert len(list(out.iterdir())) <= 8   # the device tool returns at most 8 files
+  assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
 
 
 def test_project_rows_have_numbers_and_memory(smoke_run):
@@ -86,7 +99,7 @@ def test_project_rows_have_numbers_and_memory(smoke_run):
     assert r["img_per_s"] > 0 and r["peak_mib"] > 0 and r["loss_finite"]
   torch_rows = [r for r in a if r["impl"].startswith("torch")]
   assert {r["impl"] for r in torch_rows} == {"torch fp32", "torch bf16_cl"}
-  assert all(r.get("img_per_s", 0) > 0 for r in torch_rows), torch_rows   # the CPU PyTorch baseline runs in CI
+  assert all(r.get("img_per_s", 0) > 0 for r in torch_rows), torch_rows  # the CPU PyTorch baseline runs in CI
   b = {r["run"]: r for r in json.loads((out / "b_paper_run.json").read_text())["rows"]}
   assert set(b) == {"cold cache", "warm cache"}
   for r in b.values():
@@ -100,7 +113,7 @@ def test_missing_baselines_are_skipped_with_one_line(smoke_run):
   c = json.loads((out / "c_smote.json").read_text())
   assert any("imbalanced-learn not installed" in n for n in c["notes"])
   assert not [r for r in c["rows"] if r["impl"].startswith("imblearn")]
-  assert [r for r in c["rows"] if r["impl"].startswith("sklearn")]       # scikit-learn is on the GPU image
+  assert [r for r in c["rows"] if r["impl"].startswith("sklearn")]  # scikit-learn is on the GPU image
   assert all(r["median_s"] > 0 for r in c["rows"] if r["impl"].startswith("deepsmote"))
   d = json.loads((out / "d_classifier_step.json").read_text())["rows"]
   assert [r for r in d if r["impl"].startswith("jax")] and all(r["img_per_s"] > 0 for r in d)
@@ -109,8 +122,10 @@ def test_missing_baselines_are_skipped_with_one_line(smoke_run):
 def test_torchvision_baseline_without_torchvision_is_an_error_row(tmp_path):
   pytest.importorskip("torch")
   env = _mirror_env(tmp_path, ["torchvision"])
-  code = ("from benchmarks import torch_classifier as t; import json; "
-          "print(json.dumps(t.time_torch_classifier('resnet50', 2, image_size=32, steps=1, warmup=0)))")
+  code = (
+    "from benchmarks import torch_classifier as t; import json; "
+    "print(json.dumps(t.time_torch_classifier('resnet50', 2, image_size=32, steps=1, warmup=0)))"
+  )
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -126,8 +141,14 @@ def test_quality_part_reports_methods(smoke_run):
 
 def test_a_part_without_its_dependency_fails_alone_and_says_why(tmp_path):
   env = _mirror_env(tmp_path, ["tensorflow", "tensorflow_datasets", "imblearn", "ml_collections"])
-  proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--parts", "e"], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--parts", "e"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   e = json.loads((tmp_path / "out" / "e_quality.json").read_text())
   assert e["status"] == "failed" and e["rows"] == []
@@ -136,6 +157,7 @@ def test_a_part_without_its_dependency_fails_alone_and_says_why(tmp_path):
 
 def test_bad_arguments_exit_2():
   for args in (["--nope"], ["--parts", "x"], ["--parts"]):
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+      ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error:"), (args, proc.stderr)

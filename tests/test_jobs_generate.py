@@ -1,4 +1,5 @@
 """Balanced-folder generation: files, manifest vs disk, provenance, shapes, bad input, atomic writes, script."""
+
 from __future__ import annotations
 
 import csv
@@ -14,17 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from PIL import Image
+from test_train_autoencoder import MICRO  # pylint: disable=g-bad-import-order
 
-from deepsmote_jax.jobs import generate
 from deepsmote_jax.data.folder import ImageSet, load_image_folder, save_image_folder
 from deepsmote_jax.export import export_autoencoder, load_autoencoder
-from deepsmote_jax.models.autoencoder import build_autoencoder, Autoencoder
+from deepsmote_jax.jobs import generate
+from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import loop
-
-from test_train_autoencoder import MICRO  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("generate_script", REPO / "scripts" / "generate.py")
@@ -54,8 +53,7 @@ def setup(tmp_path_factory):
   export_autoencoder(result.model, root / "autoencoder", class_names=list(COUNTS))
   model, _ = load_autoencoder(root / "autoencoder")
   image_set = load_image_folder(root / "data", image_size=16, channels=1)
-  return {"root": root, "data": root / "data", "model_path": root / "autoencoder", "model": model,
-          "set": image_set}
+  return {"root": root, "data": root / "data", "model_path": root / "autoencoder", "model": model, "set": image_set}
 
 
 def _read_manifest(out):
@@ -106,15 +104,18 @@ def _check_folder(out, summary, image_set, *, model_size=16, channels=1):
 
 def test_balanced_folder_matches_manifest_and_imblearn_targets(setup, tmp_path):
   from imblearn.utils import check_sampling_strategy
+
   image_set = setup["set"]
   out = tmp_path / "balanced"
   with pytest.warns(UserWarning) as record:
-    summary = generate.generate_dataset(setup["model"], image_set, out, source_root=setup["data"], seed=3,
-                                        model_path=setup["model_path"])
+    summary = generate.generate_dataset(
+      setup["model"], image_set, out, source_root=setup["data"], seed=3, model_path=setup["model_path"]
+    )
   messages = sorted(str(w.message) for w in record)
   assert [m for m in messages if "fewer than k_neighbors" in m] == [
-      "class 'blowhole' has 5 samples, fewer than k_neighbors + 1 = 6; using k = 4 neighbours for it",
-      "class 'crack' has 3 samples, fewer than k_neighbors + 1 = 6; using k = 2 neighbours for it"]
+    "class 'blowhole' has 5 samples, fewer than k_neighbors + 1 = 6; using k = 4 neighbours for it",
+    "class 'crack' has 3 samples, fewer than k_neighbors + 1 = 6; using k = 2 neighbours for it",
+  ]
   assert summary["warnings"] == messages
   rows = _check_folder(out, summary, image_set)
   y = np.asarray(image_set.class_names)[image_set.labels]
@@ -168,24 +169,27 @@ def test_existing_output_without_overwrite_is_left_untouched(setup, tmp_path):
   # An existing empty folder is fine.
   empty = tmp_path / "empty"
   empty.mkdir()
-  summary = generate.generate_dataset(setup["model"], setup["set"], empty, source_root=setup["data"],
-                                      k_neighbors=2)
+  summary = generate.generate_dataset(setup["model"], setup["set"], empty, source_root=setup["data"], k_neighbors=2)
   _check_folder(empty, summary, setup["set"])
 
 
 def _memory_set(counts, channels=1):
   images, labels = _images(counts, seed=5, channels=channels)
-  return ImageSet(images=images, labels=labels, class_names=list(counts),
-                  files=[f"mem/{i:04d}.png" for i in range(len(labels))])
+  return ImageSet(
+    images=images, labels=labels, class_names=list(counts), files=[f"mem/{i:04d}.png" for i in range(len(labels))]
+  )
 
 
-@pytest.mark.parametrize("counts, strategy, kw, match", [
+@pytest.mark.parametrize(
+  "counts, strategy, kw, match",
+  [
     ({"OK": 8, "NG": 1}, "auto", {}, "class 'NG' has a single image"),
     ({"OK": 8, "NG": 3}, "auto", {"strict": True}, "class 'NG' has 3 images, fewer than k_neighbors"),
     ({"OK": 8, "NG": 3}, {"NG": 2}, {}, "NG.*fewer than"),
     ({"OK": 8, "NG": 3}, {"BAD": 20}, {}, "BAD"),
     ({"OK": 8, "NG": 3}, "auto", {"copy_originals": "zip"}, "copy_originals"),
-])
+  ],
+)
 def test_bad_input_fails_before_any_output(setup, tmp_path, counts, strategy, kw, match):
   out = tmp_path / "out"
   with pytest.raises(ValueError, match=match):
@@ -214,8 +218,7 @@ def test_interrupted_run_leaves_no_folder(setup, tmp_path, monkeypatch):
 
   monkeypatch.setattr(generate, "decode_codes", fail)
   with pytest.raises(KeyboardInterrupt):
-    generate.generate_dataset(setup["model"], setup["set"], tmp_path / "out", source_root=setup["data"],
-                              k_neighbors=2)
+    generate.generate_dataset(setup["model"], setup["set"], tmp_path / "out", source_root=setup["data"], k_neighbors=2)
   assert list(tmp_path.iterdir()) == []
 
 
@@ -224,8 +227,9 @@ def test_in_memory_set_writes_model_size_pngs_and_dict_strategy(setup, tmp_path)
   out = tmp_path / "out"
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # k=3 fits: no warning
-    summary = generate.generate_dataset(setup["model"], image_set, out, sampling_strategy={"NG": 7},
-                                        k_neighbors=3, copy_originals="copy")
+    summary = generate.generate_dataset(
+      setup["model"], image_set, out, sampling_strategy={"NG": 7}, k_neighbors=3, copy_originals="copy"
+    )
   rows = _check_folder(out, summary, image_set)
   assert summary["counts_after"] == {"OK": 10, "NG": 7} and summary["counts_new"] == {"OK": 0, "NG": 3}
   originals = [r for r in rows if r["synthetic"] == "0"]
@@ -236,8 +240,9 @@ def test_in_memory_set_writes_model_size_pngs_and_dict_strategy(setup, tmp_path)
 
 def test_link_and_none_modes(setup, tmp_path):
   linked = tmp_path / "linked"
-  summary = generate.generate_dataset(setup["model"], setup["set"], linked, source_root=setup["data"],
-                                      copy_originals="link", k_neighbors=2)
+  summary = generate.generate_dataset(
+    setup["model"], setup["set"], linked, source_root=setup["data"], copy_originals="link", k_neighbors=2
+  )
   rows = _check_folder(linked, summary, setup["set"])
   original = next(r for r in rows if r["synthetic"] == "0")
   assert os.path.samefile(linked / original["file"], setup["data"] / original["source"])
@@ -272,11 +277,11 @@ def test_script_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
   originals = [r for r in rows if r["synthetic"] == "0"]
   assert len(originals) == 30 and all(r["file"].endswith(".jpg") for r in originals)  # copied as they are
   capsys.readouterr()
-  with pytest.raises(SystemExit) as exit_info:   # bad input: one line, exit code 2, no traceback
+  with pytest.raises(SystemExit) as exit_info:  # bad input: one line, exit code 2, no traceback
     generate_script.main(args)
   err = capsys.readouterr().err.strip().splitlines()
   assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not empty" in err[0]
-  with pytest.raises(ValueError, match="not empty"):   # --verbose keeps the exception (and its traceback)
+  with pytest.raises(ValueError, match="not empty"):  # --verbose keeps the exception (and its traceback)
     generate_script.main(args + ["--verbose"])
   generate_script.main(args + ["--overwrite", "--sampling-strategy", '{"crack": 10}', "--copy-originals", "none"])
   assert json.loads((out / "summary.json").read_text())["counts_written"] == {"blowhole": 0, "crack": 6, "free": 0}
@@ -287,8 +292,12 @@ def test_original_names_for_memory_sets_and_patches(tmp_path):
   assert generate._png_name("elpv/0001.png", "NG") == "elpv_0001.png"
   (tmp_path / "a").mkdir()
   (tmp_path / "a" / "x.jpg").write_bytes(b"jpg")
-  image_set = ImageSet(images=np.zeros((3, 16, 16, 1), np.uint8), labels=[0, 0, 0], class_names=["a"],
-                       files=["a/x.jpg", "a/x.jpg#0_0", "a/x.jpg#0_8"])
+  image_set = ImageSet(
+    images=np.zeros((3, 16, 16, 1), np.uint8),
+    labels=[0, 0, 0],
+    class_names=["a"],
+    files=["a/x.jpg", "a/x.jpg#0_0", "a/x.jpg#0_8"],
+  )
   plan = generate._plan_originals(image_set, "copy", tmp_path)
   assert plan == [("a/x.jpg", str(tmp_path / "a" / "x.jpg")), ("a/x_0_0.png", None), ("a/x_0_8.png", None)]
   with pytest.raises(ValueError, match="not found under source_root"):

@@ -1,4 +1,5 @@
 """One run per workdir: a live holder stops a second run, a killed run's lock is taken over."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ from deepsmote_jax.jobs.lock import LOCK_NAME, WorkdirLock, WorkdirLocked
 
 def _fake_lock(workdir, pid, host=None):
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                               "started": "2026-11-27T00:00:00", "command": "run_pipeline.py"}))
+  (workdir / LOCK_NAME).write_text(
+    json.dumps(
+      {"pid": pid, "host": host or socket.gethostname(), "started": "2026-11-27T00:00:00", "command": "run_pipeline.py"}
+    )
+  )
 
 
 def test_second_run_is_refused_naming_the_holder(tmp_path):
@@ -34,8 +38,8 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path):
   _fake_lock(tmp_path, int(dead.stdout))
   with WorkdirLock(tmp_path):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
-  assert not (tmp_path / LOCK_NAME).exists()   # released at the end
-  assert [p.name for p in tmp_path.iterdir()] == []   # no stale copy left
+  assert not (tmp_path / LOCK_NAME).exists()  # released at the end
+  assert [p.name for p in tmp_path.iterdir()] == []  # no stale copy left
 
 
 def test_lock_of_another_host_is_respected(tmp_path):
@@ -54,16 +58,17 @@ def test_lock_is_held_only_inside_the_block(tmp_path):
 
 def test_pipeline_and_training_jobs_take_the_lock(tmp_path):
   """A second pipeline (or training job) started into a busy workdir stops at once, before any stage."""
-  from tests.test_jobs_pipeline import _write_images, tiny_config
   from deepsmote_jax.jobs.pipeline import run_pipeline
   from deepsmote_jax.jobs.train_autoencoder import train_and_export
+  from tests.test_jobs_pipeline import _write_images, tiny_config
+
   root = _write_images(tmp_path / "images")
   holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     _fake_lock(tmp_path / "work", holder.pid)
     with pytest.raises(WorkdirLocked, match=f"pid {holder.pid}"):
       run_pipeline(tiny_config(root), tmp_path / "work", progress=False)
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [LOCK_NAME]   # nothing ran
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [LOCK_NAME]  # nothing ran
     _fake_lock(tmp_path / "ae", holder.pid)
     with pytest.raises(WorkdirLocked):
       train_and_export(tiny_config(root), str(tmp_path / "ae"), progress=False)

@@ -1,4 +1,5 @@
-"""The main job end to end on a tiny config: every stage's outputs exist and agree; resume redoes only what is missing."""
+"""The main job end to end on a tiny config: every stage's outputs exist and agree; reruns redo only what changed."""
+
 from __future__ import annotations
 
 import csv
@@ -38,6 +39,7 @@ def _write_images(root, counts=(("NG", 14), ("OK", 40)), size=16, seed=0):
 
 def tiny_config(root):
   from deepsmote_jax import config_lib
+
   c = config_lib.autoencoder_config(preset="micro_16", channels=1, epochs=2, batch_size=8)
   c.data.source = "folder"
   c.data.root = str(root)
@@ -83,13 +85,24 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
   assert len(synthetic) == train_counts["OK"] - train_counts["NG"] and all(r["class"] == "NG" for r in synthetic)
 
   # Report: every method present; its numbers recompute from the saved predictions.
-  assert set(summary["methods"]) == {"none", "class_weights", "random_oversampling", "smote_pixels",
-                                     "deepsmote_reference"}
+  assert set(summary["methods"]) == {
+    "none",
+    "class_weights",
+    "random_oversampling",
+    "smote_pixels",
+    "deepsmote_reference",
+  }
   report = json.loads((work / "report" / "report.json").read_text())
   for run, saved in report["runs"].items():
     with np.load(work / "classifiers" / run / "predictions.npz", allow_pickle=True) as z:
-      again = evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]), positive_class="NG",
-                                  val_true=z["val_labels"], val_scores=z["val_proba"])
+      again = evaluation.evaluate(
+        z["test_labels"],
+        z["test_proba"],
+        list(z["class_names"]),
+        positive_class="NG",
+        val_true=z["val_labels"],
+        val_scores=z["val_proba"],
+      )
       cm = np.asarray(again["confusion_matrix"])
       assert cm.sum() == len(z["test_labels"])
     assert np.asarray(saved["confusion_matrix"]).tolist() == cm.tolist()
@@ -113,14 +126,20 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
 
 def _changed_settings_redo_from_the_first_changed_stage(config, work):
   """The plan, without running: a changed setting or input redoes from the first stage that reads it."""
+
   def first_to_run(cfg):
     plan = pipeline.stages(cfg, work)
     first, _ = pipeline._plan_runs(plan, pipeline.records(cfg, plan), pathlib.Path(work))
     return plan[first].name if first < len(plan) else None
-  assert first_to_run(config) is None   # unchanged: everything reused
-  cases = [("classifier.epochs", 3, "classifiers"), ("generate.k_neighbors", 3, "generate_reference"),
-           ("train.epochs", 3, "autoencoder_reference"), ("split.seed", 1, "data"),
-           ("pipeline.target_recall", 0.9, "report")]
+
+  assert first_to_run(config) is None  # unchanged: everything reused
+  cases = [
+    ("classifier.epochs", 3, "classifiers"),
+    ("generate.k_neighbors", 3, "generate_reference"),
+    ("train.epochs", 3, "autoencoder_reference"),
+    ("split.seed", 1, "data"),
+    ("pipeline.target_recall", 0.9, "report"),
+  ]
   for key, value, stage_name in cases:
     changed = config.copy_and_resolve_references()
     section, name = key.split(".")
@@ -146,9 +165,17 @@ def _killed_runs_continue_and_end_equal(config, work, tmp_path):
   files.atomic_write_json(ae_dir / stage.STARTED, {"record": recs["autoencoder_reference"]})
   cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train", penalty="reference")
   train = prepare_data.load_split(work2 / "data", "train")
-  train_autoencoder(build_autoencoder("micro_16", channels=1), train.images, train.labels, cfg,
-                    num_classes=len(train.class_names), workdir=str(ae_dir), checkpoint_every_steps=2,
-                    stop_after_steps=2, progress=False)   # what a kill after the first checkpoint leaves
+  train_autoencoder(
+    build_autoencoder("micro_16", channels=1),
+    train.images,
+    train.labels,
+    cfg,
+    num_classes=len(train.class_names),
+    workdir=str(ae_dir),
+    checkpoint_every_steps=2,
+    stop_after_steps=2,
+    progress=False,
+  )  # what a kill after the first checkpoint leaves
   run_pipeline(config, work2, progress=False, only="autoencoder_reference")
   done = json.loads((ae_dir / stage.DONE).read_text())
   assert done["resumed_from_step"] == 2 and done["steps"] > 2
@@ -181,26 +208,36 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
   # A stage that failed half-way leaves no DONE marker, so the next run redoes it.
   assert not (tmp_path / "w2" / "data" / "DONE.json").exists()
   # Every section is checked before the first stage runs, and the error names the setting.
-  for key, value, message in (("classifier.epochs", 0, "config.classifier.epochs must be >= 1, got 0"),
-                              ("train.penalty_sample_size", 0, "config.train.penalty_sample_size must be >= 1"),
-                              ("classifier.optimiser", "adam", r"config.classifier has unknown setting\(s\) \['optimiser'\]"),
-                              ("generate.kind", "smoat", "config.generate.kind='smoat'"),
-                              ("model.preset", "nope", "unknown autoencoder preset 'nope'")):
+  for key, value, message in (
+    ("classifier.epochs", 0, "config.classifier.epochs must be >= 1, got 0"),
+    ("train.penalty_sample_size", 0, "config.train.penalty_sample_size must be >= 1"),
+    ("classifier.optimiser", "adam", r"config.classifier has unknown setting\(s\) \['optimiser'\]"),
+    ("generate.kind", "smoat", "config.generate.kind='smoat'"),
+    ("model.preset", "nope", "unknown autoencoder preset 'nope'"),
+  ):
     bad = tiny_config(root)
     section, name = key.split(".")
     bad[section][name] = value
     with pytest.raises(ValueError, match=message):
       run_pipeline(bad, tmp_path / "w4", progress=False)
-    assert not (tmp_path / "w4").exists(), key   # nothing ran, nothing was created
+    assert not (tmp_path / "w4").exists(), key  # nothing ran, nothing was created
 
 
 def test_command_line_errors_are_one_line_with_exit_code_2(tmp_path):
   import subprocess
   import sys
+
   root = _write_images(tmp_path / "imgs")
-  cmd = [sys.executable, str(pathlib.Path(__file__).parents[1] / "scripts" / "run_pipeline.py"),
-         "--config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"), "--config.data.source=folder",
-         f"--config.data.root={root}", "--config.classifier.epochs=0", f"--workdir={tmp_path / 'w'}"]
+  cmd = [
+    sys.executable,
+    str(pathlib.Path(__file__).parents[1] / "scripts" / "run_pipeline.py"),
+    "--config",
+    str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"),
+    "--config.data.source=folder",
+    f"--config.data.root={root}",
+    "--config.classifier.epochs=0",
+    f"--workdir={tmp_path / 'w'}",
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -213,6 +250,7 @@ def test_train_classifier_job_with_synthetic_images(tmp_path):
   """scripts/train_classifier.py's job: split, train one classifier with extra synthetic images, evaluate."""
   from deepsmote_jax.data.folder import save_image_folder as save
   from deepsmote_jax.jobs.train_classifier import train_classifier_job
+
   root = _write_images(tmp_path / "images")
   synth = tmp_path / "synthetic"
   imgs = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1)).astype(np.uint8)
@@ -222,24 +260,35 @@ def test_train_classifier_job_with_synthetic_images(tmp_path):
     w.writerow(["file", "class", "synthetic"])
     w.writerows([[name, "NG", 1] for name in written])
   config = tiny_config(root)
-  info = train_classifier_job(config, tmp_path / "work", method="class_weights", synthetic_dir=str(synth),
-                              progress=False)
-  assert info["train_counts"]["NG"] == json.loads((tmp_path / "work" / "data" / "DONE.json").read_text())[
-      "counts"]["train"]["NG"] + 4
+  info = train_classifier_job(
+    config, tmp_path / "work", method="class_weights", synthetic_dir=str(synth), progress=False
+  )
+  assert (
+    info["train_counts"]["NG"]
+    == json.loads((tmp_path / "work" / "data" / "DONE.json").read_text())["counts"]["train"]["NG"] + 4
+  )
   assert (tmp_path / "work" / "classifier" / "best" / "meta.json").is_file()
   assert (tmp_path / "work" / "evaluation" / "metrics.json").is_file() and 0 <= info["test"]["accuracy"] <= 1
   before = (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns
   train_classifier_job(config, tmp_path / "work", method="none", progress=False)
-  assert (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns == before   # split reused
+  assert (tmp_path / "work" / "data" / "DONE.json").stat().st_mtime_ns == before  # split reused
 
 
 def test_stages_are_an_explicit_list_with_inputs(tmp_path):
   from deepsmote_jax.jobs.pipeline import stages
+
   config = tiny_config(tmp_path)
   config.pipeline.penalties = ("reference", "paper")
   plan = stages(config, pathlib.Path(tmp_path))
-  assert [s.name for s in plan] == ["data", "autoencoder_reference", "generate_reference", "autoencoder_paper",
-                                    "generate_paper", "classifiers", "report"]
+  assert [s.name for s in plan] == [
+    "data",
+    "autoencoder_reference",
+    "generate_reference",
+    "autoencoder_paper",
+    "generate_paper",
+    "classifiers",
+    "report",
+  ]
   inputs = {s.name: s.inputs for s in plan}
   assert inputs["generate_paper"] == ("data", "autoencoder_paper")
   assert inputs["classifiers"] == ("data", "generate_reference", "generate_paper")
@@ -249,9 +298,11 @@ def test_stages_are_an_explicit_list_with_inputs(tmp_path):
 
 def test_stage_marks_done_only_when_finished(tmp_path):
   out = tmp_path / "s"
+
   def boom(folder):
     (folder / "partial.txt").write_text("x")
     raise RuntimeError("killed")
+
   with pytest.raises(RuntimeError):
     stage.run_stage(out, lambda folder, _: boom(folder))
   assert not stage.is_done(out)
@@ -265,12 +316,23 @@ def test_training_script_is_quiet_and_refuses_to_mix_runs(tmp_path):
   stops with one line until told to resume or overwrite."""
   import subprocess
   import sys
+
   root = _write_images(tmp_path / "imgs")
   repo = pathlib.Path(__file__).parents[1]
-  cmd = [sys.executable, str(repo / "scripts" / "train_autoencoder.py"), "--config", str(repo / "configs" / "default.py"),
-         "--config.data.source=folder", f"--config.data.root={root}", "--config.model.preset=micro_16",
-         "--config.train.epochs=2", "--config.train.batch_size=8", "--config.train.penalty_sample_size=8",
-         "--config.checkpoint.every_steps=2", f"--workdir={tmp_path / 'ae'}"]
+  cmd = [
+    sys.executable,
+    str(repo / "scripts" / "train_autoencoder.py"),
+    "--config",
+    str(repo / "configs" / "default.py"),
+    "--config.data.source=folder",
+    f"--config.data.root={root}",
+    "--config.model.preset=micro_16",
+    "--config.train.epochs=2",
+    "--config.train.batch_size=8",
+    "--config.train.penalty_sample_size=8",
+    "--config.checkpoint.every_steps=2",
+    f"--workdir={tmp_path / 'ae'}",
+  ]
   env = {**__import__("os").environ, "DEEPSMOTE_JAX_CACHE": ""}
   first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
   assert first.returncode == 0, first.stderr[-3000:]

@@ -4,6 +4,7 @@ Read from the source (no imports are executed): every `deepsmote_jax` import of 
 against what its layer may use, the module graph must have no cycle, and imports sit at module top except
 for optional heavy dependencies.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,24 +16,28 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "deepsmote_jax"
 
 # Group of a module (first matching prefix) -> groups it may import from (itself always allowed).
 GROUPS = {
-    "deepsmote_jax.files": set(),
-    "deepsmote_jax.metrics": set(),
-    "deepsmote_jax.compilation_cache": set(),
-    "deepsmote_jax.paper": {"deepsmote_jax.metrics"},
-    "deepsmote_jax.models": set(),
-    "deepsmote_jax.smote": set(),
-    "deepsmote_jax.data": {"deepsmote_jax.files"},
-    "deepsmote_jax.train": {"deepsmote_jax.models", "deepsmote_jax.metrics", "deepsmote_jax.files"},
-    "deepsmote_jax.export": {"deepsmote_jax.models", "deepsmote_jax.train", "deepsmote_jax.files"},
-    "deepsmote_jax.visualize": {"deepsmote_jax.files"},
-    "deepsmote_jax.evaluation": {"deepsmote_jax.metrics", "deepsmote_jax.files", "deepsmote_jax.visualize",
-                                 "deepsmote_jax.paper"},
-    "deepsmote_jax.config_lib": set(),
+  "deepsmote_jax.files": set(),
+  "deepsmote_jax.metrics": set(),
+  "deepsmote_jax.compilation_cache": set(),
+  "deepsmote_jax.paper": {"deepsmote_jax.metrics"},
+  "deepsmote_jax.models": set(),
+  "deepsmote_jax.smote": set(),
+  "deepsmote_jax.data": {"deepsmote_jax.files"},
+  "deepsmote_jax.train": {"deepsmote_jax.models", "deepsmote_jax.metrics", "deepsmote_jax.files"},
+  "deepsmote_jax.export": {"deepsmote_jax.models", "deepsmote_jax.train", "deepsmote_jax.files"},
+  "deepsmote_jax.visualize": {"deepsmote_jax.files"},
+  "deepsmote_jax.evaluation": {
+    "deepsmote_jax.metrics",
+    "deepsmote_jax.files",
+    "deepsmote_jax.visualize",
+    "deepsmote_jax.paper",
+  },
+  "deepsmote_jax.config_lib": set(),
 }
 BOTTOM = set(GROUPS)
 GROUPS["deepsmote_jax.jobs"] = BOTTOM
 GROUPS["deepsmote_jax.cli"] = BOTTOM | {"deepsmote_jax.jobs"}
-GROUPS["deepsmote_jax"] = BOTTOM | {"deepsmote_jax.jobs"}   # the package face: the public API
+GROUPS["deepsmote_jax"] = BOTTOM | {"deepsmote_jax.jobs"}  # the package face: the public API
 # Imports that may stay inside functions: optional or heavy third-party packages only.
 LAZY_OK = ("tensorflow", "tensorflow_datasets", "keras", "h5py", "elpv_dataset", "matplotlib", "scipy", "tqdm")
 
@@ -115,11 +120,13 @@ def test_imports_only_look_down(module):
     target = _resolve(name)
     if target in ("", module) or (target == "deepsmote_jax" and module != "deepsmote_jax"):
       assert target != "deepsmote_jax" or module == "deepsmote_jax", (
-          f"{MODULES[module]}:{line} imports the package face 'deepsmote_jax' itself")
+        f"{MODULES[module]}:{line} imports the package face 'deepsmote_jax' itself"
+      )
       continue
     target_group = _group(target)
     assert target_group in allowed, (
-        f"{MODULES[module]}:{line}: {group} must not import {target} ({target_group}); allowed: {sorted(allowed)}")
+      f"{MODULES[module]}:{line}: {group} must not import {target} ({target_group}); allowed: {sorted(allowed)}"
+    )
 
 
 def test_no_import_cycles():
@@ -132,7 +139,7 @@ def test_no_import_cycles():
     stack.append(m)
     for n in sorted(graph.get(m, ())):
       if state.get(n) == 1:
-        cycle = stack[stack.index(n):] + [n]
+        cycle = stack[stack.index(n) :] + [n]
         pytest.fail("import cycle: " + " -> ".join(cycle))
       if n not in state:
         visit(n)
@@ -148,7 +155,7 @@ def test_imports_at_module_top():
   late = []
   for module, path in MODULES.items():
     for name, line, at_top in _imports(module):
-      if not at_top and not name.split(".")[0] in LAZY_OK:
+      if not at_top and name.split(".")[0] not in LAZY_OK:
         late.append(f"{path}:{line} imports {name} inside a function")
   assert not late, "\n".join(late)
 

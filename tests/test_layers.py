@@ -1,11 +1,12 @@
 """The sub-pixel transposed convolution equals PyTorch's ConvTranspose2d definition; the matrix-product and
 CPU-gradient rewrites of `layers` equal the plain XLA convolutions (forward and gradients)."""
+
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from flax import nnx
 
 from deepsmote_jax.models import layers, presets
@@ -21,10 +22,10 @@ def direct_conv_transpose(x: np.ndarray, w: np.ndarray, stride: int, padding: in
   for th in range(k):
     for tw in range(k):
       contrib = np.einsum("bhwi,io->bhwo", x.astype(np.float64), w[th, tw].astype(np.float64))
-      y[:, th:th + (h - 1) * stride + 1:stride, tw:tw + (wd - 1) * stride + 1:stride] += contrib
+      y[:, th : th + (h - 1) * stride + 1 : stride, tw : tw + (wd - 1) * stride + 1 : stride] += contrib
   out_h = conv_transpose_output_size(h, k, stride, padding)
   out_w = conv_transpose_output_size(wd, k, stride, padding)
-  return y[:, padding:padding + out_h, padding:padding + out_w]
+  return y[:, padding : padding + out_h, padding : padding + out_w]
 
 
 def _preset_layers():
@@ -41,10 +42,11 @@ def _preset_layers():
 @pytest.mark.parametrize("size,kernel,stride,padding", _preset_layers() + [(5, 5, 3, 2), (6, 3, 1, 1), (4, 2, 2, 0)])
 def test_matches_definition(size, kernel, stride, padding):
   rng = np.random.default_rng(size * 100 + kernel * 10 + stride + padding)
-  x = rng.uniform(-1, 1, (2, size, size + 1, 3)).astype(np.float32)   # non-square catches swapped axes
+  x = rng.uniform(-1, 1, (2, size, size + 1, 3)).astype(np.float32)  # non-square catches swapped axes
   w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
-  got = np.asarray(conv_transpose(jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding,
-                                  precision=jax.lax.Precision.HIGHEST))
+  got = np.asarray(
+    conv_transpose(jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding, precision=jax.lax.Precision.HIGHEST)
+  )
   want = direct_conv_transpose(x, w, stride, padding)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -58,13 +60,15 @@ def test_every_form_matches_definition(monkeypatch, size, kernel, stride, paddin
   x = rng.uniform(-1, 1, (2, size, size + 1, 3)).astype(np.float32)
   w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
   want = direct_conv_transpose(x, w, stride, padding)
-  got = layers.conv_transpose_scatter(jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding,
-                                      precision=jax.lax.Precision.HIGHEST)
+  got = layers.conv_transpose_scatter(
+    jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding, precision=jax.lax.Precision.HIGHEST
+  )
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
   for rewrite in layers.FAST_PATHS:
     monkeypatch.setitem(layers.FAST_PATHS, rewrite, False)
-  got = conv_transpose(jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding,
-                       precision=jax.lax.Precision.HIGHEST)
+  got = conv_transpose(
+    jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding, precision=jax.lax.Precision.HIGHEST
+  )
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
@@ -119,6 +123,7 @@ def _encoder_layers():
 
 def _plain(fn):
   """`fn` traced with every rewrite off (the code before them)."""
+
   def wrapped(*args):
     saved = dict(layers.FAST_PATHS)
     layers.FAST_PATHS.update(matmul=False, cpu_scatter=False, cpu_grads=False)
@@ -126,6 +131,7 @@ def _plain(fn):
       return fn(*args)
     finally:
       layers.FAST_PATHS.update(saved)
+
   return wrapped
 
 
@@ -143,8 +149,11 @@ def _assert_close(got, want, rtol=2e-5):
 
 
 @pytest.mark.parametrize("wgrad", ["taps", "im2col", "patches"])
-@pytest.mark.parametrize("size,kernel,stride,padding", _encoder_layers() + [
-    (5, 3, 1, 1), (6, 4, 2, 0), (7, 3, 3, 1), (9, 4, 2, 1), (5, 5, 2, 0), (4, 4, 1, 0), (6, 3, 2, 2)])
+@pytest.mark.parametrize(
+  "size,kernel,stride,padding",
+  _encoder_layers()
+  + [(5, 3, 1, 1), (6, 4, 2, 0), (7, 3, 3, 1), (9, 4, 2, 1), (5, 5, 2, 0), (4, 4, 1, 0), (6, 3, 2, 2)],
+)
 def test_conv_matches_lax(monkeypatch, size, kernel, stride, padding, wgrad):
   """Forward, input and weight gradients of `conv_general_dilated` (1x1 matrix product, CPU gradients) equal
   `lax.conv_general_dilated`'s, for every encoder layer shape and some odd ones (non-square input)."""
@@ -153,20 +162,27 @@ def test_conv_matches_lax(monkeypatch, size, kernel, stride, padding, wgrad):
   x = jnp.asarray(rng.uniform(-1, 1, (2, size, size + (0 if size <= kernel else 1), 3)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
   pads = ((padding, padding), (padding, padding))
-  want_fn = lambda a, b: jax.lax.conv_general_dilated(a, b, (stride, stride), pads, dimension_numbers=NHWC,
-                                                      precision=HIGHEST)
-  got_fn = lambda a, b: layers.conv_general_dilated(a, b, (stride, stride), pads, dimension_numbers=NHWC,
-                                                    precision=HIGHEST)
+  want_fn = lambda a, b: jax.lax.conv_general_dilated(
+    a, b, (stride, stride), pads, dimension_numbers=NHWC, precision=HIGHEST
+  )
+  got_fn = lambda a, b: layers.conv_general_dilated(
+    a, b, (stride, stride), pads, dimension_numbers=NHWC, precision=HIGHEST
+  )
   ct = jnp.asarray(rng.normal(size=want_fn(x, w).shape), jnp.float32)
-  _assert_close(jax.jit(lambda a, b: _value_and_grads(got_fn, a, b, ct))(x, w),
-                jax.jit(lambda a, b: _value_and_grads(want_fn, a, b, ct))(x, w))
+  _assert_close(
+    jax.jit(lambda a, b: _value_and_grads(got_fn, a, b, ct))(x, w),
+    jax.jit(lambda a, b: _value_and_grads(want_fn, a, b, ct))(x, w),
+  )
 
 
 def test_single_pixel_conv_is_one_matmul():
   """A 1x1 output (deepsmote_mnist's last encoder layer) traces to a dot, no convolution."""
   x, w = jnp.ones((2, 3, 3, 4)), jnp.ones((4, 4, 4, 6))
-  jaxpr = str(jax.make_jaxpr(lambda a, b: layers.conv_general_dilated(
-      a, b, (2, 2), ((1, 1), (1, 1)), dimension_numbers=NHWC))(x, w))
+  jaxpr = str(
+    jax.make_jaxpr(lambda a, b: layers.conv_general_dilated(a, b, (2, 2), ((1, 1), (1, 1)), dimension_numbers=NHWC))(
+      x, w
+    )
+  )
   assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
   jaxpr = str(jax.make_jaxpr(lambda a, b: conv_transpose(a, b, stride=1, padding=0))(jnp.ones((2, 1, 1, 4)), w))
   assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
@@ -185,10 +201,13 @@ def test_conv_transpose_rewrites_match_plain(monkeypatch, size, kernel, stride, 
   w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
   fn = lambda a, b: conv_transpose(a, b, stride=stride, padding=padding, precision=HIGHEST)
   ct = jnp.asarray(rng.normal(size=fn(x, w).shape), jnp.float32)
-  _assert_close(jax.jit(lambda a, b: _value_and_grads(fn, a, b, ct))(x, w),
-                jax.jit(_plain(lambda a, b: _value_and_grads(fn, a, b, ct)))(x, w))
-  np.testing.assert_allclose(np.asarray(fn(x, w)), direct_conv_transpose(np.asarray(x), np.asarray(w), stride, padding),
-                             rtol=1e-5, atol=1e-5)
+  _assert_close(
+    jax.jit(lambda a, b: _value_and_grads(fn, a, b, ct))(x, w),
+    jax.jit(_plain(lambda a, b: _value_and_grads(fn, a, b, ct)))(x, w),
+  )
+  np.testing.assert_allclose(
+    np.asarray(fn(x, w)), direct_conv_transpose(np.asarray(x), np.asarray(w), stride, padding), rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize("size,kernel,stride,padding,out", [(4, 4, 2, 1, 9), (7, 3, 2, 1, 14), (3, 4, 2, 1, 7)])
@@ -197,12 +216,15 @@ def test_conv_transpose_output_size(size, kernel, stride, padding, out):
   rng = np.random.default_rng(out)
   x = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
   w = rng.normal(size=(kernel, kernel, 3, 2)).astype(np.float32)
-  got = np.asarray(conv_transpose(jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding,
-                                  precision=HIGHEST, output_size=(out, out)))
+  got = np.asarray(
+    conv_transpose(
+      jnp.asarray(x), jnp.asarray(w), stride=stride, padding=padding, precision=HIGHEST, output_size=(out, out)
+    )
+  )
   full = direct_conv_transpose(x, w, stride, 0)  # uncropped: index o + padding
   want = np.zeros((2, out, out, 2))
   avail = min(out, full.shape[1] - padding)
-  want[:, :avail, :avail] = full[:, padding:padding + avail, padding:padding + avail]
+  want[:, :avail, :avail] = full[:, padding : padding + avail, padding : padding + avail]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -227,12 +249,15 @@ def test_cpu_forms_are_used_on_cpu():
   if jax.default_backend() != "cpu":
     pytest.skip("CPU backend only")
   x, w = jnp.ones((2, 7, 7, 3)), jnp.ones((4, 4, 3, 5))
-  grads = jax.grad(lambda a, b: jnp.sum(layers.conv_general_dilated(
-      a, b, (2, 2), ((1, 1), (1, 1)), dimension_numbers=NHWC) ** 2), (0, 1))
+  grads = jax.grad(
+    lambda a, b: jnp.sum(layers.conv_general_dilated(a, b, (2, 2), ((1, 1), (1, 1)), dimension_numbers=NHWC) ** 2),
+    (0, 1),
+  )
   assert "lhs_dilation=(2, 2)" in str(jax.make_jaxpr(_plain(grads))(x, w))  # XLA's input gradient
   assert "lhs_dilation=(2, 2)" not in str(jax.make_jaxpr(grads)(x, w))
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda a, b: jnp.sum(conv_transpose(a, b, stride=2, padding=1) ** 2),
-                                      (0, 1)))(x, w))
+  jaxpr = str(
+    jax.make_jaxpr(jax.grad(lambda a, b: jnp.sum(conv_transpose(a, b, stride=2, padding=1) ** 2), (0, 1)))(x, w)
+  )
   assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
 
 
@@ -241,7 +266,8 @@ def test_nnx_conv_keeps_its_parameters():
   kw = dict(strides=2, padding=((1, 1), (1, 1)), use_bias=False)
   new = nnx.Conv(3, 5, (4, 4), conv_general_dilated=layers.conv_general_dilated, rngs=nnx.Rngs(0), **kw)
   old = nnx.Conv(3, 5, (4, 4), rngs=nnx.Rngs(0), **kw)
-  assert jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(new))) == \
-      jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(old)))
+  assert jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(new))) == jax.tree.map(
+    jnp.shape, nnx.to_pure_dict(nnx.state(old))
+  )
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)), jnp.float32)
   np.testing.assert_allclose(np.asarray(new(x)), np.asarray(old(x)), rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 """deepsmote_jax.metrics against scikit-learn (the reference) and the AMOLED paper's Table 1."""
+
 from __future__ import annotations
 
 import math
@@ -110,11 +111,11 @@ INCEPTION_V3 = np.array([[2457, 267], [22, 927]])  # rows actual OK, NG; columns
 def test_paper_table1_inceptionv3_row():
   pc = M.paper_columns(INCEPTION_V3, ng=1)
   assert round(100 * pc["precision"], 2) == 90.20  # = OK recall 2457/2724
-  assert round(100 * pc["recall"], 2) == 99.11     # = 2457/2479 of the panels passed as OK
+  assert round(100 * pc["recall"], 2) == 99.11  # = 2457/2479 of the panels passed as OK
   assert round(100 * pc["accuracy"], 2) == 92.13
-  assert round(100 * pc["f1"], 2) == 94.45         # the paper prints 94.46
+  assert round(100 * pc["f1"], 2) == 94.45  # the paper prints 94.46
   rep = M.binary_report(INCEPTION_V3, positive=1)
-  assert round(100 * rep["recall"], 2) == 97.68    # NG catch rate 927/949, the abstract's "98 %"
+  assert round(100 * rep["recall"], 2) == 97.68  # NG catch rate 927/949, the abstract's "98 %"
   assert rep["leak_rate"] == pytest.approx(22 / 2479)
   assert rep["overkill_rate"] == pytest.approx(267 / 2724)
   # paper_columns equals standard metrics with OK as positive, precision and recall swapped.

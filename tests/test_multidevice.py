@@ -1,4 +1,5 @@
 """Data parallelism: 4 simulated CPU devices give the same training result as 1 device (float rounding)."""
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,9 @@ def _run(penalty: str):
   env = dict(os.environ)
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run([sys.executable, "-c", SCRIPT.replace("{penalty}", penalty)], env=env,
-                        capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, "-c", SCRIPT.replace("{penalty}", penalty)], env=env, capture_output=True, text=True, timeout=900
+  )
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
   return proc.stdout
 

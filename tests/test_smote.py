@@ -1,4 +1,5 @@
 """Latent SMOTE (`deepsmote_jax.smote`) against scikit-learn / imbalanced-learn on small CPU data."""
+
 from __future__ import annotations
 
 import collections
@@ -102,8 +103,7 @@ def test_smote_samples_distribution():
   assert stats.chisquare(np.bincount(slot, minlength=5)).pvalue > 1e-3
   assert gap.min() >= 0 and gap.max() < 1
   assert stats.kstest(gap, "uniform").pvalue > 1e-3
-  np.testing.assert_allclose(np.asarray(draw.samples), x[base] + gap[:, None] * (x[neighbor] - x[base]),
-                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(draw.samples), x[base] + gap[:, None] * (x[neighbor] - x[base]), atol=1e-6)
 
 
 def test_smote_samples_weights_reproducibility_and_jit():
@@ -132,8 +132,16 @@ def _as_dict(d):
   return {int(c): int(n) for c, n in d.items()}
 
 
-STRATEGIES = ["auto", "not majority", "minority", "not minority", "all", {1: 90, 2: 25},
-              {0: 130, 1: 40, 2: 200}, lambda y: {1: int((y == 0).sum()), 2: 60}]
+STRATEGIES = [
+  "auto",
+  "not majority",
+  "minority",
+  "not minority",
+  "all",
+  {1: 90, 2: 25},
+  {0: 130, 1: 40, 2: 200},
+  lambda y: {1: int((y == 0).sum()), 2: 60},
+]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=range(len(STRATEGIES)))
@@ -178,8 +186,7 @@ def test_strategy_errors():
 
 def _on_segment(samples, a, b, atol=1e-4):
   """Each sample lies on segment [a, b]: |s-a| + |s-b| == |a-b|."""
-  lengths = (np.linalg.norm(samples - a, axis=1) + np.linalg.norm(samples - b, axis=1)
-             - np.linalg.norm(a - b, axis=1))
+  lengths = np.linalg.norm(samples - a, axis=1) + np.linalg.norm(samples - b, axis=1) - np.linalg.norm(a - b, axis=1)
   return np.abs(lengths) <= atol
 
 
@@ -192,7 +199,8 @@ def test_smote_provenance_and_geometry():
   np.testing.assert_array_equal(y[result.neighbor], result.labels)
   assert ((result.gap >= 0) & (result.gap < 1)).all()
   np.testing.assert_allclose(
-      samples, X[result.base] + result.gap[:, None] * (X[result.neighbor] - X[result.base]), atol=1e-5)
+    samples, X[result.base] + result.gap[:, None] * (X[result.neighbor] - X[result.base]), atol=1e-5
+  )
   assert _on_segment(samples, X[result.base], X[result.neighbor]).all()
   # The neighbour is one of the base's 5 nearest same-class points (sklearn, on the class alone).
   for c in (1, 2):

@@ -1,4 +1,5 @@
 """The PyTorch DeepSMOTE baseline in benchmarks/: parameter counts, shapes, the step, the detached penalty."""
+
 from __future__ import annotations
 
 import copy
@@ -28,10 +29,13 @@ def _one_thread():
   torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("name, enc_channels, dec_channels, n_enc, n_dec", [
-    ("amoled_dent_200", 1, 3, 2_759_264, 2_988_395),      # AMOLED paper Fig. 3
+@pytest.mark.parametrize(
+  "name, enc_channels, dec_channels, n_enc, n_dec",
+  [
+    ("amoled_dent_200", 1, 3, 2_759_264, 2_988_395),  # AMOLED paper Fig. 3
     ("amoled_scratch_396", 1, 1, 11_030_112, 11_029_097),  # AMOLED paper Fig. 5
-])
+  ],
+)
 def test_param_counts_match_paper(name, enc_channels, dec_channels, n_enc, n_dec):
   spec = get_preset(name)
   encoder = ta.Encoder(spec.replace(channels=enc_channels))
@@ -144,13 +148,15 @@ def test_time_torch_step_rejects_unknown_mode():
 
 
 def test_time_torch_step_reports_errors_instead_of_raising():
-  r = ta.time_torch_step(get_preset("tiny_64"), 4, mode="fp32", device="cpu", penalty_size=4, steps=1,
-                         warmup=0, num_classes=0)  # no class to draw from -> error in the result
+  r = ta.time_torch_step(
+    get_preset("tiny_64"), 4, mode="fp32", device="cpu", penalty_size=4, steps=1, warmup=0, num_classes=0
+  )  # no class to draw from -> error in the result
   assert "error" in r and "step_s" not in r
 
 
 def test_classifier_module_imports_cleanly():
   from benchmarks import torch_classifier as tc
+
   tv, why = tc._torchvision()
   if tv is None:  # not installed here: a clean report, no exception
     r = tc.time_torch_classifier("resnet50", 2, device="cpu")
@@ -163,8 +169,9 @@ def test_classifier_module_imports_cleanly():
 
 def test_common_helpers(tmp_path):
   calls = []
-  times = common.time_calls(lambda: calls.append(1), warmup=2, repeats=3, inner=2,
-                            sync=lambda out: calls.append("sync"))
+  times = common.time_calls(
+    lambda: calls.append(1), warmup=2, repeats=3, inner=2, sync=lambda out: calls.append("sync")
+  )
   assert len(times) == 3 and all(t >= 0 for t in times)
   assert calls.count(1) == 2 + 3 * 2 and calls.count("sync") == 1 + 3
   assert common.median_time(lambda: None, warmup=0, repeats=3) >= 0

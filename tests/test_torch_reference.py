@@ -25,6 +25,7 @@ per test on the shared 2-core CPU, XLA compilation being nearly all of it. The d
 is kept on purpose: level 0 compiles ~40% faster but sums differently (measured gradient errors 10x larger,
 1.4e-5 on micro_16), and the point here is the numerics of the program that ships.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,11 +58,11 @@ LR = 2e-4
 
 # (case id, spec, batch B, class sample P)
 CASES = [
-    ("micro_16", get_preset("micro_16"), 4, 6),
-    ("tiny_64", get_preset("tiny_64"), 4, 5),
-    ("tiny_64_rgb", get_preset("tiny_64", channels=3), 3, 4),
-    ("deepsmote_mnist", get_preset("deepsmote_mnist"), 4, 4),
-    ("micro_16_1to3", get_preset("micro_16", out_channels=3), 4, 5),   # Fig. 3's 1 in / 3 out, target broadcast
+  ("micro_16", get_preset("micro_16"), 4, 6),
+  ("tiny_64", get_preset("tiny_64"), 4, 5),
+  ("tiny_64_rgb", get_preset("tiny_64", channels=3), 3, 4),
+  ("deepsmote_mnist", get_preset("deepsmote_mnist"), 4, 4),
+  ("micro_16_1to3", get_preset("micro_16", out_channels=3), 4, 5),  # Fig. 3's 1 in / 3 out, target broadcast
 ]
 # (penalty, cyclic shift of the class sample): the released code's shift by one and a non-trivial one
 PENALTIES = [("none", 0), ("reference", 1), ("paper", 3)]
@@ -77,6 +78,7 @@ def _one_thread():
 
 
 # ---- shared weights and inputs -------------------------------------------------------------------------
+
 
 @functools.cache
 def _abstract(spec: AutoencoderSpec):
@@ -131,6 +133,7 @@ def _images(spec: AutoencoderSpec, n: int, rng: np.random.Generator) -> tuple[np
 
 
 # ---- the two sides ---------------------------------------------------------------------------------------
+
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("penalty", "term"))
 def _jax_loss_grads(graphdef, params, stats, images, class_images, shift, *, penalty: str, term: str = "loss"):
@@ -203,6 +206,7 @@ def _to_jnp(*trees):
 
 # ---- tests -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES[:3], ids=[c[0] for c in CASES[:3]])
 def test_load_and_read_back_are_inverse(case):
   """params_to_jax(load_from_jax(w)) == w bit for bit, from the model or from the dicts."""
@@ -233,8 +237,9 @@ def _match_params():
   for case in CASES:
     for penalty, shift in PENALTIES:
       slow = case[0] not in ("micro_16", "tiny_64") and penalty != "paper"
-      out.append(pytest.param(case, penalty, shift, id=f"{case[0]}-{penalty}",
-                              marks=[pytest.mark.slow] if slow else []))
+      out.append(
+        pytest.param(case, penalty, shift, id=f"{case[0]}-{penalty}", marks=[pytest.mark.slow] if slow else [])
+      )
   return out
 
 
@@ -251,15 +256,26 @@ def test_loss_and_every_gradient_match(case, penalty, shift):
   t_loss, t_grads = _torch_loss_grads(encoder, decoder, xt, xct, penalty, shift)
   with torch.no_grad():  # the two terms separately (train mode, as in the step)
     t_recon = float(ta.deepsmote_loss(encoder, decoder, xt, penalty="none"))
-    t_pen = (0.0 if penalty == "none" else
-             float(ta.deepsmote_loss(encoder, decoder, xt, xct, reconstruction=False, penalty=penalty,
-                                     perm=_torch_perm(penalty, p, shift))))
-  for name, got, want in (("loss", loss, t_loss), ("recon", terms["recon"], t_recon),
-                          ("penalty", terms["penalty"], t_pen)):
+    t_pen = (
+      0.0
+      if penalty == "none"
+      else float(
+        ta.deepsmote_loss(
+          encoder, decoder, xt, xct, reconstruction=False, penalty=penalty, perm=_torch_perm(penalty, p, shift)
+        )
+      )
+    )
+  for name, got, want in (
+    ("loss", loss, t_loss),
+    ("recon", terms["recon"], t_recon),
+    ("penalty", terms["penalty"], t_pen),
+  ):
     np.testing.assert_allclose(float(got), want, rtol=LOSS_RTOL, atol=LOSS_ATOL, err_msg=name)
   worst = _compare_grads(spec, grads, t_grads)
-  print(f"\n{spec.name} C={spec.channels} B={b} P={p} {penalty}: loss {t_loss:.6f}, rel err "
-        f"{abs(float(loss) - t_loss) / t_loss:.1e}; worst grad rel err {worst:.1e}")
+  print(
+    f"\n{spec.name} C={spec.channels} B={b} P={p} {penalty}: loss {t_loss:.6f}, rel err "
+    f"{abs(float(loss) - t_loss) / t_loss:.1e}; worst grad rel err {worst:.1e}"
+  )
 
 
 @jax.jit
@@ -267,8 +283,9 @@ def _adam_step(params, batch_stats, grads, new_batch_stats) -> loop.TrainState:
   """The first optimiser step of a fresh state, as `ae.make_step` applies it (one compiled program, not
   one per leaf shape as eager optax would)."""
   tx = optax.adam(LR)
-  state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                          opt_state=tx.init(params))
+  state = loop.TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params)
+  )
   return loop.apply_gradients(state, grads, tx, new_batch_stats)
 
 
@@ -303,8 +320,7 @@ def test_adam_step_matches(penalty):
   state = _adam_step(jparams, jstats, grads, new_stats)
 
   optimizers = ta.make_optimizers(encoder, decoder, lr=LR)
-  t_loss = ta.train_step(encoder, decoder, optimizers, xt, xct, penalty=penalty,
-                         perm=_torch_perm(penalty, p, shift))
+  t_loss = ta.train_step(encoder, decoder, optimizers, xt, xct, penalty=penalty, perm=_torch_perm(penalty, p, shift))
   np.testing.assert_allclose(float(loss), float(t_loss), rtol=LOSS_RTOL, atol=LOSS_ATOL)
   t_grads = ta.grads_to_jax(encoder, decoder)  # this step's (train_step zeroes them first)
   t_params, t_stats = ta.params_to_jax(encoder, decoder)
@@ -318,7 +334,7 @@ def test_adam_step_matches(penalty):
     if _zero_in_exact_arithmetic(spec, path):
       continue  # all of g is rounding noise here (see the module docstring)
     g = np.abs(g_t[path])
-    determined = (g >= 1e-3 * np.sqrt(np.mean(g ** 2))) | (g == 0)  # 0: a dead ReLU unit, 0 on both sides
+    determined = (g >= 1e-3 * np.sqrt(np.mean(g**2))) | (g == 0)  # 0: a dead ReLU unit, 0 on both sides
     skipped, total = skipped + int((~determined).sum()), total + g.size
     diff = np.abs(new_j[path] - new_t[path])
     ok = diff <= _update_tol(old[path])
@@ -338,8 +354,10 @@ def test_adam_step_matches(penalty):
     if path[-1] == "mean":
       np.testing.assert_allclose(mean_j[path], mean_t[path], rtol=STAT_RTOL, atol=STAT_ATOL, err_msg=str(path))
       worst_mean = max(worst_mean, float(np.abs(mean_j[path] - mean_t[path]).max()))
-  print(f"\n{penalty}: update diff <= {worst:.1e} lr on determined elements ({skipped} of {total} at rounding "
-        f"level skipped); optax on torch grads vs torch <= {worst_opt:.1e} lr; running mean diff <= {worst_mean:.1e}")
+  print(
+    f"\n{penalty}: update diff <= {worst:.1e} lr on determined elements ({skipped} of {total} at rounding "
+    f"level skipped); optax on torch grads vs torch <= {worst_opt:.1e} lr; running mean diff <= {worst_mean:.1e}"
+  )
 
 
 def test_running_var_matches_torch():
@@ -354,8 +372,7 @@ def test_running_var_matches_torch():
   _, spec, b, _ = CASES[0]  # micro_16: n = 4*4*4 = 64 (encoder), 4*8*8 = 256 (decoder)
   graphdef, params, stats = _random_weights(spec, seed=3)
   # running_var starts at 0, so var' = 0.1 * v: no cancellation against 0.9 * var hides the factor.
-  stats = jax.tree_util.tree_map_with_path(lambda pth, a: np.zeros_like(a) if _names(pth)[-1] == "var" else a,
-                                           stats)
+  stats = jax.tree_util.tree_map_with_path(lambda pth, a: np.zeros_like(a) if _names(pth)[-1] == "var" else a, stats)
   encoder, decoder = ta.build_torch_autoencoder(spec)
   ta.load_from_jax(encoder, decoder, params=params, batch_stats=stats)
   x, xt = _images(spec, b, np.random.default_rng(3))
@@ -367,11 +384,14 @@ def test_running_var_matches_torch():
   sizes = {("encoder", i): b * h * w for i, (h, w, _) in enumerate(encoder_shapes(spec))}
   sizes.update({("decoder", i): b * h * w for i, (h, w, _) in enumerate(decoder_shapes(spec))})
   var_paths = [path for path in var_j if path[-1] == "var"]
-  differ = [path for path in var_paths
-            if not np.allclose(var_j[path], var_t[path], rtol=STAT_RTOL, atol=STAT_ATOL)]
-  biased = [path for path in differ
-            if np.allclose(var_t[path], var_j[path] * sizes[(path[0], path[2])] / (sizes[(path[0], path[2])] - 1),
-                           rtol=1e-5, atol=0)]
+  differ = [path for path in var_paths if not np.allclose(var_j[path], var_t[path], rtol=STAT_RTOL, atol=STAT_ATOL)]
+  biased = [
+    path
+    for path in differ
+    if np.allclose(
+      var_t[path], var_j[path] * sizes[(path[0], path[2])] / (sizes[(path[0], path[2])] - 1), rtol=1e-5, atol=0
+    )
+  ]
   assert not differ, f"running_var differs in {differ} (of which the biased variance, Bessel missing: {biased})"
 
 
@@ -405,8 +425,7 @@ def test_reference_penalty_gives_encoder_no_gradient_paper_does():
 def test_time_torch_step_penalties():
   """The benchmark runs every penalty variant (paper: a random shift per step; none: B images per step)."""
   for penalty in ("paper", "none"):
-    r = ta.time_torch_step(get_preset("micro_16"), 4, mode="fp32", device="cpu", steps=2, warmup=0,
-                           penalty=penalty)
+    r = ta.time_torch_step(get_preset("micro_16"), 4, mode="fp32", device="cpu", steps=2, warmup=0, penalty=penalty)
     assert "error" not in r, r.get("error")
     assert r["penalty"] == penalty and r["loss_finite"]
     assert r["img_per_s"] == pytest.approx((8 if penalty == "paper" else 4) / r["step_s"])

@@ -1,4 +1,5 @@
 """DeepSMOTE training: penalty variants, class sampling, loss falls on real images, resume, determinism."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,14 @@ from deepsmote_jax.train import loop
 
 # A 16x16 model: the same code path as the paper presets, compiled in seconds.
 MICRO = AutoencoderSpec(
-    name="micro_16", image_size=16, channels=1, latent_dim=8,
-    encoder=(ConvSpec(4, 4, 2, 1), ConvSpec(8, 4, 2, 1)), decoder_input=(4, 4, 8),
-    decoder=(ConvSpec(4, 4, 2, 1), ConvSpec(1, 4, 2, 1)))
+  name="micro_16",
+  image_size=16,
+  channels=1,
+  latent_dim=8,
+  encoder=(ConvSpec(4, 4, 2, 1), ConvSpec(8, 4, 2, 1)),
+  decoder_input=(4, 4, 8),
+  decoder=(ConvSpec(4, 4, 2, 1), ConvSpec(1, 4, 2, 1)),
+)
 
 
 def _images(n=24, size=16, channels=1, seed=0):
@@ -76,8 +82,9 @@ def test_reference_shift_is_a_reconstruction_of_the_class_sample():
   valid = jnp.ones(5, bool)
   perm = ae.cyclic_shift(jnp.int32(5), 5, 1)
   graphdef, params, stats = loop.split_model(model)
-  _, shifted = ae.deepsmote_loss(loop.merge_model(graphdef, params, stats), xc[:1], penalty="reference",
-                                 class_images=xc, valid=valid, perm=perm)
+  _, shifted = ae.deepsmote_loss(
+    loop.merge_model(graphdef, params, stats), xc[:1], penalty="reference", class_images=xc, valid=valid, perm=perm
+  )
   m = loop.merge_model(graphdef, params, stats)
   m.encoder(xc[:1], train=True)  # the same BatchNorm updates as in deepsmote_loss before the penalty
   m.decoder(m.encoder(xc[:1], train=True), train=True)
@@ -94,7 +101,7 @@ def test_cyclic_shift_moves_every_valid_entry():
 
 
 def test_class_sample_is_one_class_without_replacement():
-  labels = np.array([0] * 7 + [1] * 3 + [2] * 1)   # class 2 has a single image: never drawn
+  labels = np.array([0] * 7 + [1] * 3 + [2] * 1)  # class 2 has a single image: never drawn
   table, counts = ae.class_index_table(labels, 3)
   seen = set()
   for i in range(60):
@@ -133,8 +140,9 @@ def test_resume_equals_uninterrupted_and_same_seed_same_result(tmp_path):
   for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(again.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   other = _train(tmp_path, "other", dataclasses.replace(CFG, seed=1), images, labels)
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.state.params),
-                                                       jax.tree.leaves(other.state.params)))
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(other.state.params))
+  )
 
 
 def test_checkpoints_of_another_run_are_never_mixed(tmp_path):
@@ -151,14 +159,15 @@ def test_checkpoints_of_another_run_are_never_mixed(tmp_path):
     _train(tmp_path, "w", CFG, images[::-1].copy(), labels, resume=True)
   other_spec = MICRO.replace(latent_dim=9)
   with pytest.raises(ValueError, match=r"cannot resume .*spec.latent_dim: 8 -> 9"):
-    ae.train_autoencoder(build_autoencoder(other_spec), images, labels, CFG, workdir=str(tmp_path / "w"),
-                         progress=False, resume=True)
-  assert (tmp_path / "w" / "metrics.jsonl").read_text() == metrics_before   # refusals touch nothing
+    ae.train_autoencoder(
+      build_autoencoder(other_spec), images, labels, CFG, workdir=str(tmp_path / "w"), progress=False, resume=True
+    )
+  assert (tmp_path / "w" / "metrics.jsonl").read_text() == metrics_before  # refusals touch nothing
   # More epochs is a legitimate resume; --overwrite starts over and equals a fresh run.
   longer = _train(tmp_path, "w", dataclasses.replace(CFG, epochs=3), images, labels, resume=True)
   assert longer.summary["final_step"] == 9 and longer.summary["steps_run"] == 5
   steps = [json.loads(line)["step"] for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
-  assert steps == sorted(set(steps))   # no step logged twice across the resume
+  assert steps == sorted(set(steps))  # no step logged twice across the resume
   over = _train(tmp_path, "w", CFG, images, labels, overwrite=True)
   fresh = _train(tmp_path, "fresh", CFG, images, labels)
   for a, b in zip(jax.tree.leaves(over.state.params), jax.tree.leaves(fresh.state.params)):
@@ -184,10 +193,12 @@ def test_loss_falls_on_magnetic_tile(magnetic_tile, tmp_path):
   rng = np.random.default_rng(0)
   keep = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), 24, replace=False) for c in (0, 1)])
   model = build_autoencoder("tiny_64", seed=0)
-  cfg = ae.AETrainConfig(epochs=12, batch_size=16, steps_per_call=3, penalty_sample_size=16,
-                         learning_rate=2e-3, compute_dtype="float32")
+  cfg = ae.AETrainConfig(
+    epochs=12, batch_size=16, steps_per_call=3, penalty_sample_size=16, learning_rate=2e-3, compute_dtype="float32"
+  )
   result = ae.train_autoencoder(model, ds.images[keep], ds.labels[keep], cfg, workdir=str(tmp_path), progress=False)
   import json
+
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   first, last = records[0], records[-1]
   assert last["recon"] < 0.7 * first["recon"], (first, last)
@@ -203,6 +214,7 @@ def test_one_channel_in_three_out_trains_with_the_target_broadcast(tmp_path):
   three output channels; generation gives images in the data's own channels."""
   from deepsmote_jax.data.folder import ImageSet
   from deepsmote_jax.jobs.generate import generate_dataset
+
   images, labels = _images()
   model = build_autoencoder(MICRO.replace(out_channels=3), seed=0)
   result = ae.train_autoencoder(model, images, labels, CFG, progress=False)
@@ -210,9 +222,10 @@ def test_one_channel_in_three_out_trains_with_the_target_broadcast(tmp_path):
   codes = ae.encode_images(result.model, images[:4])
   assert ae.decode_codes(result.model, codes).shape == (4, 16, 16, 3)
   ds = ImageSet(images=images, labels=labels, class_names=["A", "B", "C"], files=[f"{i}.png" for i in range(24)])
-  scarce = ds.subset(np.r_[np.flatnonzero(labels != 2), np.flatnonzero(labels == 2)[:4]])   # C: 4 of 8
+  scarce = ds.subset(np.r_[np.flatnonzero(labels != 2), np.flatnonzero(labels == 2)[:4]])  # C: 4 of 8
   summary = generate_dataset(result.model, scarce, tmp_path / "out", copy_originals="none")
   assert summary["counts_new"] == {"A": 0, "B": 0, "C": 4}
   from PIL import Image
+
   modes = {Image.open(p).mode for p in (tmp_path / "out" / "C").glob("*.png")}
-  assert modes == {"L"} and len(list((tmp_path / "out" / "C").glob("*.png"))) == 4   # the data's 1 channel
+  assert modes == {"L"} and len(list((tmp_path / "out" / "C").glob("*.png"))) == 4  # the data's 1 channel

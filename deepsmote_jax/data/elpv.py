@@ -5,6 +5,7 @@ and a cell type ('mono'/'poly'). Probability 0 is OK, 1 is NG; the uncertain 1/3
 default or mapped to OK / NG. Decoding the package takes several seconds, so the resized images are kept
 in memory (keyed by size, channels and policy) and optionally in an npz file under `cache_dir`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,7 @@ from PIL import Image
 
 from deepsmote_jax.data import folder, image_io
 
-CLASS_NAMES = ['OK', 'NG']
+CLASS_NAMES = ["OK", "NG"]
 NUM_IMAGES = 2624
 _CACHE_VERSION = 1
 
@@ -25,8 +26,7 @@ def _decode_package() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   try:
     from elpv_dataset.utils import load_dataset  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError('ELPV needs the elpv-dataset package: pip install elpv-dataset '
-                      '(or deepsmote_jax[data])') from e
+    raise ImportError("ELPV needs the elpv-dataset package: pip install elpv-dataset (or deepsmote_jax[data])") from e
   images, probs, types = load_dataset()
   return np.asarray(images, np.uint8), np.asarray(probs, np.float32), np.asarray(types).astype(str)
 
@@ -48,23 +48,24 @@ def _resize_all(images: np.ndarray, image_size: int, channels: int, resize: str)
 
 
 @functools.lru_cache(maxsize=4)
-def _all_resized(image_size: int, channels: int, resize: str,
-                 cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _all_resized(
+  image_size: int, channels: int, resize: str, cache_dir: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(images, probabilities, cell types) of all 2,624 cells, resized; memory + optional disk cache."""
   path = None
   if cache_dir:
-    path = os.path.join(cache_dir, f'elpv_v{_CACHE_VERSION}_{image_size}_{channels}_{resize}.npz')
+    path = os.path.join(cache_dir, f"elpv_v{_CACHE_VERSION}_{image_size}_{channels}_{resize}.npz")
     if os.path.exists(path):
       try:
         with np.load(path, allow_pickle=False) as z:
-          return z['images'], z['probs'], z['types'].astype(str)
+          return z["images"], z["probs"], z["types"].astype(str)
       except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
         pass
   raw, probs, types = _decode_package()
   images = _resize_all(raw, image_size, channels, resize)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.npz', dir=cache_dir)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache_dir)
     os.close(fd)
     np.savez(tmp, images=images, probs=probs, types=types)
     os.replace(tmp, path)  # atomic: concurrent loaders never see half a file
@@ -73,9 +74,15 @@ def _all_resized(image_size: int, channels: int, resize: str,
   return images, probs, types
 
 
-def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bool | str = False, *,
-              resize: str = 'resize', cache_dir: str | os.PathLike | None = None,
-              cell_type: str | None = None) -> folder.ImageSet:
+def load_elpv(
+  image_size: int = 300,
+  channels: int = 1,
+  include_intermediate: bool | str = False,
+  *,
+  resize: str = "resize",
+  cache_dir: str | os.PathLike | None = None,
+  cell_type: str | None = None,
+) -> folder.ImageSet:
   """ELPV as an `ImageSet` with classes ['OK', 'NG'].
 
   Args:
@@ -90,10 +97,10 @@ def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bo
     ImageSet; files 'elpv/<index>.png' (index into the package's label list, 4 digits), attrs
     'defect_probability' (float32) and 'cell_type' (str).
   """
-  image_io.check_settings(image_size, channels, resize, 'raise')
-  if include_intermediate not in (False, 'ok', 'ng'):
+  image_io.check_settings(image_size, channels, resize, "raise")
+  if include_intermediate not in (False, "ok", "ng"):
     raise ValueError(f"include_intermediate must be False, 'ok' or 'ng', got {include_intermediate!r}")
-  if cell_type not in (None, 'mono', 'poly'):
+  if cell_type not in (None, "mono", "poly"):
     raise ValueError(f"cell_type must be None, 'mono' or 'poly', got {cell_type!r}")
   cache = os.path.expanduser(os.fspath(cache_dir)) if cache_dir is not None else None
   # ELPV is gray: one cached copy (channels=1) serves both channel counts.
@@ -101,9 +108,9 @@ def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bo
   ok = np.isclose(probs, 0.0)
   ng = np.isclose(probs, 1.0)
   mid = ~(ok | ng)
-  if include_intermediate == 'ok':
+  if include_intermediate == "ok":
     ok |= mid
-  elif include_intermediate == 'ng':
+  elif include_intermediate == "ng":
     ng |= mid
   keep = ok | ng
   if cell_type is not None:
@@ -112,6 +119,10 @@ def load_elpv(image_size: int = 300, channels: int = 1, include_intermediate: bo
   out = images[idx]
   if channels == 3:
     out = np.repeat(out, 3, axis=-1)
-  return folder.ImageSet(images=out, labels=ng[idx].astype(np.int32), class_names=list(CLASS_NAMES),
-                         files=[f'elpv/{i:04d}.png' for i in idx],
-                         attrs={'defect_probability': probs[idx], 'cell_type': types[idx]})
+  return folder.ImageSet(
+    images=out,
+    labels=ng[idx].astype(np.int32),
+    class_names=list(CLASS_NAMES),
+    files=[f"elpv/{i:04d}.png" for i in idx],
+    attrs={"defect_probability": probs[idx], "cell_type": types[idx]},
+  )

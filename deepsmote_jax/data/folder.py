@@ -22,6 +22,7 @@ from NG into OK never relabels OK images as NG.
 
 No TensorFlow here: this module only needs NumPy and Pillow.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,7 +32,8 @@ import heapq
 import os
 import stat
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,7 +42,7 @@ from deepsmote_jax.data import image_io
 from deepsmote_jax.data import patches as patches_lib
 from deepsmote_jax.data.image_io import BadImageError
 
-DEFAULT_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MAX_LISTED = 5  # file names quoted in the skip warning
 
 
@@ -60,6 +62,7 @@ class ImageSet:
       'alpha composited on black'); they follow their images: `subset` keeps the notes of the files it
       keeps (a patch '<file>#<y>_<x>' keeps the notes of '<file>'), `concat` joins them.
   """
+
   images: np.ndarray
   labels: np.ndarray
   class_names: list[str]
@@ -71,7 +74,7 @@ class ImageSet:
   def __post_init__(self):
     self.images = np.asarray(self.images)
     if self.images.dtype != np.uint8 or self.images.ndim != 4:
-      raise ValueError(f'ImageSet.images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}')
+      raise ValueError(f"ImageSet.images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
     self.labels = np.asarray(self.labels).astype(np.int32, copy=False).reshape(-1)
     self.class_names = list(self.class_names)
     self.files = list(self.files)
@@ -80,12 +83,12 @@ class ImageSet:
     self.attrs = {k: np.asarray(v) for k, v in self.attrs.items()}
     n = len(self.images)
     if len(self.labels) != n or len(self.files) != n:
-      raise ValueError(f'ImageSet: {n} images, {len(self.labels)} labels, {len(self.files)} files')
+      raise ValueError(f"ImageSet: {n} images, {len(self.labels)} labels, {len(self.files)} files")
     for key, value in self.attrs.items():
       if len(value) != n:
-        raise ValueError(f'ImageSet.attrs[{key!r}] has {len(value)} entries for {n} images')
+        raise ValueError(f"ImageSet.attrs[{key!r}] has {len(value)} entries for {n} images")
     if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
-      raise ValueError(f'ImageSet labels must lie in [0, {len(self.class_names)})')
+      raise ValueError(f"ImageSet labels must lie in [0, {len(self.class_names)})")
 
   def __len__(self) -> int:
     return len(self.images)
@@ -108,47 +111,60 @@ class ImageSet:
     idx = np.asarray(indices)
     if idx.dtype == bool:
       if idx.shape != (len(self),):
-        raise ValueError(f'boolean mask of shape {idx.shape} for {len(self)} images')
+        raise ValueError(f"boolean mask of shape {idx.shape} for {len(self)} images")
       idx = np.flatnonzero(idx)
     idx = idx.astype(np.int64).reshape(-1)
     files = [self.files[i] for i in idx]
-    return ImageSet(images=self.images[idx], labels=self.labels[idx], class_names=self.class_names,
-                    files=files, skipped=list(self.skipped), attrs={k: v[idx] for k, v in self.attrs.items()},
-                    notes=_notes_of(self.notes, files))
+    return ImageSet(
+      images=self.images[idx],
+      labels=self.labels[idx],
+      class_names=self.class_names,
+      files=files,
+      skipped=list(self.skipped),
+      attrs={k: v[idx] for k, v in self.attrs.items()},
+      notes=_notes_of(self.notes, files),
+    )
 
   def concat(self, other: ImageSet) -> ImageSet:
     """This set followed by `other`; both must have the same class names, image shape and attrs keys."""
     if list(other.class_names) != self.class_names:
-      raise ValueError(f'concat: class names differ: {self.class_names} vs {other.class_names}')
+      raise ValueError(f"concat: class names differ: {self.class_names} vs {other.class_names}")
     if len(self) and len(other) and other.image_shape != self.image_shape:
-      raise ValueError(f'concat: image shapes differ: {self.image_shape} vs {other.image_shape}')
+      raise ValueError(f"concat: image shapes differ: {self.image_shape} vs {other.image_shape}")
     if set(self.attrs) != set(other.attrs):
-      raise ValueError(f'concat: attrs differ: {sorted(self.attrs)} vs {sorted(other.attrs)}')
-    images = (np.concatenate([self.images, other.images]) if len(self) and len(other)
-              else (self.images if len(other) == 0 else other.images).copy())
-    return ImageSet(images=images, labels=np.concatenate([self.labels, other.labels]),
-                    class_names=self.class_names, files=self.files + other.files,
-                    skipped=self.skipped + other.skipped,
-                    attrs={k: np.concatenate([v, other.attrs[k]]) for k, v in self.attrs.items()},
-                    notes=self.notes + other.notes)
+      raise ValueError(f"concat: attrs differ: {sorted(self.attrs)} vs {sorted(other.attrs)}")
+    images = (
+      np.concatenate([self.images, other.images])
+      if len(self) and len(other)
+      else (self.images if len(other) == 0 else other.images).copy()
+    )
+    return ImageSet(
+      images=images,
+      labels=np.concatenate([self.labels, other.labels]),
+      class_names=self.class_names,
+      files=self.files + other.files,
+      skipped=self.skipped + other.skipped,
+      attrs={k: np.concatenate([v, other.attrs[k]]) for k, v in self.attrs.items()},
+      notes=self.notes + other.notes,
+    )
 
 
 def _notes_of(notes: list[tuple[str, str]], files: Sequence[str]) -> list[tuple[str, str]]:
   """The notes whose source file is among `files` (patches '<file>#<tag>' count for '<file>')."""
-  sources = set(files) | {f.rpartition('#')[0] for f in files if '#' in f}
+  sources = set(files) | {f.rpartition("#")[0] for f in files if "#" in f}
   return [n for n in notes if n[0] in sources]
 
 
 def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
-  exts = tuple(('.' + e.lstrip('.')).lower() for e in extensions)
+  exts = tuple(("." + e.lstrip(".")).lower() for e in extensions)
   if not exts:
-    raise ValueError('extensions must not be empty')
+    raise ValueError("extensions must not be empty")
   return exts
 
 
 def _identity(st: os.stat_result, path: str) -> tuple:
   """(st_dev, st_ino) of a file or folder; its resolved path where the file system reports no inode numbers."""
-  return (st.st_dev, st.st_ino) if st.st_ino else ('path', os.path.realpath(path))
+  return (st.st_dev, st.st_ino) if st.st_ino else ("path", os.path.realpath(path))
 
 
 def _unresolved(entry: os.DirEntry, err: OSError) -> str:
@@ -157,15 +173,16 @@ def _unresolved(entry: os.DirEntry, err: OSError) -> str:
     try:
       target = repr(os.readlink(entry.path))
     except OSError:
-      target = 'an unreadable target'
+      target = "an unreadable target"
     if isinstance(err, FileNotFoundError):
-      return f'broken symbolic link (to {target}, which does not exist)'
-    return f'symbolic link to {target} cannot be resolved ({err.strerror or err})'
-  return f'cannot read ({type(err).__name__}: {err.strerror or err})'
+      return f"broken symbolic link (to {target}, which does not exist)"
+    return f"symbolic link to {target} cannot be resolved ({err.strerror or err})"
+  return f"cannot read ({type(err).__name__}: {err.strerror or err})"
 
 
-def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
-          skip: bool) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+def _scan(
+  root: str, class_names: Sequence[str], extensions: tuple[str, ...], skip: bool
+) -> tuple[list[str], list[int], list[tuple[str, str]]]:
   """(files relative to root, labels, skipped) of the class folders, in class then path order.
 
   Hidden entries are ignored; links are handled as the module docstring says. Problems (loops, repeats,
@@ -176,14 +193,16 @@ def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
 
   def problem(rel: str, reason: str) -> None:
     if not skip:
-      raise ValueError(f'{os.path.join(root, rel)}: {reason} (on_error=\'skip\' leaves it out)')
+      raise ValueError(f"{os.path.join(root, rel)}: {reason} (on_error='skip' leaves it out)")
     skipped.append((rel, reason))
 
   # Folders are listed in order of (links followed below the class folder, class folder is a link, label,
   # path): the first listing of any folder, and of any file, is then its preferred one.
   root_id = _identity(os.stat(root), root)
-  heap = [(0, int(os.path.islink(os.path.join(root, name))), label, name, ((root_id, '.'),))
-          for label, name in enumerate(class_names)]
+  heap = [
+    (0, int(os.path.islink(os.path.join(root, name))), label, name, ((root_id, "."),))
+    for label, name in enumerate(class_names)
+  ]
   heapq.heapify(heap)
   listed: dict[tuple, str] = {}  # folder identity -> its first path
   found: list[tuple[tuple[int, int, int, str], tuple]] = []  # (priority key, identity) of each image file
@@ -193,22 +212,22 @@ def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
     try:
       ident = _identity(os.stat(path), path)
     except OSError as e:
-      problem(rel + '/', f'cannot read folder ({type(e).__name__}: {e.strerror or e})')
+      problem(rel + "/", f"cannot read folder ({type(e).__name__}: {e.strerror or e})")
       continue
     loop = next((a_rel for a_id, a_rel in ancestors if a_id == ident), None)
     if loop is not None:
-      where = 'the image folder root' if loop == '.' else repr(loop + '/')
-      problem(rel + '/', f'directory link loops back to {where}, which contains it')
+      where = "the image folder root" if loop == "." else repr(loop + "/")
+      problem(rel + "/", f"directory link loops back to {where}, which contains it")
       continue
     if ident in listed:
-      problem(rel + '/', f'same folder as {listed[ident] + "/"!r} (reached twice through a link)')
+      problem(rel + "/", f"same folder as {listed[ident] + '/'!r} (reached twice through a link)")
       continue
     listed[ident] = rel
     try:
       with os.scandir(path) as it:
-        entries = sorted((e for e in it if not e.name.startswith('.')), key=lambda e: e.name)
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as e:
-      problem(rel + '/', f'cannot list folder ({type(e).__name__}: {e.strerror or e})')
+      problem(rel + "/", f"cannot list folder ({type(e).__name__}: {e.strerror or e})")
       continue
     below = ancestors + ((ident, rel),)
     for e in entries:
@@ -227,7 +246,7 @@ def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
       if ext not in extensions:
         continue
       if not stat.S_ISREG(st.st_mode):
-        problem(child, 'not a regular file (a FIFO, socket or device named like an image)')
+        problem(child, "not a regular file (a FIFO, socket or device named like an image)")
         continue
       found.append(((links + is_link, class_link, label, child), _identity(st, e.path)))
 
@@ -239,7 +258,7 @@ def _scan(root: str, class_names: Sequence[str], extensions: tuple[str, ...],
   for key, ident in sorted(found, key=lambda f: (f[0][2], f[0][3])):
     kept = first[ident]
     if kept != key:
-      problem(key[3], f'same file as {kept[3]!r} (reached twice through a symbolic or hard link)')
+      problem(key[3], f"same file as {kept[3]!r} (reached twice through a symbolic or hard link)")
       continue
     files.append(key[3])
     labels.append(key[2])
@@ -250,8 +269,9 @@ def default_workers() -> int:
   return min(32, (os.cpu_count() or 1) + 2)
 
 
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int | None = None,
-                 stop_on_error: bool = False) -> list[tuple[Any, BaseException | None]]:
+def parallel_map(
+  fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int | None = None, stop_on_error: bool = False
+) -> list[tuple[Any, BaseException | None]]:
   """[(fn(item), None) or (None, error)] in item order, run on a thread pool.
 
   With `stop_on_error` the first failing item (in order) stops the map: pending items are cancelled
@@ -272,7 +292,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
       if stop_on_error and out[-1][1] is not None:
         break
     return out
-  ex = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix='decode')
+  ex = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
   out = []
   try:
     for res in ex.map(call, items):
@@ -288,49 +308,54 @@ def _summary_warning(where: str, skipped: list[tuple[str, str]], notes: list[tup
   """One warning for a whole load: the skipped files (first few named) and the notes counted by kind."""
   parts = []
   if skipped:
-    shown = '; '.join(f'{f} ({r})' for f, r in skipped[:_MAX_LISTED])
-    more = f'; and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
-    parts.append(f'skipped {len(skipped)} file(s): {shown}{more}')
+    shown = "; ".join(f"{f} ({r})" for f, r in skipped[:_MAX_LISTED])
+    more = f"; and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
+    parts.append(f"skipped {len(skipped)} file(s): {shown}{more}")
   if notes:
     example = {}
     for f, what in notes:
       example.setdefault(what, f)
     counts = collections.Counter(what for _, what in notes)
-    kinds = '; '.join(f'{what}: {counts[what]} (e.g. {f})' for what, f in example.items())
-    parts.append(f'{len({f for f, _ in notes})} file(s) loaded with changes: {kinds}')
-  warnings.warn(f'{where}: ' + '. '.join(parts) + ' (details in ImageSet.skipped / ImageSet.notes)', stacklevel=3)
+    kinds = "; ".join(f"{what}: {counts[what]} (e.g. {f})" for what, f in example.items())
+    parts.append(f"{len({f for f, _ in notes})} file(s) loaded with changes: {kinds}")
+  warnings.warn(f"{where}: " + ". ".join(parts) + " (details in ImageSet.skipped / ImageSet.notes)", stacklevel=3)
 
 
-def _list(root: str, classes: Sequence[str] | None, extensions: Iterable[str],
-          skip: bool) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
+def _list(
+  root: str, classes: Sequence[str] | None, extensions: Iterable[str], skip: bool
+) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
   """`list_image_folder` plus the (path, reason) of the entries left out with `skip`."""
   exts = _normalise_extensions(extensions)
   if not os.path.exists(root):
-    raise ValueError(f'image folder {root!r} does not exist')
+    raise ValueError(f"image folder {root!r} does not exist")
   if not os.path.isdir(root):
-    raise ValueError(f'image folder {root!r} is not a directory')
-  subdirs = sorted(d for d in os.listdir(root) if not d.startswith('.') and os.path.isdir(os.path.join(root, d)))
+    raise ValueError(f"image folder {root!r} is not a directory")
+  subdirs = sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
   if classes is None:
     if not subdirs:
-      what = 'is empty' if not os.listdir(root) else 'has no class subfolders (expected root/<class>/<image>)'
-      raise ValueError(f'image folder {root!r} {what}')
+      what = "is empty" if not os.listdir(root) else "has no class subfolders (expected root/<class>/<image>)"
+      raise ValueError(f"image folder {root!r} {what}")
     class_names = subdirs
   else:
     class_names = list(classes)
     if not class_names:
-      raise ValueError('classes must not be empty')
+      raise ValueError("classes must not be empty")
     if len(set(class_names)) != len(class_names):
-      raise ValueError(f'classes has duplicates: {class_names}')
+      raise ValueError(f"classes has duplicates: {class_names}")
     missing = [c for c in class_names if not os.path.isdir(os.path.join(root, c))]
     if missing:
-      raise ValueError(f'class folder(s) {missing} not found under {root!r} (found {subdirs})')
+      raise ValueError(f"class folder(s) {missing} not found under {root!r} (found {subdirs})")
   files, labels, skipped = _scan(root, class_names, exts, skip)
   return class_names, files, labels, skipped
 
 
-def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None,
-                      extensions: Iterable[str] = DEFAULT_EXTENSIONS,
-                      on_error: str = 'raise') -> tuple[list[str], list[str], list[int]]:
+def list_image_folder(
+  root: str | os.PathLike,
+  *,
+  classes: Sequence[str] | None = None,
+  extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+  on_error: str = "raise",
+) -> tuple[list[str], list[str], list[int]]:
   """(class_names, files relative to root, labels) of a class-per-subfolder tree, without decoding.
 
   Raises ValueError for a missing root, a root without class subfolders or a requested class folder that
@@ -339,18 +364,27 @@ def list_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
   out with one warning (see the module docstring).
   """
   if on_error not in image_io.ON_ERROR:
-    raise ValueError(f'on_error must be one of {image_io.ON_ERROR}, got {on_error!r}')
+    raise ValueError(f"on_error must be one of {image_io.ON_ERROR}, got {on_error!r}")
   root = os.fspath(root)
-  class_names, files, labels, skipped = _list(root, classes, extensions, on_error == 'skip')
+  class_names, files, labels, skipped = _list(root, classes, extensions, on_error == "skip")
   if skipped:
-    _summary_warning(f'list_image_folder({root!r})', skipped, [])
+    _summary_warning(f"list_image_folder({root!r})", skipped, [])
   return class_names, files, labels
 
 
-def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int, resize: str = 'resize',
-                      on_error: str = 'raise', min_per_class: int = 1, classes: Sequence[str] | None = None,
-                      extensions: Iterable[str] = DEFAULT_EXTENSIONS, num_workers: int | None = None,
-                      patches: Any = None) -> ImageSet:
+def load_image_folder(
+  root: str | os.PathLike,
+  *,
+  image_size: int,
+  channels: int,
+  resize: str = "resize",
+  on_error: str = "raise",
+  min_per_class: int = 1,
+  classes: Sequence[str] | None = None,
+  extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+  num_workers: int | None = None,
+  patches: Any = None,
+) -> ImageSet:
   """Decode `root/<class>/<image>` into an `ImageSet` of uint8 (N, image_size, image_size, channels).
 
   Args:
@@ -378,9 +412,9 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
   """
   image_io.check_settings(image_size, channels, resize, on_error)
   if min_per_class < 0:
-    raise ValueError(f'min_per_class must be >= 0, got {min_per_class}')
+    raise ValueError(f"min_per_class must be >= 0, got {min_per_class}")
   root = os.fspath(root)
-  skip = on_error == 'skip'
+  skip = on_error == "skip"
   class_names, files, labels, skipped = _list(root, classes, extensions, skip)
   explicit = classes is not None
 
@@ -388,14 +422,15 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
   counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
   for label, name in enumerate(class_names):
     if counts[label] < min_per_class and (not skip or explicit):
-      raise ValueError(f'class folder {os.path.join(root, name)!r} has {counts[label]} image file(s), '
-                       f'fewer than min_per_class={min_per_class}')
+      raise ValueError(
+        f"class folder {os.path.join(root, name)!r} has {counts[label]} image file(s), "
+        f"fewer than min_per_class={min_per_class}"
+      )
 
   def fn(rel):
     notes: list[str] = []
     if patches is not None:
-      out = patches_lib.extract_file_patches(root, rel, patches, image_size=image_size, channels=channels,
-                                             notes=notes)
+      out = patches_lib.extract_file_patches(root, rel, patches, image_size=image_size, channels=channels, notes=notes)
     else:
       out = image_io.decode_image(os.path.join(root, rel), image_size, channels, resize, notes=notes)
     return out, notes
@@ -407,7 +442,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
   for rel, label, (res, err) in zip(files, labels, results):
     if err is not None:
       if not skip:
-        raise ValueError(f'{os.path.join(root, rel)}: {err}') from (None if isinstance(err, BadImageError) else err)
+        raise ValueError(f"{os.path.join(root, rel)}: {err}") from (None if isinstance(err, BadImageError) else err)
       skipped.append((rel, str(err)))
       continue
     res, file_notes = res
@@ -420,38 +455,51 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
       for arr, tag in res:
         out_images.append(arr)
         out_labels.append(label)
-        out_files.append(f'{rel}#{tag}')
+        out_files.append(f"{rel}#{tag}")
 
   # Classes left under min_per_class after decoding.
   valid = np.bincount(np.asarray(out_labels, dtype=np.int64), minlength=len(class_names))
   keep = [c for c in range(len(class_names)) if valid[c] >= min_per_class]
   for c in range(len(class_names)):
     if valid[c] < min_per_class and (not skip or explicit):
-      raise ValueError(f'class folder {os.path.join(root, class_names[c])!r} has {valid[c]} usable image(s), '
-                       f'fewer than min_per_class={min_per_class}')
+      raise ValueError(
+        f"class folder {os.path.join(root, class_names[c])!r} has {valid[c]} usable image(s), "
+        f"fewer than min_per_class={min_per_class}"
+      )
   if len(keep) < len(class_names):
     if not keep:
-      raise ValueError(f'image folder {root!r}: no class has min_per_class={min_per_class} usable images')
+      raise ValueError(f"image folder {root!r}: no class has min_per_class={min_per_class} usable images")
     remap = {old: new for new, old in enumerate(keep)}
     dropped = [c for c in range(len(class_names)) if c not in remap]
     for c in dropped:
-      skipped.append((class_names[c] + '/', f'class has {valid[c]} usable image(s) < min_per_class={min_per_class}'))
+      skipped.append((class_names[c] + "/", f"class has {valid[c]} usable image(s) < min_per_class={min_per_class}"))
     sel = [i for i, lab in enumerate(out_labels) if lab in remap]
     out_images = [out_images[i] for i in sel]
     out_files = [out_files[i] for i in sel]
     out_labels = [remap[out_labels[i]] for i in sel]
     class_names = [class_names[c] for c in keep]
 
-  images = (np.stack(out_images) if out_images else np.zeros((0, image_size, image_size, channels), np.uint8))
+  images = np.stack(out_images) if out_images else np.zeros((0, image_size, image_size, channels), np.uint8)
   notes = _notes_of(notes, out_files)
   if skipped or notes:
-    _summary_warning(f'load_image_folder({root!r})', skipped, notes)
-  return ImageSet(images=images, labels=np.asarray(out_labels, np.int32), class_names=class_names,
-                  files=out_files, skipped=skipped, notes=notes)
+    _summary_warning(f"load_image_folder({root!r})", skipped, notes)
+  return ImageSet(
+    images=images,
+    labels=np.asarray(out_labels, np.int32),
+    class_names=class_names,
+    files=out_files,
+    skipped=skipped,
+    notes=notes,
+  )
 
 
-def save_image_folder(images_uint8: np.ndarray, labels: Sequence[int] | np.ndarray, class_names: Sequence[str],
-                      out_dir: str | os.PathLike, names: Sequence[str] | None = None) -> list[str]:
+def save_image_folder(
+  images_uint8: np.ndarray,
+  labels: Sequence[int] | np.ndarray,
+  class_names: Sequence[str],
+  out_dir: str | os.PathLike,
+  names: Sequence[str] | None = None,
+) -> list[str]:
   """Write images as PNGs to `out_dir/<class>/<name>.png`; returns the paths relative to out_dir.
 
   A folder is created for every class (so a reload with `classes=class_names` keeps the label order).
@@ -459,35 +507,35 @@ def save_image_folder(images_uint8: np.ndarray, labels: Sequence[int] | np.ndarr
   """
   images = np.asarray(images_uint8)
   if images.dtype != np.uint8:
-    raise ValueError(f'save_image_folder expects uint8 images, got {images.dtype}')
+    raise ValueError(f"save_image_folder expects uint8 images, got {images.dtype}")
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-    raise ValueError(f'images must be (N, H, W[, 1|3|4]), got {images.shape}')
+    raise ValueError(f"images must be (N, H, W[, 1|3|4]), got {images.shape}")
   labels = np.asarray(labels).reshape(-1)
   if len(labels) != len(images):
-    raise ValueError(f'{len(images)} images but {len(labels)} labels')
+    raise ValueError(f"{len(images)} images but {len(labels)} labels")
   class_names = list(class_names)
   if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-    raise ValueError(f'labels must lie in [0, {len(class_names)})')
+    raise ValueError(f"labels must lie in [0, {len(class_names)})")
   if names is None:
-    names = [f'{i:06d}.png' for i in range(len(images))]
-  names = [n if n.lower().endswith('.png') else n + '.png' for n in names]
+    names = [f"{i:06d}.png" for i in range(len(images))]
+  names = [n if n.lower().endswith(".png") else n + ".png" for n in names]
   if len(names) != len(images):
-    raise ValueError(f'{len(images)} images but {len(names)} names')
+    raise ValueError(f"{len(images)} images but {len(names)} names")
   out_dir = os.fspath(out_dir)
   for name in class_names:
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
   rels = [os.path.join(class_names[int(lab)], n) for lab, n in zip(labels, names)]
   if len(set(rels)) != len(rels):
-    raise ValueError('save_image_folder: duplicate names within a class')
-  mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[images.shape[-1]]
+    raise ValueError("save_image_folder: duplicate names within a class")
+  mode = {1: "L", 3: "RGB", 4: "RGBA"}[images.shape[-1]]
 
   def write(i):
     path = os.path.join(out_dir, rels[i])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    arr = images[i][..., 0] if mode == 'L' else images[i]
-    Image.fromarray(arr, mode).save(path, format='PNG')
+    arr = images[i][..., 0] if mode == "L" else images[i]
+    Image.fromarray(arr, mode).save(path, format="PNG")
 
   for _, err in parallel_map(write, range(len(images))):
     if err is not None:

@@ -9,6 +9,7 @@ appended as short texts to an optional `notes` list so the caller can count and 
 ones (palette, bilevel, opaque alpha, EXIF rotation) are not. Files far smaller than the target
 (`check_not_tiny`) are a `BadImageError`: stretched up they would be mostly invented pixels.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-RESIZE_POLICIES = ('resize', 'center_crop', 'pad')
-ON_ERROR = ('raise', 'skip')
+RESIZE_POLICIES = ("resize", "center_crop", "pad")
+ON_ERROR = ("raise", "skip")
 # Pillow's BILINEAR widens its kernel by the scale factor when shrinking, i.e. it averages over the
 # source area (no aliasing), and interpolates bilinearly when enlarging.
 _RESAMPLE = Image.Resampling.BILINEAR
@@ -27,10 +28,10 @@ _REDUCING_GAP = 2.0
 # A file whose shorter side is below 1/TINY_FACTOR of the target side is rejected (see `check_not_tiny`).
 TINY_FACTOR = 4
 
-NOTE_ALPHA = 'alpha composited on black'
-NOTE_16BIT = '16-bit scaled to 8-bit (x/257)'
-NOTE_FLOAT = 'float pixels scaled to 8-bit'
-NOTE_FRAMES = 'multi-frame file: first frame used'
+NOTE_ALPHA = "alpha composited on black"
+NOTE_16BIT = "16-bit scaled to 8-bit (x/257)"
+NOTE_FLOAT = "float pixels scaled to 8-bit"
+NOTE_FRAMES = "multi-frame file: first frame used"
 
 
 class BadImageError(ValueError):
@@ -42,7 +43,7 @@ def composite_on_black(im: Image.Image) -> Image.Image:
   a = np.asarray(im, dtype=np.uint16)
   colour, alpha = a[..., :-1], a[..., -1:]
   out = ((colour * alpha + 127) // 255).astype(np.uint8)
-  return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out, 'L' if out.shape[-1] == 1 else 'RGB')
+  return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out, "L" if out.shape[-1] == 1 else "RGB")
 
 
 def _note(notes: list[str] | None, text: str) -> None:
@@ -59,37 +60,37 @@ def to_8bit(im: Image.Image, channels: int, notes: list[str] | None = None) -> I
   are appended to `notes` (see the module docstring); alpha only when some pixel is transparent.
   """
   mode = im.mode
-  if mode.startswith('I'):  # I;16, I;16B, I;16L, I;16N, I (e.g. 16-bit PNG/TIFF)
+  if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (e.g. 16-bit PNG/TIFF)
     a = np.asarray(im).astype(np.float64)
     a = np.clip(a, 0, 65535) / 257.0
-    im = Image.fromarray(np.rint(a).astype(np.uint8), 'L')
+    im = Image.fromarray(np.rint(a).astype(np.uint8), "L")
     _note(notes, NOTE_16BIT)
-  elif mode == 'F':
+  elif mode == "F":
     a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if a.size and a.max() <= 1.0:
       a = a * 255.0
-    im = Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8), 'L')
+    im = Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8), "L")
     _note(notes, NOTE_FLOAT)
-  elif mode == '1':
-    im = im.convert('L')
-  elif mode in ('P', 'PA'):
-    im = im.convert('RGBA')
-  elif mode in ('LA', 'La'):
-    im = im.convert('LA')
-  elif mode not in ('L', 'RGB', 'RGBA', 'RGBa'):
-    im = im.convert('RGB')  # CMYK, YCbCr, LAB, HSV, RGBX, ...
-    _note(notes, f'{mode} converted to RGB')
-  if im.mode in ('RGBA', 'RGBa', 'LA'):
-    im = im.convert('RGBA' if im.mode == 'RGBa' else im.mode)
-    if im.getchannel('A').getextrema()[0] < 255:
+  elif mode == "1":
+    im = im.convert("L")
+  elif mode in ("P", "PA"):
+    im = im.convert("RGBA")
+  elif mode in ("LA", "La"):
+    im = im.convert("LA")
+  elif mode not in ("L", "RGB", "RGBA", "RGBa"):
+    im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+    _note(notes, f"{mode} converted to RGB")
+  if im.mode in ("RGBA", "RGBa", "LA"):
+    im = im.convert("RGBA" if im.mode == "RGBa" else im.mode)
+    if im.getchannel("A").getextrema()[0] < 255:
       im = composite_on_black(im)
       _note(notes, NOTE_ALPHA)
     else:  # opaque: dropping alpha changes nothing
-      im = im.convert('L' if im.mode == 'LA' else 'RGB')
-  if channels == 1 and im.mode != 'L':
-    im = im.convert('L')
-  elif channels == 3 and im.mode != 'RGB':
-    im = im.convert('RGB')
+      im = im.convert("L" if im.mode == "LA" else "RGB")
+  if channels == 1 and im.mode != "L":
+    im = im.convert("L")
+  elif channels == 3 and im.mode != "RGB":
+    im = im.convert("RGB")
   return im
 
 
@@ -102,18 +103,18 @@ def fit_image(im: Image.Image, image_size: int, resize: str) -> Image.Image:
   """
   s = image_size
   w, h = im.size
-  if resize == 'resize':
+  if resize == "resize":
     return im if (w, h) == (s, s) else im.resize((s, s), _RESAMPLE)
-  if resize == 'center_crop':
+  if resize == "center_crop":
     if min(w, h) < s:
-      raise BadImageError(f'{w}x{h} is smaller than {s}x{s} (center_crop does not upscale)')
+      raise BadImageError(f"{w}x{h} is smaller than {s}x{s} (center_crop does not upscale)")
     scale = s / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
     if (nw, nh) != (w, h):
       im = im.resize((nw, nh), _RESAMPLE)
     left, top = (nw - s) // 2, (nh - s) // 2
     return im.crop((left, top, left + s, top + s))
-  if resize == 'pad':
+  if resize == "pad":
     scale = s / max(w, h)
     nw, nh = min(s, max(1, round(w * scale))), min(s, max(1, round(h * scale)))
     if (nw, nh) != (w, h):
@@ -121,7 +122,7 @@ def fit_image(im: Image.Image, image_size: int, resize: str) -> Image.Image:
     canvas = Image.new(im.mode, (s, s), 0)
     canvas.paste(im, ((s - nw) // 2, (s - nh) // 2))
     return canvas
-  raise ValueError(f'resize must be one of {RESIZE_POLICIES}, got {resize!r}')
+  raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
 
 
 def check_not_tiny(size: tuple[int, int], target: int) -> None:
@@ -134,12 +135,15 @@ def check_not_tiny(size: tuple[int, int], target: int) -> None:
   w, h = size
   short = min(w, h)
   if short * TINY_FACTOR < target or (short == 1 and target > 1):
-    raise BadImageError(f'image is {w}x{h}, far smaller than the {target}x{target} target '
-                        f'(shorter side {short} px < {target}/{TINY_FACTOR}): it would be mostly invented pixels')
+    raise BadImageError(
+      f"image is {w}x{h}, far smaller than the {target}x{target} target "
+      f"(shorter side {short} px < {target}/{TINY_FACTOR}): it would be mostly invented pixels"
+    )
 
 
-def open_image(path: str, *, channels: int, draft_size: int | None = None,
-               notes: list[str] | None = None) -> Image.Image:
+def open_image(
+  path: str, *, channels: int, draft_size: int | None = None, notes: list[str] | None = None
+) -> Image.Image:
   """Decode one file fully to an 8-bit 'L'/'RGB' image; any failure becomes a `BadImageError`.
 
   `draft_size` lets JPEGs decode at a reduced DCT scale while staying >= 2 × draft_size on both sides
@@ -148,12 +152,12 @@ def open_image(path: str, *, channels: int, draft_size: int | None = None,
   """
   try:
     if os.path.getsize(path) == 0:
-      raise BadImageError('empty file (0 bytes)')
+      raise BadImageError("empty file (0 bytes)")
     with Image.open(path) as im:
-      if getattr(im, 'n_frames', 1) > 1:
+      if getattr(im, "n_frames", 1) > 1:
         im.seek(0)
         _note(notes, NOTE_FRAMES)
-      if draft_size and im.format == 'JPEG':
+      if draft_size and im.format == "JPEG":
         target = int(draft_size * _REDUCING_GAP)
         im.draft(None, (target, target))
       im.load()
@@ -162,13 +166,12 @@ def open_image(path: str, *, channels: int, draft_size: int | None = None,
   except BadImageError:
     raise
   except Image.UnidentifiedImageError:
-    raise BadImageError('not a recognised image file') from None
+    raise BadImageError("not a recognised image file") from None
   except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, struct.error, ValueError, ...
-    raise BadImageError(f'cannot decode ({type(e).__name__}: {e})') from None
+    raise BadImageError(f"cannot decode ({type(e).__name__}: {e})") from None
 
 
-def decode_image(path: str, image_size: int, channels: int, resize: str,
-                 notes: list[str] | None = None) -> np.ndarray:
+def decode_image(path: str, image_size: int, channels: int, resize: str, notes: list[str] | None = None) -> np.ndarray:
   """One file decoded and brought to image_size x image_size x channels uint8; failures are `BadImageError`.
 
   Tiny files (`check_not_tiny`) are failures too; lossy conversions are appended to `notes`.
@@ -180,17 +183,17 @@ def decode_image(path: str, image_size: int, channels: int, resize: str,
   except BadImageError:
     raise
   except Exception as e:  # noqa: BLE001 - e.g. a resize on a degenerate image
-    raise BadImageError(f'cannot process ({type(e).__name__}: {e})') from None
+    raise BadImageError(f"cannot process ({type(e).__name__}: {e})") from None
   return arr.reshape(image_size, image_size, channels)
 
 
 def check_settings(image_size: int, channels: int, resize: str, on_error: str) -> None:
   """Raises ValueError naming the first bad decode setting."""
   if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-    raise ValueError(f'image_size must be a positive int, got {image_size!r}')
+    raise ValueError(f"image_size must be a positive int, got {image_size!r}")
   if channels not in (1, 3):
-    raise ValueError(f'channels must be 1 or 3, got {channels!r}')
+    raise ValueError(f"channels must be 1 or 3, got {channels!r}")
   if resize not in RESIZE_POLICIES:
-    raise ValueError(f'resize must be one of {RESIZE_POLICIES}, got {resize!r}')
+    raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
   if on_error not in ON_ERROR:
-    raise ValueError(f'on_error must be one of {ON_ERROR}, got {on_error!r}')
+    raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")

@@ -5,6 +5,7 @@ trains on fixed-size crops around each defect (200×200 dent crops). `DefectCrop
 folder laid out like the image folder (magnetic_tile: `masks/<class>/<stem>.png`), `TileSpec` cuts OK
 images into tiles. Both work in native pixels and are used by `load_image_folder(..., patches=spec)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ class TileSpec:
   than a tile is padded with black, centred. Tiles whose pixel std is below `min_std` (flat background)
   are dropped.
   """
+
   size: int | None = None
   stride: int | None = None
   min_std: float = 0.0
@@ -38,12 +40,13 @@ class DefectCropSpec:
   the image (padded with black when the image is smaller). `no_defect` says what a file without a mask or
   with an empty mask gives: 'center' (one central crop), 'tile' (all tiles) or 'skip' (nothing).
   """
+
   mask_root: str
   size: int | None = None
   min_area: int = 1
   min_distance: int | None = None
-  no_defect: str = 'center'
-  mask_suffix: str = '.png'
+  no_defect: str = "center"
+  mask_suffix: str = ".png"
 
 
 def _pad_to(a: np.ndarray, size: int) -> tuple[np.ndarray, int, int]:
@@ -73,6 +76,7 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
   """Connected components (8-connectivity) of a boolean mask."""
   try:
     from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
     return ndimage.label(mask, structure=np.ones((3, 3), bool))
   except ImportError:
     pass
@@ -82,7 +86,7 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
   big = h * w + 1
   while True:
     p = np.pad(np.where(mask, lab, big), 1, constant_values=big)
-    nb = np.min([p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    nb = np.min([p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
     new = np.where(mask, np.minimum(lab, nb), 0)
     if (new == lab).all():
       break
@@ -91,8 +95,9 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
   return inv.reshape(h, w), len(uniq) - 1
 
 
-def defect_centres(mask: np.ndarray, size: int, min_area: int = 1,
-                   min_distance: int | None = None) -> list[tuple[int, int]]:
+def defect_centres(
+  mask: np.ndarray, size: int, min_area: int = 1, min_distance: int | None = None
+) -> list[tuple[int, int]]:
   """Centres (y, x) of the defect regions of `mask` (nonzero = defect), largest region first."""
   lab, n = _label(np.asarray(mask) > 0)
   if n == 0:
@@ -108,8 +113,11 @@ def defect_centres(mask: np.ndarray, size: int, min_area: int = 1,
   np.minimum.at(x0, ks, xs)
   np.maximum.at(y1, ks, ys)
   np.maximum.at(x1, ks, xs)
-  regions = [(int(area[k]), (int(y0[k] + y1[k] + 1) // 2, int(x0[k] + x1[k] + 1) // 2))
-             for k in range(1, n + 1) if area[k] >= max(1, min_area)]
+  regions = [
+    (int(area[k]), (int(y0[k] + y1[k] + 1) // 2, int(x0[k] + x1[k] + 1) // 2))
+    for k in range(1, n + 1)
+    if area[k] >= max(1, min_area)
+  ]
   regions.sort(key=lambda r: (-r[0], r[1]))
   kept: list[tuple[int, int]] = []
   for _, (cy, cx) in regions:
@@ -127,11 +135,12 @@ def _mask_path(spec: DefectCropSpec, rel: str) -> str:
   return os.path.join(spec.mask_root, os.path.splitext(rel)[0] + spec.mask_suffix)
 
 
-def extract_patches(image: np.ndarray, spec: TileSpec | DefectCropSpec, *, size: int,
-                    mask: np.ndarray | None = None) -> list[tuple[np.ndarray, str]]:
+def extract_patches(
+  image: np.ndarray, spec: TileSpec | DefectCropSpec, *, size: int, mask: np.ndarray | None = None
+) -> list[tuple[np.ndarray, str]]:
   """[(size×size×C patch, 'y_x' of its top-left in the original image)] of one (H, W, C) uint8 image."""
   a, top, left = _pad_to(image, size)
-  tag = lambda y, x: f'{y - top}_{x - left}'
+  tag = lambda y, x: f"{y - top}_{x - left}"
   if isinstance(spec, DefectCropSpec):
     centres = []
     if mask is not None:
@@ -139,25 +148,32 @@ def extract_patches(image: np.ndarray, spec: TileSpec | DefectCropSpec, *, size:
       centres = defect_centres(m, size, spec.min_area, spec.min_distance)
     if centres:
       pos = [crop_around(a.shape[:2], c, size) for c in centres]
-    elif spec.no_defect == 'center':
+    elif spec.no_defect == "center":
       pos = [crop_around(a.shape[:2], (a.shape[0] // 2, a.shape[1] // 2), size)]
-    elif spec.no_defect == 'tile':
+    elif spec.no_defect == "tile":
       pos = tile_positions(a.shape[:2], size)
-    elif spec.no_defect == 'skip':
+    elif spec.no_defect == "skip":
       pos = []
     else:
       raise ValueError(f"no_defect must be 'center', 'tile' or 'skip', got {spec.no_defect!r}")
-    return [(a[y:y + size, x:x + size], tag(y, x)) for y, x in pos]
+    return [(a[y : y + size, x : x + size], tag(y, x)) for y, x in pos]
   out = []
   for y, x in tile_positions(a.shape[:2], size, spec.stride):
-    p = a[y:y + size, x:x + size]
+    p = a[y : y + size, x : x + size]
     if spec.min_std <= 0 or p.std() >= spec.min_std:
       out.append((p, tag(y, x)))
   return out
 
 
-def extract_file_patches(root: str, rel: str, spec: TileSpec | DefectCropSpec, *, image_size: int,
-                         channels: int, notes: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
+def extract_file_patches(
+  root: str,
+  rel: str,
+  spec: TileSpec | DefectCropSpec,
+  *,
+  image_size: int,
+  channels: int,
+  notes: list[str] | None = None,
+) -> list[tuple[np.ndarray, str]]:
   """Patches of `root/rel` as image_size×image_size×channels uint8 (resized if spec.size differs).
 
   An image far smaller than the patch (`image_io.check_not_tiny`) is a `BadImageError`: its patches would
@@ -177,6 +193,13 @@ def extract_file_patches(root: str, rel: str, spec: TileSpec | DefectCropSpec, *
       mask = np.asarray(m) > 0
   out = extract_patches(image, spec, size=size, mask=mask)
   if size != image_size:
-    out = [(np.asarray(image_io.fit_image(Image.fromarray(p[..., 0] if channels == 1 else p), image_size, 'resize'))
-            .reshape(image_size, image_size, channels), t) for p, t in out]
+    out = [
+      (
+        np.asarray(
+          image_io.fit_image(Image.fromarray(p[..., 0] if channels == 1 else p), image_size, "resize")
+        ).reshape(image_size, image_size, channels),
+        t,
+      )
+      for p, t in out
+    ]
   return out

@@ -9,27 +9,30 @@ GPUs so it never takes accelerator memory from JAX. `device_prefetch` puts batch
 use, `stack_steps` groups k batches for a jitted multi-step loop. Patches (tiles, defect crops) are cut
 by `load_image_folder(..., patches=...)`; feed the resulting `ImageSet` here.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import queue
 import threading
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from deepsmote_jax.data import folder, image_io
 
-_TF_DECODABLE = ('.png', '.jpg', '.jpeg')
+_TF_DECODABLE = (".png", ".jpg", ".jpeg")
 
 
 def import_tf():
   """TensorFlow with its GPUs hidden (call before any other TF use in the process)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   try:
-    tf.config.set_visible_devices([], 'GPU')
+    tf.config.set_visible_devices([], "GPU")
   except RuntimeError:
     pass  # TF already initialised its devices; nothing more can be done here
   return tf
@@ -38,6 +41,7 @@ def import_tf():
 @dataclasses.dataclass(frozen=True)
 class Augment:
   """Random flips and shifts of up to `max_shift` pixels (zero fill), seeded per example."""
+
   flip_lr: bool = True
   flip_ud: bool = False
   max_shift: int = 0
@@ -46,7 +50,7 @@ class Augment:
 def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
   """Indices of the examples process `process_index` reads: every process_count-th, disjoint, covering."""
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   return np.arange(process_index, n, process_count)
 
 
@@ -61,11 +65,13 @@ def _pillow_decoder(image_size: int, channels: int, resize: str):
   def decode(path):
     p = path.decode() if isinstance(path, bytes) else str(path)
     return image_io.decode_image(p, image_size, channels, resize)
+
   return decode
 
 
-def _decode_files(tf, paths: Sequence[str], labels: np.ndarray, *, image_size: int, channels: int,
-                  resize: str, decoder: str):
+def _decode_files(
+  tf, paths: Sequence[str], labels: np.ndarray, *, image_size: int, channels: int, resize: str, decoder: str
+):
   """Dataset of (uint8 image, label) decoded from `paths`."""
   pillow = _pillow_decoder(image_size, channels, resize)
 
@@ -76,10 +82,10 @@ def _decode_files(tf, paths: Sequence[str], labels: np.ndarray, *, image_size: i
   def by_tf(path):
     raw = tf.io.read_file(path)
     img = tf.io.decode_image(raw, channels=channels, dtype=tf.uint8, expand_animations=False)
-    img = tf.image.resize(img, (image_size, image_size), method='bilinear', antialias=True)
+    img = tf.image.resize(img, (image_size, image_size), method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
 
-  use_tf = decoder == 'tf' and resize == 'resize'
+  use_tf = decoder == "tf" and resize == "resize"
   tf_ok = np.array([use_tf and os.path.splitext(p)[1].lower() in _TF_DECODABLE for p in paths])
   ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels.astype(np.int32), tf_ok))
 
@@ -103,15 +109,31 @@ def _augment_fn(tf, aug: Augment, seed: int):
       padded = tf.pad(image, [[m, m], [m, m], [0, 0]])
       image = tf.image.stateless_random_crop(padded, size=shape, seed=s + 2)
     return image, label
+
   return fn
 
 
-def make_dataset(source: folder.ImageSet | tuple[Sequence[str], Sequence[int]], *, batch_size: int,
-                 seed: int = 0, shuffle: bool = True, repeat: bool | int = True, drop_remainder: bool = True,
-                 augment: Augment | None = None, as_float: bool = False, process_index: int | None = None,
-                 process_count: int | None = None, image_size: int | None = None, channels: int | None = None,
-                 resize: str = 'resize', root: str | os.PathLike | None = None, cache: bool | str = True,
-                 decoder: str = 'tf', on_error: str = 'raise', shuffle_buffer: int | None = None):
+def make_dataset(
+  source: folder.ImageSet | tuple[Sequence[str], Sequence[int]],
+  *,
+  batch_size: int,
+  seed: int = 0,
+  shuffle: bool = True,
+  repeat: bool | int = True,
+  drop_remainder: bool = True,
+  augment: Augment | None = None,
+  as_float: bool = False,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  image_size: int | None = None,
+  channels: int | None = None,
+  resize: str = "resize",
+  root: str | os.PathLike | None = None,
+  cache: bool | str = True,
+  decoder: str = "tf",
+  on_error: str = "raise",
+  shuffle_buffer: int | None = None,
+):
   """A `tf.data.Dataset` of {'image': (B, H, W, C) uint8 or float32 in [-1, 1], 'label': (B,) int32}.
 
   Args:
@@ -141,24 +163,23 @@ def make_dataset(source: folder.ImageSet | tuple[Sequence[str], Sequence[int]], 
   else:
     files, labels = source
     if image_size is None or channels is None:
-      raise ValueError('a file list needs image_size and channels')
+      raise ValueError("a file list needs image_size and channels")
     image_io.check_settings(image_size, channels, resize, on_error)
-    if decoder not in ('tf', 'pillow'):
+    if decoder not in ("tf", "pillow"):
       raise ValueError(f"decoder must be 'tf' or 'pillow', got {decoder!r}")
     labels = np.asarray(labels, np.int32)
     if len(files) != len(labels):
-      raise ValueError(f'{len(files)} files but {len(labels)} labels')
+      raise ValueError(f"{len(files)} files but {len(labels)} labels")
     idx = shard_indices(len(files), pidx, pcount)
     paths = [os.path.join(os.fspath(root), files[i]) if root is not None else files[i] for i in idx]
-    ds = _decode_files(tf, paths, labels[idx], image_size=image_size, channels=channels, resize=resize,
-                       decoder=decoder)
-    if on_error == 'skip':
+    ds = _decode_files(tf, paths, labels[idx], image_size=image_size, channels=channels, resize=resize, decoder=decoder)
+    if on_error == "skip":
       ds = ds.ignore_errors()
     if cache:
-      ds = ds.cache(cache if isinstance(cache, str) else '')
+      ds = ds.cache(cache if isinstance(cache, str) else "")
     n = len(idx)
   if n == 0:
-    raise ValueError(f'process {pidx} of {pcount} has no examples')
+    raise ValueError(f"process {pidx} of {pcount} has no examples")
   if shuffle:
     ds = ds.shuffle(shuffle_buffer or n, seed=seed, reshuffle_each_iteration=True)
   if repeat is True:
@@ -166,14 +187,15 @@ def make_dataset(source: folder.ImageSet | tuple[Sequence[str], Sequence[int]], 
   elif repeat and repeat > 1:
     ds = ds.repeat(int(repeat))
   if augment is not None:
-    ds = ds.enumerate().map(lambda i, ex: _augment_fn(tf, augment, seed)(i, *ex),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate().map(
+      lambda i, ex: _augment_fn(tf, augment, seed)(i, *ex), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
   def to_dict(image, label):
     if as_float:
       image = tf.cast(image, tf.float32) / 127.5 - 1.0
-    return {'image': image, 'label': label}
+    return {"image": image, "label": label}
 
   ds = ds.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   options = tf.data.Options()
@@ -189,7 +211,7 @@ def numpy_batches(source, **kwargs) -> Iterator[dict[str, np.ndarray]]:
 def stack_steps(iterator: Iterable[dict[str, np.ndarray]], k: int) -> Iterator[dict[str, np.ndarray]]:
   """Groups of k batches stacked to (k, B, ...) per key, for a jitted k-step loop; a short tail is dropped."""
   if k < 1:
-    raise ValueError(f'k must be >= 1, got {k}')
+    raise ValueError(f"k must be >= 1, got {k}")
   group = []
   for batch in iterator:
     group.append(batch)
@@ -208,7 +230,7 @@ def device_prefetch(iterator: Iterable[Any], sharding: Any = None, size: int = 2
   in the caller. Closing the generator (or dropping it) stops the thread.
   """
   if size < 1:
-    raise ValueError(f'size must be >= 1, got {size}')
+    raise ValueError(f"size must be >= 1, got {size}")
   q: queue.Queue = queue.Queue(maxsize=size)
   stop = threading.Event()
 
@@ -230,7 +252,7 @@ def device_prefetch(iterator: Iterable[Any], sharding: Any = None, size: int = 2
     except BaseException as e:  # noqa: BLE001 - handed to the consumer
       put(e)
 
-  thread = threading.Thread(target=producer, name='device_prefetch', daemon=True)
+  thread = threading.Thread(target=producer, name="device_prefetch", daemon=True)
   thread.start()
   try:
     while True:

@@ -3,9 +3,10 @@
 The paper (Dablain, Krawczyk & Chawla, DeepSMOTE, IEEE TNNLS 2022) trains on artificially imbalanced
 versions of balanced benchmarks; the counts below are given per class index (class 0 keeps the most).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,12 +21,12 @@ SVHN_COUNTS = CIFAR10_COUNTS
 CELEBA_HAIR_COUNTS = (9000, 4500, 1000, 500, 160)
 
 PAPER_COUNTS: dict[str, tuple[int, ...]] = {
-    'mnist': MNIST_COUNTS,
-    'fashion_mnist': FASHION_MNIST_COUNTS,
-    'cifar10': CIFAR10_COUNTS,
-    'svhn_cropped': SVHN_COUNTS,
-    'svhn': SVHN_COUNTS,
-    'celeb_a': CELEBA_HAIR_COUNTS,
+  "mnist": MNIST_COUNTS,
+  "fashion_mnist": FASHION_MNIST_COUNTS,
+  "cifar10": CIFAR10_COUNTS,
+  "svhn_cropped": SVHN_COUNTS,
+  "svhn": SVHN_COUNTS,
+  "celeb_a": CELEBA_HAIR_COUNTS,
 }
 
 
@@ -33,11 +34,11 @@ def _resolve_counts(ds: ImageSet, counts: Sequence[int] | Mapping[str, int]) -> 
   if isinstance(counts, Mapping):
     unknown = set(counts) - set(ds.class_names)
     if unknown:
-      raise ValueError(f'counts name unknown classes {sorted(unknown)}; classes are {ds.class_names}')
+      raise ValueError(f"counts name unknown classes {sorted(unknown)}; classes are {ds.class_names}")
     return [counts.get(name) for name in ds.class_names]
   counts = list(counts)
   if len(counts) != len(ds.class_names):
-    raise ValueError(f'{len(counts)} counts for {len(ds.class_names)} classes {ds.class_names}')
+    raise ValueError(f"{len(counts)} counts for {len(ds.class_names)} classes {ds.class_names}")
   return counts
 
 
@@ -56,9 +57,9 @@ def subsample_per_class(ds: ImageSet, counts: Sequence[int] | Mapping[str, int],
       keep.append(idx)
       continue
     if n < 0:
-      raise ValueError(f'count for class {ds.class_names[c]!r} must be >= 0, got {n}')
+      raise ValueError(f"count for class {ds.class_names[c]!r} must be >= 0, got {n}")
     if n > len(idx):
-      raise ValueError(f'class {ds.class_names[c]!r} has {len(idx)} images, {n} requested')
+      raise ValueError(f"class {ds.class_names[c]!r} has {len(idx)} images, {n} requested")
     keep.append(np.sort(rng.choice(idx, size=n, replace=False)))
   return ds.subset(np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64))
 
@@ -66,21 +67,21 @@ def subsample_per_class(ds: ImageSet, counts: Sequence[int] | Mapping[str, int],
 def paper_protocol(ds: ImageSet, name: str, *, seed: int = 0) -> ImageSet:
   """Subsample `ds` (e.g. a TFDS training set) to the paper's per-class counts for dataset `name`."""
   if name not in PAPER_COUNTS:
-    raise ValueError(f'no paper protocol for {name!r}; known: {sorted(PAPER_COUNTS)}')
+    raise ValueError(f"no paper protocol for {name!r}; known: {sorted(PAPER_COUNTS)}")
   return subsample_per_class(ds, PAPER_COUNTS[name], seed=seed)
 
 
-def imbalance_ratio(ds: ImageSet, ok_class: str = 'OK') -> float:
+def imbalance_ratio(ds: ImageSet, ok_class: str = "OK") -> float:
   """Number of non-OK (NG) images divided by the number of OK images."""
   counts = ds.counts()
   if ok_class not in counts:
-    raise ValueError(f'OK class {ok_class!r} not in {ds.class_names}')
+    raise ValueError(f"OK class {ok_class!r} not in {ds.class_names}")
   if counts[ok_class] == 0:
-    raise ValueError(f'no images of OK class {ok_class!r}')
+    raise ValueError(f"no images of OK class {ok_class!r}")
   return (sum(counts.values()) - counts[ok_class]) / counts[ok_class]
 
 
-def imbalance_counts(ds: ImageSet, ratio: float, *, ok_class: str = 'OK', per_class: bool = False) -> dict[str, int]:
+def imbalance_counts(ds: ImageSet, ratio: float, *, ok_class: str = "OK", per_class: bool = False) -> dict[str, int]:
   """Per-class counts that keep every OK image and cut NG to `ratio` × #OK.
 
   With `per_class=False` the NG total is round(ratio × #OK), shared among the NG classes in proportion to
@@ -88,17 +89,17 @@ def imbalance_counts(ds: ImageSet, ratio: float, *, ok_class: str = 'OK', per_cl
   round(ratio × #OK). Asking for more than a class has is a ValueError.
   """
   if not ratio > 0:
-    raise ValueError(f'ratio must be > 0, got {ratio}')
+    raise ValueError(f"ratio must be > 0, got {ratio}")
   counts = ds.counts()
   if ok_class not in counts:
-    raise ValueError(f'OK class {ok_class!r} not in {ds.class_names}')
+    raise ValueError(f"OK class {ok_class!r} not in {ds.class_names}")
   n_ok = counts[ok_class]
   ng = [c for c in ds.class_names if c != ok_class]
   if not ng:
-    raise ValueError('no NG class besides the OK class')
+    raise ValueError("no NG class besides the OK class")
   target = int(round(ratio * n_ok))
   if target < 1:
-    raise ValueError(f'ratio {ratio} × {n_ok} OK images leaves no NG image')
+    raise ValueError(f"ratio {ratio} × {n_ok} OK images leaves no NG image")
   out = {ok_class: n_ok}
   if per_class:
     for c in ng:
@@ -106,19 +107,20 @@ def imbalance_counts(ds: ImageSet, ratio: float, *, ok_class: str = 'OK', per_cl
   else:
     have = np.array([counts[c] for c in ng], np.float64)
     if target > have.sum():
-      raise ValueError(f'ratio {ratio} needs {target} NG images, only {int(have.sum())} available')
+      raise ValueError(f"ratio {ratio} needs {target} NG images, only {int(have.sum())} available")
     share = have / have.sum() * target
     base = np.floor(share).astype(int)
-    order = np.argsort(-(share - base), kind='stable')
-    base[order[:target - base.sum()]] += 1
+    order = np.argsort(-(share - base), kind="stable")
+    base[order[: target - base.sum()]] += 1
     out.update({c: int(n) for c, n in zip(ng, base)})
   for c in ng:
     if out[c] > counts[c]:
-      raise ValueError(f'class {c!r} has {counts[c]} images, {out[c]} requested for ratio {ratio}')
+      raise ValueError(f"class {c!r} has {counts[c]} images, {out[c]} requested for ratio {ratio}")
   return out
 
 
-def apply_imbalance_ratio(ds: ImageSet, ratio: float, *, ok_class: str = 'OK', per_class: bool = False,
-                          seed: int = 0) -> ImageSet:
+def apply_imbalance_ratio(
+  ds: ImageSet, ratio: float, *, ok_class: str = "OK", per_class: bool = False, seed: int = 0
+) -> ImageSet:
   """`ds` with every OK image and NG images cut (seeded) to `ratio` × #OK (see `imbalance_counts`)."""
   return subsample_per_class(ds, imbalance_counts(ds, ratio, ok_class=ok_class, per_class=per_class), seed=seed)

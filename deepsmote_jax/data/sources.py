@@ -1,4 +1,5 @@
 """One entry point from a `config.data` block to an in-memory `ImageSet` (folder, ELPV or a TFDS name)."""
+
 from __future__ import annotations
 
 from deepsmote_jax.data.elpv import load_elpv
@@ -16,13 +17,25 @@ def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
     if not root:
       raise ValueError("config.data.root is empty: set --config.data.root=/path/to/images (one subfolder per class)")
     classes = data_cfg.get("classes") or None
-    return load_image_folder(root, image_size=image_size, channels=channels, resize=data_cfg.get("resize", "resize"),
-                             on_error=data_cfg.get("on_error", "raise"), min_per_class=data_cfg.get("min_per_class", 2),
-                             classes=list(classes) if classes else None)
+    return load_image_folder(
+      root,
+      image_size=image_size,
+      channels=channels,
+      resize=data_cfg.get("resize", "resize"),
+      on_error=data_cfg.get("on_error", "raise"),
+      min_per_class=data_cfg.get("min_per_class", 2),
+      classes=list(classes) if classes else None,
+    )
   if source == "elpv":
-    return load_elpv(image_size=image_size, channels=channels,
-                     include_intermediate=data_cfg.get("include_intermediate", False))
+    return load_elpv(
+      image_size=image_size, channels=channels, include_intermediate=data_cfg.get("include_intermediate", False)
+    )
   if source == "tfds":
-    return load_tfds(data_cfg.name, split=data_cfg.get("split", "train"), image_size=image_size, channels=channels,
-                     data_dir=data_cfg.get("data_dir") or None)
+    return load_tfds(
+      data_cfg.name,
+      split=data_cfg.get("split", "train"),
+      image_size=image_size,
+      channels=channels,
+      data_dir=data_cfg.get("data_dir") or None,
+    )
   raise ValueError(f"config.data.source={source!r}: choose one of {SOURCES}")

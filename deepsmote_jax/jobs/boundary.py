@@ -5,6 +5,7 @@ message naming the file or `config.<section>.<key>`) becomes `error: <message>` 
 with `verbose` the traceback is shown instead. Anything else is a bug and keeps its traceback.
 `quiet_logs()` silences third-party INFO chatter (Orbax logs every checkpoint step through absl).
 """
+
 from __future__ import annotations
 
 import contextlib

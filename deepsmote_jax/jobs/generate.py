@@ -13,6 +13,7 @@ Every check on the input (shapes, classes, sampling strategy, neighbour counts, 
 folder) runs before anything is written, and the folder is built as `<out>.tmp-XXXX` beside `<out>` and
 renamed at the end: an interrupted run never leaves a folder that looks complete.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,15 +64,18 @@ def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
     if not out.is_dir() or out.is_symlink():
       raise ValueError(f"output path {str(out)!r} exists and is not a directory")
     if any(out.iterdir()) and not overwrite:
-      raise ValueError(f"output folder {str(out)!r} exists and is not empty; pass overwrite=True "
-                       "(--overwrite) to replace it, or choose another folder")
+      raise ValueError(
+        f"output folder {str(out)!r} exists and is not empty; pass overwrite=True "
+        "(--overwrite) to replace it, or choose another folder"
+      )
   parent = next((p for p in out.parents if p.exists()), None)
   if parent is not None and not parent.is_dir():
     raise ValueError(f"output path {str(out)!r} lies under {str(parent)!r}, which is not a directory")
 
 
-def _check_inputs(model, image_set: ImageSet, *, sampling_strategy, k_neighbors: int, kind: str,
-                  strict: bool, copy_originals: str) -> dict[str, int]:
+def _check_inputs(
+  model, image_set: ImageSet, *, sampling_strategy, k_neighbors: int, kind: str, strict: bool, copy_originals: str
+) -> dict[str, int]:
   """Everything that can be checked without the model's codes; returns the images per class."""
   if copy_originals not in COPY_MODES:
     raise ValueError(f"copy_originals must be one of {COPY_MODES}, got {copy_originals!r}")
@@ -84,9 +88,11 @@ def _check_inputs(model, image_set: ImageSet, *, sampling_strategy, k_neighbors:
   if len(image_set) == 0:
     raise ValueError("the image set is empty")
   if image_set.image_shape != want:
-    raise ValueError(f"the images are {image_set.image_shape} (H, W, C) but the model {spec.name!r} expects "
-                     f"{want} (image_size={spec.image_size}, channels={spec.channels}); load the data at the "
-                     "model's size and channels")
+    raise ValueError(
+      f"the images are {image_set.image_shape} (H, W, C) but the model {spec.name!r} expects "
+      f"{want} (image_size={spec.image_size}, channels={spec.channels}); load the data at the "
+      "model's size and channels"
+    )
   counts = image_set.counts()
   empty = [c for c, n in counts.items() if n == 0]
   if empty:
@@ -95,17 +101,20 @@ def _check_inputs(model, image_set: ImageSet, *, sampling_strategy, k_neighbors:
   if bad_names:
     raise ValueError(f"class name(s) {bad_names} cannot be used as output folder names")
   # Strategy errors (unknown class, fewer than exist, ...) name the class: labels are class names.
-  targets = smote.sampling_targets(counts, sampling_strategy,
-                                   y=np.asarray(image_set.class_names)[image_set.labels])
+  targets = smote.sampling_targets(counts, sampling_strategy, y=np.asarray(image_set.class_names)[image_set.labels])
   for c, n_new in targets.items():
     if n_new == 0:
       continue
     if counts[c] < 2:
-      raise ValueError(f"class {c!r} has a single image: SMOTE needs at least one neighbour in the class "
-                       "(add images, or leave the class out of sampling_strategy)")
+      raise ValueError(
+        f"class {c!r} has a single image: SMOTE needs at least one neighbour in the class "
+        "(add images, or leave the class out of sampling_strategy)"
+      )
     if strict and kind != "borderline-2" and counts[c] <= k_neighbors:
-      raise ValueError(f"class {c!r} has {counts[c]} images, fewer than k_neighbors + 1 = {k_neighbors + 1} "
-                       "(strict); lower k_neighbors or pass strict=False to use fewer neighbours for it")
+      raise ValueError(
+        f"class {c!r} has {counts[c]} images, fewer than k_neighbors + 1 = {k_neighbors + 1} "
+        "(strict); lower k_neighbors or pass strict=False to use fewer neighbours for it"
+      )
   return counts
 
 
@@ -116,8 +125,10 @@ def _check_codes(codes: np.ndarray, image_set: ImageSet) -> None:
     classes, n_bad = np.unique(names, return_counts=True)
     detail = ", ".join(f"class {str(c)!r}: {n}" for c, n in zip(classes, n_bad))
     first = image_set.files[int(np.flatnonzero(bad)[0])]
-    raise ValueError(f"the encoder produced NaN/inf latent codes ({detail} image(s), e.g. {first!r}); the model "
-                     "has probably diverged: retrain it (lower learning rate, float32) before generating")
+    raise ValueError(
+      f"the encoder produced NaN/inf latent codes ({detail} image(s), e.g. {first!r}); the model "
+      "has probably diverged: retrain it (lower learning rate, float32) before generating"
+    )
 
 
 def _plan_originals(image_set: ImageSet, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
@@ -136,8 +147,10 @@ def _plan_originals(image_set: ImageSet, copy_originals: str, source_root) -> li
     else:  # from memory (no source root, a patch of a file, or 'png'): the model-size image as PNG
       plan.append((os.path.join(cls, _png_name(rel, cls)), None))
   if missing:
-    raise ValueError(f"{len(missing)} original file(s) not found under source_root, e.g. {missing[:3]}; pass the "
-                     "folder the image set was loaded from, or copy_originals='png'")
+    raise ValueError(
+      f"{len(missing)} original file(s) not found under source_root, e.g. {missing[:3]}; pass the "
+      "folder the image set was loaded from, or copy_originals='png'"
+    )
   return plan
 
 
@@ -163,20 +176,20 @@ def _write_grid(path: pathlib.Path, base: np.ndarray, synthetic: np.ndarray, nei
 
 
 def generate_dataset(
-    model,
-    image_set: ImageSet,
-    out_dir: str | os.PathLike,
-    *,
-    sampling_strategy: Any = "auto",
-    k_neighbors: int = 5,
-    kind: str = "smote",
-    seed: int = 0,
-    strict: bool = False,
-    copy_originals: str = "copy",
-    source_root: str | os.PathLike | None = None,
-    batch_size: int = 256,
-    overwrite: bool = False,
-    model_path: str | os.PathLike | None = None,
+  model,
+  image_set: ImageSet,
+  out_dir: str | os.PathLike,
+  *,
+  sampling_strategy: Any = "auto",
+  k_neighbors: int = 5,
+  kind: str = "smote",
+  seed: int = 0,
+  strict: bool = False,
+  copy_originals: str = "copy",
+  source_root: str | os.PathLike | None = None,
+  batch_size: int = 256,
+  overwrite: bool = False,
+  model_path: str | os.PathLike | None = None,
 ) -> dict:
   """Writes a class-balanced image folder: the originals plus DeepSMOTE samples; returns the summary.
 
@@ -204,8 +217,15 @@ def generate_dataset(
   """
   t0 = time.perf_counter()
   out = pathlib.Path(out_dir).absolute()
-  counts = _check_inputs(model, image_set, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors,
-                         kind=kind, strict=strict, copy_originals=copy_originals)
+  counts = _check_inputs(
+    model,
+    image_set,
+    sampling_strategy=sampling_strategy,
+    k_neighbors=k_neighbors,
+    kind=kind,
+    strict=strict,
+    copy_originals=copy_originals,
+  )
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
   class_names = list(image_set.class_names)
@@ -213,10 +233,11 @@ def generate_dataset(
   codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
   _check_codes(codes, image_set)
   t_encode = time.perf_counter()
-  res, caught = _resample(codes, names, seed, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors,
-                          kind=kind, strict=strict)
+  res, caught = _resample(
+    codes, names, seed, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, kind=kind, strict=strict
+  )
   t_resample = time.perf_counter()
-  orig_paths, syn_paths = _output_paths(originals, res)   # decided (and checked for clashes) before writing
+  orig_paths, syn_paths = _output_paths(originals, res)  # decided (and checked for clashes) before writing
 
   tmp = files.temp_dir_beside(out)
   try:
@@ -229,28 +250,36 @@ def generate_dataset(
     new_counts = res.counts()
     t_end = time.perf_counter()
     summary = {
-        "out_dir": str(out),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "counts_before": counts,
-        "counts_new": {c: new_counts.get(c, 0) for c in class_names},
-        "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
-        "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
-        "sampling_strategy": files.json_safe(sampling_strategy),
-        "targets": files.json_safe(res.targets),
-        "kind": kind,
-        "k_neighbors": int(k_neighbors),
-        "k_used": files.json_safe(res.k_used),
-        "strict": bool(strict),
-        "seed": int(seed),
-        "copy_originals": copy_originals,
-        "links": links if copy_originals == "link" else None,
-        "source_root": os.fspath(source_root) if source_root is not None else None,
-        "model": {"path": os.fspath(model_path) if model_path is not None else None, "spec": model.spec.name,
-                  "image_size": model.spec.image_size, "channels": model.spec.channels,
-                  "latent_dim": model.spec.latent_dim},
-        "warnings": [str(w.message) for w in caught],
-        "seconds": {"encode": round(t_encode - t0, 3), "resample": round(t_resample - t_encode, 3),
-                    "decode_write": round(t_end - t_resample, 3), "total": round(t_end - t0, 3)},
+      "out_dir": str(out),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "counts_before": counts,
+      "counts_new": {c: new_counts.get(c, 0) for c in class_names},
+      "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
+      "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
+      "sampling_strategy": files.json_safe(sampling_strategy),
+      "targets": files.json_safe(res.targets),
+      "kind": kind,
+      "k_neighbors": int(k_neighbors),
+      "k_used": files.json_safe(res.k_used),
+      "strict": bool(strict),
+      "seed": int(seed),
+      "copy_originals": copy_originals,
+      "links": links if copy_originals == "link" else None,
+      "source_root": os.fspath(source_root) if source_root is not None else None,
+      "model": {
+        "path": os.fspath(model_path) if model_path is not None else None,
+        "spec": model.spec.name,
+        "image_size": model.spec.image_size,
+        "channels": model.spec.channels,
+        "latent_dim": model.spec.latent_dim,
+      },
+      "warnings": [str(w.message) for w in caught],
+      "seconds": {
+        "encode": round(t_encode - t0, 3),
+        "resample": round(t_resample - t_encode, 3),
+        "decode_write": round(t_end - t_resample, 3),
+        "total": round(t_end - t0, 3),
+      },
     }
     files.atomic_write_json(tmp / "summary.json", summary)
     old = _commit(tmp, out, overwrite)
@@ -266,7 +295,9 @@ def _resample(codes: np.ndarray, names: np.ndarray, seed: int, **kwargs):
   """Latent SMOTE of the codes; its warnings are returned (for the summary) and re-emitted for the caller."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    res = smote.fit_resample(jax.random.key(seed), codes, names, **{**kwargs, "k_neighbors": int(kwargs["k_neighbors"])})
+    res = smote.fit_resample(
+      jax.random.key(seed), codes, names, **{**kwargs, "k_neighbors": int(kwargs["k_neighbors"])}
+    )
   for w in caught:
     warnings.warn(str(w.message), w.category, stacklevel=3)
   return res, caught
@@ -283,8 +314,10 @@ def _output_paths(originals: list[tuple[str, str | None]], res) -> tuple[list[st
   orig_paths = _dedupe([p for p, _ in originals])
   clash = {p.lower() for p in orig_paths} & {p.lower() for p in syn_paths}
   if clash:
-    raise ValueError(f"original file(s) {sorted(clash)[:3]} have the names of synthetic images; is the input "
-                     "itself a generated folder? Rename them or use copy_originals='none'")
+    raise ValueError(
+      f"original file(s) {sorted(clash)[:3]} have the names of synthetic images; is the input "
+      "itself a generated folder? Rename them or use copy_originals='none'"
+    )
   return orig_paths, syn_paths
 
 
@@ -308,8 +341,13 @@ def _write_originals(tmp: pathlib.Path, image_set: ImageSet, originals, orig_pat
       os.symlink(os.path.abspath(src), dst)
       links["sym"] += 1
   if png_rows:
-    save_image_folder(image_set.images[png_rows], image_set.labels[png_rows], class_names, tmp,
-                      names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])]) for i in png_rows])
+    save_image_folder(
+      image_set.images[png_rows],
+      image_set.labels[png_rows],
+      class_names,
+      tmp,
+      names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])]) for i in png_rows],
+    )
   return links
 
 
@@ -329,13 +367,22 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
   for start in range(0, len(samples), chunk):
     stop = min(start + chunk, len(samples))
     images = _to_channels(decode_codes(model, samples[start:stop], batch_size=batch_size), image_set.images.shape[-1])
-    save_image_folder(images, [label_of[c] for c in syn_labels[start:stop]], class_names, tmp,
-                      names=[os.path.basename(p) for p in syn_paths[start:stop]])
+    save_image_folder(
+      images,
+      [label_of[c] for c in syn_labels[start:stop]],
+      class_names,
+      tmp,
+      names=[os.path.basename(p) for p in syn_paths[start:stop]],
+    )
     for r in wanted.intersection(range(start, stop)):
       grid_images[r] = images[r - start]
   for c, rows in grid_rows.items():
-    _write_grid(tmp / "grids" / f"{c}.png", image_set.images[res.base[rows]],
-                np.stack([grid_images[r] for r in rows]), image_set.images[res.neighbor[rows]])
+    _write_grid(
+      tmp / "grids" / f"{c}.png",
+      image_set.images[res.base[rows]],
+      np.stack([grid_images[r] for r in rows]),
+      image_set.images[res.neighbor[rows]],
+    )
 
 
 def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -350,14 +397,31 @@ def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
 
 def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res) -> list[dict]:
   """Originals in input order, then the synthetic rows with their base and neighbour source files."""
-  rows = [{"file": rel, "class": names[i], "synthetic": 0, "base_file": "", "neighbor_file": "", "gap": "",
-           "source": image_set.files[i]} for i, rel in enumerate(orig_paths)]
+  rows = [
+    {
+      "file": rel,
+      "class": names[i],
+      "synthetic": 0,
+      "base_file": "",
+      "neighbor_file": "",
+      "gap": "",
+      "source": image_set.files[i],
+    }
+    for i, rel in enumerate(orig_paths)
+  ]
   syn_labels = np.asarray(res.labels).astype(str)
   for j, rel in enumerate(syn_paths):
-    rows.append({"file": rel, "class": syn_labels[j], "synthetic": 1,
-                 "base_file": image_set.files[int(res.base[j])],
-                 "neighbor_file": image_set.files[int(res.neighbor[j])],
-                 "gap": f"{float(res.gap[j]):.6f}", "source": ""})
+    rows.append(
+      {
+        "file": rel,
+        "class": syn_labels[j],
+        "synthetic": 1,
+        "base_file": image_set.files[int(res.base[j])],
+        "neighbor_file": image_set.files[int(res.neighbor[j])],
+        "gap": f"{float(res.gap[j]):.6f}",
+        "source": "",
+      }
+    )
   return rows
 
 
@@ -373,8 +437,10 @@ def _write_manifest(tmp: pathlib.Path, rows: list[dict], class_names: list[str],
       on_disk.update(os.path.relpath(os.path.join(dirpath, n), tmp) for n in filenames)
   listed = {r["file"] for r in rows}
   if on_disk != listed or len(listed) != len(rows):
-    raise RuntimeError(f"internal error: files on disk and manifest differ "
-                       f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}")
+    raise RuntimeError(
+      f"internal error: files on disk and manifest differ "
+      f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}"
+    )
 
 
 def _commit(tmp: pathlib.Path, out: pathlib.Path, overwrite: bool) -> pathlib.Path | None:

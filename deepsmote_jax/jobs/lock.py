@@ -5,6 +5,7 @@ cannot both get it. A lock whose process is gone on this host is stale: it is mo
 one of several runs can win that rename) and the run takes it. A lock held by a live process, or by
 another host (whose processes cannot be checked from here), stops the run with a message naming it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -41,8 +42,12 @@ class WorkdirLock:
       fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       return False
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:300]}
+    info = {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "started": datetime.datetime.now().isoformat(timespec="seconds"),
+      "command": " ".join(sys.argv)[:300],
+    }
     with os.fdopen(fd, "w") as f:
       f.write(json.dumps(info))
     return True
@@ -57,11 +62,13 @@ class WorkdirLock:
       same_host = holder.get("host") == socket.gethostname()
       if holder and (not same_host or files.process_alive(int(holder.get("pid", -1)))):
         where = f"pid {holder.get('pid')} on {holder.get('host')}"
-        raise WorkdirLocked(f"workdir {self.path.parent} is in use by {where} since {holder.get('started')} "
-                            f"({holder.get('command', '?')}); wait for it, or remove {self.path} if that run is gone")
+        raise WorkdirLocked(
+          f"workdir {self.path.parent} is in use by {where} since {holder.get('started')} "
+          f"({holder.get('command', '?')}); wait for it, or remove {self.path} if that run is gone"
+        )
       stale = self.path.with_name(f"{LOCK_NAME}.stale-{os.getpid()}")
       try:
-        os.rename(self.path, stale)   # atomic: of several runs taking over, one wins
+        os.rename(self.path, stale)  # atomic: of several runs taking over, one wins
         stale.unlink()
       except FileNotFoundError:
         pass

@@ -1,9 +1,10 @@
 """The main job: imbalanced images -> DeepSMOTE -> balanced set -> classifiers -> the with/without comparison.
 
 The job is an explicit list of stages (`stages`), each filling its own folder of the workdir and finished by
-an atomic `DONE.json` marker holding the record of what built it (`stage.py`): `data` (load, split, make the training split scarce in NG),
-`autoencoder_<penalty>` (train + export), `generate_<penalty>` (latent SMOTE -> balanced dataset folder),
-`classifiers` (every method x seed: train, pick the best epoch on validation, predict validation and test),
+an atomic `DONE.json` marker holding the record of what built it (`stage.py`): `data` (load, split, make the
+training split scarce in NG), `autoencoder_<penalty>` (train + export), `generate_<penalty>` (latent SMOTE
+-> balanced dataset folder), `classifiers` (every method x seed: train, pick the best epoch on validation,
+predict validation and test),
 `report` (metrics, recall-first thresholds, tables, figures). A rerun reuses a finished stage only while its
 settings and inputs are unchanged; from the first stage that changed or never finished, everything is
 redone (an unfinished autoencoder continues from its checkpoints, finished classifier runs are kept).
@@ -11,6 +12,7 @@ redone (an unfinished autoencoder continues from its checkpoints, finished class
 Methods compared: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE on flattened pixels),
 `deepsmote` (one entry per penalty in `pipeline.penalties`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,19 +49,30 @@ def method_names(config) -> list[str]:
 def _autoencoder(config, work: pathlib.Path, penalty: str, progress: bool, out: pathlib.Path, resume: bool) -> dict:
   cfg = config.copy_and_resolve_references()
   cfg.train.penalty = penalty
-  summary = train_and_export(cfg, str(out), progress=progress, resume=resume,
-                             image_set=prepare_data.load_split(work / "data", "train"))
-  return {"final_loss": summary.get("loss"), "steps": summary.get("final_step"),
-          "resumed_from_step": summary.get("start_step")}
+  summary = train_and_export(
+    cfg, str(out), progress=progress, resume=resume, image_set=prepare_data.load_split(work / "data", "train")
+  )
+  return {
+    "final_loss": summary.get("loss"),
+    "steps": summary.get("final_step"),
+    "resumed_from_step": summary.get("start_step"),
+  }
 
 
 def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resume: bool) -> dict:
   model, _ = load_autoencoder(work / f"autoencoder_{penalty}" / "autoencoder")
   g = config.generate
-  summary = generate.generate_dataset(model, prepare_data.load_split(work / "data", "train"), out / "dataset",
-                                      sampling_strategy=sampling_strategy(g.sampling_strategy),
-                                      k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed),
-                                      copy_originals="png", overwrite=True)
+  summary = generate.generate_dataset(
+    model,
+    prepare_data.load_split(work / "data", "train"),
+    out / "dataset",
+    sampling_strategy=sampling_strategy(g.sampling_strategy),
+    k_neighbors=int(g.k_neighbors),
+    kind=g.kind,
+    seed=int(g.seed),
+    copy_originals="png",
+    overwrite=True,
+  )
   return {"counts": summary.get("counts_after")}
 
 
@@ -84,20 +97,55 @@ def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path, 
 def stages(config, work: pathlib.Path, *, progress: bool = True, image_set: ImageSet | None = None) -> list[Stage]:
   """The stages of `config`, in the order they run, with what each reads."""
   penalties = list(config.pipeline.penalties) if "deepsmote" in config.pipeline.methods else []
-  out = [Stage("data", lambda d, _: prepare_data.run(config, d, image_set=image_set),
-               settings=("model", "data", "split", "imbalance", "pipeline.positive_class"))]
+  out = [
+    Stage(
+      "data",
+      lambda d, _: prepare_data.run(config, d, image_set=image_set),
+      settings=("model", "data", "split", "imbalance", "pipeline.positive_class"),
+    )
+  ]
   for p in penalties:
-    out += [Stage(f"autoencoder_{p}", functools.partial(_autoencoder, config, work, p, progress), ("data",),
-                  settings=("model", "train"), resumable=True),
-            Stage(f"generate_{p}", functools.partial(_generate, config, work, p), ("data", f"autoencoder_{p}"),
-                  settings=("generate",))]
+    out += [
+      Stage(
+        f"autoencoder_{p}",
+        functools.partial(_autoencoder, config, work, p, progress),
+        ("data",),
+        settings=("model", "train"),
+        resumable=True,
+      ),
+      Stage(
+        f"generate_{p}",
+        functools.partial(_generate, config, work, p),
+        ("data", f"autoencoder_{p}"),
+        settings=("generate",),
+      ),
+    ]
   generated = tuple(f"generate_{p}" for p in penalties)
-  out.append(Stage("classifiers", functools.partial(_classifiers, config, work, progress), ("data",) + generated,
-                   settings=("classifier", "generate", "pipeline.methods", "pipeline.penalties", "pipeline.seeds",
-                             "pipeline.positive_class"), resumable=True))
+  out.append(
+    Stage(
+      "classifiers",
+      functools.partial(_classifiers, config, work, progress),
+      ("data",) + generated,
+      settings=(
+        "classifier",
+        "generate",
+        "pipeline.methods",
+        "pipeline.penalties",
+        "pipeline.seeds",
+        "pipeline.positive_class",
+      ),
+      resumable=True,
+    )
+  )
   names = [s.name for s in out]
-  out.append(Stage("report", lambda d, _: report.run(config, work, d, names), ("data", "classifiers") + generated,
-                   settings=("pipeline",)))
+  out.append(
+    Stage(
+      "report",
+      lambda d, _: report.run(config, work, d, names),
+      ("data", "classifiers") + generated,
+      settings=("pipeline",),
+    )
+  )
   return out
 
 
@@ -117,8 +165,10 @@ def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dic
   of the records of the stages it reads."""
   out: dict[str, dict] = {}
   for s in plan:
-    rec = {"settings": files.json_safe({key: _setting(config, key) for key in s.settings}),
-           "upstream": {u: stage.digest(out[u]) for u in s.inputs}}
+    rec = {
+      "settings": files.json_safe({key: _setting(config, key) for key in s.settings}),
+      "upstream": {u: stage.digest(out[u]) for u in s.inputs},
+    }
     if s.name == "data":
       rec["inputs"] = files.json_safe(prepare_data.source_fingerprint(config, image_set))
     if s.name.startswith("autoencoder_"):
@@ -185,8 +235,14 @@ def _plan_runs(plan: list[Stage], recs: dict[str, dict], work: pathlib.Path) -> 
   return len(plan), False
 
 
-def run_pipeline(config, workdir: str | os.PathLike, *, progress: bool = True, only: str | None = None,
-                 image_set: ImageSet | None = None) -> dict:
+def run_pipeline(
+  config,
+  workdir: str | os.PathLike,
+  *,
+  progress: bool = True,
+  only: str | None = None,
+  image_set: ImageSet | None = None,
+) -> dict:
   """Runs (or resumes) every stage; returns the report's summary. `only` runs one stage (its inputs must
   exist) and invalidates the stages after it. One run per workdir at a time."""
   validate_config(config, image_set=image_set)
@@ -205,7 +261,7 @@ def run_pipeline(config, workdir: str | os.PathLike, *, progress: bool = True, o
         raise ValueError(f"stage {only!r} needs the finished stage(s) {missing} in {work}; run the pipeline first")
       started = stage.read_record(work / only, stage.STARTED) if not stage.is_done(work / only) else None
       todo, resume = [plan[i]], plan[i].resumable and started == recs[only]
-      for later in plan[i + 1:]:   # built on the old outputs: no longer valid
+      for later in plan[i + 1 :]:  # built on the old outputs: no longer valid
         (work / later.name / stage.DONE).unlink(missing_ok=True)
     else:
       first, resume = _plan_runs(plan, recs, work)
@@ -219,16 +275,27 @@ def summary_text(summary: dict, workdir: str | os.PathLike) -> str:
   """The final terminal summary: one line per method with the headline numbers (mean ± std over seeds)."""
   if not summary:
     return f"no report produced in {workdir}"
+
   def fmt(d):
     if not d or d.get("mean") is None:
       return "   n/a   "
     return f"{100 * d['mean']:5.1f}" + (f"±{100 * d['std']:.1f}" if d.get("std") is not None else "")
-  lines = ["", f"{'method':<24}{'ACSA %':>12}{'NG recall %':>14}{'overkill %':>13}{'NG rec@thr %':>14}"
-           f"{'overkill@thr %':>16}"]
+
+  lines = [
+    "",
+    f"{'method':<24}{'ACSA %':>12}{'NG recall %':>14}{'overkill %':>13}{'NG rec@thr %':>14}{'overkill@thr %':>16}",
+  ]
   for method, h in summary["methods"].items():
-    lines.append(f"{method:<24}{fmt(h['acsa']):>12}{fmt(h['ng_recall']):>14}{fmt(h['overkill_rate']):>13}"
-                 f"{fmt(h['ng_recall_at_threshold']):>14}{fmt(h['overkill_at_threshold']):>16}")
+    lines.append(
+      f"{method:<24}{fmt(h['acsa']):>12}{fmt(h['ng_recall']):>14}{fmt(h['overkill_rate']):>13}"
+      f"{fmt(h['ng_recall_at_threshold']):>14}{fmt(h['overkill_at_threshold']):>16}"
+    )
   total = sum(summary.get("stage_wall_s", {}).values())
-  lines += ["", f"stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.get("stage_wall_s", {}).items())
-            + f" (total {total:.0f}s)", f"report: {pathlib.Path(workdir) / 'report' / 'report.md'}"]
+  lines += [
+    "",
+    "stage wall times: "
+    + ", ".join(f"{k} {v:.0f}s" for k, v in summary.get("stage_wall_s", {}).items())
+    + f" (total {total:.0f}s)",
+    f"report: {pathlib.Path(workdir) / 'report' / 'report.md'}",
+  ]
   return "\n".join(lines)

@@ -3,6 +3,7 @@
 Writes `report.md` (comparison table mean ± std, the paper's Table 1 layout per method, stage times,
 real-vs-synthetic grids), `report.json`, `summary.json` and per-run metrics and figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,17 @@ from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.jobs.train_classifier import evaluate_predictions
 
 # Headline numbers: name -> path into an `evaluation.evaluate` result.
-HEADLINE = {"accuracy": ("accuracy",), "acsa": ("acsa",), "g_mean": ("g_mean",), "macro_f1": ("macro_f1",),
-            "ng_recall": ("binary", "recall"), "overkill_rate": ("binary", "overkill_rate"),
-            "leak_rate": ("binary", "leak_rate"), "ng_recall_at_threshold": ("threshold", "test", "recall"),
-            "overkill_at_threshold": ("threshold", "test", "overkill_rate")}
+HEADLINE = {
+  "accuracy": ("accuracy",),
+  "acsa": ("acsa",),
+  "g_mean": ("g_mean",),
+  "macro_f1": ("macro_f1",),
+  "ng_recall": ("binary", "recall"),
+  "overkill_rate": ("binary", "overkill_rate"),
+  "leak_rate": ("binary", "leak_rate"),
+  "ng_recall_at_threshold": ("threshold", "test", "recall"),
+  "overkill_at_threshold": ("threshold", "test", "overkill_rate"),
+}
 
 
 def _pick(result: dict, path: tuple[str, ...]) -> float:
@@ -37,8 +45,10 @@ def headline(results: list[dict]) -> dict:
   for name, path in HEADLINE.items():
     vals = np.array([_pick(r, path) for r in results], float)
     finite = np.isfinite(vals)
-    out[name] = {"mean": float(np.nanmean(vals)) if finite.any() else None,
-                 "std": float(np.nanstd(vals, ddof=1)) if finite.sum() > 1 else None}
+    out[name] = {
+      "mean": float(np.nanmean(vals)) if finite.any() else None,
+      "std": float(np.nanstd(vals, ddof=1)) if finite.sum() > 1 else None,
+    }
   return out
 
 
@@ -55,25 +65,40 @@ def _synthetic_figures(config, work: pathlib.Path, out: pathlib.Path) -> dict[st
       s, real = synth[labels == ci][:8], train.images[train.labels == ci][:8]
       n = min(len(s), len(real))
       if n:
-        figures[f"{p}_{cname}"] = str(visualize.side_by_side(real[:n], s[:n], out / f"real_vs_synthetic_{p}_{cname}.png"))
+        figures[f"{p}_{cname}"] = str(
+          visualize.side_by_side(real[:n], s[:n], out / f"real_vs_synthetic_{p}_{cname}.png")
+        )
   return figures
 
 
 def _markdown(config, work: pathlib.Path, results: dict, stage_times: dict, figures: dict, skipped: list) -> str:
   train = prepare_data.load_split(work / "data", "train")
   test = prepare_data.load_split(work / "data", "test")
-  md = [f"# DeepSMOTE comparison: {config.classifier.name} on {config.data.source} "
-        f"{config.data.get('root') or ''}".rstrip(), "",
-        f"Seeds: {list(config.pipeline.seeds)}; test set: {test.counts()}; "
-        f"training set (before oversampling): {train.counts()}.", ""]
+  md = [
+    f"# DeepSMOTE comparison: {config.classifier.name} on {config.data.source} "
+    f"{config.data.get('root') or ''}".rstrip(),
+    "",
+    f"Seeds: {list(config.pipeline.seeds)}; test set: {test.counts()}; "
+    f"training set (before oversampling): {train.counts()}.",
+    "",
+  ]
   if skipped:
     shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
-    md += [f"**{len(skipped)} input file(s) skipped** (`data.on_error='skip'`, listed in data/skipped.json): "
-           f"{shown}{' ...' if len(skipped) > 5 else ''}", ""]
+    md += [
+      f"**{len(skipped)} input file(s) skipped** (`data.on_error='skip'`, listed in data/skipped.json): "
+      f"{shown}{' ...' if len(skipped) > 5 else ''}",
+      "",
+    ]
   md += [
-        f"Recall-first threshold: chosen on the validation split for NG recall >= {config.pipeline.target_recall}.",
-        "", evaluation.compare_table(results), "", "## Stage wall times (s)", "",
-        "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
+    f"Recall-first threshold: chosen on the validation split for NG recall >= {config.pipeline.target_recall}.",
+    "",
+    evaluation.compare_table(results),
+    "",
+    "## Stage wall times (s)",
+    "",
+    "| stage | seconds |",
+    "|---|---|",
+  ] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
   md += ["", "## Confusion tables (first seed of each method)", ""]
   for method, rs in results.items():
     md += [f"### {method}", "", evaluation.report_markdown(rs[0]), ""]
@@ -89,18 +114,28 @@ def run(config, work: pathlib.Path, out: pathlib.Path, stage_names: list[str]) -
   results: dict[str, list] = {}
   per_run = {}
   for run_name, info in runs.items():
-    r = evaluate_predictions(config, work / "classifiers" / run_name / "predictions.npz", out / run_name,
-                             f"{config.classifier.name}, {info['method']}, seed {info['seed']}")
+    r = evaluate_predictions(
+      config,
+      work / "classifiers" / run_name / "predictions.npz",
+      out / run_name,
+      f"{config.classifier.name}, {info['method']}, seed {info['seed']}",
+    )
     per_run[run_name] = r
     results.setdefault(info["method"], []).append(r)
-  stage_times = {n: json.loads((work / n / stage.DONE).read_text())["wall_s"] for n in stage_names
-                 if stage.is_done(work / n)}
+  stage_times = {
+    n: json.loads((work / n / stage.DONE).read_text())["wall_s"] for n in stage_names if stage.is_done(work / n)
+  }
   figures = _synthetic_figures(config, work, out)
   skipped_file = work / "data" / "skipped.json"
   skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
   files.atomic_write_text(out / "report.md", _markdown(config, work, results, stage_times, figures, skipped))
-  summary = {"methods": {m: headline(rs) for m, rs in results.items()}, "stage_wall_s": stage_times,
-             "runs": list(per_run), "figures": figures, "skipped_inputs": len(skipped)}
+  summary = {
+    "methods": {m: headline(rs) for m, rs in results.items()},
+    "stage_wall_s": stage_times,
+    "runs": list(per_run),
+    "figures": figures,
+    "skipped_inputs": len(skipped),
+  }
   files.atomic_write_json(out / "report.json", {"summary": summary, "runs": per_run})
   files.atomic_write_json(out / "summary.json", summary)
   return {"methods": list(results)}

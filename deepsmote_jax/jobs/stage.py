@@ -8,6 +8,7 @@ stage starts and `DONE.json` (record, wall time, info) last and atomically, so:
 * a finished stage is reused only while its record equals the current one; otherwise it and every stage
   after it are redone, and the differences are said.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,8 @@ import json
 import pathlib
 import shutil
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from deepsmote_jax import files
 
@@ -31,6 +33,7 @@ class Stage:
   `inputs`: the stages whose folders it reads; `settings`: the config keys (sections or dotted keys) its
   result depends on; `resumable`: it can continue an unfinished folder (resume=True) instead of restarting.
   """
+
   name: str
   run: Callable[[pathlib.Path, bool], dict[str, Any] | None]
   inputs: tuple[str, ...] = ()
@@ -58,8 +61,13 @@ def read_record(folder: pathlib.Path, marker: str = DONE) -> dict | None:
     return None
 
 
-def run_stage(out: pathlib.Path, run: Callable[[pathlib.Path, bool], dict[str, Any] | None],
-              record: dict | None = None, *, resume: bool = False) -> dict:
+def run_stage(
+  out: pathlib.Path,
+  run: Callable[[pathlib.Path, bool], dict[str, Any] | None],
+  record: dict | None = None,
+  *,
+  resume: bool = False,
+) -> dict:
   """Runs `run` in `out` (a fresh folder unless `resume`) and marks it finished with DONE.json."""
   if out.exists() and not resume:
     shutil.rmtree(out)

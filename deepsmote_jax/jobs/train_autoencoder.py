@@ -1,4 +1,5 @@
 """The encoder/decoder training job: load the data, train, checkpoint, export, write a reconstruction grid."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,9 @@ from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_
 from deepsmote_jax.train.precision import compute_dtype
 
 
-def train_and_export(config, workdir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-                     image_set=None) -> dict:
+def train_and_export(
+  config, workdir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True, image_set=None
+) -> dict:
   """The `scripts/train_autoencoder.py` job: load data, train, checkpoint, export, write a reconstruction grid.
 
   Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
@@ -39,18 +41,35 @@ def _train_and_export(config, work: pathlib.Path, resume: bool, overwrite: bool,
   _check_class_sizes(image_set)
   model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
   result = train_autoencoder(
-      model, image_set.images, image_set.labels, train_cfg, num_classes=len(image_set.class_names),
-      workdir=str(work), checkpoint_every_steps=int(config.checkpoint.every_steps),
-      keep_checkpoints=int(config.checkpoint.keep), resume=resume, overwrite=overwrite, progress=progress,
-      metadata={"preset": spec.name, "class_names": list(image_set.class_names)})
-  export_dir = export_autoencoder(result.model, work / "autoencoder", class_names=image_set.class_names,
-                                  extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary})
+    model,
+    image_set.images,
+    image_set.labels,
+    train_cfg,
+    num_classes=len(image_set.class_names),
+    workdir=str(work),
+    checkpoint_every_steps=int(config.checkpoint.every_steps),
+    keep_checkpoints=int(config.checkpoint.keep),
+    resume=resume,
+    overwrite=overwrite,
+    progress=progress,
+    metadata={"preset": spec.name, "class_names": list(image_set.class_names)},
+  )
+  export_dir = export_autoencoder(
+    result.model,
+    work / "autoencoder",
+    class_names=image_set.class_names,
+    extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary},
+  )
   rng = np.random.default_rng(train_cfg.seed)
   show = rng.choice(len(image_set.images), size=min(16, len(image_set.images)), replace=False)
   recon = decode_codes(result.model, encode_images(result.model, image_set.images[show]))
   visualize.side_by_side(image_set.images[show], recon, work / "reconstructions.png")
-  summary = {**result.summary, "export": str(export_dir), "num_images": int(len(image_set.images)),
-             "class_counts": {k: int(v) for k, v in image_set.counts().items()}}
+  summary = {
+    **result.summary,
+    "export": str(export_dir),
+    "num_images": int(len(image_set.images)),
+    "class_counts": {k: int(v) for k, v in image_set.counts().items()},
+  }
   files.atomic_write_json(work / "train_summary.json", summary)
   return summary
 
@@ -59,5 +78,7 @@ def _check_class_sizes(image_set) -> None:
   counts = image_set.counts()
   small = {k: v for k, v in counts.items() if v < 2}
   if small:
-    raise ValueError(f"class folder(s) with fewer than 2 images: {small}; DeepSMOTE needs at least 2 per class "
-                     f"(remove the class or add images)")
+    raise ValueError(
+      f"class folder(s) with fewer than 2 images: {small}; DeepSMOTE needs at least 2 per class "
+      f"(remove the class or add images)"
+    )

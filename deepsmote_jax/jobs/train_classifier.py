@@ -3,6 +3,7 @@
 Methods: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE on flattened pixels) and
 `deepsmote_<penalty>` (the training split plus the synthetic images of a generated dataset).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,14 @@ from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import prepare_data, stage
-from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.generate import read_synthetic
+from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.train.classifier import ClassifierTrainConfig, predict_proba, train_classifier
 from deepsmote_jax.train.precision import compute_dtype
 
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
-RUN_INFO = "run.json"   # written last in a run's folder: the run finished
+RUN_INFO = "run.json"  # written last in a run's folder: the run finished
 # Keys of config.classifier that are not training settings.
 MODEL_KEYS = ("name", "kwargs")
 
@@ -47,8 +48,13 @@ def append(base: ImageSet, images: np.ndarray, labels: np.ndarray) -> ImageSet:
   """`base` plus synthetic images (named `synthetic/<i>`)."""
   if not len(images):
     return base
-  extra = ImageSet(images=images, labels=np.asarray(labels, np.int32), class_names=base.class_names,
-                   files=[f"synthetic/{i}" for i in range(len(images))], skipped=[])
+  extra = ImageSet(
+    images=images,
+    labels=np.asarray(labels, np.int32),
+    class_names=base.class_names,
+    files=[f"synthetic/{i}" for i in range(len(images))],
+    skipped=[],
+  )
   return base.concat(extra)
 
 
@@ -63,8 +69,13 @@ def training_set(config, work: pathlib.Path, method: str, seed: int) -> tuple[Im
     return train, "none", "random"
   if method == "smote_pixels":
     x = train.images.reshape(len(train.images), -1).astype(np.float32)
-    r = smote.fit_resample(jax.random.key(seed), x, train.labels, k_neighbors=int(config.generate.k_neighbors),
-                           sampling_strategy=sampling_strategy(config.generate.sampling_strategy))
+    r = smote.fit_resample(
+      jax.random.key(seed),
+      x,
+      train.labels,
+      k_neighbors=int(config.generate.k_neighbors),
+      sampling_strategy=sampling_strategy(config.generate.sampling_strategy),
+    )
     synth = np.clip(np.rint(np.asarray(r.samples)), 0, 255).astype(np.uint8).reshape((-1,) + train.images.shape[1:])
     return append(train, synth, np.asarray(r.labels)), "none", "none"
   if method.startswith("deepsmote_"):
@@ -74,8 +85,16 @@ def training_set(config, work: pathlib.Path, method: str, seed: int) -> tuple[Im
   raise ValueError(f"unknown method {method!r}")
 
 
-def train_one(config, work: pathlib.Path, method: str, seed: int, run_dir: pathlib.Path, *,
-              extra: ImageSet | None = None, progress: bool = True) -> dict:
+def train_one(
+  config,
+  work: pathlib.Path,
+  method: str,
+  seed: int,
+  run_dir: pathlib.Path,
+  *,
+  extra: ImageSet | None = None,
+  progress: bool = True,
+) -> dict:
   """Trains one classifier for `method` (plus optional extra images), exports the best epoch to
   `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`."""
   c = config.classifier
@@ -88,28 +107,67 @@ def train_one(config, work: pathlib.Path, method: str, seed: int, run_dir: pathl
     if extra.class_names != class_names:
       raise ValueError(f"extra training images have classes {extra.class_names}, the data has {class_names}")
     images = images.concat(extra)
-  tcfg = config_lib.to_dataclass(ClassifierTrainConfig, c, "classifier", ignore=MODEL_KEYS,
-                                 class_weighting=weighting, oversampling=oversampling, seed=int(seed))
+  tcfg = config_lib.to_dataclass(
+    ClassifierTrainConfig,
+    c,
+    "classifier",
+    ignore=MODEL_KEYS,
+    class_weighting=weighting,
+    oversampling=oversampling,
+    seed=int(seed),
+  )
   in_channels, size = images.images.shape[-1], images.images.shape[1]
   kwargs = dict(c.kwargs)
-  model = build_classifier(c.name, len(class_names), in_channels=in_channels, image_size=size,
-                           dtype=compute_dtype(tcfg.compute_dtype), seed=int(seed), **kwargs)
+  model = build_classifier(
+    c.name,
+    len(class_names),
+    in_channels=in_channels,
+    image_size=size,
+    dtype=compute_dtype(tcfg.compute_dtype),
+    seed=int(seed),
+    **kwargs,
+  )
   stage.log(f"classifier {c.name} / {method} / seed {seed}: training on {images.counts()}")
   t0 = time.perf_counter()
-  result = train_classifier(model, images.images, images.labels, tcfg, num_classes=len(class_names),
-                            val=(val.images, val.labels), positive=class_names.index(pos) if pos else None,
-                            workdir=str(run_dir), progress=progress)
-  export_classifier(result.best_model, run_dir / "best", name=c.name, class_names=class_names, image_size=int(size),
-                    in_channels=int(in_channels), kwargs=kwargs,
-                    extra={"step": result.summary["best_step"], tcfg.select_metric: result.summary["best_score"]})
+  result = train_classifier(
+    model,
+    images.images,
+    images.labels,
+    tcfg,
+    num_classes=len(class_names),
+    val=(val.images, val.labels),
+    positive=class_names.index(pos) if pos else None,
+    workdir=str(run_dir),
+    progress=progress,
+  )
+  export_classifier(
+    result.best_model,
+    run_dir / "best",
+    name=c.name,
+    class_names=class_names,
+    image_size=int(size),
+    in_channels=int(in_channels),
+    kwargs=kwargs,
+    extra={"step": result.summary["best_step"], tcfg.select_metric: result.summary["best_score"]},
+  )
   best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
   tmp = run_dir / "predictions.tmp.npz"
-  np.savez(tmp, val_proba=predict_proba(best, val.images, in_channels=in_channels), val_labels=val.labels,
-           test_proba=predict_proba(best, test.images, in_channels=in_channels), test_labels=test.labels,
-           class_names=np.array(class_names, dtype=object))
+  np.savez(
+    tmp,
+    val_proba=predict_proba(best, val.images, in_channels=in_channels),
+    val_labels=val.labels,
+    test_proba=predict_proba(best, test.images, in_channels=in_channels),
+    test_labels=test.labels,
+    class_names=np.array(class_names, dtype=object),
+  )
   os.replace(tmp, run_dir / "predictions.npz")
-  info = {"method": method, "seed": int(seed), "train_counts": images.counts(),
-          "best_step": result.summary.get("best_step"), "wall_s": time.perf_counter() - t0}
+  info = {
+    "method": method,
+    "seed": int(seed),
+    "train_counts": images.counts(),
+    "best_step": result.summary.get("best_step"),
+    "wall_s": time.perf_counter() - t0,
+  }
   files.atomic_write_json(run_dir / "train_summary.json", result.summary)
   files.atomic_write_json(run_dir / RUN_INFO, info)
   return info
@@ -118,14 +176,28 @@ def train_one(config, work: pathlib.Path, method: str, seed: int, run_dir: pathl
 def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:
   """Test metrics of a run's saved probabilities, with the recall-first threshold chosen on validation."""
   with np.load(predictions, allow_pickle=True) as z:
-    return evaluation.evaluate(z["test_labels"], z["test_proba"], list(z["class_names"]),
-                               positive_class=config.pipeline.positive_class or None, val_true=z["val_labels"],
-                               val_scores=z["val_proba"], target_recall=float(config.pipeline.target_recall),
-                               out_dir=out_dir, title=title)
+    return evaluation.evaluate(
+      z["test_labels"],
+      z["test_proba"],
+      list(z["class_names"]),
+      positive_class=config.pipeline.positive_class or None,
+      val_true=z["val_labels"],
+      val_scores=z["val_proba"],
+      target_recall=float(config.pipeline.target_recall),
+      out_dir=out_dir,
+      title=title,
+    )
 
 
-def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "none", seed: int = 0,
-                         synthetic_dir: str | None = None, progress: bool = True) -> dict:
+def train_classifier_job(
+  config,
+  workdir: str | os.PathLike,
+  *,
+  method: str = "none",
+  seed: int = 0,
+  synthetic_dir: str | None = None,
+  progress: bool = True,
+) -> dict:
   """`scripts/train_classifier.py`: split the data (reusing `<workdir>/data` if complete), train one classifier
   (optionally adding a generated dataset's synthetic images), export the best epoch, evaluate on the test split."""
   if method not in BASELINES:
@@ -136,8 +208,9 @@ def train_classifier_job(config, workdir: str | os.PathLike, *, method: str = "n
     return _train_classifier_job(config, work, method, seed, synthetic_dir, progress)
 
 
-def _train_classifier_job(config, work: pathlib.Path, method: str, seed: int, synthetic_dir: str | None,
-                          progress: bool) -> dict:
+def _train_classifier_job(
+  config, work: pathlib.Path, method: str, seed: int, synthetic_dir: str | None, progress: bool
+) -> dict:
   if not stage.is_done(work / "data"):
     stage.run_stage(work / "data", lambda out, _: prepare_data.run(config, out))
   extra = None
@@ -145,15 +218,26 @@ def _train_classifier_job(config, work: pathlib.Path, method: str, seed: int, sy
     train = prepare_data.load_split(work / "data", "train")
     synth, labels = read_synthetic(pathlib.Path(synthetic_dir), train.class_names)
     if len(synth) and synth.shape[1:] != train.images.shape[1:]:
-      raise ValueError(f"synthetic images in {synthetic_dir} are {synth.shape[1:]}, the data is "
-                       f"{train.images.shape[1:]}")
-    extra = ImageSet(images=synth, labels=labels, class_names=train.class_names,
-                     files=[f"synthetic/{i}" for i in range(len(synth))], skipped=[])
+      raise ValueError(
+        f"synthetic images in {synthetic_dir} are {synth.shape[1:]}, the data is {train.images.shape[1:]}"
+      )
+    extra = ImageSet(
+      images=synth,
+      labels=labels,
+      class_names=train.class_names,
+      files=[f"synthetic/{i}" for i in range(len(synth))],
+      skipped=[],
+    )
   run_dir = work / "classifier"
   if run_dir.exists():
     shutil.rmtree(run_dir)
   info = train_one(config, work, method, seed, run_dir, extra=extra, progress=progress)
-  result = evaluate_predictions(config, run_dir / "predictions.npz", work / "evaluation",
-                                f"{config.classifier.name} ({method})")
-  return {**info, "model": str(run_dir / "best"), "evaluation": str(work / "evaluation"),
-          "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")}}
+  result = evaluate_predictions(
+    config, run_dir / "predictions.npz", work / "evaluation", f"{config.classifier.name} ({method})"
+  )
+  return {
+    **info,
+    "model": str(run_dir / "best"),
+    "evaluation": str(work / "evaluation"),
+    "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")},
+  }

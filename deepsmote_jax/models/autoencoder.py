@@ -4,6 +4,7 @@ Parameters and BatchNorm statistics are float32; `dtype` sets the compute dtype 
 BatchNorm follows PyTorch (momentum 0.1 => Flax momentum 0.9, epsilon 1e-5, unbiased running variance), as
 in the released DeepSMOTE code. Images are NHWC floats in [-1, 1]; codes are float32 vectors of `latent_dim`.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from deepsmote_jax.models import layers
 from deepsmote_jax.models import presets as presets_lib
 from deepsmote_jax.models.batch_norm import TorchBatchNorm
-from deepsmote_jax.models import layers
 from deepsmote_jax.models.layers import ConvTranspose
 from deepsmote_jax.models.presets import AutoencoderSpec
 
@@ -33,9 +34,19 @@ class Encoder(nnx.Module):
     convs, norms = [], []
     c_in = spec.channels
     for i, c in enumerate(spec.encoder):
-      convs.append(nnx.Conv(c_in, c.features, (c.kernel, c.kernel), strides=c.stride,
-                            padding=((c.padding, c.padding), (c.padding, c.padding)), use_bias=False,
-                            dtype=dtype, conv_general_dilated=layers.conv_general_dilated, rngs=rngs))
+      convs.append(
+        nnx.Conv(
+          c_in,
+          c.features,
+          (c.kernel, c.kernel),
+          strides=c.stride,
+          padding=((c.padding, c.padding), (c.padding, c.padding)),
+          use_bias=False,
+          dtype=dtype,
+          conv_general_dilated=layers.conv_general_dilated,
+          rngs=rngs,
+        )
+      )
       norms.append(TorchBatchNorm(c.features, dtype=dtype, rngs=rngs, **_BN) if i > 0 else None)
       c_in = c.features
     self.convs = nnx.List(convs)
@@ -68,8 +79,7 @@ class Decoder(nnx.Module):
     for i, c in enumerate(spec.decoder):
       last = i == len(spec.decoder) - 1
       c_out = spec.decoder_channels if last else c.features
-      deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding,
-                                   dtype=dtype, rngs=rngs))
+      deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding, dtype=dtype, rngs=rngs))
       norms.append(None if last else TorchBatchNorm(c_out, dtype=dtype, rngs=rngs, **_BN))
       c_in = c_out
     self.deconvs = nnx.List(deconvs)
@@ -106,8 +116,7 @@ class Autoencoder(nnx.Module):
     return self.decode(self.encode(x, train=train), train=train)
 
 
-def build_autoencoder(preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp.float32,
-                      **overrides) -> Autoencoder:
+def build_autoencoder(preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp.float32, **overrides) -> Autoencoder:
   """Builds a preset by name (or from a spec), e.g. `build_autoencoder('amoled_dent_200', channels=1)`."""
   spec = presets_lib.get_preset(preset, **overrides) if isinstance(preset, str) else preset.replace(**overrides)
   presets_lib.validate(spec)
@@ -133,8 +142,9 @@ def summary_rows(model: Autoencoder) -> list[tuple[str, str, int]]:
   """(layer, output shape, parameters) per layer, in the layout of the paper's Fig. 3 / Fig. 5."""
   spec = model.spec
   rows = [("Input", str((spec.image_size, spec.image_size, spec.channels)), 0)]
-  for i, ((h, w, c), conv, norm) in enumerate(zip(presets_lib.encoder_shapes(spec), model.encoder.convs,
-                                                  model.encoder.norms)):
+  for i, ((h, w, c), conv, norm) in enumerate(
+    zip(presets_lib.encoder_shapes(spec), model.encoder.convs, model.encoder.norms)
+  ):
     cs = spec.encoder[i]
     rows.append((f"Conv2d {cs.kernel}x{cs.kernel}/{cs.stride} p{cs.padding}", str((h, w, c)), _params_of(conv)))
     if norm is not None:
@@ -145,11 +155,13 @@ def summary_rows(model: Autoencoder) -> list[tuple[str, str, int]]:
   rows.append(("Linear (latent)", str((spec.latent_dim,)), _params_of(model.encoder.fc)))
   rows.append(("Linear", str((math.prod(spec.decoder_input),)), _params_of(model.decoder.fc)))
   rows.append(("ReLU + reshape", str(tuple(spec.decoder_input)), 0))
-  for i, ((h, w, c), deconv, norm) in enumerate(zip(presets_lib.decoder_shapes(spec), model.decoder.deconvs,
-                                                    model.decoder.norms)):
+  for i, ((h, w, c), deconv, norm) in enumerate(
+    zip(presets_lib.decoder_shapes(spec), model.decoder.deconvs, model.decoder.norms)
+  ):
     cs = spec.decoder[i]
-    rows.append((f"ConvTranspose2d {cs.kernel}x{cs.kernel}/{cs.stride} p{cs.padding}", str((h, w, c)),
-                 _params_of(deconv)))
+    rows.append(
+      (f"ConvTranspose2d {cs.kernel}x{cs.kernel}/{cs.stride} p{cs.padding}", str((h, w, c)), _params_of(deconv))
+    )
     if norm is not None:
       rows.append(("BatchNorm2d + ReLU", str((h, w, c)), _params_of(norm)))
     else:
@@ -161,11 +173,16 @@ def summary(model: Autoencoder) -> str:
   """A printable table of layers, output shapes and parameter counts with encoder/decoder totals."""
   rows = summary_rows(model)
   width = max(len(r[0]) for r in rows) + 2
-  lines = [f"{model.spec.name}: {model.spec.image_size}x{model.spec.image_size}x{model.spec.channels}, "
-           f"latent {model.spec.latent_dim}",
-           f"{'Layer':<{width}}{'Output shape':<20}{'Param #':>12}", "-" * (width + 32)]
+  lines = [
+    f"{model.spec.name}: {model.spec.image_size}x{model.spec.image_size}x{model.spec.channels}, "
+    f"latent {model.spec.latent_dim}",
+    f"{'Layer':<{width}}{'Output shape':<20}{'Param #':>12}",
+    "-" * (width + 32),
+  ]
   lines += [f"{name:<{width}}{shape:<20}{params:>12,}" for name, shape, params in rows]
-  lines += ["-" * (width + 32),
-            f"Encoder parameters: {count_params(model.encoder):,}",
-            f"Decoder parameters: {count_params(model.decoder):,}"]
+  lines += [
+    "-" * (width + 32),
+    f"Encoder parameters: {count_params(model.encoder):,}",
+    f"Decoder parameters: {count_params(model.decoder):,}",
+  ]
   return "\n".join(lines)

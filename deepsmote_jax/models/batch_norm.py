@@ -7,6 +7,7 @@ var' = m var + (1 - m) v n / (n - 1), n the values per channel. The difference o
 `nnx.BatchNorm` -- same parameters, statistics, normalisation and masking -- with the running variance
 corrected to PyTorch's: (1 - m) v = var'_flax - m var, times n / (n - 1) over the valid values.
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,6 +25,6 @@ class TorchBatchNorm(nnx.BatchNorm):
     y = super().__call__(x, use_running_average=False, mask=mask)
     values = x.size // x.shape[-1] if mask is None else jnp.sum(jnp.broadcast_to(mask, x.shape[:-1] + (1,)))
     n = jnp.asarray(values, jnp.float32)
-    step = self.var[...] - self.momentum * old_var          # (1 - m) v, the batch's share
+    step = self.var[...] - self.momentum * old_var  # (1 - m) v, the batch's share
     self.var[...] = jax.lax.stop_gradient(self.var[...] + step / jnp.maximum(n - 1.0, 1.0))
     return y

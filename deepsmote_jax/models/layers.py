@@ -32,6 +32,7 @@ Rewrites measured in benchmarks/results/cpu_tuning.md (see also ../shared/PERFOR
     slower (deepsmote_mnist's 7x7 -> 3x3 layer). A stride-1 convolution (none in the presets) gets an
     im2col weight gradient instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,8 +79,9 @@ def _phase_kernel(kernel: Array, stride: int) -> tuple[Array, int]:
   return w, taps
 
 
-def conv_transpose(x: Array, kernel: Array, *, stride: int, padding: int, precision=None,
-                   output_size: tuple[int, int] | None = None) -> Array:
+def conv_transpose(
+  x: Array, kernel: Array, *, stride: int, padding: int, precision=None, output_size: tuple[int, int] | None = None
+) -> Array:
   """PyTorch `conv_transpose2d` (NHWC input, kernel laid out (k, k, C_in, C_out)) in sub-pixel form.
 
   `kernel[t_h, t_w, ci, co]` multiplies `x[i_h, i_w, ci]` into `y[s*i_h - p + t_h, s*i_w - p + t_w, co]`;
@@ -93,13 +95,13 @@ def conv_transpose(x: Array, kernel: Array, *, stride: int, padding: int, precis
   c_out = kernel.shape[-1]
   out_h, out_w = output_size or (conv_transpose_output_size(h, k, s, p), conv_transpose_output_size(w_, k, s, p))
   if out_h < 1 or out_w < 1:
-    raise ValueError(f"transposed convolution (kernel {k}, stride {s}, padding {p}) of a {h}x{w_} input "
-                     f"has no output")
+    raise ValueError(f"transposed convolution (kernel {k}, stride {s}, padding {p}) of a {h}x{w_} input has no output")
   kernel = kernel.astype(x.dtype)
   if FAST_PATHS["matmul"] and h == 1 and w_ == 1 and out_h <= k - p and out_w <= k - p:
     # y[o_h, o_w] = x @ kernel[o_h + p, o_w + p] (the only tap that reaches o from the single input pixel).
-    return lax.dot_general(x[:, 0, 0, :], kernel[p:p + out_h, p:p + out_w], (((1,), (2,)), ((), ())),
-                           precision=precision)
+    return lax.dot_general(
+      x[:, 0, 0, :], kernel[p : p + out_h, p : p + out_w], (((1,), (2,)), ((), ())), precision=precision
+    )
   if _on_cpu("cpu_scatter"):
     return conv_transpose_scatter(x, kernel, stride=s, padding=p, precision=precision, output_size=(out_h, out_w))
   g, taps = _phase_kernel(kernel, s)
@@ -115,17 +117,23 @@ def conv_transpose(x: Array, kernel: Array, *, stride: int, padding: int, precis
     z = _conv_cpu(x, g, (1, 1), (pad_h, pad_w), precision)
   else:
     z = jax.lax.conv_general_dilated(
-        x, g, window_strides=(1, 1), padding=(pad_h, pad_w),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+      x,
+      g,
+      window_strides=(1, 1),
+      padding=(pad_h, pad_w),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=precision,
+    )
   n_h, n_w = z.shape[1], z.shape[2]
   z = z.reshape(b, n_h, n_w, s, s, c_out).transpose(0, 1, 3, 2, 4, 5).reshape(b, n_h * s, n_w * s, c_out)
   off_h = p - s * m_lo_h
   off_w = p - s * m_lo_w
-  return z[:, off_h:off_h + out_h, off_w:off_w + out_w, :]
+  return z[:, off_h : off_h + out_h, off_w : off_w + out_w, :]
 
 
-def conv_transpose_scatter(x: Array, kernel: Array, *, stride: int, padding: int, precision=None,
-                           output_size: tuple[int, int] | None = None) -> Array:
+def conv_transpose_scatter(
+  x: Array, kernel: Array, *, stride: int, padding: int, precision=None, output_size: tuple[int, int] | None = None
+) -> Array:
   """`conv_transpose` in scatter form (PyTorch's col2im), for XLA:CPU.
 
   Tap t = s*j + r (J = ceil(k/s) shifts j, s phases r per axis) adds x[i] @ kernel[t] to output row
@@ -155,8 +163,11 @@ def _scatter(x, kernel, s, p, out, precision):
   y = None
   for j_h in range(taps):
     for j_w in range(taps):
-      block = lax.pad(cols[:, :, :, j_h, j_w], zero, ((0, 0, 0), (j_h, taps - 1 - j_h, 0),
-                                                     (j_w, taps - 1 - j_w, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)))
+      block = lax.pad(
+        cols[:, :, :, j_h, j_w],
+        zero,
+        ((0, 0, 0), (j_h, taps - 1 - j_h, 0), (j_w, taps - 1 - j_w, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)),
+      )
       y = block if y is None else y + block
   n_h, n_w = h + taps - 1, w_ + taps - 1
   y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, n_h * s, n_w * s, c_out)
@@ -172,11 +183,18 @@ def _scatter_bwd(s, p, out, precision, res, dy):
   b, h, w_, c_in = x.shape
   taps, c_out = kernel.shape[1], kernel.shape[-1]
   n_h, n_w = h + taps - 1, w_ + taps - 1
-  d = lax.pad(dy, jnp.zeros((), dy.dtype),
-              ((0, 0, 0), (p, n_h * s - p - out[0], 0), (p, n_w * s - p - out[1], 0), (0, 0, 0)))
+  d = lax.pad(
+    dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (p, n_h * s - p - out[0], 0), (p, n_w * s - p - out[1], 0), (0, 0, 0))
+  )
   d = d.reshape(b, n_h, s, n_w, s, c_out).transpose(0, 1, 3, 2, 4, 5)  # (b, n_h, n_w, s, s, co)
-  dcols = jnp.stack([lax.slice(d, (0, j_h, j_w, 0, 0, 0), (b, j_h + h, j_w + w_, s, s, c_out))
-                     for j_h in range(taps) for j_w in range(taps)], axis=3)  # (b, h, w, J*J, s, s, co)
+  dcols = jnp.stack(
+    [
+      lax.slice(d, (0, j_h, j_w, 0, 0, 0), (b, j_h + h, j_w + w_, s, s, c_out))
+      for j_h in range(taps)
+      for j_w in range(taps)
+    ],
+    axis=3,
+  )  # (b, h, w, J*J, s, s, co)
   k2 = kernel.reshape(c_in, taps * taps, s, s, c_out)
   dx = lax.dot_general(dcols, k2, (((3, 4, 5, 6), (1, 2, 3, 4)), ((), ())), precision=precision)
   dk = lax.dot_general(x, dcols, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision)
@@ -205,13 +223,16 @@ def conv_to_single_pixel(x: Array, w: Array, padding, precision=None) -> Array:
   kh, kw = w.shape[:2]
   h0, w0 = max(0, -plh), max(0, -plw)
   h1, w1 = min(x.shape[1], kh - plh), min(x.shape[2], kw - plw)
-  y = lax.dot_general(x[:, h0:h1, w0:w1, :], w[h0 + plh:h1 + plh, w0 + plw:w1 + plw],
-                      (((1, 2, 3), (0, 1, 2)), ((), ())), precision=precision)
+  y = lax.dot_general(
+    x[:, h0:h1, w0:w1, :],
+    w[h0 + plh : h1 + plh, w0 + plw : w1 + plw],
+    (((1, 2, 3), (0, 1, 2)), ((), ())),
+    precision=precision,
+  )
   return y[:, None, None, :]
 
 
-def conv_weight_grad(x: Array, dy: Array, w_shape, strides, padding, precision=None, *,
-                     mode: str = "taps") -> Array:
+def conv_weight_grad(x: Array, dy: Array, w_shape, strides, padding, precision=None, *, mode: str = "taps") -> Array:
   """d(sum(conv(x, w) * dy)) / dw without XLA's backward convolution.
 
   'taps': one (C_in x N) @ (N x C_out) product per kernel tap, N = B*H_out*W_out, summed over the strided
@@ -223,14 +244,18 @@ def conv_weight_grad(x: Array, dy: Array, w_shape, strides, padding, precision=N
   b, ho, wo, _ = dy.shape
   contract = (((0, 1, 2), (0, 1, 2)), ((), ()))
   if mode == "patches":
-    pt = lax.conv_general_dilated_patches(x, (kh, kw), strides, padding, dimension_numbers=_NHWC,
-                                          precision=precision)  # features ordered (c, kh, kw)
+    pt = lax.conv_general_dilated_patches(
+      x, (kh, kw), strides, padding, dimension_numbers=_NHWC, precision=precision
+    )  # features ordered (c, kh, kw)
     g = lax.dot_general(pt, dy, contract, precision=precision)
     return g.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)
   (plh, phh), (plw, phw) = padding
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (plh, phh, 0), (plw, phw, 0), (0, 0, 0)))
-  slices = [lax.slice(xp, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)]
+  slices = [
+    lax.slice(xp, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
+  ]
   if mode == "im2col":
     g = lax.dot_general(jnp.concatenate(slices, axis=-1), dy, contract, precision=precision)
     return g.reshape(kh, kw, c, f)
@@ -253,8 +278,9 @@ def conv_input_grad(dy: Array, w: Array, x_shape, strides, padding, precision=No
     pads = ((kh - 1 - plh, h - dy.shape[1] + plh), (kw - 1 - plw, w_ - dy.shape[2] + plw))
     return _conv(dy, wt[::-1, ::-1], (1, 1), pads, precision)
   if strides[0] != strides[1] or plh != plw or kh != kw:
-    raise ValueError(f"conv_input_grad: square strides, padding and kernels only, got {strides}, {padding}, "
-                     f"{w.shape[:2]}")
+    raise ValueError(
+      f"conv_input_grad: square strides, padding and kernels only, got {strides}, {padding}, {w.shape[:2]}"
+    )
   return conv_transpose(dy, wt, stride=strides[0], padding=plh, precision=precision, output_size=(h, w_))
 
 
@@ -282,11 +308,11 @@ def _conv_cpu_bwd(strides, padding, precision, igrad, wgrad, res, dy):
   auto_i, auto_w = cpu_grad_modes(x.shape, w.shape, strides)
   igrad, wgrad = igrad or auto_i, wgrad or auto_w
   if igrad == "xla":
-    dx, = jax.vjp(lambda a: _conv(a, w, strides, padding, precision), x)[1](dy)
+    (dx,) = jax.vjp(lambda a: _conv(a, w, strides, padding, precision), x)[1](dy)
   else:
     dx = conv_input_grad(dy, w, x.shape, strides, padding, precision)
   if wgrad == "xla":
-    dw, = jax.vjp(lambda b: _conv(x, b, strides, padding, precision), w)[1](dy)
+    (dw,) = jax.vjp(lambda b: _conv(x, b, strides, padding, precision), w)[1](dy)
   else:
     dw = conv_weight_grad(x, dy, w.shape, strides, padding, precision, mode=wgrad)
   return dx.astype(x.dtype), dw.astype(w.dtype)
@@ -295,26 +321,53 @@ def _conv_cpu_bwd(strides, padding, precision, igrad, wgrad, res, dy):
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                         preferred_element_type=None, out_sharding=None) -> Array:
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  batch_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+  out_sharding=None,
+) -> Array:
   """`lax.conv_general_dilated` with this module's rewrites, for `nnx.Conv(conv_general_dilated=...)`.
 
   A plain 2-D NHWC/HWIO convolution (no dilation, groups or sharding) with a 1x1 output is one matrix
   product; on the CPU backend the others get `_conv_cpu`'s gradients. Anything else, and every other
   convolution off the CPU, is exactly `lax.conv_general_dilated(...)` with the arguments given.
   """
+
   def plain():
     return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type,
-        out_sharding=out_sharding)
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+      out_sharding=out_sharding,
+    )
 
-  if (lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None
-      or out_sharding is not None or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-      != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+  if (
+    lhs.ndim != 4
+    or feature_group_count != 1
+    or batch_group_count != 1
+    or preferred_element_type is not None
+    or out_sharding is not None
+    or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+    or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  ):
     return plain()
   strides = tuple(int(s) for s in window_strides)
   if isinstance(padding, str):
@@ -325,8 +378,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   out = [conv_output_size(lhs.shape[1 + a], rhs.shape[a], strides[a], *pads[a]) for a in range(2)]
   if FAST_PATHS["matmul"] and out == [1, 1] and min(min(p) for p in pads) >= 0:
     return conv_to_single_pixel(lhs, rhs, pads, precision)
-  if _on_cpu("cpu_grads") and (strides[0] == strides[1] and pads[0][0] == pads[1][0] and rhs.shape[0] == rhs.shape[1]
-                       or strides == (1, 1)):
+  if _on_cpu("cpu_grads") and (
+    strides[0] == strides[1] and pads[0][0] == pads[1][0] and rhs.shape[0] == rhs.shape[1] or strides == (1, 1)
+  ):
     return _conv_cpu(lhs, rhs, strides, pads, precision)
   return plain()
 
@@ -338,9 +392,19 @@ class ConvTranspose(nnx.Module):
   (kaiming-uniform with a=sqrt(5) on fan_in = C_out*k*k, bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
   """
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
-               padding: int = 0, use_bias: bool = True, dtype=None, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    dtype=None,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.stride = stride
     self.padding = padding
     self.dtype = dtype
@@ -348,8 +412,9 @@ class ConvTranspose(nnx.Module):
     bound = 1.0 / math.sqrt(fan_in)
     shape = (kernel_size, kernel_size, in_features, out_features)
     self.kernel = nnx.Param(jax.random.uniform(rngs.params(), shape, param_dtype, -bound, bound))
-    self.bias = (nnx.Param(jax.random.uniform(rngs.params(), (out_features,), param_dtype, -bound, bound))
-                 if use_bias else None)
+    self.bias = (
+      nnx.Param(jax.random.uniform(rngs.params(), (out_features,), param_dtype, -bound, bound)) if use_bias else None
+    )
 
   def __call__(self, x: Array) -> Array:
     dtype = self.dtype or x.dtype

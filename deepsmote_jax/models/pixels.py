@@ -2,6 +2,7 @@
 
 The decoder ends in Tanh, so [-1, 1] is the range every model here reads and writes.
 """
+
 from __future__ import annotations
 
 import jax

@@ -25,6 +25,7 @@ code has no CIFAR model; `deepsmote_cifar` (32×32×3, latent 600) takes the enc
 for "3d and 32 by 32" (the fourth convolution 4×4 stride 1 without padding, 4×4 -> 1×1, so the Linear
 layer sees 512 values) and, as this project's variant, a decoder from a 9×9 map (9 -> 12 -> 15 -> 32).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
   """One (transposed) convolution: output channels, square kernel, stride and padding."""
+
   features: int
   kernel: int
   stride: int
@@ -43,14 +45,15 @@ class ConvSpec:
 @dataclasses.dataclass(frozen=True)
 class AutoencoderSpec:
   """Everything that defines an encoder/decoder pair."""
+
   name: str
   image_size: int
   channels: int
   latent_dim: int
   encoder: tuple[ConvSpec, ...]
   decoder_input: tuple[int, int, int]  # (h, w, c) the decoder's Linear layer produces
-  decoder: tuple[ConvSpec, ...]        # the last entry's `features` is replaced by `decoder_channels`
-  out_channels: int | None = None      # decoder output channels; None: the same as `channels`
+  decoder: tuple[ConvSpec, ...]  # the last entry's `features` is replaced by `decoder_channels`
+  out_channels: int | None = None  # decoder output channels; None: the same as `channels`
 
   @property
   def decoder_channels(self) -> int:
@@ -75,76 +78,108 @@ def _convs(rows: Sequence[tuple[int, int, int, int]]) -> tuple[ConvSpec, ...]:
 
 
 PRESETS: dict[str, AutoencoderSpec] = {
-    # AMOLED paper, Fig. 3: round dents on circuits, 200x200 crops.
-    "amoled_dent_200": AutoencoderSpec(
-        name="amoled_dent_200", image_size=200, channels=3, latent_dim=512,
-        encoder=_convs([
-            (8, 4, 2, 1),     # 100
-            (16, 4, 2, 1),    # 50
-            (32, 4, 2, 1),    # 25
-            (64, 3, 2, 1),    # 13
-            (128, 3, 2, 1),   # 7
-            (256, 3, 2, 1),   # 4
-            (512, 4, 1, 0),   # 1
-        ]),
-        decoder_input=(1, 1, 512),
-        decoder=_convs([
-            (256, 4, 1, 0),   # 4
-            (128, 4, 1, 0),   # 7
-            (64, 3, 2, 1),    # 13
-            (32, 3, 2, 1),    # 25
-            (16, 4, 2, 1),    # 50
-            (8, 4, 2, 1),     # 100
-            (3, 4, 2, 1),     # 200
-        ])),
-    # AMOLED paper, Fig. 5: line scratches on protective film, 396x396 grayscale.
-    "amoled_scratch_396": AutoencoderSpec(
-        name="amoled_scratch_396", image_size=396, channels=1, latent_dim=1024,
-        encoder=_convs([
-            (8, 4, 2, 1),     # 198
-            (16, 4, 2, 1),    # 99
-            (32, 3, 2, 1),    # 50
-            (64, 4, 2, 1),    # 25
-            (128, 3, 2, 1),   # 13
-            (256, 3, 2, 1),   # 7
-            (512, 3, 2, 1),   # 4
-            (1024, 4, 1, 0),  # 1
-        ]),
-        decoder_input=(1, 1, 1024),
-        decoder=_convs([
-            (512, 4, 1, 0),   # 4
-            (256, 3, 2, 1),   # 7
-            (128, 3, 2, 1),   # 13
-            (64, 3, 2, 1),    # 25
-            (32, 4, 2, 1),    # 50
-            (16, 3, 2, 1),    # 99
-            (8, 4, 2, 1),     # 198
-            (1, 4, 2, 1),     # 396
-        ])),
-    # DeepSMOTE paper / released code, MNIST and Fashion-MNIST.
-    "deepsmote_mnist": AutoencoderSpec(
-        name="deepsmote_mnist", image_size=28, channels=1, latent_dim=300,
-        encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 2, 1)]),  # 14 7 3 1
-        decoder_input=(7, 7, 512),
-        decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (1, 4, 2, 0)])),  # 10 13 28
-    # DeepSMOTE released code, CIFAR-10 / SVHN.
-    "deepsmote_cifar": AutoencoderSpec(
-        name="deepsmote_cifar", image_size=32, channels=3, latent_dim=600,
-        encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 1, 0)]),  # 16 8 4 1
-        decoder_input=(9, 9, 512),
-        decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (3, 4, 2, 0)])),  # 12 15 32
-    # A few-second CPU preset for tests and the default quick run (64x64).
-    "tiny_64": AutoencoderSpec(
-        name="tiny_64", image_size=64, channels=1, latent_dim=32,
-        encoder=_convs([(8, 4, 2, 1), (16, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1)]),  # 32 16 8 4
-        decoder_input=(4, 4, 64),
-        decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)])),  # 8 16 32 64
-    # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
-    "micro_16": AutoencoderSpec(
-        name="micro_16", image_size=16, channels=1, latent_dim=8,
-        encoder=_convs([(4, 4, 2, 1), (8, 4, 2, 1)]),  # 8 4
-        decoder_input=(4, 4, 8),
-        decoder=_convs([(4, 4, 2, 1), (1, 4, 2, 1)])),  # 8 16
+  # AMOLED paper, Fig. 3: round dents on circuits, 200x200 crops.
+  "amoled_dent_200": AutoencoderSpec(
+    name="amoled_dent_200",
+    image_size=200,
+    channels=3,
+    latent_dim=512,
+    encoder=_convs(
+      [
+        (8, 4, 2, 1),  # 100
+        (16, 4, 2, 1),  # 50
+        (32, 4, 2, 1),  # 25
+        (64, 3, 2, 1),  # 13
+        (128, 3, 2, 1),  # 7
+        (256, 3, 2, 1),  # 4
+        (512, 4, 1, 0),  # 1
+      ]
+    ),
+    decoder_input=(1, 1, 512),
+    decoder=_convs(
+      [
+        (256, 4, 1, 0),  # 4
+        (128, 4, 1, 0),  # 7
+        (64, 3, 2, 1),  # 13
+        (32, 3, 2, 1),  # 25
+        (16, 4, 2, 1),  # 50
+        (8, 4, 2, 1),  # 100
+        (3, 4, 2, 1),  # 200
+      ]
+    ),
+  ),
+  # AMOLED paper, Fig. 5: line scratches on protective film, 396x396 grayscale.
+  "amoled_scratch_396": AutoencoderSpec(
+    name="amoled_scratch_396",
+    image_size=396,
+    channels=1,
+    latent_dim=1024,
+    encoder=_convs(
+      [
+        (8, 4, 2, 1),  # 198
+        (16, 4, 2, 1),  # 99
+        (32, 3, 2, 1),  # 50
+        (64, 4, 2, 1),  # 25
+        (128, 3, 2, 1),  # 13
+        (256, 3, 2, 1),  # 7
+        (512, 3, 2, 1),  # 4
+        (1024, 4, 1, 0),  # 1
+      ]
+    ),
+    decoder_input=(1, 1, 1024),
+    decoder=_convs(
+      [
+        (512, 4, 1, 0),  # 4
+        (256, 3, 2, 1),  # 7
+        (128, 3, 2, 1),  # 13
+        (64, 3, 2, 1),  # 25
+        (32, 4, 2, 1),  # 50
+        (16, 3, 2, 1),  # 99
+        (8, 4, 2, 1),  # 198
+        (1, 4, 2, 1),  # 396
+      ]
+    ),
+  ),
+  # DeepSMOTE paper / released code, MNIST and Fashion-MNIST.
+  "deepsmote_mnist": AutoencoderSpec(
+    name="deepsmote_mnist",
+    image_size=28,
+    channels=1,
+    latent_dim=300,
+    encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 2, 1)]),  # 14 7 3 1
+    decoder_input=(7, 7, 512),
+    decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (1, 4, 2, 0)]),
+  ),  # 10 13 28
+  # DeepSMOTE released code, CIFAR-10 / SVHN.
+  "deepsmote_cifar": AutoencoderSpec(
+    name="deepsmote_cifar",
+    image_size=32,
+    channels=3,
+    latent_dim=600,
+    encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 1, 0)]),  # 16 8 4 1
+    decoder_input=(9, 9, 512),
+    decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (3, 4, 2, 0)]),
+  ),  # 12 15 32
+  # A few-second CPU preset for tests and the default quick run (64x64).
+  "tiny_64": AutoencoderSpec(
+    name="tiny_64",
+    image_size=64,
+    channels=1,
+    latent_dim=32,
+    encoder=_convs([(8, 4, 2, 1), (16, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1)]),  # 32 16 8 4
+    decoder_input=(4, 4, 64),
+    decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)]),
+  ),  # 8 16 32 64
+  # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
+  "micro_16": AutoencoderSpec(
+    name="micro_16",
+    image_size=16,
+    channels=1,
+    latent_dim=8,
+    encoder=_convs([(4, 4, 2, 1), (8, 4, 2, 1)]),  # 8 4
+    decoder_input=(4, 4, 8),
+    decoder=_convs([(4, 4, 2, 1), (1, 4, 2, 1)]),
+  ),  # 8 16
 }
 
 
@@ -179,20 +214,27 @@ def decoder_shapes(spec: AutoencoderSpec) -> list[tuple[int, int, int]]:
 
 def validate(spec: AutoencoderSpec) -> None:
   """Raises ValueError (naming the setting) if the table cannot map image_size -> latent -> image_size."""
-  for name, value in (("image_size", spec.image_size), ("channels", spec.channels), ("latent_dim", spec.latent_dim),
-                      ("out_channels", spec.decoder_channels)):
+  for name, value in (
+    ("image_size", spec.image_size),
+    ("channels", spec.channels),
+    ("latent_dim", spec.latent_dim),
+    ("out_channels", spec.decoder_channels),
+  ):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"autoencoder preset {spec.name!r}: {name} must be a positive integer, got {value!r}")
   size = spec.image_size
   for i, c in enumerate(spec.encoder):
     nxt = conv_out(size, c)
     if nxt < 1:
-      raise ValueError(f"autoencoder preset {spec.name!r}: image_size={spec.image_size} is too small for encoder "
-                       f"layer {i + 1} (input {size}x{size}, kernel {c.kernel}, stride {c.stride}, padding {c.padding})")
+      raise ValueError(
+        f"autoencoder preset {spec.name!r}: image_size={spec.image_size} is too small for encoder "
+        f"layer {i + 1} (input {size}x{size}, kernel {c.kernel}, stride {c.stride}, padding {c.padding})"
+      )
     size = nxt
   out = decoder_shapes(spec)[-1]
   if out[:2] != (spec.image_size, spec.image_size):
     raise ValueError(
-        f"autoencoder preset {spec.name!r}: the decoder table produces {out[0]}x{out[1]} images but image_size="
-        f"{spec.image_size}; this layer table only supports image_size={decoder_shapes(spec)[-1][0]} "
-        f"(choose another preset or set model.image_size accordingly)")
+      f"autoencoder preset {spec.name!r}: the decoder table produces {out[0]}x{out[1]} images but image_size="
+      f"{spec.image_size}; this layer table only supports image_size={decoder_shapes(spec)[-1][0]} "
+      f"(choose another preset or set model.image_size accordingly)"
+    )

@@ -16,6 +16,7 @@ The image set lives on the device as uint8 (4x less memory than float32) togethe
 table; batches are index arrays. A class sample smaller than the static sample size is masked: the masked
 rows count neither in the MSE nor in the BatchNorm statistics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ PENALTIES = ("reference", "paper", "none")
 @dataclasses.dataclass(frozen=True)
 class AETrainConfig:
   """Hyper-parameters of a DeepSMOTE encoder/decoder run (defaults: the released code's)."""
+
   epochs: int = 50
   batch_size: int = 100
   learning_rate: float = 2e-4
@@ -68,7 +70,7 @@ def class_index_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray,
   table = np.zeros((num_classes, max(int(counts.max()), 1)), np.int32)
   for c in range(num_classes):
     idx = np.flatnonzero(labels == c)
-    table[c, :len(idx)] = idx
+    table[c, : len(idx)] = idx
   return table, counts
 
 
@@ -81,8 +83,9 @@ def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None
   return jnp.sum(per_image * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def sample_class(key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int,
-                 padded_size: int | None = None):
+def sample_class(
+  key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int, padded_size: int | None = None
+):
   """Draws a class uniformly among those with >= 2 images and up to `sample_size` of its images.
 
   Returns (class, indices (padded_size,), valid mask, number valid). Static shapes: the sample is padded
@@ -112,8 +115,17 @@ def cyclic_shift(n_valid: jax.Array, size: int, shift: jax.Array | int = 1) -> j
   return jnp.where(j < n_valid, (j + shift) % jnp.maximum(n_valid, 1), j)
 
 
-def deepsmote_loss(model: Autoencoder, images, mask=None, *, penalty: str, class_images=None, valid=None,
-                   perm=None, penalty_weight: float = 1.0):
+def deepsmote_loss(
+  model: Autoencoder,
+  images,
+  mask=None,
+  *,
+  penalty: str,
+  class_images=None,
+  valid=None,
+  perm=None,
+  penalty_weight: float = 1.0,
+):
   """Reconstruction MSE + penalty_weight * penalty on a class sample; returns (loss, {'recon', 'penalty'}).
 
   Runs the model in train mode (BatchNorm batch statistics, updated in place on `model`). `perm` is the
@@ -168,8 +180,16 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
       if penalty == "none":
         loss, terms = deepsmote_loss(model, images, bmask, penalty="none")
       else:
-        loss, terms = deepsmote_loss(model, images, bmask, penalty=penalty, class_images=class_images,
-                                     valid=valid, perm=perm, penalty_weight=cfg.penalty_weight)
+        loss, terms = deepsmote_loss(
+          model,
+          images,
+          bmask,
+          penalty=penalty,
+          class_images=class_images,
+          valid=valid,
+          perm=perm,
+          penalty_weight=cfg.penalty_weight,
+        )
       return loss, (terms["recon"], terms["penalty"], loop.batch_stats_of(model))
 
     (loss, (recon_loss, pen, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -200,18 +220,26 @@ class AETrainResult:
 @dataclasses.dataclass
 class AETraining:
   """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
+
   cfg: AETrainConfig
   mesh: Any
   graphdef: Any
   state: loop.TrainState
   compiled: Any
-  plan: "BatchPlan"
+  plan: BatchPlan
   data: dict
   total_steps: int
 
 
-def prepare_training(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
-                     num_classes: int | None = None, mesh=None) -> AETraining:
+def prepare_training(
+  model: Autoencoder,
+  images_u8: np.ndarray,
+  labels: np.ndarray,
+  cfg: AETrainConfig,
+  *,
+  num_classes: int | None = None,
+  mesh=None,
+) -> AETraining:
   """Checks the inputs, puts the image set on the mesh and compiles the step (shared by
   `train_autoencoder` and `benchmarks/autoencoder_step.py`)."""
   images_u8 = np.asarray(images_u8)
@@ -237,15 +265,28 @@ def prepare_training(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarr
   data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
   example = plan(0, min(cfg.steps_per_call, total_steps))
   compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=example, data=data)
-  return AETraining(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan, data=data,
-                    total_steps=total_steps)
+  return AETraining(
+    cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan, data=data, total_steps=total_steps
+  )
 
 
-def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndarray, cfg: AETrainConfig, *,
-                      num_classes: int | None = None, mesh=None, workdir: str | None = None,
-                      checkpoint_every_steps: int = 0, keep_checkpoints: int = 3, resume: bool = False,
-                      overwrite: bool = False, progress: bool = True, stop_after_steps: int | None = None,
-                      metadata: dict | None = None) -> AETrainResult:
+def train_autoencoder(
+  model: Autoencoder,
+  images_u8: np.ndarray,
+  labels: np.ndarray,
+  cfg: AETrainConfig,
+  *,
+  num_classes: int | None = None,
+  mesh=None,
+  workdir: str | None = None,
+  checkpoint_every_steps: int = 0,
+  keep_checkpoints: int = 3,
+  resume: bool = False,
+  overwrite: bool = False,
+  progress: bool = True,
+  stop_after_steps: int | None = None,
+  metadata: dict | None = None,
+) -> AETrainResult:
   """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
 
   Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
@@ -254,20 +295,37 @@ def train_autoencoder(model: Autoencoder, images_u8: np.ndarray, labels: np.ndar
   another run's checkpoints instead of refusing to mix with them.
   """
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
-  run_id = {"spec": dataclasses.asdict(model.spec),
-            "train": {k: v for k, v in dataclasses.asdict(setup.cfg).items() if k not in ("epochs", "steps_per_call")},
-            "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32))}
+  run_id = {
+    "spec": dataclasses.asdict(model.spec),
+    "train": {k: v for k, v in dataclasses.asdict(setup.cfg).items() if k not in ("epochs", "steps_per_call")},
+    "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
+  }
   metadata = {**(metadata or {}), "run": run_id}
   cfg, plan, spec = setup.cfg, setup.plan, model.spec
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
   options = loop.RunOptions(
-      total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
-      checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, resume=resume,
-      overwrite=overwrite, images_per_step=cfg.batch_size + penalty_images, progress=progress,
-      description=f"DeepSMOTE {spec.name}",
-      stop_after_steps=stop_after_steps)
-  state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
-                            data=setup.data, mesh=setup.mesh, options=options, metadata=metadata)
+    total_steps=setup.total_steps,
+    steps_per_call=cfg.steps_per_call,
+    workdir=workdir,
+    checkpoint_every_steps=checkpoint_every_steps,
+    keep_checkpoints=keep_checkpoints,
+    resume=resume,
+    overwrite=overwrite,
+    images_per_step=cfg.batch_size + penalty_images,
+    progress=progress,
+    description=f"DeepSMOTE {spec.name}",
+    stop_after_steps=stop_after_steps,
+  )
+  state, summary = loop.run(
+    setup.state,
+    compiled=setup.compiled,
+    get_batches=plan,
+    key=jax.random.key(cfg.seed),
+    data=setup.data,
+    mesh=setup.mesh,
+    options=options,
+    metadata=metadata,
+  )
   summary["epochs"] = cfg.epochs
   summary["steps_per_epoch"] = plan.steps_per_epoch
   trained = loop.merge_model(setup.graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
@@ -281,8 +339,9 @@ def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec)
     raise ValueError(f"images must be uint8 in [0, 255], got {images.dtype}")
   want = (spec.image_size, spec.image_size, spec.channels)
   if images.shape[1:] != want:
-    raise ValueError(f"images are {images.shape[1:]} but the model {spec.name!r} expects {want} "
-                     f"(model.image_size / model.channels)")
+    raise ValueError(
+      f"images are {images.shape[1:]} but the model {spec.name!r} expects {want} (model.image_size / model.channels)"
+    )
   if labels.shape != (images.shape[0],):
     raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
   if labels.size and labels.min() < 0:
@@ -292,14 +351,14 @@ def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec)
 def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
   graphdef, params, stats = loop.split_model(model)
-  params, stats = jax.device_put((params, stats))   # once, not once per batch
+  params, stats = jax.device_put((params, stats))  # once, not once per batch
   return loop.batched(lambda x: _encode(graphdef, params, stats, x), np.asarray(images_u8), batch_size)
 
 
 def decode_codes(model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Eval-mode decoded images as uint8 (N, H, W, C)."""
   graphdef, params, stats = loop.split_model(model)
-  params, stats = jax.device_put((params, stats))   # once, not once per batch
+  params, stats = jax.device_put((params, stats))  # once, not once per batch
   return loop.batched(lambda z: _decode(graphdef, params, stats, z), np.asarray(codes, np.float32), batch_size)
 
 

@@ -4,13 +4,13 @@ Train-state checkpoints are asynchronous, keep the last N and are written atomic
 checkpoint directory is complete or absent; unfinished temporary directories are ignored on restore).
 Trees are stored as plain nested dicts with string keys so they are readable without this package.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -58,8 +58,7 @@ class CheckpointManager:
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -82,8 +81,13 @@ class CheckpointManager:
       raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this model: " + "; ".join(problems))
 
   def save(self, step: int, state, *, metadata: dict | None = None, force: bool = False) -> None:
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(to_saveable(state)),
-                                                     metadata=ocp.args.JsonSave(metadata or {})), force=force)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(to_saveable(state)), metadata=ocp.args.JsonSave(metadata or {})
+      ),
+      force=force,
+    )
 
   def restore(self, state_like, step: int | None = None):
     """Restores into the structure (and shardings) of `state_like`; returns (state, metadata)."""
@@ -91,8 +95,9 @@ class CheckpointManager:
     if step is None:
       raise FileNotFoundError(f"no checkpoint to resume from in {self.directory}")
     target = to_saveable(jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like))
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), metadata=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), metadata=ocp.args.JsonRestore())
+    )
     return from_saveable(restored["state"], state_like), restored.get("metadata")
 
   def wait(self) -> None:
@@ -155,7 +160,9 @@ def load_tree(path: str | os.PathLike, like=None):
       raise ValueError(f"{path}: the stored arrays do not match its meta.json: " + "; ".join(problems))
   with ocp.StandardCheckpointer() as ckptr:
     if like is not None:
-      target = to_saveable(jax.tree.map(lambda x: np.zeros(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), like))
+      target = to_saveable(
+        jax.tree.map(lambda x: np.zeros(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), like)
+      )
       saved = ckptr.restore(path / "arrays", target)
       return from_saveable(saved, like), meta
     return ckptr.restore(path / "arrays"), meta

@@ -6,6 +6,7 @@ images: random horizontal/vertical flips and small shifts (zero padding), applie
 With a validation set, every epoch is scored on the device state and the best model by a validation metric
 is kept (the jobs export it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,23 +32,27 @@ class ClassifierTrainConfig:
   epochs: int = 10
   batch_size: int = 32
   learning_rate: float = 1e-3
-  optimizer: str = "adam"            # 'adam' | 'sgd' (momentum 0.9)
+  optimizer: str = "adam"  # 'adam' | 'sgd' (momentum 0.9)
   weight_decay: float = 0.0
-  class_weighting: str = "none"      # 'none' | 'balanced'
-  oversampling: str = "none"         # 'none' | 'random'
+  class_weighting: str = "none"  # 'none' | 'balanced'
+  oversampling: str = "none"  # 'none' | 'random'
   flip_lr: bool = True
   flip_ud: bool = True
-  max_shift: int = 4                 # pixels
-  aux_weight: float = 0.4            # InceptionV3 auxiliary head
+  max_shift: int = 4  # pixels
+  aux_weight: float = 0.4  # InceptionV3 auxiliary head
   steps_per_call: int = 10
   compute_dtype: str = "auto"
-  select_metric: str = "acsa"        # validation metric that picks the best checkpoint
+  select_metric: str = "acsa"  # validation metric that picks the best checkpoint
   seed: int = 0
 
   def validate(self) -> None:
     """Raises ValueError for a bad setting; each message starts with the field's name."""
-    choices = {"optimizer": ("adam", "sgd"), "class_weighting": ("none", "balanced"),
-               "oversampling": ("none", "random"), "select_metric": SELECT_METRICS}
+    choices = {
+      "optimizer": ("adam", "sgd"),
+      "class_weighting": ("none", "balanced"),
+      "oversampling": ("none", "random"),
+      "select_metric": SELECT_METRICS,
+    }
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
@@ -79,6 +84,7 @@ def to_model_input(images_u8: jax.Array, in_channels: int) -> jax.Array:
 
 def augment(key: jax.Array, x: jax.Array, *, flip_lr: bool, flip_ud: bool, max_shift: int) -> jax.Array:
   """Per-image random flips and integer shifts (zero fill), inside jit."""
+
   def one(k, img):
     k1, k2, k3 = jax.random.split(k, 3)
     if flip_lr:
@@ -91,6 +97,7 @@ def augment(key: jax.Array, x: jax.Array, *, flip_lr: bool, flip_ud: bool, max_s
       dy, dx = jax.random.randint(k3, (2,), 0, 2 * max_shift + 1)
       img = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, img.shape[-1]))
     return img
+
   return jax.vmap(one)(jax.random.split(key, x.shape[0]), x)
 
 
@@ -103,12 +110,13 @@ def make_step(graphdef, tx, cfg: ClassifierTrainConfig, in_channels: int):
 
   def step(state: loop.TrainState, batch, key, data):
     k_aug, k_drop = jax.random.split(jax.random.fold_in(key, state.step))
-    if "image" in batch:   # streamed batches (tf.data pipeline)
+    if "image" in batch:  # streamed batches (tf.data pipeline)
       x_u8, y = batch["image"], batch["label"]
-    else:                  # indices into the device-resident training set
+    else:  # indices into the device-resident training set
       x_u8, y = data["images"][batch["index"]], data["labels"][batch["index"]]
-    x = augment(k_aug, to_model_input(x_u8, in_channels), flip_lr=cfg.flip_lr, flip_ud=cfg.flip_ud,
-                max_shift=cfg.max_shift)
+    x = augment(
+      k_aug, to_model_input(x_u8, in_channels), flip_lr=cfg.flip_lr, flip_ud=cfg.flip_ud, max_shift=cfg.max_shift
+    )
     w = data["class_weights"][y] * batch["mask"].astype(jnp.float32)
 
     def loss_fn(params):
@@ -168,7 +176,7 @@ class _StreamPlan:
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
   """Eval-mode class probabilities (N, C) in batches of one compiled shape."""
   graphdef, params, stats = loop.split_model(model)
-  params, stats = jax.device_put((params, stats))   # once, not once per batch
+  params, stats = jax.device_put((params, stats))  # once, not once per batch
   return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), np.asarray(images_u8), batch_size)
 
 
@@ -193,7 +201,9 @@ def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive
     value = M.binary_report(_binary_cm(cm, positive))["recall"]
     return float(value) if value == value else -np.inf
   rep = M.multiclass_report(cm)
-  value = {"acsa": rep["acsa"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "g_mean": rep["g_mean"]}[metric]
+  value = {"acsa": rep["acsa"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "g_mean": rep["g_mean"]}[
+    metric
+  ]
   return float(value) if value == value else -np.inf
 
 
@@ -208,13 +218,18 @@ def _binary_cm(cm: np.ndarray, positive: int) -> np.ndarray:
 
 def make_optimizer(cfg: ClassifierTrainConfig) -> optax.GradientTransformation:
   if cfg.optimizer == "adam":
-    return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else optax.adam(cfg.learning_rate)
+    return (
+      optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+      if cfg.weight_decay
+      else optax.adam(cfg.learning_rate)
+    )
   return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(cfg.learning_rate, momentum=0.9))
 
 
 @dataclasses.dataclass
 class ClassifierTraining:
   """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
+
   cfg: ClassifierTrainConfig
   mesh: Any
   graphdef: Any
@@ -226,8 +241,16 @@ class ClassifierTraining:
   in_channels: int
 
 
-def prepare_training(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
-                     num_classes: int, mesh=None, stream=None) -> ClassifierTraining:
+def prepare_training(
+  model,
+  images_u8: np.ndarray,
+  labels: np.ndarray,
+  cfg: ClassifierTrainConfig,
+  *,
+  num_classes: int,
+  mesh=None,
+  stream=None,
+) -> ClassifierTraining:
   """Checks the inputs, places the training set (or sets up the stream) and compiles the step (shared by
   `train_classifier` and `benchmarks/classifier_step.py`)."""
   cfg.validate()
@@ -251,12 +274,25 @@ def prepare_training(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
     data = jax.device_put({"class_weights": weights}, mesh_lib.replicated(mesh))
     plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
   else:
-    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights},
-                          mesh_lib.replicated(mesh))
-  compiled = loop.compile_steps(make_step(graphdef, tx, cfg, in_channels), mesh=mesh, state=state,
-                                batch_example=plan(0, min(cfg.steps_per_call, total)), data=data)
-  return ClassifierTraining(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan,
-                            data=data, total_steps=total, in_channels=in_channels)
+    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights}, mesh_lib.replicated(mesh))
+  compiled = loop.compile_steps(
+    make_step(graphdef, tx, cfg, in_channels),
+    mesh=mesh,
+    state=state,
+    batch_example=plan(0, min(cfg.steps_per_call, total)),
+    data=data,
+  )
+  return ClassifierTraining(
+    cfg=cfg,
+    mesh=mesh,
+    graphdef=graphdef,
+    state=state,
+    compiled=compiled,
+    plan=plan,
+    data=data,
+    total_steps=total,
+    in_channels=in_channels,
+  )
 
 
 @dataclasses.dataclass
@@ -283,22 +319,36 @@ class ValidationEval:
     padded = np.concatenate([images_u8, np.repeat(images_u8[-1:], mesh_lib.round_up(n, chunk) - n, axis=0)])
     sharding = mesh_lib.batch_sharding(mesh)
     self.n = n
-    self.chunks = [jax.device_put(padded[i:i + chunk], sharding) for i in range(0, len(padded), chunk)]
+    self.chunks = [jax.device_put(padded[i : i + chunk], sharding) for i in range(0, len(padded), chunk)]
     repl = mesh_lib.replicated(mesh)
 
     def probs(params, stats, x):
       return _probs(graphdef, in_channels, params, stats, x)
+
     self._probs = jax.jit(probs, in_shardings=(repl, repl, sharding), out_shardings=repl)
 
   def __call__(self, state: loop.TrainState) -> np.ndarray:
     out = [self._probs(state.params, state.batch_stats, x) for x in self.chunks]
-    return np.concatenate(jax.device_get(out))[:self.n]
+    return np.concatenate(jax.device_get(out))[: self.n]
 
 
-def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: ClassifierTrainConfig, *,
-                     num_classes: int, val: tuple[np.ndarray, np.ndarray] | None = None, positive: int | None = None,
-                     mesh=None, workdir: str | None = None, checkpoint_every_steps: int = 0, resume: bool = False,
-                     overwrite: bool = False, progress: bool = True, stream=None) -> ClassifierResult:
+def train_classifier(
+  model,
+  images_u8: np.ndarray,
+  labels: np.ndarray,
+  cfg: ClassifierTrainConfig,
+  *,
+  num_classes: int,
+  val: tuple[np.ndarray, np.ndarray] | None = None,
+  positive: int | None = None,
+  mesh=None,
+  workdir: str | None = None,
+  checkpoint_every_steps: int = 0,
+  resume: bool = False,
+  overwrite: bool = False,
+  progress: bool = True,
+  stream=None,
+) -> ClassifierResult:
   """Trains `model` on uint8 images; with `val`, scores each epoch on it and keeps the best model by
   `cfg.select_metric` (`best_model`; the final one is `model`). `workdir` gets metrics.jsonl and checkpoints.
 
@@ -311,30 +361,51 @@ def train_classifier(model, images_u8: np.ndarray, labels: np.ndarray, cfg: Clas
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
   cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
   shapes = [d for v in jax.tree.leaves(setup.state.params) for d in (len(np.shape(v)), *np.shape(v))]
-  run_id = {"train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
-            "model": loop.fingerprint(np.asarray(shapes, np.int64)),
-            "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32))}
+  run_id = {
+    "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
+    "model": loop.fingerprint(np.asarray(shapes, np.int64)),
+    "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
+  }
   best = {"score": -np.inf, "step": None, "variables": None}
   val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh) if val is not None else None
 
   def evaluate(step, state):
     score = selection_score(cfg.select_metric, val[1], val_probs(state), positive)
-    if score > best["score"]:   # a device-side copy: the state itself is donated to the next call
-      best.update(score=score, step=step,
-                  variables=jax.tree.map(jnp.copy, (state.params, state.batch_stats)))
+    if score > best["score"]:  # a device-side copy: the state itself is donated to the next call
+      best.update(score=score, step=step, variables=jax.tree.map(jnp.copy, (state.params, state.batch_stats)))
     return {cfg.select_metric: score, "best": best["score"]}
 
-  options = loop.RunOptions(total_steps=setup.total_steps, steps_per_call=cfg.steps_per_call, workdir=workdir,
-                            checkpoint_every_steps=checkpoint_every_steps, resume=resume, overwrite=overwrite,
-                            images_per_step=cfg.batch_size, progress=progress, description="classifier",
-                            eval_every_steps=plan.steps_per_epoch if val is not None else 0)
-  state, summary = loop.run(setup.state, compiled=setup.compiled, get_batches=plan, key=jax.random.key(cfg.seed),
-                            data=setup.data, mesh=setup.mesh, options=options, metadata={"run": run_id},
-                            evaluate=evaluate if val is not None else None)
+  options = loop.RunOptions(
+    total_steps=setup.total_steps,
+    steps_per_call=cfg.steps_per_call,
+    workdir=workdir,
+    checkpoint_every_steps=checkpoint_every_steps,
+    resume=resume,
+    overwrite=overwrite,
+    images_per_step=cfg.batch_size,
+    progress=progress,
+    description="classifier",
+    eval_every_steps=plan.steps_per_epoch if val is not None else 0,
+  )
+  state, summary = loop.run(
+    setup.state,
+    compiled=setup.compiled,
+    get_batches=plan,
+    key=jax.random.key(cfg.seed),
+    data=setup.data,
+    mesh=setup.mesh,
+    options=options,
+    metadata={"run": run_id},
+    evaluate=evaluate if val is not None else None,
+  )
   final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
   best_model = final
   if best["variables"] is not None:
     best_model = loop.merge_model(graphdef, *jax.device_get(best["variables"]))
-  summary.update(best_step=best["step"], best_score=None if best["step"] is None else best["score"],
-                 select_metric=cfg.select_metric, steps_per_epoch=plan.steps_per_epoch)
+  summary.update(
+    best_step=best["step"],
+    best_score=None if best["step"] is None else best["score"],
+    select_metric=cfg.select_metric,
+    steps_per_epoch=plan.steps_per_epoch,
+  )
   return ClassifierResult(model=final, best_model=best_model, summary=summary)

@@ -11,17 +11,18 @@
 Randomness is a function of (seed, step) only (`jax.random.fold_in`), and batches are a function of
 (seed, step) too, so a run that is killed and resumed ends exactly where an uninterrupted run ends.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import math
-import os
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax
 import jax
@@ -67,8 +68,9 @@ def create_state(model: nnx.Module, tx: optax.GradientTransformation):
 
 def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, batch_stats) -> TrainState:
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state)
+  return state.replace(
+    step=state.step + 1, params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
+  )
 
 
 ACTIVE = "_active"
@@ -106,8 +108,9 @@ def place_batches(host_batches: dict, mesh: Mesh, k: int) -> dict:
 StepFn = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict]]
 
 
-def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_example, data=None, unroll=None,
-                  donate: bool = True):
+def compile_steps(
+  step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_example, data=None, unroll=None, donate: bool = True
+):
   """jit(scan(step_fn)) over K stacked batches with explicit shardings.
 
   `step_fn(state, batch, key, data) -> (state, metrics)`; `batch_example` has the stacked shape
@@ -133,10 +136,15 @@ def compile_steps(step_fn: StepFn, *, mesh: Mesh, state: TrainState, batch_examp
       # Steps past the end of the run (padding of the last call) leave the state unchanged.
       new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, st)
       return new, (metrics, active)
+
     return jax.lax.scan(body, state, batches, unroll=unroll)
 
-  return jax.jit(multi_step, in_shardings=(state_sh, batch_sh, repl, data_sh), out_shardings=(state_sh, repl),
-                 donate_argnums=(0,) if donate else ())
+  return jax.jit(
+    multi_step,
+    in_shardings=(state_sh, batch_sh, repl, data_sh),
+    out_shardings=(state_sh, repl),
+    donate_argnums=(0,) if donate else (),
+  )
 
 
 CPU_MAX_STEPS_PER_CALL = 2
@@ -171,14 +179,16 @@ class EpochPlan:
       order = np.asarray(self.epoch_order(np.random.default_rng([self.seed, e])), np.int32)
       n = self.steps_per_epoch * self.batch_size
       idx, mask = np.zeros(n, np.int32), np.zeros(n, bool)
-      idx[:len(order)], mask[:len(order)] = order, True
+      idx[: len(order)], mask[: len(order)] = order, True
       self._cache = {e: (idx.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))}
     return self._cache[e]
 
   def __call__(self, first: int, n: int) -> dict:
     steps = [divmod(s, self.steps_per_epoch) for s in range(first, first + n)]
-    return {"index": np.stack([self.epoch(e)[0][i] for e, i in steps]),
-            "mask": np.stack([self.epoch(e)[1][i] for e, i in steps])}
+    return {
+      "index": np.stack([self.epoch(e)[0][i] for e, i in steps]),
+      "mask": np.stack([self.epoch(e)[1][i] for e, i in steps]),
+    }
 
 
 class StreamBatches:
@@ -217,15 +227,15 @@ class RunOptions:
   total_steps: int
   steps_per_call: int
   workdir: str | None = None
-  checkpoint_every_steps: int = 0       # 0: only at the end
+  checkpoint_every_steps: int = 0  # 0: only at the end
   keep_checkpoints: int = 3
   resume: bool = False
-  images_per_step: int = 1               # for images/s
+  images_per_step: int = 1  # for images/s
   progress: bool = True
   description: str = "train"
-  stop_after_steps: int | None = None    # stop early (as if killed) after this many steps; tests use it
-  eval_every_steps: int = 0              # with `evaluate`: also at the end of the run
-  overwrite: bool = False                # start over in a workdir that holds another run's checkpoints
+  stop_after_steps: int | None = None  # stop early (as if killed) after this many steps; tests use it
+  eval_every_steps: int = 0  # with `evaluate`: also at the end of the run
+  overwrite: bool = False  # start over in a workdir that holds another run's checkpoints
 
 
 def chunk_plan(start: int, total: int, k: int) -> Iterator[tuple[int, int]]:
@@ -249,8 +259,11 @@ class MetricsWriter:
     if self.path:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       if self.path.exists():
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+        kept = [
+          line
+          for line in self.path.read_text().splitlines()
+          if line.strip() and json.loads(line).get("step", 0) <= keep_until_step
+        ]
         self.path.write_text("".join(line + "\n" for line in kept))
 
   def write(self, record: dict) -> None:
@@ -276,18 +289,22 @@ def _open_checkpoints(state: TrainState, options: RunOptions, metadata: dict | N
   if not options.resume:
     if not options.overwrite:
       manager.close()
-      raise ValueError(f"{directory} holds the checkpoints of an earlier run (latest step {latest}); "
-                       "resume it (--resume) or start over (--overwrite)")
+      raise ValueError(
+        f"{directory} holds the checkpoints of an earlier run (latest step {latest}); "
+        "resume it (--resume) or start over (--overwrite)"
+      )
     manager.close()
     shutil.rmtree(directory)
     return CheckpointManager(directory, max_to_keep=options.keep_checkpoints)
   stored = manager.metadata(latest).get("run")
   wanted = (metadata or {}).get("run")
-  wanted = None if wanted is None else json.loads(json.dumps(wanted))   # as stored: tuples become lists
+  wanted = None if wanted is None else json.loads(json.dumps(wanted))  # as stored: tuples become lists
   if wanted is not None and stored != wanted:
     manager.close()
-    raise ValueError(f"cannot resume from {directory}: it was trained with other settings or data: "
-                     + describe_changes(stored or {}, wanted))
+    raise ValueError(
+      f"cannot resume from {directory}: it was trained with other settings or data: "
+      + describe_changes(stored or {}, wanted)
+    )
   try:
     manager.check_shapes(state, latest)
   except ValueError:
@@ -319,15 +336,24 @@ def describe_changes(old: Any, new: Any, prefix: str = "") -> str:
       elif old[k] != new[k]:
         changes.append(describe_changes(old[k], new[k], name))
   elif old != new:
-    short = lambda v: (s if len(s := json.dumps(v)) <= 60 else s[:57] + "...")
+    short = lambda v: s if len(s := json.dumps(v)) <= 60 else s[:57] + "..."
     changes.append(f"{prefix or 'value'}: {short(old)} -> {short(new)}")
   return "; ".join(c for c in changes if c)
 
 
-def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, int], Any], key: jax.Array,
-        data, mesh: Mesh, options: RunOptions, metadata: dict | None = None,
-        on_metrics: Callable[[int, dict], None] | None = None,
-        evaluate: Callable[[int, TrainState], dict] | None = None) -> tuple[TrainState, dict]:
+def run(
+  state: TrainState,
+  *,
+  compiled: Callable,
+  get_batches: Callable[[int, int], Any],
+  key: jax.Array,
+  data,
+  mesh: Mesh,
+  options: RunOptions,
+  metadata: dict | None = None,
+  on_metrics: Callable[[int, dict], None] | None = None,
+  evaluate: Callable[[int, TrainState], dict] | None = None,
+) -> tuple[TrainState, dict]:
   """Runs `options.total_steps` steps of `compiled` from `state` (or from the latest checkpoint).
 
   `get_batches(first_step, n)` returns the host (NumPy) batches for steps [first_step, first_step + n),
@@ -342,11 +368,17 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
   last_metrics: dict = {}
   seen = 0
   t_start = time.perf_counter()
-  bar = tqdm(total=options.total_steps, initial=start, desc=options.description, disable=not options.progress,
-             dynamic_ncols=True, leave=True)
+  bar = tqdm(
+    total=options.total_steps,
+    initial=start,
+    desc=options.description,
+    disable=not options.progress,
+    dynamic_ncols=True,
+    leave=True,
+  )
   stop_at = options.stop_after_steps
   last_saved = start
-  clock = {"last": None}   # time of the previous metrics fetch, for images/s
+  clock = {"last": None}  # time of the previous metrics fetch, for images/s
   try:
     pending = None
     for first, n in chunk_plan(start, options.total_steps, options.steps_per_call):
@@ -360,8 +392,13 @@ def run(state: TrainState, *, compiled: Callable, get_batches: Callable[[int, in
       pending = (first, n, metrics)
       seen += n
       step_now = first + n
-      if evaluate and options.eval_every_steps and (
-          step_now // options.eval_every_steps > first // options.eval_every_steps or step_now == options.total_steps):
+      if (
+        evaluate
+        and options.eval_every_steps
+        and (
+          step_now // options.eval_every_steps > first // options.eval_every_steps or step_now == options.total_steps
+        )
+      ):
         record = {"step": step_now, **{f"val_{k}": v for k, v in evaluate(step_now, state).items()}}
         writer.write(record)
         bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
@@ -391,8 +428,12 @@ def _report(pending, clock: dict, bar, writer: MetricsWriter, on_metrics, option
   dt = now - clock["last"] if clock["last"] is not None else float("nan")
   clock["last"] = now
   means = {k: float(np.mean(np.asarray(v)[active])) for k, v in metrics.items()}
-  record = {"step": first + n, **means, "images_per_s": options.images_per_step * n / dt if dt == dt else None,
-            "time": time.time()}
+  record = {
+    "step": first + n,
+    **means,
+    "images_per_s": options.images_per_step * n / dt if dt == dt else None,
+    "time": time.time(),
+  }
   bar.update(n)
   ips = record["images_per_s"]
   bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]} | {"img/s": f"{ips:.0f}" if ips else "-"})
@@ -412,9 +453,9 @@ def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> 
   bs = min(batch_size, n)
   out = []
   for i in range(0, n, bs):
-    chunk = x[i:i + bs]
+    chunk = x[i : i + bs]
     pad = bs - len(chunk)
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    out.append(np.asarray(fn(chunk))[:bs - pad])
+    out.append(np.asarray(fn(chunk))[: bs - pad])
   return np.concatenate(out)

@@ -5,11 +5,13 @@ their leading axis; the train state is replicated. `jax.jit` with these sharding
 pmap-equivalent recommended by current JAX; BatchNorm statistics are reduced over the whole global batch,
 so N devices compute the same step as one device up to float rounding.
 """
+
 from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 

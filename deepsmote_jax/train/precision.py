@@ -1,11 +1,18 @@
 """Compute-dtype policy: float32 parameters and normalisation statistics, bf16 (or f32) arithmetic."""
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-_DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16,
-           "float16": jnp.float16, "f16": jnp.float16}
+_DTYPES = {
+  "float32": jnp.float32,
+  "f32": jnp.float32,
+  "bfloat16": jnp.bfloat16,
+  "bf16": jnp.bfloat16,
+  "float16": jnp.float16,
+  "f16": jnp.float16,
+}
 
 
 def compute_dtype(name: str):

@@ -3,6 +3,7 @@
 Parameters and BatchNorm statistics are float32 whatever the compute dtype, so a bfloat16 model loads and
 exports the same tensors as a float32 one.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,23 +17,51 @@ GLOROT_UNIFORM = nnx.initializers.glorot_uniform()  # Keras' default kernel init
 BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
 
 
-def conv2d(cin: int, cout: int, kernel: int | tuple[int, int], *, strides: int = 1, padding: str = 'VALID',
-           use_bias: bool = True, groups: int = 1, kernel_init=GLOROT_UNIFORM, dtype: Any,
-           rngs: nnx.Rngs) -> nnx.Conv:
+def conv2d(
+  cin: int,
+  cout: int,
+  kernel: int | tuple[int, int],
+  *,
+  strides: int = 1,
+  padding: str = "VALID",
+  use_bias: bool = True,
+  groups: int = 1,
+  kernel_init=GLOROT_UNIFORM,
+  dtype: Any,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   """Keras `Conv2D` (or, with `groups=cin`, `DepthwiseConv2D`): Keras' defaults, float32 parameters."""
   kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-  return nnx.Conv(cin, cout, kernel, (strides, strides), padding=padding, feature_group_count=groups,
-                  use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=kernel_init, rngs=rngs)
+  return nnx.Conv(
+    cin,
+    cout,
+    kernel,
+    (strides, strides),
+    padding=padding,
+    feature_group_count=groups,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=kernel_init,
+    rngs=rngs,
+  )
 
 
-def batch_norm(features: int, *, epsilon: float, use_scale: bool = True, dtype: Any,
-               rngs: nnx.Rngs) -> nnx.BatchNorm:
+def batch_norm(features: int, *, epsilon: float, use_scale: bool = True, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
   """Keras `BatchNormalization`: momentum 0.99, two-pass batch variance as Keras' `moments`.
 
   Statistics, parameters and reductions are float32; the output is cast to `dtype`.
   """
-  return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=epsilon, use_scale=use_scale, dtype=dtype,
-                       param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
+  return nnx.BatchNorm(
+    features,
+    momentum=BN_MOMENTUM,
+    epsilon=epsilon,
+    use_scale=use_scale,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    use_fast_variance=False,
+    rngs=rngs,
+  )
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
@@ -47,12 +76,23 @@ class ClassifierHead(nnx.Module):
   Dropout is not in the Keras graphs; `dropout_rate=0` keeps them exact.
   """
 
-  def __init__(self, in_features: int, num_classes: int | None, *, dropout_rate: float = 0.0,
-               kernel_init=GLOROT_UNIFORM, dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    num_classes: int | None,
+    *,
+    dropout_rate: float = 0.0,
+    kernel_init=GLOROT_UNIFORM,
+    dtype: Any,
+    rngs: nnx.Rngs,
+  ):
     has_dense = num_classes is not None
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if has_dense and dropout_rate > 0 else None
-    self.dense = (nnx.Linear(in_features, num_classes, dtype=dtype, param_dtype=jnp.float32,
-                             kernel_init=kernel_init, rngs=rngs) if has_dense else None)
+    self.dense = (
+      nnx.Linear(in_features, num_classes, dtype=dtype, param_dtype=jnp.float32, kernel_init=kernel_init, rngs=rngs)
+      if has_dense
+      else None
+    )
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = global_avg_pool(x)
@@ -76,5 +116,5 @@ def param_count(model: nnx.Module, *, include_aux: bool = False) -> int:
   The InceptionV3 auxiliary head has no Keras counterpart and is left out unless `include_aux=True`.
   Works on abstract models (`nnx.eval_shape`) too.
   """
-  aux = None if include_aux else getattr(model, 'aux', None)
+  aux = None if include_aux else getattr(model, "aux", None)
   return _size(model) - _size(aux)

@@ -14,20 +14,29 @@ That layer has no weights, so a weight file cannot tell: set it when loading Ima
 Padding. Stride-2 convolutions pad with Keras' `correct_pad`, computed from the actual input size, which
 equals a Keras model built for that input size (and one built with unknown size for even sizes).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d, global_avg_pool
-from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, KerasWeights, Target,
-                                                            bn_layer, conv_layer, head_layers)
+from deepsmote_jax.models.classifiers.keras_weights import (
+  KerasApplication,
+  KerasLayer,
+  KerasWeights,
+  Target,
+  bn_layer,
+  conv_layer,
+  head_layers,
+)
 
-__all__ = ['EfficientNet', 'EfficientNetB0', 'EfficientNetB5', 'VARIANTS']
+__all__ = ["EfficientNet", "EfficientNetB0", "EfficientNetB5", "VARIANTS"]
 
 BN_EPSILON = 1e-3
 NORM_EPSILON = 1e-7  # keras.backend.epsilon(), the floor on sqrt(variance) in Normalization
@@ -35,35 +44,35 @@ IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
 # variant -> (width coefficient, depth coefficient, default resolution, dropout rate)
 VARIANTS = {
-    'b0': (1.0, 1.0, 224, 0.2),
-    'b1': (1.0, 1.1, 240, 0.2),
-    'b2': (1.1, 1.2, 260, 0.3),
-    'b3': (1.2, 1.4, 300, 0.3),
-    'b4': (1.4, 1.8, 380, 0.4),
-    'b5': (1.6, 2.2, 456, 0.4),
-    'b6': (1.8, 2.6, 528, 0.5),
-    'b7': (2.0, 3.1, 600, 0.5),
+  "b0": (1.0, 1.0, 224, 0.2),
+  "b1": (1.0, 1.1, 240, 0.2),
+  "b2": (1.1, 1.2, 260, 0.3),
+  "b3": (1.2, 1.4, 300, 0.3),
+  "b4": (1.4, 1.8, 380, 0.4),
+  "b5": (1.6, 2.2, 456, 0.4),
+  "b6": (1.8, 2.6, 528, 0.5),
+  "b7": (2.0, 3.1, 600, 0.5),
 }
 
 # Base (B0) stages: kernel, repeats, filters in, filters out, expand ratio, first stride; SE ratio 0.25 and
 # identity skip everywhere.
 STAGES = (
-    (3, 1, 32, 16, 1, 1),
-    (3, 2, 16, 24, 6, 2),
-    (5, 2, 24, 40, 6, 2),
-    (3, 3, 40, 80, 6, 2),
-    (5, 3, 80, 112, 6, 1),
-    (5, 4, 112, 192, 6, 2),
-    (3, 1, 192, 320, 6, 1),
+  (3, 1, 32, 16, 1, 1),
+  (3, 2, 16, 24, 6, 2),
+  (5, 2, 24, 40, 6, 2),
+  (3, 3, 40, 80, 6, 2),
+  (5, 3, 80, 112, 6, 1),
+  (5, 4, 112, 192, 6, 2),
+  (3, 1, 192, 320, 6, 1),
 )
 SE_RATIO = 0.25
 
 # Keras initialisers: VarianceScaling(2, fan_out, truncated normal) for convolutions and
 # VarianceScaling(1/3, fan_out, uniform) for the classifier.
-_CONV_INIT = nnx.initializers.variance_scaling(2.0, 'fan_out', 'truncated_normal')
+_CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
 # Depthwise kernels are (kh, kw, 1, C) here but (kh, kw, C, 1) in Keras: swap the axes the fans come from.
-_DWCONV_INIT = nnx.initializers.variance_scaling(2.0, 'fan_out', 'truncated_normal', in_axis=-1, out_axis=-2)
-_DENSE_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_out', 'uniform')
+_DWCONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "truncated_normal", in_axis=-1, out_axis=-2)
+_DENSE_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -105,8 +114,8 @@ class InputNormalization(nnx.Module):
 
   def keras_layer(self) -> KerasLayer:
     """Keras' auto-named 'normalization' layer: mean, variance, count."""
-    targets = (Target('mean', self.mean), Target('variance', self.variance), Target('count', self.count))
-    return KerasLayer('normalization', targets, auto=True)
+    targets = (Target("mean", self.mean), Target("variance", self.variance), Target("count", self.count))
+    return KerasLayer("normalization", targets, auto=True)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
@@ -119,8 +128,18 @@ class InputNormalization(nnx.Module):
 class MBConv(nnx.Module):
   """Keras EfficientNet `block`: expand 1x1 -> depthwise -> squeeze-excite -> project 1x1 (+ drop-connect skip)."""
 
-  def __init__(self, filters_in: int, filters_out: int, *, kernel: int, stride: int, expand_ratio: int,
-               drop_rate: float, dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    filters_in: int,
+    filters_out: int,
+    *,
+    kernel: int,
+    stride: int,
+    expand_ratio: int,
+    drop_rate: float,
+    dtype: Any,
+    rngs: nnx.Rngs,
+  ):
     filters = filters_in * expand_ratio
     self.stride = stride
     self.kernel = kernel
@@ -135,16 +154,25 @@ class MBConv(nnx.Module):
       self.expand_conv, self.expand_bn = conv(filters_in, filters), bn(filters)
     else:
       self.expand_conv, self.expand_bn = None, None
-    self.dwconv = conv2d(filters, filters, kernel, strides=stride, padding='VALID' if stride == 2 else 'SAME',
-                         groups=filters, use_bias=False, kernel_init=_DWCONV_INIT, dtype=dtype, rngs=rngs)
+    self.dwconv = conv2d(
+      filters,
+      filters,
+      kernel,
+      strides=stride,
+      padding="VALID" if stride == 2 else "SAME",
+      groups=filters,
+      use_bias=False,
+      kernel_init=_DWCONV_INIT,
+      dtype=dtype,
+      rngs=rngs,
+    )
     self.bn = bn(filters)
     filters_se = max(1, int(filters_in * SE_RATIO))
     self.se_reduce = conv(filters, filters_se, bias=True)
     self.se_expand = conv(filters_se, filters, bias=True)
     self.project_conv, self.project_bn = conv(filters, filters_out), bn(filters_out)
     self.skip = stride == 1 and filters_in == filters_out
-    self.drop = (nnx.Dropout(drop_rate, broadcast_dims=(1, 2, 3), rngs=rngs)
-                 if self.skip and drop_rate > 0 else None)
+    self.drop = nnx.Dropout(drop_rate, broadcast_dims=(1, 2, 3), rngs=rngs) if self.skip and drop_rate > 0 else None
 
   def __call__(self, inputs: jax.Array, *, train: bool) -> jax.Array:
     ura = not train
@@ -165,14 +193,14 @@ class MBConv(nnx.Module):
 
   def keras_layers(self, prefix: str) -> Iterator[KerasLayer]:
     if self.expand_conv is not None:
-      yield conv_layer(f'{prefix}expand_conv', self.expand_conv)
-      yield bn_layer(f'{prefix}expand_bn', self.expand_bn)
-    yield conv_layer(f'{prefix}dwconv', self.dwconv, depthwise=True)
-    yield bn_layer(f'{prefix}bn', self.bn)
-    yield conv_layer(f'{prefix}se_reduce', self.se_reduce)
-    yield conv_layer(f'{prefix}se_expand', self.se_expand)
-    yield conv_layer(f'{prefix}project_conv', self.project_conv)
-    yield bn_layer(f'{prefix}project_bn', self.project_bn)
+      yield conv_layer(f"{prefix}expand_conv", self.expand_conv)
+      yield bn_layer(f"{prefix}expand_bn", self.expand_bn)
+    yield conv_layer(f"{prefix}dwconv", self.dwconv, depthwise=True)
+    yield bn_layer(f"{prefix}bn", self.bn)
+    yield conv_layer(f"{prefix}se_reduce", self.se_reduce)
+    yield conv_layer(f"{prefix}se_expand", self.se_expand)
+    yield conv_layer(f"{prefix}project_conv", self.project_conv)
+    yield bn_layer(f"{prefix}project_bn", self.project_bn)
 
 
 class EfficientNet(nnx.Module, KerasApplication):
@@ -195,12 +223,23 @@ class EfficientNet(nnx.Module, KerasApplication):
 
   min_size = 32
 
-  def __init__(self, variant: str, num_classes: int, *, in_channels: int = 3, include_top: bool = True,
-               dropout_rate: float | None = None, drop_connect_rate: float = 0.2, include_preprocessing: bool = True,
-               imagenet_rescale: bool = False, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    variant: str,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    include_top: bool = True,
+    dropout_rate: float | None = None,
+    drop_connect_rate: float = 0.2,
+    include_preprocessing: bool = True,
+    imagenet_rescale: bool = False,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     variant = variant.lower()
     if variant not in VARIANTS:
-      raise ValueError(f'unknown EfficientNet variant {variant!r}; expected one of {sorted(VARIANTS)}')
+      raise ValueError(f"unknown EfficientNet variant {variant!r}; expected one of {sorted(VARIANTS)}")
     width, depth, self.default_size, default_dropout = VARIANTS[variant]
     self.variant = variant
     self.num_classes = num_classes
@@ -211,11 +250,13 @@ class EfficientNet(nnx.Module, KerasApplication):
     self.dropout_rate = dropout_rate
     self.drop_connect_rate = drop_connect_rate
 
-    self.preprocess = (InputNormalization(in_channels, imagenet_rescale=imagenet_rescale)
-                       if include_preprocessing else None)
+    self.preprocess = (
+      InputNormalization(in_channels, imagenet_rescale=imagenet_rescale) if include_preprocessing else None
+    )
     stem = round_filters(32, width)
-    self.stem_conv = conv2d(in_channels, stem, 3, strides=2, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype,
-                            rngs=rngs)
+    self.stem_conv = conv2d(
+      in_channels, stem, 3, strides=2, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs
+    )
     self.stem_bn = batch_norm(stem, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
 
     total = float(sum(round_repeats(s[1], depth) for s in STAGES))
@@ -223,9 +264,19 @@ class EfficientNet(nnx.Module, KerasApplication):
     for i, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(STAGES):
       f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
       for j in range(round_repeats(repeats, depth)):
-        blocks.append(MBConv(f_in if j == 0 else f_out, f_out, kernel=kernel, stride=stride if j == 0 else 1,
-                             expand_ratio=expand, drop_rate=drop_connect_rate * b / total, dtype=dtype, rngs=rngs))
-        names.append(f'block{i + 1}{chr(j + 97)}_')
+        blocks.append(
+          MBConv(
+            f_in if j == 0 else f_out,
+            f_out,
+            kernel=kernel,
+            stride=stride if j == 0 else 1,
+            expand_ratio=expand,
+            drop_rate=drop_connect_rate * b / total,
+            dtype=dtype,
+            rngs=rngs,
+          )
+        )
+        names.append(f"block{i + 1}{chr(j + 97)}_")
         b += 1
     self.blocks = nnx.List(blocks)
     self.block_names = tuple(names)
@@ -234,16 +285,22 @@ class EfficientNet(nnx.Module, KerasApplication):
     self.top_conv = conv2d(f_out, top, 1, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
     self.top_bn = batch_norm(top, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
     self.num_features = top
-    self.head = ClassifierHead(top, num_classes if include_top else None, dropout_rate=dropout_rate,
-                               kernel_init=_DENSE_INIT, dtype=dtype, rngs=rngs)
+    self.head = ClassifierHead(
+      top,
+      num_classes if include_top else None,
+      dropout_rate=dropout_rate,
+      kernel_init=_DENSE_INIT,
+      dtype=dtype,
+      rngs=rngs,
+    )
 
   @property
   def keras_name(self) -> str:
-    return f'EfficientNet{self.variant.upper()}'
+    return f"EfficientNet{self.variant.upper()}"
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise ValueError(f'expected NHWC input with {self.in_channels} channels, got shape {x.shape}')
+      raise ValueError(f"expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
     if self.preprocess is not None:
       x = self.preprocess(x)
     x = jnp.asarray(x, self.dtype)
@@ -255,14 +312,15 @@ class EfficientNet(nnx.Module, KerasApplication):
 
   def keras_layers(self) -> Iterator[KerasLayer]:
     # Without preprocessing the Keras 'normalization' layer is still in the source; it is passed over.
-    yield (self.preprocess.keras_layer() if self.preprocess is not None
-           else KerasLayer('normalization', None, auto=True))
-    yield conv_layer('stem_conv', self.stem_conv)
-    yield bn_layer('stem_bn', self.stem_bn)
+    yield (
+      self.preprocess.keras_layer() if self.preprocess is not None else KerasLayer("normalization", None, auto=True)
+    )
+    yield conv_layer("stem_conv", self.stem_conv)
+    yield bn_layer("stem_bn", self.stem_bn)
     for name, block in zip(self.block_names, self.blocks):
       yield from block.keras_layers(name)
-    yield conv_layer('top_conv', self.top_conv)
-    yield bn_layer('top_bn', self.top_bn)
+    yield conv_layer("top_conv", self.top_conv)
+    yield bn_layer("top_bn", self.top_bn)
     yield from head_layers(self.head)
 
   def keras_source_errors(self, weights: KerasWeights) -> list[str]:
@@ -272,15 +330,17 @@ class EfficientNet(nnx.Module, KerasApplication):
     keras_imagenet = weights.rescaling_layers >= 2
     if keras_imagenet == self.preprocess.imagenet_rescale:
       return []
-    return [f'input Rescaling: the Keras model {"has" if keras_imagenet else "lacks"} the ImageNet 1/sqrt(std) '
-            f'rescaling; build EfficientNet(..., imagenet_rescale={keras_imagenet})']
+    return [
+      f"input Rescaling: the Keras model {'has' if keras_imagenet else 'lacks'} the ImageNet 1/sqrt(std) "
+      f"rescaling; build EfficientNet(..., imagenet_rescale={keras_imagenet})"
+    ]
 
 
 def EfficientNetB0(num_classes: int, **kwargs) -> EfficientNet:  # pylint: disable=invalid-name
   """`EfficientNet('b0', ...)`."""
-  return EfficientNet('b0', num_classes, **kwargs)
+  return EfficientNet("b0", num_classes, **kwargs)
 
 
 def EfficientNetB5(num_classes: int, **kwargs) -> EfficientNet:  # pylint: disable=invalid-name
   """`EfficientNet('b5', ...)`."""
-  return EfficientNet('b5', num_classes, **kwargs)
+  return EfficientNet("b5", num_classes, **kwargs)

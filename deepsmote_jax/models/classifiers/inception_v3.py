@@ -8,6 +8,7 @@ which Keras does not have (it is never loaded from Keras files and is left out o
 Keras names the 94 conv and BN layers automatically (conv2d, conv2d_1, ...): `load_keras_weights` matches them in
 that creation order.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
-from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, bn_layer, conv_layer,
-                                                            head_layers)
+from deepsmote_jax.models.classifiers.keras_weights import (
+  KerasApplication,
+  KerasLayer,
+  bn_layer,
+  conv_layer,
+  head_layers,
+)
 
 __all__ = ["InceptionV3"]
 
@@ -30,8 +36,17 @@ _BN_EPSILON = 1e-3
 class _ConvBN(nnx.Module):
   """Conv2D (no bias) + BatchNorm (no scale) + ReLU: Keras' `conv2d_bn`."""
 
-  def __init__(self, cin: int, cout: int, kernel: int | Sequence[int], *, strides: int = 1, padding: str = "SAME",
-               dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    kernel: int | Sequence[int],
+    *,
+    strides: int = 1,
+    padding: str = "SAME",
+    dtype: Any,
+    rngs: nnx.Rngs,
+  ):
     self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
     self.bn = batch_norm(cout, epsilon=_BN_EPSILON, use_scale=False, dtype=dtype, rngs=rngs)
 
@@ -185,8 +200,17 @@ class InceptionV3(nnx.Module, KerasApplication):
   keras_name = "InceptionV3"
   min_size = 75
 
-  def __init__(self, num_classes: int, *, in_channels: int = 3, include_top: bool = True, aux_head: bool = False,
-               dropout_rate: float = 0.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    include_top: bool = True,
+    aux_head: bool = False,
+    dropout_rate: float = 0.0,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if aux_head and not include_top:
       raise ValueError("aux_head=True needs include_top=True (the auxiliary classifier predicts num_classes)")
     self.num_classes = num_classes
@@ -194,23 +218,34 @@ class InceptionV3(nnx.Module, KerasApplication):
     self.include_top = include_top
     self.dtype = dtype
     cb = functools.partial(_ConvBN, dtype=dtype, rngs=rngs)
-    self.stem = nnx.List([
+    self.stem = nnx.List(
+      [
         cb(in_channels, 32, 3, strides=2, padding="VALID"),
         cb(32, 32, 3, padding="VALID"),
         cb(32, 64, 3),
         cb(64, 80, 1, padding="VALID"),  # after a 3x3/2 max-pool
         cb(80, 192, 3, padding="VALID"),  # followed by a 3x3/2 max-pool
-    ])
-    self.mixed = nnx.List([
-        _BlockA(192, 32, cb), _BlockA(256, 64, cb), _BlockA(288, 64, cb),  # mixed0-2 -> 288
+      ]
+    )
+    self.mixed = nnx.List(
+      [
+        _BlockA(192, 32, cb),
+        _BlockA(256, 64, cb),
+        _BlockA(288, 64, cb),  # mixed0-2 -> 288
         _BlockB(288, cb),  # mixed3 -> 768
-        _BlockC(768, 128, cb), _BlockC(768, 160, cb), _BlockC(768, 160, cb), _BlockC(768, 192, cb),  # mixed4-7
+        _BlockC(768, 128, cb),
+        _BlockC(768, 160, cb),
+        _BlockC(768, 160, cb),
+        _BlockC(768, 192, cb),  # mixed4-7
         _BlockD(768, cb),  # mixed8 -> 1280
-        _BlockE(1280, cb), _BlockE(2048, cb),  # mixed9-10 -> 2048
-    ])
+        _BlockE(1280, cb),
+        _BlockE(2048, cb),  # mixed9-10 -> 2048
+      ]
+    )
     self.aux = _AuxHead(768, num_classes, cb, dtype=dtype, rngs=rngs) if aux_head else None
-    self.head = ClassifierHead(2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype,
-                               rngs=rngs)
+    self.head = ClassifierHead(
+      2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
+    )
 
   def units(self) -> list[_ConvBN]:
     """The 94 conv+BN units of the backbone in Keras' layer-creation order (aux head excluded)."""
@@ -235,4 +270,3 @@ class InceptionV3(nnx.Module, KerasApplication):
         aux = self.aux(x, train)
     logits = self.head(x, train=train)
     return logits if aux is None else (logits, aux)
-

@@ -9,6 +9,7 @@ does not fit. Each architecture only says how its modules map to Keras layer nam
 Keras (and TensorFlow) are imported only for `.keras` files and for `.weights.h5` files written before Keras
 stored layer names; h5py only for HDF5 files.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,7 +18,8 @@ import functools
 import os
 import re
 import warnings
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -25,8 +27,8 @@ from flax import nnx
 
 from deepsmote_jax.models.classifiers.common import ClassifierHead
 
-KERAS_TOP = 'predictions'  # the classifier Dense of every keras.applications model
-_SKIP_TOP_HINT = ' (pass skip_top=True to load only the backbone)'
+KERAS_TOP = "predictions"  # the classifier Dense of every keras.applications model
+_SKIP_TOP_HINT = " (pass skip_top=True to load only the backbone)"
 
 
 class WeightMismatchError(ValueError):
@@ -38,6 +40,7 @@ class WeightMismatchError(ValueError):
 
 class Target(NamedTuple):
   """One Keras variable of a layer and the Flax variable it is copied into."""
+
   name: str  # Keras variable name: 'kernel', 'gamma', 'moving_mean', ...
   variable: nnx.Variable
   depthwise: bool = False  # Keras stores depthwise kernels as (kh, kw, C, 1), Flax as (kh, kw, 1, C)
@@ -54,6 +57,7 @@ class KerasLayer(NamedTuple):
   layers are matched in creation (numeric suffix) order. `targets=None`: the Keras model has the layer but this
   configuration does not use it (it is neither required nor reported). `top`: left alone with `skip_top`.
   """
+
   name: str
   targets: tuple[Target, ...] | None
   auto: bool = False
@@ -62,30 +66,30 @@ class KerasLayer(NamedTuple):
 
 def conv_layer(name: str, conv: nnx.Conv, *, auto: bool = False, depthwise: bool = False) -> KerasLayer:
   """`Conv2D` (or `DepthwiseConv2D` with `depthwise=True`): kernel[, bias]."""
-  targets = [Target('kernel', conv.kernel, depthwise)]
+  targets = [Target("kernel", conv.kernel, depthwise)]
   if conv.bias is not None:
-    targets.append(Target('bias', conv.bias))
+    targets.append(Target("bias", conv.bias))
   return KerasLayer(name, tuple(targets), auto)
 
 
 def separable_layer(name: str, depthwise: nnx.Conv, pointwise: nnx.Conv) -> KerasLayer:
   """`SeparableConv2D`: depthwise_kernel, pointwise_kernel[, bias]."""
-  targets = [Target('depthwise_kernel', depthwise.kernel, True), Target('pointwise_kernel', pointwise.kernel)]
+  targets = [Target("depthwise_kernel", depthwise.kernel, True), Target("pointwise_kernel", pointwise.kernel)]
   if pointwise.bias is not None:
-    targets.append(Target('bias', pointwise.bias))
+    targets.append(Target("bias", pointwise.bias))
   return KerasLayer(name, tuple(targets))
 
 
 def bn_layer(name: str, bn: nnx.BatchNorm, *, auto: bool = False) -> KerasLayer:
   """`BatchNormalization`: [gamma,] [beta,] moving_mean, moving_variance."""
-  pairs = (('gamma', bn.scale), ('beta', bn.bias), ('moving_mean', bn.mean), ('moving_variance', bn.var))
+  pairs = (("gamma", bn.scale), ("beta", bn.bias), ("moving_mean", bn.mean), ("moving_variance", bn.var))
   return KerasLayer(name, tuple(Target(n, v) for n, v in pairs if v is not None), auto)
 
 
 def head_layers(head: ClassifierHead) -> Iterator[KerasLayer]:
   """The 'predictions' Dense, when the model has one."""
   if head.dense is not None:
-    yield KerasLayer(KERAS_TOP, (Target('kernel', head.dense.kernel), Target('bias', head.dense.bias)), top=True)
+    yield KerasLayer(KERAS_TOP, (Target("kernel", head.dense.kernel), Target("bias", head.dense.bias)), top=True)
 
 
 class KerasApplication:
@@ -109,6 +113,7 @@ class KerasApplication:
 @dataclasses.dataclass
 class KerasWeights:
   """Weight-carrying Keras layers by name, each with its arrays in Keras variable order."""
+
   label: str  # where the weights came from, for messages
   layers: dict[str, list[np.ndarray]]
   rescaling_layers: int | None = None  # Rescaling layers in the graph; known for Keras models only
@@ -120,7 +125,7 @@ def _text(s) -> str:
 
 def _flat_layers(model) -> Iterator[Any]:
   for layer in model.layers:
-    if hasattr(layer, 'layers'):  # a nested Functional / Sequential model
+    if hasattr(layer, "layers"):  # a nested Functional / Sequential model
       yield from _flat_layers(layer)
     else:
       yield layer
@@ -129,17 +134,17 @@ def _flat_layers(model) -> Iterator[Any]:
 def _from_model(model, label: str) -> KerasWeights:
   layers, rescaling = {}, 0
   for layer in _flat_layers(model):
-    rescaling += type(layer).__name__ == 'Rescaling'
+    rescaling += type(layer).__name__ == "Rescaling"
     if layer.weights:
-      layers[layer.name] = [np.asarray(w.numpy() if hasattr(w, 'numpy') else w) for w in layer.weights]
+      layers[layer.name] = [np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in layer.weights]
   return KerasWeights(label, layers, rescaling)
 
 
 def _from_legacy_h5(f) -> dict[str, list[np.ndarray]]:
-  group = f['model_weights'] if 'model_weights' in f else f
+  group = f["model_weights"] if "model_weights" in f else f
   layers = {}
-  for name in map(_text, group.attrs['layer_names']):
-    weight_names = [_text(n) for n in group[name].attrs.get('weight_names', [])]
+  for name in map(_text, group.attrs["layer_names"]):
+    weight_names = [_text(n) for n in group[name].attrs.get("weight_names", [])]
     if weight_names:
       layers[name] = [np.asarray(group[name][n]) for n in weight_names]
   return layers
@@ -147,9 +152,9 @@ def _from_legacy_h5(f) -> dict[str, list[np.ndarray]]:
 
 def _snake_case(name: str) -> str:
   """Keras' `to_snake_case`, which names the layer groups of `.weights.h5` files."""
-  name = re.sub(r'\W+', '', name)
-  name = re.sub('(.)([A-Z][a-z]+)', r'\1_\2', name)
-  return re.sub('([a-z])([A-Z])', r'\1_\2', name).lower()
+  name = re.sub(r"\W+", "", name)
+  name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+  return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _group_keys(model) -> dict[str, str]:
@@ -157,7 +162,7 @@ def _group_keys(model) -> dict[str, str]:
   keys, seen = {}, collections.Counter()
   for layer in model.layers:
     key = _snake_case(type(layer).__name__)
-    keys[f'{key}_{seen[key]}' if seen[key] else key] = layer.name
+    keys[f"{key}_{seen[key]}" if seen[key] else key] = layer.name
     seen[key] += 1
   return keys
 
@@ -166,13 +171,13 @@ def _from_keras3_h5(group, reference: Callable[[], Any] | None) -> dict[str, lis
   layers, keys = {}, None
   for key in group:
     entry = group[key]
-    if 'layers' in entry:  # a nested model
-      layers.update(_from_keras3_h5(entry['layers'], reference))
+    if "layers" in entry:  # a nested model
+      layers.update(_from_keras3_h5(entry["layers"], reference))
       continue
-    variables = entry.get('vars')
+    variables = entry.get("vars")
     if variables is None or not len(variables):
       continue
-    name = variables.attrs.get('name')
+    name = variables.attrs.get("name")
     if name is None:  # written before Keras stored layer names: map the class-keyed group by position
       if keys is None:
         keys = _group_keys(reference()) if reference is not None else {}
@@ -192,41 +197,48 @@ def read_keras_weights(source, *, reference: Callable[[], Any] | None = None) ->
   path = os.fspath(source)
   if not os.path.exists(path):
     raise FileNotFoundError(path)
-  if path.endswith('.keras'):
+  if path.endswith(".keras"):
     import keras  # pylint: disable=g-import-not-at-top
+
     return _from_model(keras.saving.load_model(path, compile=False), path)
   import h5py  # pylint: disable=g-import-not-at-top
+
   try:
-    f = h5py.File(path, 'r')
+    f = h5py.File(path, "r")
   except OSError as e:
-    raise ValueError(f'{path}: not a .keras file or a Keras HDF5 weight file') from e
+    raise ValueError(f"{path}: not a .keras file or a Keras HDF5 weight file") from e
   with f:
-    if 'layer_names' in f.attrs or 'model_weights' in f:
+    if "layer_names" in f.attrs or "model_weights" in f:
       return KerasWeights(path, _from_legacy_h5(f))
-    if 'layers' in f:
-      return KerasWeights(path, _from_keras3_h5(f['layers'], reference))
+    if "layers" in f:
+      return KerasWeights(path, _from_keras3_h5(f["layers"], reference))
   raise ValueError(f"{path}: not a Keras weight file (no 'layers', 'model_weights' or 'layer_names')")
 
 
 def _keras_reference(model: KerasApplication):
   """The Keras counterpart of `model` (weights=None, smallest input); imports Keras."""
   import keras  # pylint: disable=g-import-not-at-top
+
   build = getattr(keras.applications, model.keras_name)
-  return build(weights=None, input_shape=(model.min_size, model.min_size, model.in_channels),
-               classes=model.num_classes, classifier_activation=None)
+  return build(
+    weights=None,
+    input_shape=(model.min_size, model.min_size, model.in_channels),
+    classes=model.num_classes,
+    classifier_activation=None,
+  )
 
 
 # ------------------------------------------------------------------------------------------- copying
 
 
 def _suffix(name: str) -> int:
-  m = re.search(r'_(\d+)$', name)
+  m = re.search(r"_(\d+)$", name)
   return int(m.group(1)) if m else 0
 
 
 def _auto_named(names, prefix: str) -> list[str]:
   """Layers Keras named automatically (`conv2d`, `conv2d_1`, ...) in creation (numeric suffix) order."""
-  pattern = re.compile(rf'^{prefix}(_\d+)?$')
+  pattern = re.compile(rf"^{prefix}(_\d+)?$")
   return sorted((n for n in names if pattern.match(n)), key=_suffix)
 
 
@@ -247,8 +259,8 @@ class _Staging:
     for prefix, n in wanted.items():
       used = any(l.targets is not None for l in layers if l.auto and l.name == prefix)
       if len(found[prefix]) != n and used:
-        self.errors.append(f'{self.weights.label} has {len(found[prefix])} {prefix} layers, {self.arch} has {n}')
-        self.errors += [f'{name}: extra layer in {self.weights.label}' for name in found[prefix][n:]]
+        self.errors.append(f"{self.weights.label} has {len(found[prefix])} {prefix} layers, {self.arch} has {n}")
+        self.errors += [f"{name}: extra layer in {self.weights.label}" for name in found[prefix][n:]]
       self.used.update(found[prefix][n:])
     names, position = [], collections.Counter()
     for layer in layers:
@@ -257,7 +269,7 @@ class _Staging:
         continue
       i, candidates = position[layer.name], found[layer.name]
       position[layer.name] += 1
-      names.append(candidates[i] if i < len(candidates) else f'{layer.name} #{i} (absent)')
+      names.append(candidates[i] if i < len(candidates) else f"{layer.name} #{i} (absent)")
     return names
 
   def stage(self, layer: KerasLayer, name: str) -> None:
@@ -271,16 +283,20 @@ class _Staging:
       return
     arrays = self.weights.layers.get(name)
     if arrays is None:
-      self.errors += [f'{name}/{t.name}: not found in {self.weights.label}' for t in layer.targets]
+      self.errors += [f"{name}/{t.name}: not found in {self.weights.label}" for t in layer.targets]
       return
     if len(arrays) != len(layer.targets):
-      self.errors.append(f'{name}: weight file has {len(arrays)} tensor(s) {[tuple(a.shape) for a in arrays]}, '
-                         f'model expects {len(layer.targets)} ({", ".join(t.name for t in layer.targets)})')
+      self.errors.append(
+        f"{name}: weight file has {len(arrays)} tensor(s) {[tuple(a.shape) for a in arrays]}, "
+        f"model expects {len(layer.targets)} ({', '.join(t.name for t in layer.targets)})"
+      )
       return
     for target, array in zip(layer.targets, arrays):
       if tuple(array.shape) != target.keras_shape():
-        self.errors.append(f'{name}/{target.name}: weight file has shape {tuple(array.shape)}, model expects '
-                           f'{target.keras_shape()}{_SKIP_TOP_HINT if layer.top else ""}')
+        self.errors.append(
+          f"{name}/{target.name}: weight file has shape {tuple(array.shape)}, model expects "
+          f"{target.keras_shape()}{_SKIP_TOP_HINT if layer.top else ''}"
+        )
         continue
       if target.depthwise:
         array = np.transpose(array, (0, 1, 3, 2))
@@ -294,35 +310,44 @@ class _Staging:
       if self.skip_top:
         self.skipped.append(name)
       elif name == KERAS_TOP:
-        self.errors.append(f'{name}: weight file has shapes {[tuple(a.shape) for a in arrays]}, but the model has '
-                           f'include_top=False{_SKIP_TOP_HINT}')
+        self.errors.append(
+          f"{name}: weight file has shapes {[tuple(a.shape) for a in arrays]}, but the model has "
+          f"include_top=False{_SKIP_TOP_HINT}"
+        )
       else:
-        self.errors.append(f'{name}: in {self.weights.label} but not in the {self.arch} model{_SKIP_TOP_HINT}')
+        self.errors.append(f"{name}: in {self.weights.label} but not in the {self.arch} model{_SKIP_TOP_HINT}")
 
   def check(self) -> None:
     if self.errors:
-      raise WeightMismatchError(f'{len(self.errors)} tensor(s) from {self.weights.label} do not match the model:'
-                                '\n  ' + '\n  '.join(self.errors))
+      raise WeightMismatchError(
+        f"{len(self.errors)} tensor(s) from {self.weights.label} do not match the model:\n  " + "\n  ".join(self.errors)
+      )
 
 
 def _still_abstract(model: nnx.Module, assignments) -> list[str]:
   """Variables (RNG state aside) that stay `ShapeDtypeStruct`s after loading an `nnx.eval_shape` model."""
   staged = {id(variable) for variable, _ in assignments}
-  return ['/'.join(map(str, path)) for path, node in nnx.iter_graph(model)
-          if isinstance(node, nnx.Variable) and not isinstance(node, nnx.RngState) and id(node) not in staged
-          and isinstance(node.get_value(), jax.ShapeDtypeStruct)]
+  return [
+    "/".join(map(str, path))
+    for path, node in nnx.iter_graph(model)
+    if isinstance(node, nnx.Variable)
+    and not isinstance(node, nnx.RngState)
+    and id(node) not in staged
+    and isinstance(node.get_value(), jax.ShapeDtypeStruct)
+  ]
 
 
 def _warn_skipped(model: KerasApplication, staging: _Staging, *, has_top: bool) -> None:
   """Says which source layers `skip_top` left out and that the model's own head keeps its values."""
   notes = []
   if staging.skipped:
-    notes.append('not loaded: ' + ', '.join(sorted(staging.skipped, key=lambda n: n != KERAS_TOP)))
+    notes.append("not loaded: " + ", ".join(sorted(staging.skipped, key=lambda n: n != KERAS_TOP)))
   if has_top:
-    notes.append(f'the {model.num_classes}-class head keeps its initialisation')
+    notes.append(f"the {model.num_classes}-class head keeps its initialisation")
   if notes:
-    warnings.warn(f'{model.keras_name}: skip_top=True loading {staging.weights.label}; ' + '; '.join(notes),
-                  stacklevel=3)
+    warnings.warn(
+      f"{model.keras_name}: skip_top=True loading {staging.weights.label}; " + "; ".join(notes), stacklevel=3
+    )
 
 
 def load_keras_weights(model: KerasApplication, source, *, skip_top: bool = False) -> int:
@@ -339,7 +364,7 @@ def load_keras_weights(model: KerasApplication, source, *, skip_top: bool = Fals
   variable must come from the source (no skipped head, no InceptionV3 aux head): otherwise `ValueError`.
   """
   if not isinstance(model, KerasApplication):
-    raise TypeError(f'{type(model).__name__} has no keras.applications counterpart to load weights from')
+    raise TypeError(f"{type(model).__name__} has no keras.applications counterpart to load weights from")
   weights = read_keras_weights(source, reference=functools.partial(_keras_reference, model))
   staging = _Staging(model.keras_name, weights, skip_top=skip_top)
   staging.errors += model.keras_source_errors(weights)
@@ -352,10 +377,12 @@ def load_keras_weights(model: KerasApplication, source, *, skip_top: bool = Fals
     _warn_skipped(model, staging, has_top=any(layer.top for layer in layers))
   abstract = _still_abstract(model, staging.assignments)
   if abstract:
-    raise ValueError(f'{len(abstract)} variable(s) are still abstract (the model was built with nnx.eval_shape) '
-                     f'and get no value from {weights.label}: {", ".join(abstract[:8])}'
-                     f'{" ..." if len(abstract) > 8 else ""}; nothing was loaded; build the model concretely to '
-                     'keep an initialised head')
+    raise ValueError(
+      f"{len(abstract)} variable(s) are still abstract (the model was built with nnx.eval_shape) "
+      f"and get no value from {weights.label}: {', '.join(abstract[:8])}"
+      f"{' ...' if len(abstract) > 8 else ''}; nothing was loaded; build the model concretely to "
+      "keep an initialised head"
+    )
   for variable, array in staging.assignments:
     variable.set_value(array)
   return len(staging.assignments)

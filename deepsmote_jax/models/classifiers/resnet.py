@@ -4,19 +4,26 @@ The Keras graph has no preprocessing inside the model (Keras' 'caffe' `preproces
 so this model takes exactly what the Keras model takes. Feed [-1, 1] images as they are when training from
 scratch; for ImageNet weights apply the Keras preprocessing first.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
-from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, bn_layer, conv_layer,
-                                                            head_layers)
+from deepsmote_jax.models.classifiers.keras_weights import (
+  KerasApplication,
+  KerasLayer,
+  bn_layer,
+  conv_layer,
+  head_layers,
+)
 
-__all__ = ['ResNet50']
+__all__ = ["ResNet50"]
 
 BN_EPSILON = 1.001e-5
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (bottleneck filters, blocks, first stride)
@@ -25,10 +32,9 @@ STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (bottleneck filt
 class Bottleneck(nnx.Module):
   """Keras `residual_block_v1`: 1x1 (strided) -> 3x3 -> 1x1 (x4) with a projection or identity shortcut."""
 
-  def __init__(self, in_features: int, filters: int, *, stride: int, conv_shortcut: bool, dtype: Any,
-               rngs: nnx.Rngs):
+  def __init__(self, in_features: int, filters: int, *, stride: int, conv_shortcut: bool, dtype: Any, rngs: nnx.Rngs):
     def conv(cin, cout, k, s=1):
-      return conv2d(cin, cout, k, strides=s, padding='SAME' if k > 1 else 'VALID', dtype=dtype, rngs=rngs)
+      return conv2d(cin, cout, k, strides=s, padding="SAME" if k > 1 else "VALID", dtype=dtype, rngs=rngs)
 
     def bn(c):
       return batch_norm(c, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
@@ -51,10 +57,10 @@ class Bottleneck(nnx.Module):
 
   def keras_layers(self, prefix: str) -> Iterator[KerasLayer]:
     for i in (0, 1, 2, 3):
-      conv, bn = getattr(self, f'conv{i}'), getattr(self, f'bn{i}')
+      conv, bn = getattr(self, f"conv{i}"), getattr(self, f"bn{i}")
       if conv is not None:
-        yield conv_layer(f'{prefix}_{i}_conv', conv)
-        yield bn_layer(f'{prefix}_{i}_bn', bn)
+        yield conv_layer(f"{prefix}_{i}_conv", conv)
+        yield bn_layer(f"{prefix}_{i}_bn", bn)
 
 
 class ResNet50(nnx.Module, KerasApplication):
@@ -70,11 +76,19 @@ class ResNet50(nnx.Module, KerasApplication):
     rngs: needs a 'dropout' stream (or 'default') only when `dropout_rate > 0`.
   """
 
-  keras_name = 'ResNet50'
+  keras_name = "ResNet50"
   min_size = 32
 
-  def __init__(self, num_classes: int, *, in_channels: int = 3, include_top: bool = True,
-               dropout_rate: float = 0.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    include_top: bool = True,
+    dropout_rate: float = 0.0,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.num_classes = num_classes
     self.in_channels = in_channels
     self.include_top = include_top
@@ -85,33 +99,35 @@ class ResNet50(nnx.Module, KerasApplication):
     for filters, blocks, stride in STAGES:
       stage = []
       for j in range(blocks):
-        stage.append(Bottleneck(features, filters, stride=stride if j == 0 else 1, conv_shortcut=j == 0,
-                                dtype=dtype, rngs=rngs))
+        stage.append(
+          Bottleneck(features, filters, stride=stride if j == 0 else 1, conv_shortcut=j == 0, dtype=dtype, rngs=rngs)
+        )
         features = 4 * filters
       stages.append(nnx.List(stage))
     self.stages = nnx.List(stages)
     self.num_features = features
-    self.head = ClassifierHead(features, num_classes if include_top else None, dropout_rate=dropout_rate,
-                               dtype=dtype, rngs=rngs)
+    self.head = ClassifierHead(
+      features, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
+    )
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise ValueError(f'expected NHWC input with {self.in_channels} channels, got shape {x.shape}')
+      raise ValueError(f"expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
     x = jnp.asarray(x, self.dtype)
     x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
     x = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
     # Keras zero-pads then max-pools 'valid'; zeros never win after the ReLU, but pad the same way anyway.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
     for stage in self.stages:
       for block in stage:
         x = block(x, train=train)
     return self.head(x, train=train)
 
   def keras_layers(self) -> Iterator[KerasLayer]:
-    yield conv_layer('conv1_conv', self.conv1)
-    yield bn_layer('conv1_bn', self.bn1)
+    yield conv_layer("conv1_conv", self.conv1)
+    yield bn_layer("conv1_bn", self.bn1)
     for s, stage in enumerate(self.stages):
       for j, block in enumerate(stage):
-        yield from block.keras_layers(f'conv{s + 2}_block{j + 1}')
+        yield from block.keras_layers(f"conv{s + 2}_block{j + 1}")
     yield from head_layers(self.head)

@@ -7,18 +7,26 @@ convolutions are a depthwise 3x3 conv followed by a pointwise 1x1 conv, as in Ke
 Keras names most layers ('block2_sepconv1', 'block2_sepconv1_bn', ...); the four residual 1x1 convs and their
 BatchNorms are auto-named (conv2d, conv2d_1, ...) and `load_keras_weights` matches them in creation order.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
-from deepsmote_jax.models.classifiers.keras_weights import (KerasApplication, KerasLayer, bn_layer, conv_layer,
-                                                            head_layers, separable_layer)
+from deepsmote_jax.models.classifiers.keras_weights import (
+  KerasApplication,
+  KerasLayer,
+  bn_layer,
+  conv_layer,
+  head_layers,
+  separable_layer,
+)
 
 __all__ = ["Xception"]
 
@@ -28,8 +36,9 @@ _BN_EPSILON = 1e-3
 class _ConvBN(nnx.Module):
   """Conv2D (no bias) + BatchNorm."""
 
-  def __init__(self, cin: int, cout: int, kernel: int, *, strides: int = 1, padding: str = "VALID", dtype: Any,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, cin: int, cout: int, kernel: int, *, strides: int = 1, padding: str = "VALID", dtype: Any, rngs: nnx.Rngs
+  ):
     self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
     self.bn = batch_norm(cout, epsilon=_BN_EPSILON, dtype=dtype, rngs=rngs)
 
@@ -102,8 +111,16 @@ class Xception(nnx.Module, KerasApplication):
   keras_name = "Xception"
   min_size = 71
 
-  def __init__(self, num_classes: int, *, in_channels: int = 3, include_top: bool = True, dropout_rate: float = 0.0,
-               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    include_top: bool = True,
+    dropout_rate: float = 0.0,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.num_classes = num_classes
     self.in_channels = in_channels
     self.include_top = include_top
@@ -112,14 +129,16 @@ class Xception(nnx.Module, KerasApplication):
     self.block1_conv1 = _ConvBN(in_channels, 32, 3, strides=2, **kw)
     self.block1_conv2 = _ConvBN(32, 64, 3, **kw)
     down = functools.partial(_DownBlock, **kw)
-    self.entry = nnx.List([down(64, 128, 128, pre_act=False), down(128, 256, 256, pre_act=True),
-                           down(256, 728, 728, pre_act=True)])  # blocks 2-4
+    self.entry = nnx.List(
+      [down(64, 128, 128, pre_act=False), down(128, 256, 256, pre_act=True), down(256, 728, 728, pre_act=True)]
+    )  # blocks 2-4
     self.middle = nnx.List([_MiddleBlock(728, **kw) for _ in range(8)])  # blocks 5-12
     self.exit = down(728, 728, 1024, pre_act=True)  # block 13
     self.block14_sepconv1 = _SepConvBN(1024, 1536, **kw)
     self.block14_sepconv2 = _SepConvBN(1536, 2048, **kw)
-    self.head = ClassifierHead(2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype,
-                               rngs=rngs)
+    self.head = ClassifierHead(
+      2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
+    )
 
   def named_units(self) -> list[tuple[str, _ConvBN | _SepConvBN]]:
     """(Keras layer name, unit) of the named convs; the unit's BatchNorm is Keras' '<name>_bn'."""
@@ -153,4 +172,3 @@ class Xception(nnx.Module, KerasApplication):
     x = jax.nn.relu(self.block14_sepconv1(x, train))
     x = jax.nn.relu(self.block14_sepconv2(x, train))
     return self.head(x, train=train)
-
