@@ -43,7 +43,7 @@ OUT=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 START=$(date +%s)
-if [[ $SMOKE == 1 ]]; then BUDGET=${GPU_CHECK_BUDGET_S:-420}; else BUDGET=${GPU_CHECK_BUDGET_S:-530}; fi
+if [[ $SMOKE == 1 ]]; then BUDGET=${GPU_CHECK_BUDGET_S:-560}; else BUDGET=${GPU_CHECK_BUDGET_S:-530}; fi
 
 if [[ $SMOKE == 0 ]] && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_check_site \
@@ -92,7 +92,7 @@ if [[ $SMOKE == 1 ]]; then
   C=(--n 200 1000 --d 16 --large-n 1000 --large-d 16 --baseline-max-n 1000 --repeats 2 --budget-s 5)
   D=(--models small_cnn --image-size 32 --batch 4 --dtypes float32 --steps-per-call 1 --repeats 2 --torch-modes fp32)
   E=(--smoke --synthetic-fallback)
-  LIMITS=(120 90 45 60 120)
+  LIMITS=(120 90 60 60 200)
 else
   A=(--cases amoled_dent_200:3:100 amoled_dent_200:3:256 amoled_scratch_396:1:100 --dtypes bfloat16 float32
      --steps-per-call 10 --repeats 10 --torch-modes fp32 bf16_cl)

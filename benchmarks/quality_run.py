@@ -88,6 +88,7 @@ def build_config(args):
   config = load_config(ROOT / "configs" / "amoled_dent_200.py")
   config.model.preset = args.preset
   config.model.channels = 1
+  config.model.out_channels = args.out_channels
   config.train.epochs = args.epochs
   config.train.batch_size = args.batch
   config.train.penalty_sample_size = args.batch
@@ -115,6 +116,9 @@ def main(argv=None):
   p.add_argument("--max-per-class", type=int, default=None, help="use at most this many files per class")
   p.add_argument("--free-stride", type=int, default=1, help="take every n-th free image (keeps the run small)")
   p.add_argument("--preset", default="amoled_dent_200")
+  p.add_argument(
+    "--out-channels", type=int, default=3, help="decoder output channels (Fig. 3: 1 in, 3 out; 0 = as the input)"
+  )
   p.add_argument("--epochs", type=int, default=1000, help="encoder/decoder epochs (the paper: 1,000)")
   p.add_argument("--batch", type=int, default=100)
   p.add_argument("--minority-ratio", type=float, default=0.1)
@@ -193,7 +197,7 @@ def main(argv=None):
     "data": source,
     "crops": crops.counts(),
     "split_counts": data_info.get("counts"),
-    "preset": f"{args.preset} (1 channel)",
+    "preset": f"{args.preset} (1 channel in, {args.out_channels or 1} out)",
     "autoencoder_epochs": args.epochs,
     "batch": args.batch,
     "classifier": f"{args.classifier}, {args.classifier_epochs} epochs, batch {args.classifier_batch}",

@@ -13,7 +13,9 @@ import ml_collections
 
 def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: int) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.model = ml_collections.ConfigDict(dict(preset=preset, channels=channels))
+  # out_channels: the decoder's output channels, 0 = the same as `channels` (the paper's Fig. 3 is
+  # channels=1, out_channels=3, trained with the grayscale target broadcast to 3 channels).
+  c.model = ml_collections.ConfigDict(dict(preset=preset, channels=channels, out_channels=0))
   c.data = ml_collections.ConfigDict(
     dict(
       source="folder",

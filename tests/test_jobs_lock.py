@@ -58,9 +58,10 @@ def test_lock_is_held_only_inside_the_block(tmp_path):
 
 def test_pipeline_and_training_jobs_take_the_lock(tmp_path):
   """A second pipeline (or training job) started into a busy workdir stops at once, before any stage."""
+  from test_jobs_pipeline import _write_images, tiny_config
+
   from deepsmote_jax.jobs.pipeline import run_pipeline
   from deepsmote_jax.jobs.train_autoencoder import train_and_export
-  from tests.test_jobs_pipeline import _write_images, tiny_config
 
   root = _write_images(tmp_path / "images")
   holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

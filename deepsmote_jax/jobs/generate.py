@@ -366,7 +366,7 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
   chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
   for start in range(0, len(samples), chunk):
     stop = min(start + chunk, len(samples))
-    images = _to_channels(decode_codes(model, samples[start:stop], batch_size=batch_size), image_set.images.shape[-1])
+    images = decode_codes(model, samples[start:stop], batch_size=batch_size, channels=image_set.images.shape[-1])
     save_image_folder(
       images,
       [label_of[c] for c in syn_labels[start:stop]],
@@ -383,16 +383,6 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
       np.stack([grid_images[r] for r in rows]),
       image_set.images[res.neighbor[rows]],
     )
-
-
-def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-  """Decoded images in the data's channels: a decoder with other output channels (the paper's Fig. 3 decodes
-  3 from 1) gives the mean of its channels for grayscale data, or its one channel repeated for RGB data."""
-  if images.shape[-1] == channels:
-    return images
-  if channels == 1:
-    return np.rint(images.astype(np.float32).mean(-1, keepdims=True)).astype(np.uint8)
-  return np.repeat(images, channels, axis=-1)
 
 
 def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res) -> list[dict]:

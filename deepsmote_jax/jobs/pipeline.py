@@ -27,9 +27,8 @@ from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import generate, prepare_data, report, stage
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
-from deepsmote_jax.jobs.train_autoencoder import train_and_export
+from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
 from deepsmote_jax.jobs.train_classifier import BASELINES, MODEL_KEYS, RUN_INFO, sampling_strategy, train_one
-from deepsmote_jax.models import presets
 from deepsmote_jax.models.classifiers import NAMES as classifier_names
 from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig
@@ -190,7 +189,7 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
   if not 0 < float(config.pipeline.target_recall) <= 1:
     raise ValueError(f"config.pipeline.target_recall must be in (0, 1], got {config.pipeline.target_recall}")
   try:
-    presets.validate(presets.get_preset(config.model.preset, channels=int(config.model.channels)))
+    model_spec(config)
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from None
   for p in config.pipeline.penalties:

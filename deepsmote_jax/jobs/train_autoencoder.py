@@ -17,6 +17,16 @@ from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_
 from deepsmote_jax.train.precision import compute_dtype
 
 
+def model_spec(config) -> presets_lib.AutoencoderSpec:
+  """The encoder/decoder `config.model` names: a preset with its input (and optionally output) channels."""
+  model = config.model
+  spec = presets_lib.get_preset(
+    model.preset, channels=int(model.channels), out_channels=int(model.get("out_channels", 0)) or None
+  )
+  presets_lib.validate(spec)
+  return spec
+
+
 def train_and_export(
   config, workdir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True, image_set=None
 ) -> dict:
@@ -33,8 +43,7 @@ def train_and_export(
 
 def _train_and_export(config, work: pathlib.Path, resume: bool, overwrite: bool, progress: bool, image_set) -> dict:
   train_cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train")
-  spec = presets_lib.get_preset(config.model.preset, channels=int(config.model.channels))
-  presets_lib.validate(spec)
+  spec = model_spec(config)
   dtype = compute_dtype(train_cfg.compute_dtype)
   if image_set is None:
     image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
@@ -62,7 +71,9 @@ def _train_and_export(config, work: pathlib.Path, resume: bool, overwrite: bool,
   )
   rng = np.random.default_rng(train_cfg.seed)
   show = rng.choice(len(image_set.images), size=min(16, len(image_set.images)), replace=False)
-  recon = decode_codes(result.model, encode_images(result.model, image_set.images[show]))
+  recon = decode_codes(
+    result.model, encode_images(result.model, image_set.images[show]), channels=image_set.images.shape[-1]
+  )
   visualize.side_by_side(image_set.images[show], recon, work / "reconstructions.png")
   summary = {
     **result.summary,

@@ -355,11 +355,22 @@ def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int 
   return loop.batched(lambda x: _encode(graphdef, params, stats, x), np.asarray(images_u8), batch_size)
 
 
-def decode_codes(model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-  """Eval-mode decoded images as uint8 (N, H, W, C)."""
+def decode_codes(
+  model: Autoencoder, codes: np.ndarray, *, batch_size: int = 256, channels: int | None = None
+) -> np.ndarray:
+  """Eval-mode decoded images as uint8 (N, H, W, C).
+
+  `channels` brings them to the data's channels when the decoder's differ (the paper's Fig. 3 decodes 3
+  from 1): the mean of the decoded channels for grayscale data, the one channel repeated for RGB.
+  """
   graphdef, params, stats = loop.split_model(model)
   params, stats = jax.device_put((params, stats))  # once, not once per batch
-  return loop.batched(lambda z: _decode(graphdef, params, stats, z), np.asarray(codes, np.float32), batch_size)
+  images = loop.batched(lambda z: _decode(graphdef, params, stats, z), np.asarray(codes, np.float32), batch_size)
+  if channels is None or images.shape[-1] == channels:
+    return images
+  if channels == 1:
+    return np.rint(images.astype(np.float32).mean(-1, keepdims=True)).astype(np.uint8)
+  return np.repeat(images, channels, axis=-1)
 
 
 # Module-level jits keyed on the (hashable) graphdef: repeated calls reuse one compilation.
