@@ -108,7 +108,7 @@ run_part a autoencoder_step "${LIMITS[0]}" "$PY" benchmarks/autoencoder_step.py 
 run_part b paper_run "${LIMITS[1]}" "$PY" benchmarks/paper_run.py "${B[@]}" --json "$WORK/b_paper_run.json"
 run_part c smote "${LIMITS[2]}" "$PY" benchmarks/smote.py "${C[@]}" --out "$WORK/c_smote.json"
 run_part d classifier_step "${LIMITS[3]}" "$PY" benchmarks/classifier_step.py "${D[@]}" --json "$WORK/d_classifier_step.json"
-run_part e quality "${LIMITS[4]}" "$PY" benchmarks/quality_run.py "${E[@]}" --json "$WORK/e_quality.json"
+run_part e quality_run "${LIMITS[4]}" "$PY" benchmarks/quality_run.py "${E[@]}" --json "$WORK/e_quality_run.json"
 
 "$PY" benchmarks/gpu_check_summary.py --summarize "$WORK" --out "$OUT" --smoke "$SMOKE"
 echo "gpu_check: done in $(( $(date +%s) - START ))s; results in $OUT"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402  (no JAX or PyTorch at import)
 
-PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality"}
+PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality_run"}
 
 
 def record(work: pathlib.Path, part: str, name: str, status: str, rc: int, wall: int, limit: int) -> None:

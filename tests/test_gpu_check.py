@@ -16,7 +16,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality"}
+PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality_run"}
 ROW_KEYS = {
   "a": {"preset", "channels", "batch", "impl"},
   "b": {"run"},
@@ -134,7 +134,7 @@ def test_torchvision_baseline_without_torchvision_is_an_error_row(tmp_path):
 
 def test_quality_part_reports_methods(smoke_run):
   _, out = smoke_run
-  e = json.loads((out / "e_quality.json").read_text())
+  e = json.loads((out / "e_quality_run.json").read_text())
   assert {r["method"] for r in e["rows"]} == {"none", "deepsmote_reference"}
   assert e["settings"]["autoencoder_epochs"] >= 1 and e["settings"]["seeds"]
 
@@ -150,7 +150,7 @@ def test_a_part_without_its_dependency_fails_alone_and_says_why(tmp_path):
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
-  e = json.loads((tmp_path / "out" / "e_quality.json").read_text())
+  e = json.loads((tmp_path / "out" / "e_quality_run.json").read_text())
   assert e["status"] == "failed" and e["rows"] == []
   assert any("ml_collections is not importable" in line for line in e["log_tail"])
 
