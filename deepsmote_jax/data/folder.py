@@ -419,13 +419,7 @@ def load_image_folder(
   explicit = classes is not None
 
   # Classes that cannot reach min_per_class even before decoding.
-  counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
-  for label, name in enumerate(class_names):
-    if counts[label] < min_per_class and (not skip or explicit):
-      raise ValueError(
-        f"class folder {os.path.join(root, name)!r} has {counts[label]} image file(s), "
-        f"fewer than min_per_class={min_per_class}"
-      )
+  _check_class_counts(root, class_names, labels, min_per_class, "image file(s)", strict=not skip or explicit)
 
   def fn(rel):
     notes: list[str] = []
@@ -436,48 +430,16 @@ def load_image_folder(
     return out, notes
 
   results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
-
-  notes: list[tuple[str, str]] = []
-  out_images, out_labels, out_files = [], [], []
-  for rel, label, (res, err) in zip(files, labels, results):
-    if err is not None:
-      if not skip:
-        raise ValueError(f"{os.path.join(root, rel)}: {err}") from (None if isinstance(err, BadImageError) else err)
-      skipped.append((rel, str(err)))
-      continue
-    res, file_notes = res
-    notes.extend((rel, what) for what in dict.fromkeys(file_notes))
-    if patches is None:
-      out_images.append(res)
-      out_labels.append(label)
-      out_files.append(rel)
-    else:
-      for arr, tag in res:
-        out_images.append(arr)
-        out_labels.append(label)
-        out_files.append(f"{rel}#{tag}")
+  failed_to = skipped if skip else None  # None: the first failure raises
+  out_images, out_labels, out_files, notes = _collect(root, files, labels, results, failed_to, patches is not None)
 
   # Classes left under min_per_class after decoding.
-  valid = np.bincount(np.asarray(out_labels, dtype=np.int64), minlength=len(class_names))
-  keep = [c for c in range(len(class_names)) if valid[c] >= min_per_class]
-  for c in range(len(class_names)):
-    if valid[c] < min_per_class and (not skip or explicit):
-      raise ValueError(
-        f"class folder {os.path.join(root, class_names[c])!r} has {valid[c]} usable image(s), "
-        f"fewer than min_per_class={min_per_class}"
-      )
-  if len(keep) < len(class_names):
-    if not keep:
-      raise ValueError(f"image folder {root!r}: no class has min_per_class={min_per_class} usable images")
-    remap = {old: new for new, old in enumerate(keep)}
-    dropped = [c for c in range(len(class_names)) if c not in remap]
-    for c in dropped:
-      skipped.append((class_names[c] + "/", f"class has {valid[c]} usable image(s) < min_per_class={min_per_class}"))
-    sel = [i for i, lab in enumerate(out_labels) if lab in remap]
+  _check_class_counts(root, class_names, out_labels, min_per_class, "usable image(s)", strict=not skip or explicit)
+  remap, sel, class_names = _drop_small_classes(root, class_names, out_labels, min_per_class, skipped)
+  if sel is not None:
     out_images = [out_images[i] for i in sel]
     out_files = [out_files[i] for i in sel]
     out_labels = [remap[out_labels[i]] for i in sel]
-    class_names = [class_names[c] for c in keep]
 
   images = np.stack(out_images) if out_images else np.zeros((0, image_size, image_size, channels), np.uint8)
   notes = _notes_of(notes, out_files)
@@ -491,6 +453,56 @@ def load_image_folder(
     skipped=skipped,
     notes=notes,
   )
+
+
+def _check_class_counts(root, class_names, labels, min_per_class: int, what: str, *, strict: bool) -> None:
+  """ValueError naming the first class folder with fewer than `min_per_class` images (when `strict`)."""
+  if not strict:
+    return
+  counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+  for label, name in enumerate(class_names):
+    if counts[label] < min_per_class:
+      raise ValueError(
+        f"class folder {os.path.join(root, name)!r} has {counts[label]} {what}, "
+        f"fewer than min_per_class={min_per_class}"
+      )
+
+
+def _collect(root, files, labels, results, skipped: list | None, patched: bool):
+  """Decoded images, labels, names and conversion notes in file order; a failed file raises (`skipped` is
+  None: on_error='raise') or is appended to `skipped`."""
+  notes: list[tuple[str, str]] = []
+  out_images, out_labels, out_files = [], [], []
+  for rel, label, (res, err) in zip(files, labels, results):
+    if err is not None:
+      if skipped is None:
+        raise ValueError(f"{os.path.join(root, rel)}: {err}") from (None if isinstance(err, BadImageError) else err)
+      skipped.append((rel, str(err)))
+      continue
+    res, file_notes = res
+    notes.extend((rel, what) for what in dict.fromkeys(file_notes))
+    for arr, tag in res if patched else [(res, None)]:
+      out_images.append(arr)
+      out_labels.append(label)
+      out_files.append(rel if tag is None else f"{rel}#{tag}")
+  return out_images, out_labels, out_files, notes
+
+
+def _drop_small_classes(root, class_names, labels, min_per_class: int, skipped: list):
+  """(old -> new label map, indices of the images kept or None when every class stays, class names kept);
+  each dropped class is recorded in `skipped`."""
+  valid = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+  keep = [c for c in range(len(class_names)) if valid[c] >= min_per_class]
+  if len(keep) == len(class_names):
+    return None, None, class_names
+  if not keep:
+    raise ValueError(f"image folder {root!r}: no class has min_per_class={min_per_class} usable images")
+  remap = {old: new for new, old in enumerate(keep)}
+  for c in range(len(class_names)):
+    if c not in remap:
+      skipped.append((class_names[c] + "/", f"class has {valid[c]} usable image(s) < min_per_class={min_per_class}"))
+  sel = [i for i, lab in enumerate(labels) if lab in remap]
+  return remap, sel, [class_names[c] for c in keep]
 
 
 def save_image_folder(

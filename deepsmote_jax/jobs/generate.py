@@ -247,40 +247,22 @@ def generate_dataset(
     _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
     rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res)
     _write_manifest(tmp, rows, class_names, out)
-    new_counts = res.counts()
     t_end = time.perf_counter()
-    summary = {
-      "out_dir": str(out),
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "counts_before": counts,
-      "counts_new": {c: new_counts.get(c, 0) for c in class_names},
-      "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
-      "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
-      "sampling_strategy": files.json_safe(sampling_strategy),
-      "targets": files.json_safe(res.targets),
-      "kind": kind,
-      "k_neighbors": int(k_neighbors),
-      "k_used": files.json_safe(res.k_used),
-      "strict": bool(strict),
-      "seed": int(seed),
-      "copy_originals": copy_originals,
-      "links": links if copy_originals == "link" else None,
-      "source_root": os.fspath(source_root) if source_root is not None else None,
-      "model": {
+    times = {"encode": t_encode - t0, "resample": t_resample - t_encode, "decode_write": t_end - t_resample}
+    settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
+    summary = _summary(out, counts, res, rows, settings, caught, times)
+    summary.update(
+      copy_originals=copy_originals,
+      links=links if copy_originals == "link" else None,
+      source_root=os.fspath(source_root) if source_root is not None else None,
+      model={
         "path": os.fspath(model_path) if model_path is not None else None,
         "spec": model.spec.name,
         "image_size": model.spec.image_size,
         "channels": model.spec.channels,
         "latent_dim": model.spec.latent_dim,
       },
-      "warnings": [str(w.message) for w in caught],
-      "seconds": {
-        "encode": round(t_encode - t0, 3),
-        "resample": round(t_resample - t_encode, 3),
-        "decode_write": round(t_end - t_resample, 3),
-        "total": round(t_end - t0, 3),
-      },
-    }
+    )
     files.atomic_write_json(tmp / "summary.json", summary)
     old = _commit(tmp, out, overwrite)
   except BaseException:
@@ -289,6 +271,29 @@ def generate_dataset(
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return summary
+
+
+def _summary(out: pathlib.Path, counts: dict, res, rows: list, settings: dict, caught, times: dict) -> dict:
+  """The counts, settings, warnings and stage times of one generated folder (`summary.json`)."""
+  class_names = list(counts)
+  new_counts = res.counts()
+  return {
+    "out_dir": str(out),
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "counts_before": counts,
+    "counts_new": {c: new_counts.get(c, 0) for c in class_names},
+    "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
+    "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
+    "sampling_strategy": files.json_safe(settings["sampling_strategy"]),
+    "targets": files.json_safe(res.targets),
+    "kind": settings["kind"],
+    "k_neighbors": int(settings["k_neighbors"]),
+    "k_used": files.json_safe(res.k_used),
+    "strict": bool(settings["strict"]),
+    "seed": int(settings["seed"]),
+    "warnings": [str(w.message) for w in caught],
+    "seconds": {**{k: round(v, 3) for k, v in times.items()}, "total": round(sum(times.values()), 3)},
+  }
 
 
 def _resample(codes: np.ndarray, names: np.ndarray, seed: int, **kwargs):

@@ -10,7 +10,8 @@ settings and inputs are unchanged; from the first stage that changed or never fi
 redone (an unfinished autoencoder continues from its checkpoints, finished classifier runs are kept).
 
 Methods compared: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE on flattened pixels),
-`deepsmote` (one entry per penalty in `pipeline.penalties`).
+`anomaly_ae` (the one-class baseline: an encoder/decoder trained on OK images only, scored by reconstruction
+error, `anomaly.py`), `deepsmote` (one entry per penalty in `pipeline.penalties`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import shutil
 from deepsmote_jax import config_lib, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
-from deepsmote_jax.jobs import generate, prepare_data, report, stage
+from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
@@ -34,7 +35,7 @@ from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig
 from deepsmote_jax.train.loop import describe_changes
 
-METHODS = BASELINES + ("deepsmote",)
+METHODS = BASELINES + anomaly.METHODS + ("deepsmote",)
 
 
 def method_names(config) -> list[str]:
@@ -88,7 +89,8 @@ def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path, 
         continue
       if (out / name).exists():
         shutil.rmtree(out / name)
-      runs[name] = train_one(config, work, method, int(seed), out / name, progress=progress)
+      train = anomaly.train_one if method in anomaly.METHODS else train_one
+      runs[name] = train(config, work, method, int(seed), out / name, progress=progress)
   files.atomic_write_json(out / "runs.json", runs)
   return {"runs": len(runs), "kept_from_earlier": kept}
 
@@ -128,6 +130,7 @@ def stages(config, work: pathlib.Path, *, progress: bool = True, image_set: Imag
       settings=(
         "classifier",
         "generate",
+        *(("model", "train") if set(config.pipeline.methods) & set(anomaly.METHODS) else ()),
         "pipeline.methods",
         "pipeline.penalties",
         "pipeline.seeds",
