@@ -250,6 +250,13 @@ def _scan(
         continue
       found.append(((links + is_link, class_link, label, child), _identity(st, e.path)))
 
+  files, labels = _first_copies(found, problem)
+  return files, labels, skipped
+
+
+def _first_copies(found: list, problem) -> tuple[list[str], list[int]]:
+  """(files, labels) in class then path order, each file kept once: at its preferred listing (fewest links
+  followed, then class order, then path); every other listing of it is a `problem`."""
   first: dict[tuple, tuple[int, int, int, str]] = {}  # file identity -> key of the copy kept
   for key, ident in found:
     if ident not in first or key < first[ident]:
@@ -262,7 +269,7 @@ def _scan(
       continue
     files.append(key[3])
     labels.append(key[2])
-  return files, labels, skipped
+  return files, labels
 
 
 def default_workers() -> int:
