@@ -161,23 +161,7 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices((source.images[idx], source.labels[idx]))
     n = len(idx)
   else:
-    files, labels = source
-    if image_size is None or channels is None:
-      raise ValueError("a file list needs image_size and channels")
-    image_io.check_settings(image_size, channels, resize, on_error)
-    if decoder not in ("tf", "pillow"):
-      raise ValueError(f"decoder must be 'tf' or 'pillow', got {decoder!r}")
-    labels = np.asarray(labels, np.int32)
-    if len(files) != len(labels):
-      raise ValueError(f"{len(files)} files but {len(labels)} labels")
-    idx = shard_indices(len(files), pidx, pcount)
-    paths = [os.path.join(os.fspath(root), files[i]) if root is not None else files[i] for i in idx]
-    ds = _decode_files(tf, paths, labels[idx], image_size=image_size, channels=channels, resize=resize, decoder=decoder)
-    if on_error == "skip":
-      ds = ds.ignore_errors()
-    if cache:
-      ds = ds.cache(cache if isinstance(cache, str) else "")
-    n = len(idx)
+    ds, n = _file_dataset(tf, source, pidx, pcount, image_size, channels, resize, root, cache, decoder, on_error)
   if n == 0:
     raise ValueError(f"process {pidx} of {pcount} has no examples")
   if shuffle:
@@ -201,6 +185,27 @@ def make_dataset(
   options = tf.data.Options()
   options.deterministic = True
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _file_dataset(tf, source, pidx, pcount, image_size, channels, resize, root, cache, decoder, on_error):
+  """(decoded (image, label) dataset of this process's shard of (files, labels), its length)."""
+  files, labels = source
+  if image_size is None or channels is None:
+    raise ValueError("a file list needs image_size and channels")
+  image_io.check_settings(image_size, channels, resize, on_error)
+  if decoder not in ("tf", "pillow"):
+    raise ValueError(f"decoder must be 'tf' or 'pillow', got {decoder!r}")
+  labels = np.asarray(labels, np.int32)
+  if len(files) != len(labels):
+    raise ValueError(f"{len(files)} files but {len(labels)} labels")
+  idx = shard_indices(len(files), pidx, pcount)
+  paths = [os.path.join(os.fspath(root), files[i]) if root is not None else files[i] for i in idx]
+  ds = _decode_files(tf, paths, labels[idx], image_size=image_size, channels=channels, resize=resize, decoder=decoder)
+  if on_error == "skip":
+    ds = ds.ignore_errors()
+  if cache:
+    ds = ds.cache(cache if isinstance(cache, str) else "")
+  return ds, len(idx)
 
 
 def numpy_batches(source, **kwargs) -> Iterator[dict[str, np.ndarray]]:
