@@ -28,6 +28,25 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       min_per_class=2,
       classes=(),
       include_intermediate=False,
+      # Large images at their own scale (deepsmote_jax/data/tiles.py): mode 'none' resizes whole images to the
+      # model's size; 'tiles' cuts native-resolution tiles (size/stride in px, 0 = the model's size) and scores
+      # each image by the mean of its top_k tile NG probabilities (training: multiple-instance bags);
+      # 'defect_crops' trains on crops around mask regions (mask_root/<class>/<stem><mask_suffix>).
+      patches=ml_collections.ConfigDict(
+        dict(
+          mode="none",
+          size=0,
+          stride=0,
+          min_std=0.0,
+          top_k=1,
+          mask_root="",
+          mask_suffix=".png",
+          ok_tiles_per_image=0,
+        )
+      ),
+      # Test images from another line or camera (one subfolder per class, classes known to training): never
+      # used for training, selection or thresholds; the data is then split into train/validation only.
+      test_root="",
     )
   )
   c.train = ml_collections.ConfigDict(
@@ -38,8 +57,17 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       penalty="reference",
       penalty_weight=1.0,
       penalty_sample_size=100,
+      # 'uniform' (released code) | 'inverse_count': the penalty's class drawn with probability ~ 1/count.
+      penalty_classes="uniform",
       steps_per_call=10,
       compute_dtype="auto",
+      # With validation images: the exported state is the best by 'psnr' | 'ssim' (mean over classes of
+      # the per-class mean), or 'last'; scored every epoch end (eval_every_steps=0) or every N steps.
+      select_metric="psnr",
+      eval_every_steps=0,
+      # Standalone autoencoder job only: share of each class held out for validation (the pipeline uses
+      # its validation split).
+      val_fraction=0.0,
       seed=0,
     )
   )
@@ -71,7 +99,9 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
       max_shift=4,
       steps_per_call=10,
       compute_dtype="auto",
-      select_metric="acsa",
+      # Picks the best epoch on validation: 'average_precision' / 'roc_auc' of the positive class (threshold-free,
+      # sound with a handful of NG), or an argmax metric; exact ties are broken by validation log-likelihood.
+      select_metric="average_precision",
     )
   )
   c.pipeline = ml_collections.ConfigDict(
@@ -81,6 +111,16 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
       seeds=(0, 1),
       positive_class="NG",
       target_recall=0.98,
+      # Recall-first threshold on validation NG scores (metrics.choose_threshold): 'tolerance' (normal tolerance
+      # bound: P(NG recall >= target_recall) >= threshold_confidence if NG logits are normal), 'min_ng' (lowest
+      # validation NG score, distribution-free) or 'val_quantile' (highest threshold with validation recall >=
+      # target, no guarantee). threshold_margin (logit units, >= 0) lowers it further.
+      threshold_rule="tolerance",
+      threshold_confidence=0.95,
+      threshold_margin=0.0,
+      # Stratified percentile bootstrap over test images for 95 % intervals (0 = none), and its seed.
+      bootstrap=2000,
+      bootstrap_seed=0,
     )
   )
 

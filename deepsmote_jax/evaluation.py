@@ -1,7 +1,8 @@
 """Evaluate a defect classifier the way an inspection line reads it, and write the results to disk.
 
 `evaluate` turns test labels and (N, C) class probabilities into every number of `deepsmote_jax.metrics`
-(argmax decision), optionally a recall-first operating threshold chosen on validation scores, and writes
+(argmax decision), optionally a recall-first operating threshold chosen on validation scores by a stated rule
+(`metrics.choose_threshold`) beside it, bootstrap 95 % intervals over the test images, and writes
 `metrics.json`, `report.md` (the AMOLED paper's Table 1 layout plus unambiguous NG-positive rows) and three
 PNGs. `compare_table` puts several runs side by side. The paper's own tables are data in
 `deepsmote_jax.paper`.
@@ -125,6 +126,11 @@ def evaluate(
   val_true: Any = None,
   val_scores: Any = None,
   target_recall: float = 0.98,
+  threshold_rule: str = "tolerance",
+  threshold_confidence: float = 0.95,
+  threshold_margin: float = 0.0,
+  bootstrap: int = 2000,
+  bootstrap_seed: int = 0,
   out_dir: str | os.PathLike | None = None,
   title: str = "",
 ) -> dict[str, Any]:
@@ -138,9 +144,14 @@ def evaluate(
     positive_class: the defect class for the NG-positive binary metrics, curves and threshold. With more
       than two classes it is evaluated one-vs-rest on its own probability column. None skips them (e.g.
       a dataset of defect types only).
-    val_true, val_scores: validation labels/scores; when given, the highest threshold on the positive
-      class's probability with validation NG recall >= target_recall is applied to the test set
-      (predict NG when probability >= threshold).
+    val_true, val_scores: validation labels/scores; when given, a recall-first threshold on the positive
+      class's score (its logit when scores are probabilities, see `decision_scores`) is chosen on them by
+      `threshold_rule` and applied to the test set beside the argmax decision (`result['threshold']`).
+    threshold_rule, threshold_confidence, threshold_margin: the rule ('tolerance', 'min_ng' or
+      'val_quantile'), its confidence and a margin subtracted from the threshold (`metrics.choose_threshold`).
+    bootstrap, bootstrap_seed: resamples (0 = none) and seed of the stratified percentile bootstrap over
+      test images giving 95 % intervals (`result['intervals']`) for NG recall and overkill at the argmax
+      decision and at the threshold, ROC AUC and ACSA; conditional on the model and the threshold.
     out_dir: folder for metrics.json, report.md, confusion_matrix.png, pr_curve.png, roc_curve.png.
     title: report heading and the model's name in the Table-1 layout.
 
@@ -149,6 +160,7 @@ def evaluate(
   """
   class_names = [str(c) for c in class_names]
   y, s, val = _check_evaluate_inputs(y_true, scores, class_names, positive_class, val_true, val_scores, target_recall)
+  rule = _check_rule(threshold_rule, threshold_confidence, threshold_margin, bootstrap)
   notes: list[str] = []
   cm = M.confusion_matrix(y, np.argmax(s, axis=1), len(class_names))
   mc = M.multiclass_report(cm)
@@ -179,16 +191,21 @@ def evaluate(
     "roc_auc": None,
     "average_precision": None,
     "threshold": None,
+    "intervals": None,
     "curves": {},
   }
-  if positive_class is not None:
-    _add_positive_class(result, cm, y, s, class_names.index(positive_class), notes)
+  p = None if positive_class is None else class_names.index(positive_class)
+  flagged = None
+  if p is not None:
+    _add_positive_class(result, cm, y, s, p, notes)
     if val is not None:
-      result["threshold"] = _recall_first_threshold(
-        result, cm, y, s, val, class_names.index(positive_class), target_recall, notes
+      result["threshold"], flagged = _recall_first_threshold(
+        result, y, s, val, p, dict(rule, target_recall=target_recall), notes
       )
   if len(class_names) > 2:
     _add_one_vs_rest(result, y, s, notes)
+  if bootstrap:
+    result["intervals"] = bootstrap_intervals(y, s, p, flagged, n_resamples=int(bootstrap), seed=int(bootstrap_seed))
   result["notes"] = notes
   if out_dir is not None:
     write_report(result, out_dir)
@@ -215,6 +232,70 @@ def _check_evaluate_inputs(y_true, scores, class_names, positive_class, val_true
   return y, s, val
 
 
+def _check_rule(rule: str, confidence: float, margin: float, bootstrap: int) -> dict[str, Any]:
+  """The threshold rule's settings as `metrics.choose_threshold` takes them, checked."""
+  if rule not in M.THRESHOLD_RULES:
+    raise ValueError(f"threshold_rule={rule!r}: choose one of {M.THRESHOLD_RULES}")
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"threshold_confidence must be in (0, 1), got {confidence}")
+  if not margin >= 0.0:
+    raise ValueError(f"threshold_margin must be >= 0 (score units), got {margin}")
+  if int(bootstrap) < 0:
+    raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
+  return {"rule": rule, "confidence": float(confidence), "margin": float(margin)}
+
+
+_THRESHOLD_KEYS = (
+  ("target_recall", float),
+  ("threshold_rule", str),
+  ("threshold_confidence", float),
+  ("threshold_margin", float),
+  ("bootstrap", int),
+  ("bootstrap_seed", int),
+)
+
+
+def threshold_settings(section: Mapping[str, Any], name: str = "config.pipeline") -> dict[str, Any]:
+  """`evaluate`'s threshold and bootstrap keyword arguments from a config section (target_recall,
+  threshold_rule, threshold_confidence, threshold_margin, bootstrap, bootstrap_seed), checked: a bad value is
+  a one-line ValueError naming `<name>.<key>`."""
+  kw = {}
+  for key, cast in _THRESHOLD_KEYS:
+    if key not in section:
+      raise ValueError(f"{name}.{key} is missing")
+    try:
+      kw[key] = cast(section[key])
+    except (TypeError, ValueError):
+      kind = {float: "a number", int: "an integer"}.get(cast, "a string")
+      raise ValueError(f"{name}.{key}={section[key]!r} must be {kind}") from None
+  try:
+    if not 0.0 < kw["target_recall"] <= 1.0:
+      raise ValueError(f"target_recall must be in (0, 1], got {kw['target_recall']}")
+    _check_rule(kw["threshold_rule"], kw["threshold_confidence"], kw["threshold_margin"], kw["bootstrap"])
+  except ValueError as e:
+    raise ValueError(f"{name}.{e}") from None
+  return kw
+
+
+def score_scale(*score_arrays: np.ndarray) -> str:
+  """'logit' when every array holds probabilities (rows in [0, 1] summing to 1), else 'score'."""
+  for s in score_arrays:
+    s = np.asarray(s, np.float64)
+    if not (s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=1), 1.0, atol=1e-3)):
+      return "score"
+  return "logit"
+
+
+def decision_scores(scores: np.ndarray, p: int, scale: str) -> np.ndarray:
+  """Per-sample score of class p on which thresholds are chosen and applied.
+
+  scale 'logit' (probabilities): `metrics.positive_logit`, which keeps the order of probabilities that saturate
+  in float32 and is the scale on which the tolerance rule assumes normality; 'score': the column as it is.
+  """
+  s = np.asarray(scores, np.float64)
+  return M.positive_logit(s, p) if scale == "logit" else s[:, p]
+
+
 def _add_positive_class(result: dict, cm: np.ndarray, y: np.ndarray, s: np.ndarray, p: int, notes: list) -> None:
   """NG-positive binary metrics (one-vs-rest beyond two classes), the paper's columns, ROC/PR curves."""
   n_cls = len(result["class_names"])
@@ -229,24 +310,53 @@ def _add_positive_class(result: dict, cm: np.ndarray, y: np.ndarray, s: np.ndarr
   result["curves"][result["positive_class"]] = curves
 
 
-def _recall_first_threshold(result: dict, cm, y, s, val, p: int, target_recall: float, notes: list) -> dict:
-  """The highest threshold on P(positive) with validation recall >= target, and what it does on test."""
+_CAVEAT = (
+  "where the validation split also picked the epoch (the pipeline: config.classifier.select_metric), its NG "
+  "scores can be optimistic; the test columns say what happened on images never used for a choice"
+)
+
+
+def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, notes: list) -> tuple[dict, Any]:
+  """The rule's threshold on validation scores of class p, and what it does on test; also the test flags."""
   positive_class, n_cls = result["positive_class"], len(result["class_names"])
   vy, vs = val
-  vyb, vsb = (vy == p).astype(np.int64), vs[:, p]
-  thr = _record(notes, M.threshold_for_recall, vyb, vsb, target_recall)
+  vyb = (vy == p).astype(np.int64)
+  kind = score_scale(vs, s)
+  vscore = decision_scores(vs, p, kind)
+  chosen = M.choose_threshold(vyb, vscore, **settings)
+  notes.extend(f"threshold: {n}" for n in chosen.pop("notes"))
+  value = chosen.pop("value")
+  scale = f"logit P({positive_class})" if kind == "logit" else f"score of {positive_class}"
+  prob = value if kind != "logit" or math.isnan(value) else float(1.0 / (1.0 + math.exp(-min(max(value, -700), 700))))
   tinfo: dict[str, Any] = {
-    "value": thr,
-    "target_recall": float(target_recall),
-    "rule": f"predict {positive_class} when P({positive_class}) >= value",
+    "rule": chosen.pop("rule"),
+    "value": prob,  # P(positive) equivalent of value_score (for reading; the decision uses value_score)
+    "value_score": value,
+    "scale": kind,
+    "score": scale,
+    "decision": f"predict {positive_class} when {scale} >= value_score",
+    "target_recall": chosen.pop("target_recall"),
+    "confidence": chosen.pop("confidence"),
+    "margin": chosen.pop("margin"),
     "val_n": int(vy.shape[0]),
-    "val_n_positive": int(vyb.sum()),
+    "val_n_positive": chosen.pop("n_ng"),
+    "guarantee": chosen.pop("guarantee"),
+    "caveat": _CAVEAT,
+    "details": chosen,  # the rule's own numbers (mean, sd, k, normality_p, expected_recall, ...)
   }
-  if math.isnan(thr):
-    tinfo.update(val_recall=math.nan, test=None)
-    return tinfo
-  tinfo["val_recall"] = M.recall_at_threshold(vyb, vsb, thr)
-  tcm = M.confusion_matrix((y == p).astype(np.int64), M.apply_threshold(s[:, p], thr), 2)  # (rest, positive)
+  if math.isnan(value):
+    tinfo.update(val_recall=math.nan, val_overkill=math.nan, test=None)
+    return tinfo, None
+  tinfo["val_recall"] = M.recall_at_threshold(vyb, vscore, value)
+  tinfo["val_overkill"] = M.recall_at_threshold(1 - vyb, vscore, value)  # share of validation rest flagged
+  if tinfo["val_overkill"] >= 0.5:
+    notes.append(
+      f"threshold: the {tinfo['rule']} rule flags {100 * tinfo['val_overkill']:.0f} % of validation non-"
+      f"{positive_class} images: with {tinfo['val_n_positive']} validation {positive_class} it cannot promise that "
+      "recall at a usable overkill (more validation NG, or a lower target_recall / threshold_confidence)"
+    )
+  flagged = decision_scores(s, p, kind) >= value
+  tcm = M.confusion_matrix((y == p).astype(np.int64), flagged.astype(np.int64), 2)  # (rest, positive)
   trep = M.binary_report(tcm, positive=1)
   notes.extend(f"at threshold: {n}" for n in trep.pop("notes"))
   tinfo["test"] = trep
@@ -254,7 +364,53 @@ def _recall_first_threshold(result: dict, cm, y, s, val, p: int, target_recall: 
     full = tcm if p == 1 else tcm[::-1, ::-1]
     tinfo["confusion_matrix"] = np.asarray(full).tolist()
     tinfo["paper_columns"] = M.paper_columns(full, ng=p)
-  return tinfo
+  return tinfo, flagged
+
+
+def bootstrap_intervals(
+  y: np.ndarray, s: np.ndarray, p: int | None, flagged: np.ndarray | None, *, n_resamples: int, seed: int
+) -> dict[str, Any]:
+  """Percentile bootstrap 95 % intervals over the test images (stratified by class, seeded, vectorised).
+
+  ACSA; with a positive class p also NG recall and overkill at the argmax decision and at the threshold
+  (`flagged`: the test images it flags), each with the exact Clopper-Pearson interval on its counts (the
+  bootstrap collapses to a point at 0 % or 100 %), and the ROC AUC of P(p). Conditional on the trained model
+  and the chosen threshold: the variation from training and from the validation split is not in them.
+  """
+  w = M.stratified_bootstrap_weights(y, n_resamples, seed)
+  pred = np.argmax(s, axis=1)
+  present = np.unique(y)
+  acsa_b = np.mean([M.bootstrap_rate(w, y == c, pred == c) for c in present], axis=0)
+  out: dict[str, Any] = {
+    "method": f"percentile bootstrap over test images, stratified by class, {n_resamples} resamples, seed {seed}",
+    "level": 0.95,
+    "n_resamples": int(n_resamples),
+    "seed": int(seed),
+    "acsa": _interval(float(np.mean([np.mean(pred[y == c] == c) for c in present])), acsa_b),
+  }
+  if p is None:
+    return out
+  actual, argmax_flags = y == p, pred == p
+  rows = [("ng_recall", actual, argmax_flags), ("overkill_rate", ~actual, argmax_flags)]
+  if flagged is not None:
+    flagged = np.asarray(flagged, bool)
+    rows += [("ng_recall_at_threshold", actual, flagged), ("overkill_at_threshold", ~actual, flagged)]
+  for name, members, flags in rows:
+    k, n = int(np.sum(flags & members)), int(np.sum(members))
+    out[name] = _interval(k / n if n else math.nan, M.bootstrap_rate(w, members, flags), M.clopper_pearson(k, n))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", M.UndefinedMetricWarning)
+    auc = M.roc_auc(actual.astype(np.int64), s[:, p])
+  out["roc_auc"] = _interval(auc, M.bootstrap_roc_auc(w, actual.astype(np.int64), s[:, p]))
+  return out
+
+
+def _interval(point: float, samples: np.ndarray, exact: tuple[float, float] | None = None) -> dict[str, float]:
+  lo, hi = M.percentile_interval(samples, 0.95)
+  out = {"value": point, "low": lo, "high": hi}
+  if exact is not None:
+    out.update(exact_low=exact[0], exact_high=exact[1])
+  return out
 
 
 def _add_one_vs_rest(result: dict, y: np.ndarray, s: np.ndarray, notes: list) -> None:
@@ -411,30 +567,91 @@ def report_markdown(result: Mapping[str, Any]) -> str:
     ]
   if "roc_auc_ovr_macro" in result:
     out.append(f"| ROC AUC (macro one-vs-rest) | {_pct(result['roc_auc_ovr_macro'])} | | |")
-  t = result.get("threshold")
-  if t:
-    out += [
-      "",
-      "## Recall-first threshold (chosen on validation)",
-      "",
-      f"Highest threshold with validation {pos} recall ≥ {_pct(t['target_recall'])} % "
-      f"({t['val_n_positive']} {pos} in {t['val_n']} validation samples); {t['rule']}.",
-      "",
-      f"- threshold: {_num(t['value'], 6)}",
-      f"- validation {pos} recall: {_pct(t['val_recall'])} %",
-      "",
-    ]
-    if t.get("test"):
-      if t.get("confusion_matrix") is not None:
-        out += [
-          paper_layout_table({f"{model} @ threshold": t["confusion_matrix"]}, names, names.index(pos), footnote=False),
-          "",
-        ]
-      out += ["| Metric (test, at threshold) | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
-      out += _binary_rows(t["test"], pos, neg)
+  out += _threshold_md(result, model, neg) + _intervals_md(result)
   if result.get("notes"):
     out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
   return "\n".join(out) + "\n"
+
+
+RULE_TEXT = {
+  "tolerance": "one-sided normal tolerance bound on the validation {pos} scores, mean - k·sd",
+  "min_ng": "the lowest validation {pos} score",
+  "val_quantile": "the highest threshold with validation {pos} recall >= the target",
+}
+
+
+def _threshold_md(result: Mapping[str, Any], model: str, neg: str) -> list[str]:
+  """The recall-first threshold section of report.md: rule, guarantee, validation and test numbers."""
+  t, names, pos = result.get("threshold"), result["class_names"], result["positive_class"]
+  if not t:
+    return []
+  margin = f", margin {t['margin']:g}" if t["margin"] else ""
+  out = [
+    "",
+    f"## Recall-first threshold (rule `{t['rule']}`, chosen on validation)",
+    "",
+    f"{RULE_TEXT[t['rule']].format(pos=pos)}; {t['val_n_positive']} {pos} in {t['val_n']} validation samples, "
+    f"target {pos} recall {_pct(t['target_recall'])} %, confidence {_pct(t['confidence'], 0)} %{margin}; "
+    f"{t['decision']}.",
+    "",
+    f"- guarantee: {t['guarantee']}",
+    f"- caveat: {t['caveat']}",
+    f"- threshold: {t['score']} >= {_num(t['value_score'], 4)}"
+    + (f" (P({pos}) >= {_num(t['value'], 6)})" if t["scale"] == "logit" else ""),
+    f"- validation {pos} recall: {_pct(t['val_recall'])} %; validation overkill: {_pct(t.get('val_overkill'))} %",
+    "",
+  ]
+  if t.get("test"):
+    if t.get("confusion_matrix") is not None:
+      table = paper_layout_table({f"{model} @ threshold": t["confusion_matrix"]}, names, names.index(pos), False)
+      out += [table, ""]
+    out += ["| Metric (test, at threshold) | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
+    out += _binary_rows(t["test"], pos, neg)
+  return out
+
+
+def _ci(entry: Mapping[str, Any] | None, exact: bool = False) -> str:
+  if not entry:
+    return "–"
+  lo, hi = (entry["exact_low"], entry["exact_high"]) if exact else (entry["low"], entry["high"])
+  return f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+def _intervals_md(result: Mapping[str, Any]) -> list[str]:
+  """The argmax decision beside the threshold, with bootstrap and exact 95 % intervals."""
+  iv, pos = result.get("intervals"), result["positive_class"]
+  if not iv:
+    return []
+  out = ["", "## Decisions side by side, 95 % intervals", "", f"{iv['method']}; " + _INTERVAL_NOTE, ""]
+  if pos is not None:
+    out += [
+      f"| Decision | {pos} recall (%) | bootstrap CI | exact CI | Overkill (%) | bootstrap CI | exact CI |",
+      "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    t = result.get("threshold")
+    rows = [("argmax", "ng_recall", "overkill_rate")]
+    if "ng_recall_at_threshold" in iv:
+      rows.append((f"threshold ({t['rule']})", "ng_recall_at_threshold", "overkill_at_threshold"))
+    for label, r, o in rows:
+      out.append(
+        f"| {label} | {_pct(iv[r]['value'])} | {_ci(iv[r])} | {_ci(iv[r], True)} | {_pct(iv[o]['value'])} | "
+        f"{_ci(iv[o])} | {_ci(iv[o], True)} |"
+      )
+    out.append("")
+    out.append(f"ROC AUC ({pos}): {_pct(iv['roc_auc']['value'])} % {_ci(iv['roc_auc'])}; " + _acsa_ci(iv))
+  else:
+    out.append(_acsa_ci(iv))
+  return out
+
+
+def _acsa_ci(iv: Mapping[str, Any]) -> str:
+  return f"ACSA (argmax): {_pct(iv['acsa']['value'])} % {_ci(iv['acsa'])}."
+
+
+_INTERVAL_NOTE = (
+  "conditional on the trained model and the chosen threshold (training and validation variation are not in "
+  "them); exact = Clopper-Pearson on the counts, informative where the bootstrap collapses at 0 % or 100 %."
+)
 
 
 def _figure(figsize=(5.0, 4.5)):
@@ -627,4 +844,14 @@ def compare_table(
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate", "write_report", "report_markdown", "paper_layout_table", "compare_table"]
+__all__ = [
+  "evaluate",
+  "bootstrap_intervals",
+  "threshold_settings",
+  "score_scale",
+  "decision_scores",
+  "write_report",
+  "report_markdown",
+  "paper_layout_table",
+  "compare_table",
+]

@@ -19,6 +19,7 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -381,11 +382,7 @@ def threshold_for_recall(y_true: Any, scores: Any, target_recall: float = 0.98) 
   if n_pos == 0:
     _warn("no positive (NG) samples: recall is undefined, threshold is NaN")
     return math.nan
-  k = int(math.ceil(target_recall * n_pos))
-  while k > 0 and (k - 1) / n_pos >= target_recall:
-    k -= 1
-  while k < n_pos and k / n_pos < target_recall:
-    k += 1
+  k = _fewest_to_catch(n_pos, target_recall)
   return math.inf if k == 0 else float(pos[k - 1])
 
 
@@ -401,6 +398,245 @@ def recall_at_threshold(y_true: Any, scores: Any, threshold: float) -> float:
   """NG recall when predicting NG for score >= threshold (NaN if y_true has no NG)."""
   y, s = _binary_inputs(y_true, scores)
   return _ratio(int(np.sum(s[y == 1] >= threshold)), int(np.sum(y == 1)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recall-first threshold rules that hold with a handful of validation NG images
+
+THRESHOLD_RULES = ("tolerance", "min_ng", "val_quantile")
+# Probabilities are floored at float32's smallest normal number before the logit, so a saturated float32
+# probability gives a logit of about ±87 instead of ±inf.
+_PROB_FLOOR = float(np.finfo(np.float32).tiny)
+
+
+def positive_logit(proba: Any, positive: int) -> np.ndarray:
+  """Logit of the positive (NG) class, log P(NG) - log(1 - P(NG)), from (N, C) class probabilities.
+
+  1 - P(NG) is summed from the other columns, so probabilities that round to 1.0 in float32 keep their order
+  (the other columns hold the small numbers). A monotone map of P(NG): ROC/PR curves and the order-based rules
+  are unchanged by it; the `tolerance` rule assumes normal NG scores on this scale.
+  """
+  arr = np.asarray(proba, dtype=np.float64)
+  if arr.ndim != 2 or arr.shape[1] < 2 or not 0 <= positive < arr.shape[1]:
+    raise ValueError(f"proba must be (N, C >= 2) with positive in [0, C), got shape {arr.shape}, positive {positive}")
+  if np.isnan(arr).any() or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0 + 1e-6:
+    raise ValueError("proba must hold probabilities in [0, 1]")
+  rest = np.delete(arr, positive, axis=1).sum(axis=1)
+  return np.log(np.maximum(arr[:, positive], _PROB_FLOOR)) - np.log(np.maximum(rest, _PROB_FLOOR))
+
+
+@functools.lru_cache(maxsize=256)
+def tolerance_factor(n: int, target_recall: float, confidence: float) -> float:
+  """k of the one-sided normal tolerance bound mean - k·sd of n draws (sample sd, ddof=1).
+
+  With probability `confidence` over the n draws, at least `target_recall` of the normal distribution lies
+  above mean - k·sd: k = t'(confidence; n - 1, z·√n) / √n, t' the noncentral t quantile and z the standard
+  normal `target_recall` quantile (NIST/SEMATECH e-Handbook 7.2.6.3). +inf for target_recall = 1.
+  """
+  from scipy import stats  # noqa: PLC0415  (heavy; only the threshold rules need it)
+
+  if int(n) < 2:
+    raise ValueError(f"a tolerance bound needs n >= 2 draws, got {n}")
+  if not 0.0 < target_recall <= 1.0 or not 0.0 < confidence < 1.0:
+    raise ValueError(f"target_recall must be in (0, 1] and confidence in (0, 1), got {target_recall}, {confidence}")
+  if target_recall == 1.0:
+    return math.inf
+  z = float(stats.norm.ppf(target_recall))
+  return float(stats.nct.ppf(confidence, int(n) - 1, z * math.sqrt(n)) / math.sqrt(n))
+
+
+def order_statistic_recall(k: int, n: int, target_recall: float) -> dict[str, float]:
+  """What a threshold at the k-th highest of n validation NG scores promises, distribution-free.
+
+  For NG scores exchangeable with (and continuous like) those of future NG images, the true NG recall R at
+  that threshold is Beta(k, n - k + 1): E[R] = k / (n + 1) and P(R >= target) = I_{1-target}(n - k + 1, k).
+  For the lowest score (k = n): a new NG falls below it with probability 1/(n + 1), P(R >= target) = 1 - target^n.
+  """
+  from scipy import stats  # noqa: PLC0415
+
+  if not 1 <= k <= n:
+    raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+  return {"expected_recall": k / (n + 1), "p_recall_at_target": float(stats.beta.sf(target_recall, k, n - k + 1))}
+
+
+def choose_threshold(
+  y_true: Any,
+  scores: Any,
+  *,
+  rule: str = "tolerance",
+  target_recall: float = 0.98,
+  confidence: float = 0.95,
+  margin: float = 0.0,
+) -> dict[str, Any]:
+  """A recall-first threshold on validation `scores` (predict NG when score >= value) and what it promises.
+
+  Rules (n = number of validation NG):
+    tolerance     mean - k·sd of the NG scores, k = `tolerance_factor(n, target_recall, confidence)`. If the
+                  NG scores are normal and the validation NG a random sample of the NG to come, then with
+                  probability >= confidence the true NG recall at the threshold is >= target_recall. Parametric:
+                  normality is checked (Shapiro-Wilk p-value, n >= 3) and reported, not enforced.
+    min_ng        the lowest validation NG score. Distribution-free: a new NG scores below the lowest of n
+                  exchangeable NG scores with probability 1/(n + 1); P(recall >= target) = 1 - target^n only.
+    val_quantile  the highest threshold with validation NG recall >= target (`threshold_for_recall`, the k-th
+                  highest NG score); distribution-free recall ~ Beta(k, n - k + 1), no guarantee at the target.
+  `margin` (score units, >= 0) is subtracted from the value; a lower threshold only catches more, so each
+  guarantee still holds as a lower bound. With fewer than 2 validation NG the value is NaN, with a note.
+  Returns {rule, value, n_ng, target_recall, confidence, margin, guarantee, notes, ...rule's own numbers}.
+  """
+  y, s = _binary_inputs(y_true, scores)
+  if rule not in THRESHOLD_RULES:
+    raise ValueError(f"threshold rule {rule!r}: choose one of {THRESHOLD_RULES}")
+  if not 0.0 < target_recall <= 1.0 or not 0.0 < confidence < 1.0 or not margin >= 0.0:
+    raise ValueError(
+      f"need target_recall in (0, 1], confidence in (0, 1), margin >= 0; got {target_recall}, {confidence}, {margin}"
+    )
+  ng = np.sort(s[y == 1])[::-1]
+  n = int(ng.size)
+  out: dict[str, Any] = {
+    "rule": rule,
+    "value": math.nan,
+    "n_ng": n,
+    "target_recall": float(target_recall),
+    "confidence": float(confidence),
+    "margin": float(margin),
+    "guarantee": "none: fewer than 2 validation NG",
+    "notes": [],
+  }
+  if n < 2:
+    out["notes"].append(f"{n} validation NG: a recall-first threshold needs at least 2; threshold is NaN")
+    return out
+  if rule == "tolerance":
+    _tolerance(out, ng, target_recall, confidence)
+  else:
+    k = n if rule == "min_ng" else _fewest_to_catch(n, target_recall)
+    out["value"] = float(ng[k - 1]) if k else math.inf
+    if k:
+      dist_free = order_statistic_recall(k, n, target_recall)
+      out.update(k=k, **dist_free)
+      out["guarantee"] = (
+        f"distribution-free ({'lowest' if k == n else f'{k}-th highest'} of {n} validation NG scores): a new NG is "
+        f"caught with probability {k}/{n + 1} = {100 * dist_free['expected_recall']:.1f} % on average; "
+        f"P(NG recall >= {100 * target_recall:g} %) = {100 * dist_free['p_recall_at_target']:.1f} %"
+      )
+  out["value"] -= margin
+  return out
+
+
+def _fewest_to_catch(n: int, target_recall: float) -> int:
+  """Smallest k with k / n >= target (floating-point safe), as `threshold_for_recall`."""
+  k = int(math.ceil(target_recall * n))
+  while k > 0 and (k - 1) / n >= target_recall:
+    k -= 1
+  while k < n and k / n < target_recall:
+    k += 1
+  return k
+
+
+def _tolerance(out: dict, ng: np.ndarray, target_recall: float, confidence: float) -> None:
+  from scipy import stats  # noqa: PLC0415
+
+  n = ng.size
+  mean, sd = float(ng.mean()), float(ng.std(ddof=1))
+  k = tolerance_factor(n, float(target_recall), float(confidence))
+  out.update(mean=mean, sd=sd, k=k, value=-math.inf if math.isinf(k) else mean - k * sd)
+  if math.isinf(k):
+    out["notes"].append("target recall 1: the tolerance bound is -inf, every image is flagged")
+  out["guarantee"] = (
+    f"normal tolerance bound: if NG scores are normal and these {n} validation NG a random sample of them, "
+    f"P(NG recall >= {100 * target_recall:g} %) >= {100 * confidence:g} %"
+  )
+  if sd == 0.0:
+    out["notes"].append(f"the {n} validation NG scores are all equal: the normal model is degenerate")
+  if n >= 3 and sd > 0:
+    out["normality_p"] = float(stats.shapiro(ng).pvalue)
+    if out["normality_p"] < 0.05:
+      out["notes"].append(
+        f"validation NG scores look non-normal (Shapiro-Wilk p = {out['normality_p']:.3f}): the tolerance "
+        "guarantee rests on normality; rule 'min_ng' states a distribution-free one"
+      )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stratified bootstrap (vectorised: resamples are rows of a multiplicity matrix)
+
+
+def stratified_bootstrap_weights(labels: Any, n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+  """(n_resamples, N) float32 multiplicities of a stratified bootstrap over N images.
+
+  Each resample redraws, with replacement, as many images of every class as the class has, so class sizes
+  (prevalence) stay fixed. The same (labels, n_resamples, seed) give the same weights, so one draw can be
+  applied to several models' predictions on the same images (paired comparisons, seed averages).
+  """
+  y = _labels_1d(labels, "labels")
+  if int(n_resamples) < 1:
+    raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+  b = int(n_resamples)
+  rng = np.random.default_rng(seed)
+  weights = np.zeros((b, y.size), np.float32)
+  offsets = np.arange(b)[:, None]
+  for c in np.unique(y):
+    members = np.flatnonzero(y == c)
+    m = members.size
+    draws = rng.integers(0, m, (b, m)) + m * offsets
+    weights[:, members] = np.bincount(draws.ravel(), minlength=b * m).reshape(b, m)
+  return weights
+
+
+def bootstrap_rate(weights: np.ndarray, members: Any, hits: Any) -> np.ndarray:
+  """(B,) share of `hits` among `members` (boolean masks over the N images) in every resample.
+
+  E.g. NG recall: members = actual NG, hits = flagged NG; overkill: members = actual OK, hits = flagged NG.
+  NaN in a resample without members.
+  """
+  m = np.asarray(members, bool)
+  w = np.asarray(weights)[:, m]
+  total = w.sum(axis=1, dtype=np.float64)
+  hit = w @ np.asarray(hits, np.float32)[m]
+  return np.divide(hit, total, out=np.full(total.shape, np.nan), where=total > 0)
+
+
+def bootstrap_roc_auc(weights: np.ndarray, y_true: Any, scores: Any) -> np.ndarray:
+  """(B,) ROC AUC (ties count half) of every resample, from the Mann-Whitney form on weighted counts.
+
+  Cost O(B·N): negatives are sorted once and their resampled multiplicities cumulated. NaN when a class is absent.
+  """
+  y, s = _binary_inputs(y_true, scores)
+  w = np.asarray(weights)
+  pos, neg = y == 1, y == 0
+  if not pos.any() or not neg.any():
+    return np.full(w.shape[0], np.nan)
+  order = np.argsort(s[neg], kind="mergesort")
+  sneg = s[neg][order]
+  cum = np.cumsum(w[:, neg][:, order], axis=1, dtype=np.float64)
+  cum = np.concatenate([np.zeros((w.shape[0], 1)), cum], axis=1)
+  lo, hi = np.searchsorted(sneg, s[pos], "left"), np.searchsorted(sneg, s[pos], "right")
+  below = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])  # (B, n_pos): weighted negatives under each positive
+  wpos = w[:, pos].astype(np.float64)
+  return np.sum(wpos * below, axis=1) / (wpos.sum(axis=1) * cum[:, -1])
+
+
+def percentile_interval(samples: Any, level: float = 0.95) -> tuple[float, float]:
+  """(low, high) percentile interval of bootstrap samples, ignoring NaN; (NaN, NaN) when none is finite."""
+  x = np.asarray(samples, np.float64)
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level must be in (0, 1), got {level}")
+  if not np.isfinite(x).any():
+    return math.nan, math.nan
+  lo, hi = np.nanpercentile(x, [50 * (1 - level), 50 * (1 + level)], axis=0)
+  return float(lo), float(hi)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+  """Exact (Clopper-Pearson) binomial interval for k successes in n; stays informative at 0/n or n/n, where a
+  percentile bootstrap collapses to a point. (NaN, NaN) for n = 0."""
+  from scipy import stats  # noqa: PLC0415
+
+  if n <= 0:
+    return math.nan, math.nan
+  a = 1.0 - level
+  lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+  hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+  return lo, hi
 
 
 __all__ = [
@@ -421,4 +657,14 @@ __all__ = [
   "threshold_for_recall",
   "apply_threshold",
   "recall_at_threshold",
+  "THRESHOLD_RULES",
+  "positive_logit",
+  "tolerance_factor",
+  "order_statistic_recall",
+  "choose_threshold",
+  "stratified_bootstrap_weights",
+  "bootstrap_rate",
+  "bootstrap_roc_auc",
+  "percentile_interval",
+  "clopper_pearson",
 ]

@@ -53,7 +53,17 @@ def _inception_v3_set():
 def test_evaluate_binary_writes_files_and_numbers_recompute(tmp_path):
   y, s = _binary_set(0)
   vy, vs = _binary_set(1)
-  res = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, target_recall=0.95, out_dir=tmp_path, title="toy")
+  res = E.evaluate(
+    y,
+    s,
+    NAMES,
+    val_true=vy,
+    val_scores=vs,
+    target_recall=0.95,
+    threshold_rule="val_quantile",
+    out_dir=tmp_path,
+    title="toy",
+  )
   for name in FILES:
     assert (tmp_path / name).stat().st_size > 0, name
   for name in FILES[2:]:
@@ -82,9 +92,12 @@ def test_evaluate_binary_writes_files_and_numbers_recompute(tmp_path):
   assert js["curves"]["NG"]["roc"]["thresholds"][0] is None  # +inf is written as null
 
   t = js["threshold"]
-  assert t["value"] == M.threshold_for_recall(vy, vs[:, 1], 0.95)
-  assert t["val_recall"] >= 0.95
-  tpred = (s[:, 1] >= t["value"]).astype(int)
+  # Thresholds live on the logit of P(NG); the order (hence this rule's choice) is that of P(NG).
+  assert t["rule"] == "val_quantile" and t["scale"] == "logit"
+  assert t["value_score"] == M.threshold_for_recall(vy, M.positive_logit(vs, 1), 0.95)
+  assert t["value"] == pytest.approx(M.threshold_for_recall(vy, vs[:, 1], 0.95))
+  assert t["val_recall"] >= 0.95 and t["val_n_positive"] == 100 and "Beta" not in t["guarantee"]
+  tpred = (M.positive_logit(s, 1) >= t["value_score"]).astype(int)
   np.testing.assert_array_equal(t["confusion_matrix"], skm.confusion_matrix(y, tpred))
   assert t["test"]["recall"] == pytest.approx(skm.recall_score(y, tpred))
   assert t["test"]["precision"] == pytest.approx(skm.precision_score(y, tpred))
@@ -179,7 +192,13 @@ def test_degenerate_validation_without_ng():
   y, s = _binary_set(11)
   res = E.evaluate(y, s, NAMES, val_true=np.zeros(5, int), val_scores=_probs(np.zeros(5, int), 2, 12))
   assert math.isnan(res["threshold"]["value"]) and res["threshold"]["test"] is None
-  assert any("no positive" in n for n in res["notes"])
+  assert any("0 validation NG" in n for n in res["notes"])
+  assert "ng_recall_at_threshold" not in res["intervals"] and "ng_recall" in res["intervals"]
+  # One validation NG is not enough for any rule either: NaN with a note, no crash.
+  vy = np.r_[np.zeros(5, int), 1]
+  for rule in M.THRESHOLD_RULES:
+    one = E.evaluate(y, s, NAMES, val_true=vy, val_scores=_probs(vy, 2, 12), threshold_rule=rule)
+    assert math.isnan(one["threshold"]["value"]) and any("1 validation NG" in n for n in one["notes"])
 
 
 @pytest.mark.parametrize(
@@ -196,6 +215,10 @@ def test_degenerate_validation_without_ng():
     (dict(y_true=np.array(["OK"] * 9 + ["bad"])), "y_true has labels not in class_names"),
     (dict(y_true=np.r_[np.zeros(9, int), 2]), "y_true has class indices outside"),
     (dict(target_recall=0.0), "target_recall"),
+    (dict(threshold_rule="highest"), "threshold_rule='highest': choose one of"),
+    (dict(threshold_confidence=1.0), "threshold_confidence"),
+    (dict(threshold_margin=-0.5), "threshold_margin"),
+    (dict(bootstrap=-1), "bootstrap"),
   ],
 )
 def test_evaluate_input_errors(kwargs, match):
@@ -226,3 +249,100 @@ def test_compare_table():
   assert "NG recall" in md2 and "Leak rate" in md2 and "ROC AUC" in md2
   with pytest.raises(ValueError):
     E.compare_table({})
+
+
+def _few_ng_validation(seed: int, n_ng: int = 8):
+  y = np.r_[np.zeros(60, int), np.ones(n_ng, int)]
+  return y, _probs(y, 2, seed)
+
+
+def test_threshold_rule_is_recorded_beside_the_argmax_decision(tmp_path):
+  """The rule, its settings, the number of validation NG it used and its guarantee travel with the result;
+  the argmax decision stays where it was; the tolerance rule sits below the lowest validation NG score."""
+  y, s = _binary_set(20, 200, 40)
+  vy, vs = _few_ng_validation(21)
+  res = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, out_dir=tmp_path, title="few NG")
+  t = res["threshold"]
+  assert (t["rule"], t["target_recall"], t["confidence"], t["margin"]) == ("tolerance", 0.98, 0.95, 0.0)
+  assert t["val_n_positive"] == 8 and t["val_n"] == 68 and "normal tolerance bound" in t["guarantee"]
+  v_logit = M.positive_logit(vs, 1)[vy == 1]
+  k = M.tolerance_factor(8, 0.98, 0.95)
+  assert t["details"]["k"] == pytest.approx(k)
+  assert t["value_score"] == pytest.approx(v_logit.mean() - k * v_logit.std(ddof=1))
+  assert t["value_score"] < v_logit.min() and t["val_recall"] == 1.0
+  v_ok = M.positive_logit(vs, 1)[vy == 0]
+  assert t["val_overkill"] == pytest.approx(np.mean(v_ok >= t["value_score"]))
+  assert (t["val_overkill"] >= 0.5) == any("cannot promise" in n for n in res["notes"])
+  vy3, vs3 = _few_ng_validation(26, n_ng=3)  # 3 NG: the 95 % bound lies below nearly every OK score
+  few = E.evaluate(y, s, NAMES, val_true=vy3, val_scores=vs3, bootstrap=0)
+  assert few["threshold"]["val_overkill"] > 0.5 and any("cannot promise" in n for n in few["notes"])
+  assert t["value"] == pytest.approx(1 / (1 + np.exp(-t["value_score"])))
+  flagged = M.positive_logit(s, 1) >= t["value_score"]
+  assert t["test"]["tp"] == int(np.sum(flagged & (y == 1))) and t["test"]["fp"] == int(np.sum(flagged & (y == 0)))
+  assert res["binary"]["recall"] == pytest.approx(skm.recall_score(y, s.argmax(1)))  # argmax beside it
+  mins = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, threshold_rule="min_ng", threshold_margin=0.5)
+  assert mins["threshold"]["value_score"] == pytest.approx(v_logit.min() - 0.5)
+  assert mins["threshold"]["details"]["expected_recall"] == pytest.approx(8 / 9)
+  md = (tmp_path / "report.md").read_text()
+  for text in (
+    "rule `tolerance`",
+    t["guarantee"],
+    "caveat:",
+    "## Decisions side by side",
+    "| argmax |",
+    "| threshold (tolerance) |",
+  ):
+    assert text in md, text
+
+
+def test_bootstrap_intervals_in_the_result_are_seeded_and_consistent():
+  y, s = _binary_set(22, 150, 30)
+  vy, vs = _few_ng_validation(23)
+  a = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, bootstrap=400, bootstrap_seed=1)
+  b = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, bootstrap=400, bootstrap_seed=1)
+  c = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, bootstrap=400, bootstrap_seed=2)
+  iv = a["intervals"]
+  assert iv == b["intervals"] and iv["roc_auc"] != c["intervals"]["roc_auc"]
+  assert iv["n_resamples"] == 400 and iv["level"] == 0.95
+  pairs = {
+    "ng_recall": a["binary"]["recall"],
+    "overkill_rate": a["binary"]["overkill_rate"],
+    "ng_recall_at_threshold": a["threshold"]["test"]["recall"],
+    "overkill_at_threshold": a["threshold"]["test"]["overkill_rate"],
+    "roc_auc": a["roc_auc"],
+    "acsa": a["acsa"],
+  }
+  for key, point in pairs.items():
+    e = iv[key]
+    assert e["value"] == pytest.approx(point) and e["low"] <= point <= e["high"], key
+    if key not in ("roc_auc", "acsa"):
+      assert e["exact_low"] <= point <= e["exact_high"], key
+  assert E.evaluate(y, s, NAMES, bootstrap=0)["intervals"] is None
+  # One-vs-rest beyond two classes: recall of the positive class against all others.
+  names = ["OK", "scratch", "NG"]
+  y3 = np.r_[np.zeros(60, int), np.ones(30, int), np.full(20, 2)]
+  r3 = E.evaluate(y3, _probs(y3, 3, 24), names, val_true=y3, val_scores=_probs(y3, 3, 25), bootstrap=200)
+  assert r3["intervals"]["ng_recall"]["value"] == pytest.approx(r3["binary"]["recall"])
+  assert r3["intervals"]["ng_recall_at_threshold"]["value"] == pytest.approx(r3["threshold"]["test"]["recall"])
+
+
+def test_threshold_settings_name_the_config_key():
+  good = dict(
+    target_recall=0.98,
+    threshold_rule="min_ng",
+    threshold_confidence=0.9,
+    threshold_margin=0.0,
+    bootstrap=10,
+    bootstrap_seed=0,
+  )
+  assert E.threshold_settings(good)["threshold_rule"] == "min_ng"
+  for bad, match in (
+    (dict(threshold_rule="quantile"), r"config.pipeline.threshold_rule='quantile': choose one of"),
+    (dict(threshold_confidence=0.0), r"config.pipeline.threshold_confidence must be in"),
+    (dict(bootstrap="many"), r"config.pipeline.bootstrap='many' must be an integer"),
+    (dict(target_recall=1.5), r"config.pipeline.target_recall must be in"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      E.threshold_settings({**good, **bad})
+  with pytest.raises(ValueError, match="config.pipeline.bootstrap_seed is missing"):
+    E.threshold_settings({k: v for k, v in good.items() if k != "bootstrap_seed"})

@@ -33,6 +33,7 @@ GROUPS = {
     "deepsmote_jax.paper",
   },
   "deepsmote_jax.config_lib": set(),
+  "deepsmote_jax.synthetic_quality": set(),
 }
 BOTTOM = set(GROUPS)
 GROUPS["deepsmote_jax.jobs"] = BOTTOM

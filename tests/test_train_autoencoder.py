@@ -47,10 +47,14 @@ def _penalty_grads(penalty):
 
   def penalty_only(params):
     m = loop.merge_model(graphdef, params, stats)
-    _, terms = ae.deepsmote_loss(m, x, penalty=penalty, class_images=xc, valid=valid, perm=perm)
-    return terms["penalty"]
+    loss, terms = ae.deepsmote_loss(m, x, penalty=penalty, class_images=xc, valid=valid, perm=perm, penalty_weight=2.5)
+    return terms["penalty"], (loss, terms)
 
-  return jax.grad(penalty_only)(params)
+  grads, (loss, terms) = jax.grad(penalty_only, has_aux=True)(params)
+  # penalty_weight scales the penalty in the total loss
+  assert float(terms["penalty"]) > 0
+  assert float(loss) == pytest.approx(float(terms["recon"]) + 2.5 * float(terms["penalty"]), rel=1e-6)
+  return grads
 
 
 def _norm(tree):
@@ -182,6 +186,10 @@ def test_mismatched_channels_and_bad_settings_fail_before_compiling():
   images, labels = _images()
   with pytest.raises(ValueError, match="penalty='nope'"):
     ae.train_autoencoder(model, images, labels, dataclasses.replace(CFG, penalty="nope"), progress=False)
+  with pytest.raises(ValueError, match=r"validation images are \(8, 8, 1\) but the model"):
+    ae.train_autoencoder(model, images, labels, CFG, val=(images[:, :8, :8], labels), progress=False)
+  with pytest.raises(ValueError, match="validation labels reach 5, but training has 3 classes"):
+    ae.train_autoencoder(model, images, labels, CFG, val=(images[:2], np.array([0, 5])), progress=False)
   with pytest.raises(ValueError, match=r"config.train has unknown setting\(s\) \['learnin_rate'\]"):
     config_lib.to_dataclass(ae.AETrainConfig, {"epochs": 1, "learnin_rate": 1e-3}, "train")
   with pytest.raises(ValueError, match="config.train.epochs must be >= 1, got 0"):
@@ -229,3 +237,136 @@ def test_one_channel_in_three_out_trains_with_the_target_broadcast(tmp_path):
 
   modes = {Image.open(p).mode for p in (tmp_path / "out" / "C").glob("*.png")}
   assert modes == {"L"} and len(list((tmp_path / "out" / "C").glob("*.png"))) == 4  # the data's 1 channel
+
+
+@pytest.mark.parametrize("choice", ["uniform", "inverse_count"])
+def test_penalty_class_draws_follow_the_choice(choice):
+  """Over 20,000 in-jit draws each eligible class's frequency is within 0.015 of its probability (> 4 standard
+  errors); the class with a single image is never drawn."""
+  counts = np.array([40, 10, 5, 1])
+  table, counts = (jnp.asarray(a) for a in ae.class_index_table(np.repeat(np.arange(4), counts), 4))
+  keys = jax.random.split(jax.random.key(0), 20_000)
+  draw = jax.jit(jax.vmap(lambda k: ae.sample_class(k, table, counts, 4, classes=choice)[0]))
+  freq = np.bincount(np.asarray(draw(keys)), minlength=4) / len(keys)
+  want = np.array([1, 1, 1, 0]) / 3 if choice == "uniform" else np.array([1 / 40, 1 / 10, 1 / 5, 0]) / 0.325
+  np.testing.assert_allclose(freq, want, atol=0.015)
+  assert freq[3] == 0
+
+
+def test_new_training_settings_are_checked():
+  """Bad values are errors naming config.train.<key> (that penalty_weight scales the penalty: `_penalty_grads`)."""
+  for key, value, message in [
+    ("penalty_weight", 0.0, "config.train.penalty_weight must be > 0"),
+    ("penalty_classes", "rare", "config.train.penalty_classes='rare': choose one of"),
+    ("select_metric", "mse", "config.train.select_metric='mse': choose one of"),
+    ("val_fraction", 1.0, r"config.train.val_fraction must be in \[0, 1\)"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      config_lib.to_dataclass(ae.AETrainConfig, {key: value}, "train")
+
+
+def _ssim_reference(x, y, size=11, sigma=1.5):
+  """SSIM of two (H, W) images by the definition: Gaussian-weighted moments in every window that fits."""
+  g = np.exp(-0.5 * ((np.arange(size) - (size - 1) / 2) / sigma) ** 2)
+  w = np.outer(g, g) / np.outer(g, g).sum()
+  c1, c2, vals = 0.01**2, 0.03**2, []
+  for i in range(x.shape[0] - size + 1):
+    for j in range(x.shape[1] - size + 1):
+      a, b = x[i : i + size, j : j + size], y[i : i + size, j : j + size]
+      ma, mb = (w * a).sum(), (w * b).sum()
+      va, vb, cov = (w * a * a).sum() - ma**2, (w * b * b).sum() - mb**2, (w * a * b).sum() - ma * mb
+      vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+  return np.mean(vals)
+
+
+def test_psnr_and_ssim_on_known_cases():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(2, 14, 14, 1)).astype(np.float32)
+  assert np.all(np.isinf(np.asarray(ae.psnr(x, x)))) and np.allclose(ae.ssim(x, x), 1.0, atol=1e-6)
+  # +-0.1 in a checkerboard: MSE 0.01 -> 20 dB exactly.
+  noise = 0.1 * np.where(np.indices((14, 14)).sum(0) % 2, 1.0, -1.0)[None, :, :, None]
+  np.testing.assert_allclose(ae.psnr(np.full_like(x, 0.5), 0.5 + noise), 20.0, rtol=1e-5)
+  # Two flat images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1).
+  a, b, c1 = 0.3, 0.6, 0.01**2
+  flat = ae.ssim(np.full((1, 12, 12, 1), a), np.full((1, 12, 12, 1), b))
+  np.testing.assert_allclose(flat, (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-5)
+  y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
+  np.testing.assert_allclose(ae.ssim(x, y), [_ssim_reference(x[i, ..., 0], y[i, ..., 0]) for i in range(2)], rtol=1e-4)
+
+
+def _val_scores(model, images, labels, fn):
+  """Eval-mode reconstruction scores by the training loop's definition: mean over classes of per-class means."""
+  x = images.astype(np.float32) / 127.5 - 1
+  recon = jax.jit(lambda x: model.decoder(model.encoder(x, train=False), train=False))(x)
+  per_image = np.asarray(fn((np.clip(recon, -1, 1) + 1) / 2, (x + 1) / 2))
+  return np.mean([per_image[labels == c].mean() for c in np.unique(labels)])
+
+
+def test_best_validation_state_is_kept_across_a_kill_and_resume(tmp_path):
+  """Gray validation images: SSIM falls as the model learns the training patterns, so the best state is an
+  early one; a run killed after it and resumed still returns that state (from best_val.npz)."""
+  images, labels = _images()
+  val = (np.full((6, 16, 16, 1), 128, np.uint8), np.arange(6) % 3)
+  cfg = dataclasses.replace(CFG, epochs=3, learning_rate=2e-3, select_metric="ssim")
+  killed = _train(tmp_path, "w", cfg, images, labels, val=val, checkpoint_every_steps=2, stop_after_steps=6)
+  resumed = _train(tmp_path, "w", cfg, images, labels, val=val, checkpoint_every_steps=2, resume=True)
+  records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  evals = {r["step"]: r["val_ssim"] for r in records if "val_ssim" in r}
+  assert sorted(evals) == [4, 6, 9]  # every epoch end (3 steps) at the first call boundary after it, and the end
+  s = resumed.summary
+  assert s["best_step"] == max(evals, key=evals.get) == killed.summary["best_step"] <= 6 and "selection_note" not in s
+  assert (
+    s["best_score"]
+    == pytest.approx(evals[s["best_step"]])
+    == pytest.approx(_val_scores(resumed.best_model, *val, ae.ssim), rel=1e-5)
+  )
+  same = zip(
+    jax.tree.leaves(loop.split_model(killed.best_model)[1:]), jax.tree.leaves(loop.split_model(resumed.best_model)[1:])
+  )
+  for a, b in same:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert s["final_val"]["step"] == 9 and len(s["best_val"]["ssim_per_class"]) == 3
+
+
+def test_job_exports_the_best_state_by_validation_psnr(tmp_path):
+  from deepsmote_jax.data.folder import ImageSet
+  from deepsmote_jax.export import load_autoencoder
+  from deepsmote_jax.jobs.train_autoencoder import train_and_export
+
+  def image_set(images, labels):
+    return ImageSet(
+      images=images, labels=labels, class_names=["A", "B", "C"], files=[f"{i}.png" for i in range(len(labels))]
+    )
+
+  config = config_lib.autoencoder_config(preset="micro_16", channels=1, epochs=3, batch_size=8)
+  config.train.update(steps_per_call=2, penalty_sample_size=6, compute_dtype="float32", learning_rate=2e-3)
+  val = image_set(*_images(n=9, seed=5))
+  summary = train_and_export(config, str(tmp_path), progress=False, image_set=image_set(*_images()), val_set=val)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  evals = {r["step"]: r["val_psnr"] for r in records if "val_psnr" in r}
+  assert len(evals) == 3 and summary["best_step"] == max(evals, key=evals.get)
+  model, meta = load_autoencoder(tmp_path / "autoencoder")
+  assert meta["validation"]["step"] == summary["best_step"] and set(meta["validation"]["psnr_per_class"]) == {
+    "A",
+    "B",
+    "C",
+  }
+  assert _val_scores(model, val.images, val.labels, ae.psnr) == pytest.approx(max(evals.values()), rel=1e-5)
+  assert (tmp_path / "val_reconstructions.png").is_file()
+
+
+def test_standalone_job_holds_out_val_fraction_of_each_class():
+  from deepsmote_jax.data.folder import ImageSet
+  from deepsmote_jax.jobs.train_autoencoder import _validation_split
+
+  images, labels = _images(n=40)
+  ds = ImageSet(images=images, labels=labels, class_names=["A", "B", "C"], files=[f"{i}.png" for i in range(40)])
+  config = config_lib.autoencoder_config(preset="micro_16", channels=1, epochs=1, batch_size=8)
+  train, val = _validation_split(config, dataclasses.replace(CFG, val_fraction=0.25), ds, None)
+  assert len(train) + len(val) == 40 and not set(train.files) & set(val.files)
+  assert all(n >= 2 for n in val.counts().values()), val.counts()  # every class held out in about that share
+  same, none = _validation_split(config, CFG, ds, None)  # val_fraction 0: nothing held out
+  assert same is ds and none is None
+  other = ImageSet(images=images, labels=labels, class_names=["A", "B", "X"], files=ds.files)
+  with pytest.raises(ValueError, match="validation classes"):
+    _validation_split(config, CFG, ds, other)

@@ -25,7 +25,7 @@ import shutil
 from deepsmote_jax import config_lib, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
-from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage
+from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage, tiled
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
@@ -49,22 +49,34 @@ def method_names(config) -> list[str]:
 def _autoencoder(config, work: pathlib.Path, penalty: str, progress: bool, out: pathlib.Path, resume: bool) -> dict:
   cfg = config.copy_and_resolve_references()
   cfg.train.penalty = penalty
-  summary = train_and_export(
-    cfg, str(out), progress=progress, resume=resume, image_set=prepare_data.load_split(work / "data", "train")
-  )
+  train = prepare_data.load_split(work / "data", "train")
+  # The validation split scores each epoch's reconstructions and picks the exported state (PSNR / SSIM).
+  val = prepare_data.load_split(work / "data", "validation")
+  if not len(val) or val.images.shape[1:] != train.images.shape[1:]:
+    stage.log(f"autoencoder_{penalty}: no validation images of the training size; the last state is exported")
+    val = None
+  summary = train_and_export(cfg, str(out), progress=progress, resume=resume, image_set=train, val_set=val)
   return {
     "final_loss": summary.get("loss"),
     "steps": summary.get("final_step"),
     "resumed_from_step": summary.get("start_step"),
+    "best_step": summary.get("best_step"),
+    "validation": summary.get("validation"),
   }
 
 
 def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resume: bool) -> dict:
   model, _ = load_autoencoder(work / f"autoencoder_{penalty}" / "autoencoder")
   g = config.generate
+  # Tiles: synthetic NG tiles only from NG sources (mask tiles, key tiles), balanced against the OK tiles.
+  train = (
+    tiled.generation_set(config, work, model)
+    if tiled.is_tiled(config)
+    else prepare_data.load_split(work / "data", "train")
+  )
   summary = generate.generate_dataset(
     model,
-    prepare_data.load_split(work / "data", "train"),
+    train,
     out / "dataset",
     sampling_strategy=sampling_strategy(g.sampling_strategy),
     k_neighbors=int(g.k_neighbors),
@@ -173,6 +185,8 @@ def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dic
     }
     if s.name == "data":
       rec["inputs"] = files.json_safe(prepare_data.source_fingerprint(config, image_set))
+      if prepare_data.tile_settings(config).mode == "none":  # records of runs from before the setting stay valid
+        rec["settings"]["data"].pop("patches", None)
     if s.name.startswith("autoencoder_"):
       rec["settings"]["train"]["penalty"] = s.name.split("_", 1)[1]
     out[s.name] = rec
@@ -181,9 +195,16 @@ def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dic
 
 def validate_config(config, *, image_set: ImageSet | None = None) -> None:
   """Every section checked before the first stage runs; each error names `config.<section>.<key>`."""
+  tiled = prepare_data.tile_settings(config).mode != "none"
   unknown = [m for m in config.pipeline.methods if m not in METHODS]
   if unknown:
     raise ValueError(f"config.pipeline.methods has unknown method(s) {unknown}; known: {list(METHODS)}")
+  one_class = [m for m in config.pipeline.methods if m in anomaly.METHODS]
+  if tiled and one_class:
+    raise ValueError(
+      f"config.pipeline.methods: {one_class} scores whole images and is not available with "
+      f"config.data.patches.mode={config.data.patches.mode!r} yet; remove it from the methods"
+    )
   if not config.pipeline.seeds:
     raise ValueError("config.pipeline.seeds is empty")
   bad = [p for p in config.pipeline.penalties if p not in PENALTIES]

@@ -6,6 +6,7 @@ these saved splits, so a test image never reaches the autoencoder or the synthet
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import os
@@ -13,9 +14,10 @@ import pathlib
 
 import numpy as np
 
-from deepsmote_jax import files
+from deepsmote_jax import config_lib, files
 from deepsmote_jax.data import protocols, splits
-from deepsmote_jax.data.folder import ImageSet
+from deepsmote_jax.data import tiles as tiles_lib
+from deepsmote_jax.data.folder import ImageSet, load_image_folder
 from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.models import presets
 from deepsmote_jax.train import loop
@@ -58,17 +60,32 @@ def make_scarce(train: ImageSet, imbalance) -> ImageSet:
 def source_fingerprint(config, image_set: ImageSet | None = None) -> dict:
   """What the data stage reads, summarised so that any change shows: for an image folder every file's
   path, size and modification time (hashed, with counts); for an in-memory set its content hash."""
+  test_root = config.data.get("test_root") or ""
+  test = {"test_root": _folder_fingerprint(test_root, "config.data.test_root")} if test_root else {}
   if image_set is not None:
-    return {"in_memory": loop.fingerprint(image_set.images, image_set.labels), "classes": image_set.class_names}
+    return {
+      "in_memory": loop.fingerprint(image_set.images, image_set.labels),
+      "classes": image_set.class_names,
+      **test,
+    }
+  return {**_main_fingerprint(config), **test}
+
+
+def _main_fingerprint(config) -> dict:
   data = config.data
   source = data.get("source", "folder")
   if source == "elpv":
     return {"source": "elpv", "package": importlib.metadata.version("elpv-dataset")}
   if source == "tfds":
     return {"source": "tfds", "name": data.get("name"), "split": data.get("split"), "data_dir": data.get("data_dir")}
-  root = pathlib.Path(data.get("root") or "")
+  return _folder_fingerprint(data.get("root") or "", "config.data.root")
+
+
+def _folder_fingerprint(root, setting: str) -> dict:
+  """Every file's path, size and modification time under `root`, hashed, with counts."""
+  root = pathlib.Path(root)
   if not root.is_dir():
-    raise ValueError(f"config.data.root={str(root)!r} is not a folder")
+    raise ValueError(f"{setting}={str(root)!r} is not a folder")
   h, n_files, n_bytes = hashlib.sha256(), 0, 0
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames.sort()
@@ -91,16 +108,21 @@ def source_fingerprint(config, image_set: ImageSet | None = None) -> dict:
 
 def run(config, out: pathlib.Path, image_set: ImageSet | None = None) -> dict:
   """Writes `<out>/{train,validation,test}.npz`, `split_manifest.json` and `skipped.json` (inputs left
-  out with `data.on_error='skip'`, with reasons); returns the class counts and the number skipped."""
+  out with `data.on_error='skip'`, with reasons); returns the class counts and the number skipped.
+  With `config.data.patches.mode` 'tiles' / 'defect_crops' the splits hold tiles (`run_tiled`)."""
+  settings = tile_settings(config)
+  if settings.mode != "none":
+    return run_tiled(config, out, settings, image_set)
   ds = load_images(config, image_set)
-  files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in ds.skipped])
-  files.atomic_write_json(out / "input_notes.json", [{"file": f, "note": n} for f, n in ds.notes])
   ratios = tuple(config.split.ratios)
   if len(ratios) != 3:
     raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
-  parts = splits.split_image_set(
-    ds, ratios, seed=int(config.split.seed), group_pattern=config.split.group_pattern or None, names=SPLITS
-  )
+  parts = _split(config, ds, ratios)
+  separate = parts["test"] if config.data.get("test_root") else None
+  skipped = ds.skipped + (separate.skipped if separate else [])
+  notes = ds.notes + (separate.notes if separate else [])
+  files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in skipped])
+  files.atomic_write_json(out / "input_notes.json", [{"file": f, "note": n} for f, n in notes])
   parts["train"] = make_scarce(parts["train"], config.imbalance)
   empty = [c for c, n in parts["train"].counts().items() if n == 0]
   if empty:
@@ -114,9 +136,62 @@ def run(config, out: pathlib.Path, image_set: ImageSet | None = None) -> dict:
   return {
     "class_names": parts["train"].class_names,
     "counts": {n: parts[n].counts() for n in SPLITS},
-    "skipped": len(ds.skipped),
-    "converted_with_notes": len(ds.notes),
+    "skipped": len(skipped),
+    "converted_with_notes": len(notes),
   }
+
+
+def _split(config, ds: ImageSet, ratios: tuple) -> dict[str, ImageSet]:
+  """train/validation/test of `ds`; with `config.data.test_root`, train/validation of `ds` (their ratios
+  renormalised) and the test split loaded from that folder alone."""
+  group = config.split.group_pattern or None
+  test_root = config.data.get("test_root") or ""
+  if not test_root:
+    return splits.split_image_set(ds, ratios, seed=int(config.split.seed), group_pattern=group, names=SPLITS)
+  if ratios[0] + ratios[1] <= 0:
+    raise ValueError(f"config.split.ratios={ratios}: train + validation must be > 0")
+  two = (ratios[0] / (ratios[0] + ratios[1]), ratios[1] / (ratios[0] + ratios[1]))
+  parts = splits.split_image_set(ds, two, seed=int(config.split.seed), group_pattern=group, names=SPLITS[:2])
+  parts["test"] = load_test_folder(config, test_root, ds)
+  return parts
+
+
+def load_test_folder(config, root: str, train: ImageSet) -> ImageSet:
+  """The separate test folder at the training images' size, labelled with the training class indices."""
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise ValueError(f"config.data.test_root={root!r} is not a folder")
+  present = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+  unknown = [c for c in present if c not in train.class_names]
+  if unknown:
+    raise ValueError(
+      f"config.data.test_root: class folder {os.path.join(root, unknown[0])!r} is not a class of the training "
+      f"data {train.class_names}"
+    )
+  pos = config.pipeline.positive_class
+  if pos and pos not in present:
+    raise ValueError(f"config.data.test_root={root!r} has no {pos!r} folder (config.pipeline.positive_class)")
+  size, channels = train.images.shape[1], train.images.shape[3]
+  classes = [c for c in train.class_names if c in present]
+  data = config.data
+  test = load_image_folder(
+    root,
+    image_size=size,
+    channels=channels,
+    resize=data.get("resize", "resize"),
+    on_error=data.get("on_error", "raise"),
+    min_per_class=1,
+    classes=classes,
+  )
+  labels = np.array([train.class_names.index(test.class_names[i]) for i in test.labels], np.int32)
+  return ImageSet(
+    images=test.images,
+    labels=labels,
+    class_names=list(train.class_names),
+    files=[f"test_root/{f}" for f in test.files],
+    skipped=[(f"test_root/{f}", r) for f, r in test.skipped],
+    notes=[(f"test_root/{f}", n) for f, n in test.notes],
+  )
 
 
 def save_split(path: pathlib.Path, s: ImageSet) -> None:
@@ -135,3 +210,103 @@ def load_split(data_dir: pathlib.Path, name: str) -> ImageSet:
     return ImageSet(
       images=z["images"], labels=z["labels"], class_names=list(z["class_names"]), files=list(z["files"]), skipped=[]
     )
+
+
+def tile_settings(config) -> tiles_lib.TileSettings:
+  """`config.data.patches` checked (errors name `config.data.patches.<key>`); mode 'none' when absent."""
+  section = config.data.get("patches")
+  if section is None:
+    return tiles_lib.TileSettings()
+  ts = config_lib.to_dataclass(tiles_lib.TileSettings, section, "data.patches")
+  if ts.mode == "none":
+    return ts
+  if config.data.get("source", "folder") != "folder":
+    raise ValueError(
+      f"config.data.patches.mode={ts.mode!r} cuts tiles from image files: it needs config.data.source='folder', "
+      f"got {config.data.get('source')!r}"
+    )
+  for key in ("pipeline.positive_class", "imbalance.ok_class"):
+    section, name = key.split(".")
+    if not config[section][name]:
+      raise ValueError(f"config.{key} is empty: config.data.patches.mode={ts.mode!r} scores NG against OK per image")
+  return ts
+
+
+def run_tiled(config, out: pathlib.Path, settings: tiles_lib.TileSettings, image_set: ImageSet | None = None) -> dict:
+  """The data stage for tiles: the images split as in mode 'none' (by image and group, so all tiles of an
+  image share one split), then each split's images cut into tiles at native resolution (`data/tiles.py`)
+  and saved with their image index (`load_tiled_split`); `split_manifest.json` lists the images."""
+  if image_set is not None:
+    raise ValueError(
+      f"config.data.patches.mode={settings.mode!r} cuts tiles from the files of config.data.root, "
+      "not from an in-memory image set"
+    )
+  ds = load_images(config)  # whole images at the model's size: the same images and split as mode 'none'
+  pos, ok = config.pipeline.positive_class, config.imbalance.ok_class
+  if sorted(ds.class_names) != sorted({pos, ok}):
+    raise ValueError(
+      f"config.data.patches.mode={settings.mode!r} scores config.pipeline.positive_class={pos!r} against "
+      f"config.imbalance.ok_class={ok!r}, but the data has classes {ds.class_names}: choose two with "
+      "config.data.classes"
+    )
+  ratios = tuple(config.split.ratios)
+  if len(ratios) != 3:
+    raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
+  parts = _split(config, ds, ratios)
+  parts["train"] = make_scarce(parts["train"], config.imbalance)
+  spec = presets.get_preset(config.model.preset, channels=int(config.model.channels))
+  skipped, kept, info = list(ds.skipped), {}, {}
+  for name in SPLITS:
+    split, lost = _cut_split(config, parts[name], settings, spec, name, ds.class_names.index(pos))
+    skipped += lost
+    tiles_lib.save_split(out / f"{name}.npz", split)
+    names = set(split.image_files)
+    kept[name] = parts[name].subset([i for i, f in enumerate(parts[name].files) if f in names])
+    info[name] = {"images": split.image_counts(), "tiles": len(split.tiles), "ng_instances": int(split.instance.sum())}
+  empty = [c for c, n in info["train"]["images"].items() if n == 0]
+  if empty:
+    raise ValueError(
+      f"class(es) {empty} have no training image after the split and tiling (config.split.ratios={ratios}, "
+      f"{ds.counts()} images in all, skipped ones in data/skipped.json): add images or remove the class"
+    )
+  files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in skipped])
+  files.atomic_write_json(out / "input_notes.json", [{"file": f, "note": n} for f, n in ds.notes])
+  splits.save_manifest(kept, out / "split_manifest.json", tiles={n: info[n]["tiles"] for n in SPLITS})
+  size = settings.tile_size(spec.image_size)
+  return {
+    "class_names": ds.class_names,
+    "counts": {n: info[n]["images"] for n in SPLITS},
+    "tiles": {n: {k: v for k, v in info[n].items() if k != "images"} for n in SPLITS},
+    "tile_settings": {"mode": settings.mode, "size": size, "stride": settings.tile_stride(spec.image_size)},
+    "skipped": len(skipped),
+    "converted_with_notes": len(ds.notes),
+  }
+
+
+def _cut_split(config, images: ImageSet, settings, spec, name: str, positive: int):
+  """Tiles of one split's images; images of a separate test folder (`test_root/<file>`) come from there."""
+  root, prefix = config.data.root, ""
+  if name == "test" and config.data.get("test_root"):
+    root, prefix = config.data.test_root, "test_root/"
+    images = dataclasses.replace(images, files=[f.removeprefix(prefix) for f in images.files])
+  split, lost = tiles_lib.load_split(
+    root,
+    images,
+    settings,
+    image_size=spec.image_size,
+    channels=spec.channels,
+    train=name == "train",
+    positive=positive,
+    on_error=config.data.get("on_error", "raise"),
+    seed=int(config.split.seed),
+  )
+  if prefix:
+    split.image_files = [prefix + f for f in split.image_files]
+    split.tiles.files = [prefix + f for f in split.tiles.files]
+    lost = [(prefix + f, r) for f, r in lost]
+  return split, lost
+
+
+def load_tiled_split(data_dir: pathlib.Path, name: str) -> tiles_lib.TiledSplit:
+  """One tiled split saved by `run_tiled` (tiles, their image index, NG-instance flags, the images)."""
+  return tiles_lib.load_saved_split(pathlib.Path(data_dir) / f"{name}.npz")

@@ -18,7 +18,7 @@ import numpy as np
 from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
-from deepsmote_jax.jobs import prepare_data, stage
+from deepsmote_jax.jobs import prepare_data, stage, tiled
 from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.models.classifiers import build_classifier
@@ -97,11 +97,18 @@ def train_one(
 ) -> dict:
   """Trains one classifier for `method` (plus optional extra images), exports the best epoch to
   `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`."""
+  if tiled.is_tiled(config):  # tiles of large images: multiple-instance training, image-level predictions
+    strategy = sampling_strategy(config.generate.sampling_strategy)
+    kw = dict(extra=extra, progress=progress, model_keys=MODEL_KEYS, strategy=strategy, run_info=RUN_INFO)
+    return tiled.train_one(config, work, method, int(seed), run_dir, **kw)
   c = config.classifier
   val = prepare_data.load_split(work / "data", "validation")
   test = prepare_data.load_split(work / "data", "test")
   class_names = val.class_names
   pos = config.pipeline.positive_class
+  if pos and not np.any(val.labels == (class_names.index(pos) if pos in class_names else -1)):
+    raise ValueError(f"config.pipeline.positive_class={pos!r} has no image in the validation split {val.counts()}")
+  evaluation.threshold_settings(config.pipeline)  # a bad threshold/bootstrap setting fails before training
   images, weighting, oversampling = training_set(config, work, method, int(seed))
   if extra is not None:
     if extra.class_names != class_names:
@@ -174,7 +181,8 @@ def train_one(
 
 
 def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:
-  """Test metrics of a run's saved probabilities, with the recall-first threshold chosen on validation."""
+  """Test metrics of a run's saved probabilities, with the recall-first threshold chosen on validation by
+  config.pipeline.threshold_rule and bootstrap intervals (config.pipeline.bootstrap resamples)."""
   with np.load(predictions, allow_pickle=True) as z:
     return evaluation.evaluate(
       z["test_labels"],
@@ -183,7 +191,7 @@ def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Pat
       positive_class=config.pipeline.positive_class or None,
       val_true=z["val_labels"],
       val_scores=z["val_proba"],
-      target_recall=float(config.pipeline.target_recall),
+      **evaluation.threshold_settings(config.pipeline),
       out_dir=out_dir,
       title=title,
     )

@@ -12,6 +12,16 @@ sample of one class drawn inside the jitted step (no host round trip, static sha
   compared with the sample in its original order.
 * `none` -- reconstruction only.
 
+The penalty's class is drawn among the classes with >= 2 images: uniformly (`penalty_classes='uniform'`, the
+released code) or with probability proportional to 1/count (`'inverse_count'`, the class-weighted selection of
+Ghanbari Azar, Lofstedt & Nyholm, "Rethinking the DeepSMOTE Penalty Term", ICTAI 2025): a class with 10
+images is then the penalty's subject 10 times as often as one with 100.
+
+With a validation split (`train_autoencoder(..., val=...)`) the eval-mode reconstructions of its images are
+scored at every epoch end (or every `eval_every_steps`): PSNR and SSIM per class, on [0, 1] images. The
+selection score is the mean over classes of the per-class mean, so the rare defect class weighs as much as
+OK; the best state by `select_metric` is the one returned as `best_model` (and exported by the jobs).
+
 The image set lives on the device as uint8 (4x less memory than float32) together with a per-class index
 table; batches are index arrays. A class sample smaller than the static sample size is masked: the masked
 rows count neither in the MSE nor in the BatchNorm statistics.
@@ -21,6 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
+import pathlib
 from typing import Any
 
 import jax
@@ -35,6 +49,9 @@ from deepsmote_jax.train import loop
 from deepsmote_jax.train import mesh as mesh_lib
 
 PENALTIES = ("reference", "paper", "none")
+PENALTY_CLASSES = ("uniform", "inverse_count")
+SELECT_METRICS = ("psnr", "ssim", "last")
+BEST_FILE = "best_val.npz"  # the best-so-far validation state, so a resumed run selects as an uninterrupted one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,20 +64,30 @@ class AETrainConfig:
   penalty: str = "reference"
   penalty_weight: float = 1.0
   penalty_sample_size: int = 100
+  penalty_classes: str = "uniform"  # 'uniform' (released code) | 'inverse_count' (probability ~ 1/count)
   steps_per_call: int = 10
   compute_dtype: str = "auto"
+  select_metric: str = "psnr"  # with validation images: 'psnr' | 'ssim' (best state exported) | 'last'
+  eval_every_steps: int = 0  # validation scoring period; 0: every epoch end
+  val_fraction: float = 0.0  # standalone job only: share of each class held out for validation (0: none)
   seed: int = 0
 
   def validate(self) -> None:
     """Raises ValueError for a bad setting; each message starts with the field's name."""
-    if self.penalty not in PENALTIES:
-      raise ValueError(f"penalty={self.penalty!r}: choose one of {PENALTIES}")
+    choices = {"penalty": PENALTIES, "penalty_classes": PENALTY_CLASSES, "select_metric": SELECT_METRICS}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
     for name in ("epochs", "batch_size", "penalty_sample_size", "steps_per_call"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     for name in ("learning_rate", "penalty_weight"):
       if not float(getattr(self, name)) > 0:
         raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+    if int(self.eval_every_steps) < 0:
+      raise ValueError(f"eval_every_steps must be >= 0, got {self.eval_every_steps}")
+    if not 0 <= float(self.val_fraction) < 1:
+      raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 def class_index_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,19 +110,37 @@ def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None
   return jnp.sum(per_image * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+def penalty_class_logits(counts: jax.Array, classes: str = "uniform") -> jax.Array:
+  """Log-probabilities (up to a constant) of drawing each class for the penalty; -inf below 2 images.
+
+  'uniform': equal among eligible classes; 'inverse_count': proportional to 1 / count.
+  """
+  eligible = counts >= 2
+  if classes == "uniform":
+    return jnp.where(eligible, 0.0, -jnp.inf)
+  if classes == "inverse_count":
+    return jnp.where(eligible, -jnp.log(jnp.maximum(counts, 1).astype(jnp.float32)), -jnp.inf)
+  raise ValueError(f"penalty_classes={classes!r}: choose one of {PENALTY_CLASSES}")
+
+
 def sample_class(
-  key: jax.Array, class_table: jax.Array, counts: jax.Array, sample_size: int, padded_size: int | None = None
+  key: jax.Array,
+  class_table: jax.Array,
+  counts: jax.Array,
+  sample_size: int,
+  padded_size: int | None = None,
+  *,
+  classes: str = "uniform",
 ):
-  """Draws a class uniformly among those with >= 2 images and up to `sample_size` of its images.
+  """Draws a class among those with >= 2 images (by `classes`, see `penalty_class_logits`) and up to
+  `sample_size` of its images.
 
   Returns (class, indices (padded_size,), valid mask, number valid). Static shapes: the sample is padded
   to `padded_size` (>= sample_size, e.g. a multiple of the device count) and masked.
   """
   padded_size = sample_size if padded_size is None else padded_size
   k_class, k_order = jax.random.split(key)
-  eligible = counts >= 2
-  logits = jnp.where(eligible, 0.0, -jnp.inf)
-  c = jax.random.categorical(k_class, logits)
+  c = jax.random.categorical(k_class, penalty_class_logits(counts, classes))
   n_c = counts[c]
   width = class_table.shape[1]
   scores = jax.random.uniform(k_order, (width,))
@@ -167,7 +212,9 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
     bmask = batch["mask"]
 
     if penalty != "none":
-      _, idx, valid, n_valid = sample_class(step_key, data["class_table"], data["counts"], p_size, p_padded)
+      _, idx, valid, n_valid = sample_class(
+        step_key, data["class_table"], data["counts"], p_size, p_padded, classes=cfg.penalty_classes
+      )
       class_images = to_unit_range(data["images"][idx])
       if penalty == "reference":
         perm = cyclic_shift(n_valid, p_padded, 1)
@@ -212,9 +259,10 @@ class BatchPlan(loop.EpochPlan):
 
 @dataclasses.dataclass
 class AETrainResult:
-  model: Autoencoder
+  model: Autoencoder  # the final state
   state: loop.TrainState
   summary: dict
+  best_model: Autoencoder | None = None  # chosen by validation `select_metric`; the final model without one
 
 
 @dataclasses.dataclass
@@ -277,6 +325,7 @@ def train_autoencoder(
   cfg: AETrainConfig,
   *,
   num_classes: int | None = None,
+  val: tuple[np.ndarray, np.ndarray] | None = None,
   mesh=None,
   workdir: str | None = None,
   checkpoint_every_steps: int = 0,
@@ -293,15 +342,27 @@ def train_autoencoder(
   (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one,
   which must come from the same model, settings and data (`epochs` may grow); `overwrite` discards
   another run's checkpoints instead of refusing to mix with them.
+
+  `val = (images_u8, labels)`: held-out images scored in eval mode at every epoch end (or every
+  `cfg.eval_every_steps`) -- PSNR and SSIM per class, logged as `val_*` in metrics.jsonl -- and the best
+  state by `cfg.select_metric` returned as `best_model` (its step and scores in the summary). A resumed run
+  restores the best state it had at its checkpoint (`<workdir>/best_val.npz`), so it selects as an
+  uninterrupted run does.
   """
+  if val is not None:  # checked before anything compiles
+    val = (np.asarray(val[0]), np.asarray(val[1], np.int32))
+    _check_images(*val, model.spec, what="validation images")
+    classes = int(num_classes if num_classes is not None else np.max(labels) + 1)
+    if val[1].size and val[1].max() >= classes:
+      raise ValueError(f"validation labels reach {val[1].max()}, but training has {classes} classes")
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
+  cfg, plan, spec = setup.cfg, setup.plan, model.spec
   run_id = {
     "spec": dataclasses.asdict(model.spec),
-    "train": {k: v for k, v in dataclasses.asdict(setup.cfg).items() if k not in ("epochs", "steps_per_call")},
+    "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
     "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
   }
-  metadata = {**(metadata or {}), "run": run_id}
-  cfg, plan, spec = setup.cfg, setup.plan, model.spec
+  selection = _selection(setup, val, workdir, run_id) if val is not None else None
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
   options = loop.RunOptions(
     total_steps=setup.total_steps,
@@ -315,6 +376,7 @@ def train_autoencoder(
     progress=progress,
     description=f"DeepSMOTE {spec.name}",
     stop_after_steps=stop_after_steps,
+    eval_every_steps=(cfg.eval_every_steps or plan.steps_per_epoch) if selection is not None else 0,
   )
   state, summary = loop.run(
     setup.state,
@@ -324,26 +386,237 @@ def train_autoencoder(
     data=setup.data,
     mesh=setup.mesh,
     options=options,
-    metadata=metadata,
+    metadata={**(metadata or {}), "run": run_id},
+    evaluate=selection,
   )
   summary["epochs"] = cfg.epochs
   summary["steps_per_epoch"] = plan.steps_per_epoch
   trained = loop.merge_model(setup.graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
-  return AETrainResult(model=trained, state=state, summary=summary)
+  best_model = trained
+  if selection is not None:
+    summary.update(selection.summary(summary["final_step"]))
+    if selection.variables is not None:
+      best_model = loop.merge_model(setup.graphdef, *jax.device_get(selection.variables))
+  else:
+    summary.update(select_metric="last", best_step=summary["final_step"])
+  return AETrainResult(model=trained, state=state, summary=summary, best_model=best_model)
 
 
-def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec) -> None:
+def _selection(setup: AETraining, val: tuple[np.ndarray, np.ndarray], workdir: str | None, run_id: dict):
+  """The validation scorer and best-state keeper of a run (its key: the run's identity and the images)."""
+  num_classes = int(setup.data["counts"].shape[0])
+  cfg = setup.cfg
+  scorer = ReconstructionEval(setup.graphdef, *val, num_classes, setup.mesh, chunk=cfg.batch_size)
+  return BestSelection(cfg.select_metric, scorer, workdir, _digest({"run": run_id, "val": loop.fingerprint(*val)}))
+
+
+def psnr(x: jax.Array, y: jax.Array, *, data_range: float = 1.0) -> jax.Array:
+  """Per-image peak signal-to-noise ratio in dB of (N, H, W, C) images in [0, data_range]; inf if equal."""
+  err = jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)).reshape(x.shape[0], -1)
+  return 10.0 * jnp.log10(data_range**2 / jnp.mean(err, axis=1))
+
+
+def _valid_filter(n: int, taps: np.ndarray) -> np.ndarray:
+  """(n - len(taps) + 1, n) matrix of a 'valid' 1-D correlation with `taps`."""
+  offset = np.arange(n)[None, :] - np.arange(n - len(taps) + 1)[:, None]
+  inside = (offset >= 0) & (offset < len(taps))
+  return np.where(inside, taps[np.clip(offset, 0, len(taps) - 1)], 0.0).astype(np.float32)
+
+
+def ssim(
+  x: jax.Array, y: jax.Array, *, data_range: float = 1.0, window: int = 11, sigma: float = 1.5, k1=0.01, k2=0.03
+) -> jax.Array:
+  """Per-image structural similarity (Wang et al. 2004) of (N, H, W, C) images in [0, data_range].
+
+  Gaussian-weighted local statistics (window `window`, at most the image size, std `sigma`) over the
+  positions where the window fits, per channel; the SSIM map averaged over positions and channels.
+  """
+  x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+  # Moments of x and y shifted by their image means: (co)variances are unchanged, and float32 loses nothing to
+  # the cancellation in E[x^2] - E[x]^2 on flat images (where C2 = 9e-4 makes it visible).
+  sx, sy = jnp.mean(x, axis=(1, 2), keepdims=True), jnp.mean(y, axis=(1, 2), keepdims=True)
+  x, y = x - sx, y - sy
+  h, w = x.shape[1:3]
+  size = min(window, h, w)
+  taps = np.exp(-0.5 * ((np.arange(size) - (size - 1) / 2) / sigma) ** 2)
+  fh, fw = _valid_filter(h, taps / taps.sum()), _valid_filter(w, taps / taps.sum())
+
+  def blur(a):
+    return jnp.einsum("ih,nhwc,jw->nijc", fh, a, fw, precision=jax.lax.Precision.HIGHEST)
+
+  mx, my = blur(x), blur(y)
+  vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+  mx, my = mx + sx, my + sy
+  c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+  ssim_map = (2 * mx * my + c1) * (2 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+  return jnp.mean(ssim_map, axis=(1, 2, 3))
+
+
+def to_data_channels(images: jax.Array, channels: int) -> jax.Array:
+  """Decoded images brought to the data's channels (as `decode_codes`): the channel mean for grayscale data,
+  the one channel repeated for RGB."""
+  if images.shape[-1] == channels:
+    return images
+  if channels == 1:
+    return jnp.mean(images, axis=-1, keepdims=True)
+  return jnp.repeat(images, channels, axis=-1)
+
+
+class ReconstructionEval:
+  """Eval-mode PSNR / SSIM per class of held-out images, straight from the device train state.
+
+  The images are padded to whole chunks (padding labelled -1, counted nowhere) and placed on the mesh
+  once; each call runs one jitted, sharded step per chunk on the replicated parameters where they are and
+  brings back only the per-class sums.
+  """
+
+  def __init__(self, graphdef, images_u8: np.ndarray, labels: np.ndarray, num_classes: int, mesh, chunk: int = 64):
+    n = len(images_u8)
+    if n == 0:
+      raise ValueError("the validation set is empty")
+    chunk = mesh_lib.round_up(min(chunk, n), mesh.devices.size)
+    total = mesh_lib.round_up(n, chunk)
+    images = np.concatenate([images_u8, np.repeat(images_u8[-1:], total - n, axis=0)])
+    labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - n, -1, np.int32)])
+    sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+    self.chunks = [
+      (jax.device_put(images[i : i + chunk], sharding), jax.device_put(labels[i : i + chunk], sharding))
+      for i in range(0, total, chunk)
+    ]
+    self.counts = np.bincount(labels[:n], minlength=num_classes)
+
+    def sums(params, stats, x_u8, y):
+      m = loop.merge_model(graphdef, params, stats)
+      x = to_unit_range(x_u8)
+      recon = to_data_channels(m.decoder(m.encoder(x, train=False), train=False).astype(jnp.float32), x.shape[-1])
+      a, b = (jnp.clip(recon, -1, 1) + 1) / 2, (x + 1) / 2
+      member = jax.nn.one_hot(y, num_classes, dtype=bool)  # label -1 (padding): no class
+      per_class = lambda v: jnp.sum(jnp.where(member, v[:, None], 0.0), axis=0)  # noqa: E731
+      return per_class(psnr(a, b)), per_class(ssim(a, b))
+
+    self._sums = jax.jit(sums, in_shardings=(repl, repl, sharding, sharding), out_shardings=repl)
+
+  def __call__(self, state: loop.TrainState) -> dict:
+    """{'psnr', 'ssim': mean over classes of the per-class mean; 'psnr_per_class', 'ssim_per_class'
+    (None for a class without validation images)}."""
+    totals = None
+    for x, y in self.chunks:
+      part = self._sums(state.params, state.batch_stats, x, y)
+      totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+    psnr_sum, ssim_sum = (np.asarray(t, np.float64) for t in jax.device_get(totals))
+    present = self.counts > 0
+    out = {}
+    for name, total in (("psnr", psnr_sum), ("ssim", ssim_sum)):
+      per_class = np.where(present, total / np.maximum(self.counts, 1), np.nan)
+      out[name] = float(np.mean(per_class[present]))
+      out[f"{name}_per_class"] = [round(float(v), 5) if p else None for v, p in zip(per_class, present)]
+    return out
+
+
+class BestSelection:
+  """The `evaluate` callback of `loop.run`: scores the validation set and keeps the best state on the device.
+
+  With a workdir, each new best is also written to `<workdir>/best_val.npz` (tagged with the run's key), and
+  a resumed run takes back the best it had at its checkpoint: the best validation record kept in
+  metrics.jsonl (the loop drops the records after the checkpoint) and the state of that step from the file.
+  If the file holds a later step, that later best beats every earlier one and the resumed run reaches it
+  again, so selection restarts; the same result either way.
+  """
+
+  def __init__(self, metric: str, scorer: ReconstructionEval, workdir: str | None, key: str):
+    self.metric, self.scorer, self.key = metric, scorer, key
+    self.path = pathlib.Path(workdir) / BEST_FILE if workdir else None
+    self.score, self.step, self.variables, self.scores = -np.inf, None, None, None
+    self.last: dict | None = None
+    self.note: str | None = None
+    self._started = False
+
+  def __call__(self, step: int, state: loop.TrainState) -> dict:
+    if not self._started:
+      self._started = True
+      self._restore(step, state)
+    scores = self.scorer(state)
+    self.last = {"step": step, **scores}
+    if self.metric == "last":  # scored and logged only; the final state is the one kept
+      return scores
+    score = scores[self.metric]
+    if score > self.score:  # a device-side copy: the state itself is donated to the next call
+      self.score, self.step, self.scores = float(score), step, scores
+      self.variables = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+      self._save()
+    return {**scores, "best_step": self.step}
+
+  def _save(self) -> None:
+    if self.path is None:
+      return
+    leaves = jax.device_get(jax.tree.leaves(self.variables))
+    meta = {"key": self.key, "step": self.step, "score": self.score, "scores": self.scores}
+    tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **{f"leaf_{i}": a for i, a in enumerate(leaves)})
+    os.replace(tmp, self.path)
+
+  def _restore(self, step: int, state: loop.TrainState) -> None:
+    """Takes back the best state of the records before `step` (the first evaluation of this run)."""
+    metrics = self.path.with_name("metrics.jsonl") if self.path else None
+    if self.metric == "last" or metrics is None or not metrics.is_file():
+      return
+    column = f"val_{self.metric}"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    earlier = [r for r in records if r.get("step", 0) < step and r.get(column) is not None]
+    if not earlier:
+      return
+    best = max(earlier, key=lambda r: (r[column], -r["step"]))  # ties: the earliest, as `>` above
+    meta, leaves = _read_best(self.path)
+    if meta is not None and meta.get("key") == self.key and meta.get("step") == best["step"]:
+      treedef = jax.tree.structure((state.params, state.batch_stats))
+      self.variables = jax.device_put(jax.tree.unflatten(treedef, leaves), jax.tree.leaves(state.params)[0].sharding)
+      self.score, self.step, self.scores = float(meta["score"]), int(meta["step"]), meta["scores"]
+    elif meta is None or meta.get("key") != self.key or int(meta.get("step", -1)) < best["step"]:
+      self.note = (
+        f"the best state before the resume (step {best['step']}) was not found in {self.path}; "
+        f"selection restarted at step {step}"
+      )
+
+  def summary(self, final_step: int) -> dict:
+    """What was selected: the step and its validation scores (the final step where nothing was selected)."""
+    chosen = self.variables is not None
+    return {
+      "select_metric": self.metric,
+      "best_step": self.step if chosen else final_step,
+      "best_score": self.score if chosen else None,
+      "best_val": self.scores if chosen else (self.last if self.last and self.last["step"] == final_step else None),
+      "final_val": self.last,
+      **({"selection_note": self.note} if self.note else {}),
+    }
+
+
+def _read_best(path: pathlib.Path) -> tuple[dict | None, list]:
+  if not path.is_file():
+    return None, []
+  try:
+    with np.load(path) as z:
+      meta = json.loads(str(z["meta"]))
+      return meta, [z[f"leaf_{i}"] for i in range(len(z.files) - 1)]
+  except (OSError, ValueError, KeyError):
+    return None, []
+
+
+def _digest(value) -> str:
+  return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec, what: str = "images") -> None:
   if images.ndim != 4:
-    raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    raise ValueError(f"{what} must be (N, H, W, C), got shape {images.shape}")
   if images.dtype != np.uint8:
-    raise ValueError(f"images must be uint8 in [0, 255], got {images.dtype}")
+    raise ValueError(f"{what} must be uint8 in [0, 255], got {images.dtype}")
   want = (spec.image_size, spec.image_size, spec.channels)
   if images.shape[1:] != want:
     raise ValueError(
-      f"images are {images.shape[1:]} but the model {spec.name!r} expects {want} (model.image_size / model.channels)"
+      f"{what} are {images.shape[1:]} but the model {spec.name!r} expects {want} (model.image_size / model.channels)"
     )
   if labels.shape != (images.shape[0],):
-    raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+    raise ValueError(f"labels of the {what} must have shape ({images.shape[0]},), got {labels.shape}")
   if labels.size and labels.min() < 0:
     raise ValueError("labels must be non-negative class indices")
 

@@ -4,13 +4,14 @@ Baselines for imbalance: class-weighted cross-entropy ('balanced' = n / (C * n_c
 random oversampling (each epoch draws every class up to the majority count). Augmentations fit inspection
 images: random horizontal/vertical flips and small shifts (zero padding), applied inside the jitted step.
 With a validation set, every epoch is scored on the device state and the best model by a validation metric
-is kept (the jobs export it).
+(threshold-free average precision by default, ties broken by log-likelihood) is kept (the jobs export it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import jax
@@ -24,7 +25,12 @@ from deepsmote_jax.models.pixels import to_unit_range
 from deepsmote_jax.train import loop
 from deepsmote_jax.train import mesh as mesh_lib
 
-SELECT_METRICS = ("acsa", "macro_f1", "accuracy", "g_mean", "ng_recall", "neg_loss")
+# Validation metrics that can pick the best epoch. The threshold-free ones rank the positive class's logit
+# (one-vs-rest beyond two classes) and are the honest choice when a class has a handful of images: argmax
+# metrics such as ACSA sit at 0.5 for a classifier predicting one class and tie on every epoch.
+THRESHOLD_FREE_METRICS = ("average_precision", "roc_auc")
+SELECT_METRICS = THRESHOLD_FREE_METRICS + ("acsa", "macro_f1", "accuracy", "g_mean", "ng_recall", "neg_loss")
+NEEDS_POSITIVE = THRESHOLD_FREE_METRICS + ("ng_recall",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +48,7 @@ class ClassifierTrainConfig:
   aux_weight: float = 0.4  # InceptionV3 auxiliary head
   steps_per_call: int = 10
   compute_dtype: str = "auto"
-  select_metric: str = "acsa"  # validation metric that picks the best checkpoint
+  select_metric: str = "average_precision"  # validation metric that picks the best epoch (ties: neg_loss)
   seed: int = 0
 
   def validate(self) -> None:
@@ -189,15 +195,24 @@ def _probs(graphdef, in_channels, params, stats, x):
 
 
 def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive: int | None) -> float:
-  """Higher is better; NaN-safe."""
-  y_pred = proba.argmax(-1)
-  cm = M.confusion_matrix(y_true, y_pred, proba.shape[1])
+  """Validation score of one epoch, higher is better; an undefined metric (NaN) is -inf.
+
+  'average_precision' / 'roc_auc' rank `metrics.positive_logit` of the positive class against the rest;
+  'neg_loss' is the mean log-likelihood of the true classes (probabilities clipped at 1e-12).
+  """
+  y_true = np.asarray(y_true)
+  check_select_metric(metric, positive)
   if metric == "neg_loss":
     p = np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1)
     return float(np.mean(np.log(p)))
+  if metric in THRESHOLD_FREE_METRICS:
+    y_bin, score = (y_true == positive).astype(np.int64), M.positive_logit(proba, positive)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", M.UndefinedMetricWarning)
+      value = M.average_precision(y_bin, score) if metric == "average_precision" else M.roc_auc(y_bin, score)
+    return float(value) if value == value else -np.inf
+  cm = M.confusion_matrix(y_true, proba.argmax(-1), proba.shape[1])
   if metric == "ng_recall":
-    if positive is None:
-      raise ValueError("train.select_metric='ng_recall' needs a positive (NG) class")
     value = M.binary_report(_binary_cm(cm, positive))["recall"]
     return float(value) if value == value else -np.inf
   rep = M.multiclass_report(cm)
@@ -205,6 +220,60 @@ def selection_score(metric: str, y_true: np.ndarray, proba: np.ndarray, positive
     metric
   ]
   return float(value) if value == value else -np.inf
+
+
+def check_select_metric(metric: str, positive: int | None) -> None:
+  """One-line ValueError for a selection metric that cannot be computed."""
+  if metric not in SELECT_METRICS:
+    raise ValueError(f"config.classifier.select_metric={metric!r}: choose one of {SELECT_METRICS}")
+  if metric in NEEDS_POSITIVE and positive is None:
+    raise ValueError(
+      f"config.classifier.select_metric={metric!r} needs a positive (NG) class: set config.pipeline.positive_class "
+      "or select by one of ('acsa', 'macro_f1', 'accuracy', 'g_mean', 'neg_loss')"
+    )
+
+
+class EpochSelector:
+  """Keeps the best epoch by (select_metric, neg_loss): validation log-likelihood breaks exact ties (and an
+  undefined metric), so a metric stuck at one value (ACSA 0.5 for a one-class predictor) does not silently
+  keep the first epoch. `summary()` says how many epochs tied and whether the tie-break decided."""
+
+  def __init__(self, metric: str, positive: int | None):
+    check_select_metric(metric, positive)
+    self.metric, self.positive = metric, positive
+    self.history: list[dict] = []  # {'step', metric, 'neg_loss'} per evaluation
+    self.best: dict | None = None
+
+  def update(self, step: int, y_true: np.ndarray, proba: np.ndarray) -> bool:
+    """Scores one evaluation; True when it is the new best."""
+    score = selection_score(self.metric, y_true, proba, self.positive)
+    loss = score if self.metric == "neg_loss" else selection_score("neg_loss", y_true, proba, self.positive)
+    record = {"step": int(step), self.metric: score, "neg_loss": loss}
+    self.history.append(record)
+    if self.best is None or (score, loss) > (self.best[self.metric], self.best["neg_loss"]):
+      self.best = record
+      return True
+    return False
+
+  def summary(self) -> dict:
+    """best_step, best_score, and the tie bookkeeping (select_ties, select_tie_break, select_history)."""
+    if self.best is None:
+      return {"best_step": None, "best_score": None, "select_ties": 0, "select_tie_break": None}
+    top = self.best[self.metric]
+    ties = sum(1 for r in self.history if r[self.metric] == top)
+    undefined = top == -np.inf
+    tie_break = None
+    if ties > 1:
+      tie_break = f"{ties} epochs {'had no defined ' + self.metric if undefined else 'tied on ' + self.metric}: "
+      tie_break += f"kept step {self.best['step']}, the highest validation neg_loss ({self.best['neg_loss']:.4g})"
+    return {
+      "best_step": self.best["step"],
+      "best_score": None if undefined else top,
+      "best_neg_loss": self.best["neg_loss"],
+      "select_ties": ties,
+      "select_tie_break": tie_break,
+      "select_history": list(self.history),
+    }
 
 
 def _binary_cm(cm: np.ndarray, positive: int) -> np.ndarray:
@@ -350,7 +419,8 @@ def train_classifier(
   stream=None,
 ) -> ClassifierResult:
   """Trains `model` on uint8 images; with `val`, scores each epoch on it and keeps the best model by
-  `cfg.select_metric` (`best_model`; the final one is `model`). `workdir` gets metrics.jsonl and checkpoints.
+  `cfg.select_metric` (`best_model`; the final one is `model`), exact ties broken by validation neg_loss
+  (`EpochSelector`; the summary records ties and tie-break). `workdir` gets metrics.jsonl and checkpoints.
 
   By default the training set lives on the device and batches are index arrays. `stream` instead feeds
   batches {'image': uint8 (B,H,W,C), 'label': (B,)} from a zero-argument factory of a repeating, seeded
@@ -358,6 +428,8 @@ def train_classifier(
   larger than device memory; `images_u8`/`labels` then only give the labels (for class weights and the
   epoch length) and one example image (for shapes).
   """
+  if val is not None:  # before anything is compiled
+    check_select_metric(cfg.select_metric, positive)
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
   cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
   shapes = [d for v in jax.tree.leaves(setup.state.params) for d in (len(np.shape(v)), *np.shape(v))]
@@ -366,14 +438,19 @@ def train_classifier(
     "model": loop.fingerprint(np.asarray(shapes, np.int64)),
     "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
   }
-  best = {"score": -np.inf, "step": None, "variables": None}
+  best = {"variables": None}
+  selector = EpochSelector(cfg.select_metric, positive) if val is not None else None
   val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh) if val is not None else None
 
   def evaluate(step, state):
-    score = selection_score(cfg.select_metric, val[1], val_probs(state), positive)
-    if score > best["score"]:  # a device-side copy: the state itself is donated to the next call
-      best.update(score=score, step=step, variables=jax.tree.map(jnp.copy, (state.params, state.batch_stats)))
-    return {cfg.select_metric: score, "best": best["score"]}
+    if selector.update(step, np.asarray(val[1]), val_probs(state)):  # device-side copy: the state is donated
+      best["variables"] = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+    last = selector.history[-1]
+    return {
+      cfg.select_metric: last[cfg.select_metric],
+      "neg_loss": last["neg_loss"],
+      "best_step": selector.best["step"],
+    }
 
   options = loop.RunOptions(
     total_steps=setup.total_steps,
@@ -403,8 +480,7 @@ def train_classifier(
   if best["variables"] is not None:
     best_model = loop.merge_model(graphdef, *jax.device_get(best["variables"]))
   summary.update(
-    best_step=best["step"],
-    best_score=None if best["step"] is None else best["score"],
+    selector.summary() if selector is not None else {"best_step": None, "best_score": None},
     select_metric=cfg.select_metric,
     steps_per_epoch=plan.steps_per_epoch,
   )
