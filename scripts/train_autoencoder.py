@@ -3,7 +3,9 @@
   python scripts/train_autoencoder.py --config configs/amoled_dent_200.py \
       --config.data.root=/path/to/images --config.train.epochs=100 --workdir runs/dent [--resume | --overwrite]
 
-Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) and reconstructions.png.
+Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) and reconstructions.png. With
+--config.train.val_fraction=0.2 a fifth of each class is held out: validation PSNR / SSIM per class are logged
+every epoch and the exported model is the best state by --config.train.select_metric (psnr | ssim | last).
 """
 
 from absl import app, flags
@@ -34,6 +36,12 @@ def main(argv):
     f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
     f"final loss {summary.get('loss', float('nan')):.4f}; exported to {summary['export']}"
   )
+  val = summary.get("validation")
+  if val:
+    print(
+      f"exported the state of step {val['step']} (best validation {val['select_metric']}): "
+      f"PSNR {val['psnr']:.2f} dB, SSIM {val['ssim']:.3f} (means over classes)"
+    )
 
 
 if __name__ == "__main__":
