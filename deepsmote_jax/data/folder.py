@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import heapq
 import os
 import stat
@@ -428,14 +429,7 @@ def load_image_folder(
   # Classes that cannot reach min_per_class even before decoding.
   _check_class_counts(root, class_names, labels, min_per_class, "image file(s)", strict=not skip or explicit)
 
-  def fn(rel):
-    notes: list[str] = []
-    if patches is not None:
-      out = patches_lib.extract_file_patches(root, rel, patches, image_size=image_size, channels=channels, notes=notes)
-    else:
-      out = image_io.decode_image(os.path.join(root, rel), image_size, channels, resize, notes=notes)
-    return out, notes
-
+  fn = functools.partial(_decode_file, root, image_size, channels, resize, patches)
   results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
   failed_to = skipped if skip else None  # None: the first failure raises
   out_images, out_labels, out_files, notes = _collect(root, files, labels, results, failed_to, patches is not None)
@@ -460,6 +454,16 @@ def load_image_folder(
     skipped=skipped,
     notes=notes,
   )
+
+
+def _decode_file(root: str, image_size: int, channels: int, resize: str, patches, rel: str):
+  """(the decoded image, or its patches, of `root/rel`; the lossy conversions noted on the way)."""
+  notes: list[str] = []
+  if patches is not None:
+    out = patches_lib.extract_file_patches(root, rel, patches, image_size=image_size, channels=channels, notes=notes)
+  else:
+    out = image_io.decode_image(os.path.join(root, rel), image_size, channels, resize, notes=notes)
+  return out, notes
 
 
 def _check_class_counts(root, class_names, labels, min_per_class: int, what: str, *, strict: bool) -> None:

@@ -217,25 +217,15 @@ def generate_dataset(
   """
   t0 = time.perf_counter()
   out = pathlib.Path(out_dir).absolute()
-  counts = _check_inputs(
-    model,
-    image_set,
-    sampling_strategy=sampling_strategy,
-    k_neighbors=k_neighbors,
-    kind=kind,
-    strict=strict,
-    copy_originals=copy_originals,
-  )
+  settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
+  checked = {k: v for k, v in settings.items() if k != "seed"}
+  counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals)
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
   class_names = list(image_set.class_names)
-  names = np.asarray(class_names)[image_set.labels]
-  codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
-  _check_codes(codes, image_set)
+  names, codes = _encode(model, image_set, batch_size)
   t_encode = time.perf_counter()
-  res, caught = _resample(
-    codes, names, seed, sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, kind=kind, strict=strict
-  )
+  res, caught = _resample(codes, names, **settings)
   t_resample = time.perf_counter()
   orig_paths, syn_paths = _output_paths(originals, res)  # decided (and checked for clashes) before writing
 
@@ -249,19 +239,12 @@ def generate_dataset(
     _write_manifest(tmp, rows, class_names, out)
     t_end = time.perf_counter()
     times = {"encode": t_encode - t0, "resample": t_resample - t_encode, "decode_write": t_end - t_resample}
-    settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
     summary = _summary(out, counts, res, rows, settings, caught, times)
     summary.update(
       copy_originals=copy_originals,
       links=links if copy_originals == "link" else None,
       source_root=os.fspath(source_root) if source_root is not None else None,
-      model={
-        "path": os.fspath(model_path) if model_path is not None else None,
-        "spec": model.spec.name,
-        "image_size": model.spec.image_size,
-        "channels": model.spec.channels,
-        "latent_dim": model.spec.latent_dim,
-      },
+      model=_model_record(model, model_path),
     )
     files.atomic_write_json(tmp / "summary.json", summary)
     old = _commit(tmp, out, overwrite)
@@ -271,6 +254,25 @@ def generate_dataset(
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return summary
+
+
+def _encode(model, image_set: ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(class name of each image, its checked eval-mode code)."""
+  names = np.asarray(image_set.class_names)[image_set.labels]
+  codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
+  _check_codes(codes, image_set)
+  return names, codes
+
+
+def _model_record(model, model_path) -> dict:
+  spec = model.spec
+  return {
+    "path": os.fspath(model_path) if model_path is not None else None,
+    "spec": spec.name,
+    "image_size": spec.image_size,
+    "channels": spec.channels,
+    "latent_dim": spec.latent_dim,
+  }
 
 
 def _summary(out: pathlib.Path, counts: dict, res, rows: list, settings: dict, caught, times: dict) -> dict:

@@ -106,9 +106,7 @@ def train_one(
   test = prepare_data.load_split(work / "data", "test")
   class_names = val.class_names
   pos = config.pipeline.positive_class
-  if pos and not np.any(val.labels == (class_names.index(pos) if pos in class_names else -1)):
-    raise ValueError(f"config.pipeline.positive_class={pos!r} has no image in the validation split {val.counts()}")
-  evaluation.threshold_settings(config.pipeline)  # a bad threshold/bootstrap setting fails before training
+  _check_validation(config, val)
   images, weighting, oversampling = training_set(config, work, method, int(seed))
   if extra is not None:
     if extra.class_names != class_names:
@@ -147,27 +145,11 @@ def train_one(
     workdir=str(run_dir),
     progress=progress,
   )
-  export_classifier(
-    result.best_model,
-    run_dir / "best",
-    name=c.name,
-    class_names=class_names,
-    image_size=int(size),
-    in_channels=int(in_channels),
-    kwargs=kwargs,
-    extra={"step": result.summary["best_step"], tcfg.select_metric: result.summary["best_score"]},
-  )
+  selected = {"step": result.summary["best_step"], tcfg.select_metric: result.summary["best_score"]}
+  export = dict(name=c.name, class_names=class_names, image_size=int(size), in_channels=int(in_channels), kwargs=kwargs)
+  export_classifier(result.best_model, run_dir / "best", **export, extra=selected)
   best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
-  tmp = run_dir / "predictions.tmp.npz"
-  np.savez(
-    tmp,
-    val_proba=predict_proba(best, val.images, in_channels=in_channels),
-    val_labels=val.labels,
-    test_proba=predict_proba(best, test.images, in_channels=in_channels),
-    test_labels=test.labels,
-    class_names=np.array(class_names, dtype=object),
-  )
-  os.replace(tmp, run_dir / "predictions.npz")
+  _save_predictions(run_dir, best, val, test, in_channels)
   info = {
     "method": method,
     "seed": int(seed),
@@ -178,6 +160,28 @@ def train_one(
   files.atomic_write_json(run_dir / "train_summary.json", result.summary)
   files.atomic_write_json(run_dir / RUN_INFO, info)
   return info
+
+
+def _check_validation(config, val: ImageSet) -> None:
+  """Before training: the positive class is in the validation split; threshold/bootstrap settings are sound."""
+  pos = config.pipeline.positive_class
+  if pos and not np.any(val.labels == (val.class_names.index(pos) if pos in val.class_names else -1)):
+    raise ValueError(f"config.pipeline.positive_class={pos!r} has no image in the validation split {val.counts()}")
+  evaluation.threshold_settings(config.pipeline)
+
+
+def _save_predictions(run_dir: pathlib.Path, model, val: ImageSet, test: ImageSet, in_channels: int) -> None:
+  """Validation and test probabilities of `model` in `run_dir/predictions.npz` (written atomically)."""
+  tmp = run_dir / "predictions.tmp.npz"
+  np.savez(
+    tmp,
+    val_proba=predict_proba(model, val.images, in_channels=in_channels),
+    val_labels=val.labels,
+    test_proba=predict_proba(model, test.images, in_channels=in_channels),
+    test_labels=test.labels,
+    class_names=np.array(val.class_names, dtype=object),
+  )
+  os.replace(tmp, run_dir / "predictions.npz")
 
 
 def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:

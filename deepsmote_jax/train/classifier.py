@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -276,6 +277,33 @@ class EpochSelector:
     }
 
 
+class BestEpoch:
+  """The `evaluate` callback of `loop.run` that keeps the best epoch: `labels_and_proba(state)` gives the
+  validation labels and probabilities of the device state, `selector` ranks them, and the best epoch's
+  variables are copied on the device (the state itself is donated to the next call)."""
+
+  def __init__(self, selector: EpochSelector, labels_and_proba: Callable[[Any], tuple[np.ndarray, np.ndarray]]):
+    self.selector, self.labels_and_proba, self.variables = selector, labels_and_proba, None
+
+  def __call__(self, step: int, state) -> dict:
+    if self.selector.update(step, *self.labels_and_proba(state)):
+      self.variables = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+    last, metric = self.selector.history[-1], self.selector.metric
+    return {metric: last[metric], "neg_loss": last["neg_loss"], "best_step": self.selector.best["step"]}
+
+  @staticmethod
+  def models(keeper: BestEpoch | None, graphdef, state) -> tuple[Any, Any]:
+    """(final model, best model) on the host; the best is the final one without a kept epoch."""
+    final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
+    if keeper is None or keeper.variables is None:
+      return final, final
+    return final, loop.merge_model(graphdef, *jax.device_get(keeper.variables))
+
+  @staticmethod
+  def summary(keeper: BestEpoch | None) -> dict:
+    return keeper.selector.summary() if keeper is not None else {"best_step": None, "best_score": None}
+
+
 def _binary_cm(cm: np.ndarray, positive: int) -> np.ndarray:
   neg = [i for i in range(len(cm)) if i != positive]
   tn = cm[np.ix_(neg, neg)].sum()
@@ -438,20 +466,10 @@ def train_classifier(
     "model": loop.fingerprint(np.asarray(shapes, np.int64)),
     "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
   }
-  best = {"variables": None}
-  selector = EpochSelector(cfg.select_metric, positive) if val is not None else None
-  val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh) if val is not None else None
-
-  def evaluate(step, state):
-    if selector.update(step, np.asarray(val[1]), val_probs(state)):  # device-side copy: the state is donated
-      best["variables"] = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
-    last = selector.history[-1]
-    return {
-      cfg.select_metric: last[cfg.select_metric],
-      "neg_loss": last["neg_loss"],
-      "best_step": selector.best["step"],
-    }
-
+  keeper = None
+  if val is not None:
+    val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh)
+    keeper = BestEpoch(EpochSelector(cfg.select_metric, positive), lambda st: (np.asarray(val[1]), val_probs(st)))
   options = loop.RunOptions(
     total_steps=setup.total_steps,
     steps_per_call=cfg.steps_per_call,
@@ -462,7 +480,7 @@ def train_classifier(
     images_per_step=cfg.batch_size,
     progress=progress,
     description="classifier",
-    eval_every_steps=plan.steps_per_epoch if val is not None else 0,
+    eval_every_steps=plan.steps_per_epoch if keeper is not None else 0,
   )
   state, summary = loop.run(
     setup.state,
@@ -473,15 +491,8 @@ def train_classifier(
     mesh=setup.mesh,
     options=options,
     metadata={"run": run_id},
-    evaluate=evaluate if val is not None else None,
+    evaluate=keeper,
   )
-  final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
-  best_model = final
-  if best["variables"] is not None:
-    best_model = loop.merge_model(graphdef, *jax.device_get(best["variables"]))
-  summary.update(
-    selector.summary() if selector is not None else {"best_step": None, "best_score": None},
-    select_metric=cfg.select_metric,
-    steps_per_epoch=plan.steps_per_epoch,
-  )
+  final, best_model = BestEpoch.models(keeper, graphdef, state)
+  summary.update(BestEpoch.summary(keeper), select_metric=cfg.select_metric, steps_per_epoch=plan.steps_per_epoch)
   return ClassifierResult(model=final, best_model=best_model, summary=summary)

@@ -271,20 +271,12 @@ def train_mil(
     mesh=mesh,
   )
   cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
-  best = {"variables": None}
-  selector = classifier.EpochSelector(cfg.select_metric, positive) if val_tiles is not None else None
-  val_probs = classifier.ValidationEval(graphdef, setup.in_channels, val_tiles, setup.mesh) if selector else None
-
-  def evaluate(step, st):
-    if selector.update(step, *val_images(val_probs(st))):  # a device-side copy: the state is donated
-      best["variables"] = jax.tree.map(jnp.copy, (st.params, st.batch_stats))
-    last = selector.history[-1]
-    return {
-      cfg.select_metric: last[cfg.select_metric],
-      "neg_loss": last["neg_loss"],
-      "best_step": selector.best["step"],
-    }
-
+  keeper = None
+  if val_tiles is not None:
+    val_probs = classifier.ValidationEval(graphdef, setup.in_channels, val_tiles, setup.mesh)
+    keeper = classifier.BestEpoch(
+      classifier.EpochSelector(cfg.select_metric, positive), lambda st: val_images(val_probs(st))
+    )
   options = loop.RunOptions(
     total_steps=setup.total_steps,
     steps_per_call=cfg.steps_per_call,
@@ -292,7 +284,7 @@ def train_mil(
     images_per_step=cfg.batch_size,
     progress=progress,
     description="tile classifier (MIL)",
-    eval_every_steps=plan.steps_per_epoch if selector else 0,
+    eval_every_steps=plan.steps_per_epoch if keeper is not None else 0,
   )
   run_id = {
     "train": dataclasses.asdict(cfg),
@@ -308,14 +300,11 @@ def train_mil(
     mesh=setup.mesh,
     options=options,
     metadata={"run": run_id},
-    evaluate=evaluate if selector else None,
+    evaluate=keeper,
   )
-  final = loop.merge_model(graphdef, jax.device_get(state.params), jax.device_get(state.batch_stats))
-  best_model = final
-  if best["variables"] is not None:
-    best_model = loop.merge_model(graphdef, *jax.device_get(best["variables"]))
+  final, best_model = classifier.BestEpoch.models(keeper, graphdef, state)
   summary.update(
-    selector.summary() if selector else {"best_step": None, "best_score": None},
+    classifier.BestEpoch.summary(keeper),
     select_metric=cfg.select_metric,
     steps_per_epoch=plan.steps_per_epoch,
     bag_slots=plan.slots[0],
