@@ -214,6 +214,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     ("classifier.optimiser", "adam", r"config.classifier has unknown setting\(s\) \['optimiser'\]"),
     ("generate.kind", "smoat", "config.generate.kind='smoat'"),
     ("model.preset", "nope", "unknown autoencoder preset 'nope'"),
+    ("pipeline.threshold_rule", "quantile", "config.pipeline.threshold_rule='quantile': choose one of"),
+    ("pipeline.target_recall", 1.5, r"config.pipeline.target_recall must be in \(0, 1\]"),
   ):
     bad = tiny_config(root)
     section, name = key.split(".")

@@ -22,7 +22,7 @@ import os
 import pathlib
 import shutil
 
-from deepsmote_jax import config_lib, files, smote
+from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage, tiled
@@ -210,8 +210,7 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
   bad = [p for p in config.pipeline.penalties if p not in PENALTIES]
   if bad:
     raise ValueError(f"config.pipeline.penalties has unknown penalty {bad}; known: {list(PENALTIES)}")
-  if not 0 < float(config.pipeline.target_recall) <= 1:
-    raise ValueError(f"config.pipeline.target_recall must be in (0, 1], got {config.pipeline.target_recall}")
+  evaluation.threshold_settings(config.pipeline)  # target recall, threshold rule, bootstrap
   try:
     model_spec(config)
   except ValueError as e:

@@ -97,6 +97,7 @@ def train_one(
 ) -> dict:
   """Trains one classifier for `method` (plus optional extra images), exports the best epoch to
   `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`."""
+  evaluation.threshold_settings(config.pipeline)  # a bad threshold/bootstrap setting fails before training
   if tiled.is_tiled(config):  # tiles of large images: multiple-instance training, image-level predictions
     strategy = sampling_strategy(config.generate.sampling_strategy)
     kw = dict(extra=extra, progress=progress, model_keys=MODEL_KEYS, strategy=strategy, run_info=RUN_INFO)
@@ -163,11 +164,10 @@ def train_one(
 
 
 def _check_validation(config, val: ImageSet) -> None:
-  """Before training: the positive class is in the validation split; threshold/bootstrap settings are sound."""
+  """Before training: the positive class is in the validation split."""
   pos = config.pipeline.positive_class
   if pos and not np.any(val.labels == (val.class_names.index(pos) if pos in val.class_names else -1)):
     raise ValueError(f"config.pipeline.positive_class={pos!r} has no image in the validation split {val.counts()}")
-  evaluation.threshold_settings(config.pipeline)
 
 
 def _save_predictions(run_dir: pathlib.Path, model, val: ImageSet, test: ImageSet, in_channels: int) -> None:
