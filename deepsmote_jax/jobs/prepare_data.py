@@ -114,20 +114,16 @@ def run(config, out: pathlib.Path, image_set: ImageSet | None = None) -> dict:
   if settings.mode != "none":
     return run_tiled(config, out, settings, image_set)
   ds = load_images(config, image_set)
-  ratios = tuple(config.split.ratios)
-  if len(ratios) != 3:
-    raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
-  parts = _split(config, ds, ratios)
+  parts = _splits(config, ds)
   separate = parts["test"] if config.data.get("test_root") else None
   skipped = ds.skipped + (separate.skipped if separate else [])
   notes = ds.notes + (separate.notes if separate else [])
   files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in skipped])
   files.atomic_write_json(out / "input_notes.json", [{"file": f, "note": n} for f, n in notes])
-  parts["train"] = make_scarce(parts["train"], config.imbalance)
   empty = [c for c, n in parts["train"].counts().items() if n == 0]
   if empty:
     raise ValueError(
-      f"class(es) {empty} have no training image after the split (config.split.ratios={ratios}, "
+      f"class(es) {empty} have no training image after the split (config.split.ratios={tuple(config.split.ratios)}, "
       f"{ds.counts()} images in all): add images or remove the class"
     )
   for name in SPLITS:
@@ -141,9 +137,19 @@ def run(config, out: pathlib.Path, image_set: ImageSet | None = None) -> dict:
   }
 
 
+def _splits(config, ds: ImageSet) -> dict[str, ImageSet]:
+  """train/validation/test of `ds`, the training split made scarce (`make_scarce`); with
+  `config.data.test_root`, train/validation of `ds` (their ratios renormalised) and the test split loaded
+  from that folder alone."""
+  ratios = tuple(config.split.ratios)
+  if len(ratios) != 3:
+    raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
+  parts = _split(config, ds, ratios)
+  parts["train"] = make_scarce(parts["train"], config.imbalance)
+  return parts
+
+
 def _split(config, ds: ImageSet, ratios: tuple) -> dict[str, ImageSet]:
-  """train/validation/test of `ds`; with `config.data.test_root`, train/validation of `ds` (their ratios
-  renormalised) and the test split loaded from that folder alone."""
   group = config.split.group_pattern or None
   test_root = config.data.get("test_root") or ""
   if not test_root:
@@ -249,11 +255,7 @@ def run_tiled(config, out: pathlib.Path, settings: tiles_lib.TileSettings, image
       f"config.imbalance.ok_class={ok!r}, but the data has classes {ds.class_names}: choose two with "
       "config.data.classes"
     )
-  ratios = tuple(config.split.ratios)
-  if len(ratios) != 3:
-    raise ValueError(f"config.split.ratios must be (train, validation, test), got {ratios}")
-  parts = _split(config, ds, ratios)
-  parts["train"] = make_scarce(parts["train"], config.imbalance)
+  parts = _splits(config, ds)
   spec = presets.get_preset(config.model.preset, channels=int(config.model.channels))
   skipped, kept, info = list(ds.skipped), {}, {}
   for name in SPLITS:
@@ -266,7 +268,8 @@ def run_tiled(config, out: pathlib.Path, settings: tiles_lib.TileSettings, image
   empty = [c for c, n in info["train"]["images"].items() if n == 0]
   if empty:
     raise ValueError(
-      f"class(es) {empty} have no training image after the split and tiling (config.split.ratios={ratios}, "
+      f"class(es) {empty} have no training image after the split and tiling "
+      f"(config.split.ratios={tuple(config.split.ratios)}, "
       f"{ds.counts()} images in all, skipped ones in data/skipped.json): add images or remove the class"
     )
   files.atomic_write_json(out / "skipped.json", [{"file": f, "reason": r} for f, r in skipped])
