@@ -20,8 +20,8 @@ from deepsmote_jax import files
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import prepare_data, stage
+from deepsmote_jax.jobs.classifier_setup import RUN_INFO
 from deepsmote_jax.jobs.train_autoencoder import train_and_export
-from deepsmote_jax.jobs.train_classifier import RUN_INFO
 from deepsmote_jax.train.autoencoder import decode_codes, encode_images
 
 METHODS = ("anomaly_ae",)

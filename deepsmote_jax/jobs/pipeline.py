@@ -26,10 +26,11 @@ from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage, tiled
+from deepsmote_jax.jobs.classifier_setup import MODEL_KEYS, RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
-from deepsmote_jax.jobs.train_classifier import BASELINES, MODEL_KEYS, RUN_INFO, sampling_strategy, train_one
+from deepsmote_jax.jobs.train_classifier import BASELINES, train_one
 from deepsmote_jax.models.classifiers import NAMES as classifier_names
 from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig

@@ -27,17 +27,16 @@ import time
 import jax
 import numpy as np
 
-from deepsmote_jax import config_lib, files, smote
+from deepsmote_jax import files, smote
 from deepsmote_jax.data import tiles as tiles_lib
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
-from deepsmote_jax.jobs import prepare_data, stage
+from deepsmote_jax.jobs import classifier_setup, prepare_data, stage
+from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
-from deepsmote_jax.models.classifiers import build_classifier
 from deepsmote_jax.train import mil
 from deepsmote_jax.train.autoencoder import encode_images
-from deepsmote_jax.train.classifier import ClassifierTrainConfig, predict_proba
-from deepsmote_jax.train.precision import compute_dtype
+from deepsmote_jax.train.classifier import predict_proba
 
 PREDICTIONS_CSV = "predictions.csv"
 
@@ -183,15 +182,10 @@ def train_one(
   *,
   extra: ImageSet | None = None,
   progress: bool = True,
-  model_keys: tuple[str, ...] = ("name", "kwargs"),
-  strategy="auto",
-  run_info: str = "run.json",
 ) -> dict:
   """One tile classifier for `method` (plus optional extra tiles as one-tile bags) trained by MIL on the
   saved tiled splits; exports the best epoch (by the image-level validation metric) to `run_dir/best` and
-  writes image-level predictions. From the default classifier job: `model_keys` (the keys of
-  config.classifier that are not training settings), `strategy` (config.generate.sampling_strategy, parsed)
-  and `run_info` (the file written last: the run finished)."""
+  writes image-level predictions."""
   c, ts = config.classifier, prepare_data.tile_settings(config)
   train, val, test = (prepare_data.load_tiled_split(work / "data", n) for n in prepare_data.SPLITS)
   class_names = train.tiles.class_names
@@ -199,25 +193,15 @@ def train_one(
   if not (val.image_labels == pos).any():
     raise ValueError(f"config.pipeline.positive_class={class_names[pos]!r} has no image in the validation split")
   images, bags, weighting, oversampling, n_synth = _training_tiles(
-    config, work, method, int(seed), train, pos, extra, strategy
+    config, work, method, int(seed), train, pos, extra, sampling_strategy(config.generate.sampling_strategy)
   )
-  tcfg = config_lib.to_dataclass(
-    ClassifierTrainConfig,
-    c,
-    "classifier",
-    ignore=model_keys,
+  tcfg, model = classifier_setup.build(
+    config,
+    num_classes=len(class_names),
+    image_shape=images.shape[1:],
+    seed=seed,
     class_weighting=weighting,
     oversampling=oversampling,
-    seed=int(seed),
-  )
-  model = build_classifier(
-    c.name,
-    len(class_names),
-    in_channels=images.shape[-1],
-    image_size=images.shape[1],
-    dtype=compute_dtype(tcfg.compute_dtype),
-    seed=int(seed),
-    **dict(c.kwargs),
   )
   counts = {n: int((bags.label == i).sum()) for i, n in enumerate(class_names)}
   stage.log(f"tile classifier {c.name} / {method} / seed {seed}: {len(images)} tiles in bags {counts}")
@@ -252,5 +236,5 @@ def train_one(
     "wall_s": time.perf_counter() - t0,
   }
   files.atomic_write_json(run_dir / "train_summary.json", result.summary)
-  files.atomic_write_json(run_dir / run_info, info)
+  files.atomic_write_json(run_dir / RUN_INFO, info)
   return info

@@ -6,7 +6,6 @@ Methods: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE o
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -15,33 +14,16 @@ import time
 import jax
 import numpy as np
 
-from deepsmote_jax import config_lib, evaluation, files, smote
+from deepsmote_jax import evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
-from deepsmote_jax.jobs import prepare_data, stage, tiled
+from deepsmote_jax.jobs import classifier_setup, prepare_data, stage, tiled
+from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.jobs.lock import WorkdirLock
-from deepsmote_jax.models.classifiers import build_classifier
-from deepsmote_jax.train.classifier import ClassifierTrainConfig, predict_proba, train_classifier
-from deepsmote_jax.train.precision import compute_dtype
+from deepsmote_jax.train.classifier import predict_proba, train_classifier
 
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
-RUN_INFO = "run.json"  # written last in a run's folder: the run finished
-# Keys of config.classifier that are not training settings.
-MODEL_KEYS = ("name", "kwargs")
-
-
-def sampling_strategy(value):
-  """`config.generate.sampling_strategy` as imbalanced-learn takes it: a name, a float, or a JSON dict."""
-  if isinstance(value, str):
-    v = value.strip()
-    if v.startswith("{"):
-      return json.loads(v)
-    try:
-      return float(v)
-    except ValueError:
-      return v
-  return value
 
 
 def append(base: ImageSet, images: np.ndarray, labels: np.ndarray) -> ImageSet:
@@ -99,9 +81,7 @@ def train_one(
   `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`."""
   evaluation.threshold_settings(config.pipeline)  # a bad threshold/bootstrap setting fails before training
   if tiled.is_tiled(config):  # tiles of large images: multiple-instance training, image-level predictions
-    strategy = sampling_strategy(config.generate.sampling_strategy)
-    kw = dict(extra=extra, progress=progress, model_keys=MODEL_KEYS, strategy=strategy, run_info=RUN_INFO)
-    return tiled.train_one(config, work, method, int(seed), run_dir, **kw)
+    return tiled.train_one(config, work, method, int(seed), run_dir, extra=extra, progress=progress)
   c = config.classifier
   val = prepare_data.load_split(work / "data", "validation")
   test = prepare_data.load_split(work / "data", "test")
@@ -113,26 +93,16 @@ def train_one(
     if extra.class_names != class_names:
       raise ValueError(f"extra training images have classes {extra.class_names}, the data has {class_names}")
     images = images.concat(extra)
-  tcfg = config_lib.to_dataclass(
-    ClassifierTrainConfig,
-    c,
-    "classifier",
-    ignore=MODEL_KEYS,
+  tcfg, model = classifier_setup.build(
+    config,
+    num_classes=len(class_names),
+    image_shape=images.image_shape,
+    seed=seed,
     class_weighting=weighting,
     oversampling=oversampling,
-    seed=int(seed),
   )
   in_channels, size = images.images.shape[-1], images.images.shape[1]
   kwargs = dict(c.kwargs)
-  model = build_classifier(
-    c.name,
-    len(class_names),
-    in_channels=in_channels,
-    image_size=size,
-    dtype=compute_dtype(tcfg.compute_dtype),
-    seed=int(seed),
-    **kwargs,
-  )
   stage.log(f"classifier {c.name} / {method} / seed {seed}: training on {images.counts()}")
   t0 = time.perf_counter()
   result = train_classifier(
