@@ -7,6 +7,7 @@ loaders in `deepsmote_jax.data` import it, lazily).
 from deepsmote_jax.export import export_autoencoder, export_classifier, load_autoencoder, load_classifier
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder, count_params, summary
 from deepsmote_jax.models.presets import PRESETS, AutoencoderSpec, ConvSpec, get_preset
+from deepsmote_jax.sampler import DeepSMOTE
 from deepsmote_jax.smote import fit_resample, nearest_neighbors, sampling_targets
 from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
 
@@ -15,6 +16,7 @@ __all__ = [
   "Autoencoder",
   "AutoencoderSpec",
   "ConvSpec",
+  "DeepSMOTE",
   "PRESETS",
   "build_autoencoder",
   "count_params",

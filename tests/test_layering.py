@@ -36,9 +36,11 @@ GROUPS = {
   "deepsmote_jax.synthetic_quality": set(),
 }
 BOTTOM = set(GROUPS)
+# The imbalanced-learn style sampler: a library face over models, train and smote (no files, no jobs).
+GROUPS["deepsmote_jax.sampler"] = {"deepsmote_jax.models", "deepsmote_jax.train", "deepsmote_jax.smote"}
 GROUPS["deepsmote_jax.jobs"] = BOTTOM
 GROUPS["deepsmote_jax.cli"] = BOTTOM | {"deepsmote_jax.jobs"}
-GROUPS["deepsmote_jax"] = BOTTOM | {"deepsmote_jax.jobs"}  # the package face: the public API
+GROUPS["deepsmote_jax"] = BOTTOM | {"deepsmote_jax.jobs", "deepsmote_jax.sampler"}  # the package face: the public API
 # Imports that may stay inside functions: optional or heavy third-party packages only.
 LAZY_OK = ("tensorflow", "tensorflow_datasets", "keras", "h5py", "elpv_dataset", "matplotlib", "scipy", "tqdm")
 
