@@ -18,34 +18,30 @@ seed: a second seed adds about a third of the time. Methods: `none` (pure MIL), 
 as all OK tiles together, each draw scoring all its tiles: minutes per epoch at this size.
 """
 
+import pathlib
+import runpy
+
 from deepsmote_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  c = config_lib.autoencoder_config(preset="tiny_64", channels=1, epochs=3, batch_size=64)
+  # configs/default.py's small CPU job (tiny_64, small_cnn, the same rates), on tiles of large images.
+  c = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))["get_config"]()
+  c.train.epochs = 3
+  c.train.batch_size = 64
   c.data.source = "folder"
   c.data.patches.mode = "tiles"
   c.data.patches.size = 0  # the model's 64 px: native pixels, no resize
   c.data.patches.stride = 0  # no overlap
   c.data.patches.top_k = 1
   c.data.patches.ok_tiles_per_image = 8
-  c.train.learning_rate = 2e-3
-  c.train.penalty_sample_size = 32
-  c.train.steps_per_call = 8
-  c.train.compute_dtype = "auto"
-  c.checkpoint.every_steps = 200
-  c.split.ratios = (0.6, 0.2, 0.2)
-  c.imbalance.ok_class = "OK"
-  c.classifier.name = "small_cnn"
+  c.imbalance.ok_count = 0  # all OK parts, NG as the data has it
+  c.imbalance.minority_ratio = 0.0
   c.classifier.epochs = 6
   c.classifier.batch_size = 64
-  c.classifier.learning_rate = 2e-3
-  c.classifier.steps_per_call = 8
   c.classifier.max_shift = 4
   c.pipeline.methods = ("none", "smote_pixels", "deepsmote")
-  c.pipeline.penalties = ("reference",)
   c.pipeline.seeds = (0,)
-  c.pipeline.positive_class = "NG"
   c.workdir = "runs/large_images"
   if arg == "local":
     config_lib.make_local(c)

@@ -1,0 +1,45 @@
+"""The config files load as `--config` loads them (by path, from any working directory), every variant."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+VARIANTS = [
+  (path.stem, arg)
+  for path in sorted(CONFIGS.glob("*.py"))
+  for arg in (
+    [None, "blowhole", "crack", "blowhole:local", "crack:local"] if path.stem == "magnetic_tile" else [None, "local"]
+  )
+]
+
+
+def get_config(name: str, arg: str | None = None):
+  # As ml_collections.config_flags loads `--config configs/<name>.py[:arg]`: from the file, not as a package.
+  spec = importlib.util.spec_from_file_location(f"config_{name}", CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize("name,arg", VARIANTS)
+def test_config_loads(name, arg, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # configs built on configs/default.py find it beside themselves
+  config = get_config(name, arg)
+  assert config.model.preset and config.workdir
+  if arg and arg.endswith("local"):
+    assert config.train.epochs == 2 and config.pipeline.seeds == (0,)
+
+
+def test_derived_configs_keep_the_default_jobs_settings():
+  base = get_config("default")
+  for name, arg in (("magnetic_tile", "crack"), ("large_images", None)):
+    c = get_config(name, arg)
+    assert (c.model.preset, c.train.learning_rate, c.classifier.name) == ("tiny_64", 2e-3, "small_cnn")
+    assert c.data.source == "folder" and (c.imbalance.ok_count, c.imbalance.minority_ratio) == (0, 0.0)
+    assert c.train.steps_per_call == base.train.steps_per_call == 8
+  with pytest.raises(ValueError, match="choose the defect class"):
+    get_config("magnetic_tile", "free")
