@@ -406,9 +406,8 @@ def _within_class_knn(x_class, *, k, block_size, precision):
   return nn
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
-def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *, n_samples, k, block_size, precision):
-  """Neighbours among all classes, other-class neighbours interpolated with gap in [0, 0.5)."""
+def _all_class_knn(x_class, X, class_rows, *, k, block_size, precision):
+  """Indices (n, k) into X of each class row's k nearest rows among all classes (itself excluded)."""
   _, nn = _blocked_knn(
     x_class,
     X,
@@ -418,6 +417,13 @@ def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *
     reference_block=_block(X.shape[0], block_size),
     precision=precision,
   )
+  return nn
+
+
+@functools.partial(jax.jit, static_argnames=("n_samples", "k", "block_size", "precision"))
+def _borderline2_class(key, x_class, X, class_rows, other_class, base_weights, *, n_samples, k, block_size, precision):
+  """Neighbours among all classes, other-class neighbours interpolated with gap in [0, 0.5)."""
+  nn = _all_class_knn(x_class, X, class_rows, k=k, block_size=block_size, precision=precision)
   return _draw(key, x_class, X, nn, n_samples, base_weights, half_gap=other_class)
 
 
@@ -431,15 +437,7 @@ def _fixed_base_class(key, x_class, base, *, n_samples, k, block_size, precision
 @functools.partial(jax.jit, static_argnames=("m", "block_size", "precision"))
 def _other_class_neighbors(x_class, X, class_rows, y_codes, class_code, *, m, block_size, precision):
   """How many of each class point's m nearest neighbours (among all of X) belong to another class."""
-  _, nn = _blocked_knn(
-    x_class,
-    X,
-    class_rows,
-    k=m,
-    query_block=_block(x_class.shape[0], block_size),
-    reference_block=_block(X.shape[0], block_size),
-    precision=precision,
-  )
+  nn = _all_class_knn(x_class, X, class_rows, k=m, block_size=block_size, precision=precision)
   return jnp.sum(y_codes[nn] != class_code, axis=1)
 
 
