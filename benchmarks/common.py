@@ -156,6 +156,44 @@ def time_calls(
   return times
 
 
+TORCH_MODES = ("fp32", "bf16_cl", "compile", "compile_bf16_cl")
+
+
+def torch_mode(mode: str, device: Any = "auto") -> tuple[Any, Any, dict[str, Any]]:
+  """A PyTorch baseline's `mode` (one of TORCH_MODES) on `device` ('auto' / None: CUDA where available).
+
+  Returns (the torch.device, the autocast dtype or None, the result fields that name them: mode, device,
+  device_name, compute_dtype, channels_last, compiled). 'bf16' modes run under bfloat16 autocast, '_cl'
+  modes in channels_last layout, 'compile' modes torch.compile the loss.
+  """
+  import torch
+
+  if mode not in TORCH_MODES:
+    raise ValueError(f"mode must be one of {TORCH_MODES}, got {mode!r}")
+  if device in (None, "auto"):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch.device(device)
+  amp_dtype = torch.bfloat16 if "bf16" in mode else None
+  fields = {
+    "mode": mode,
+    "device": str(dev),
+    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
+    "channels_last": mode.endswith("_cl"),
+    "compiled": mode.startswith("compile"),
+  }
+  return dev, amp_dtype, fields
+
+
+def torch_autocast(device: Any, dtype: Any):
+  """`torch.autocast` to `dtype` on `device`'s type; a no-op context for dtype None."""
+  import torch
+
+  if dtype is None:
+    return contextlib.nullcontext()
+  return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
 @contextlib.contextmanager
 def torch_case(result: dict[str, Any], device: Any, num_threads: int | None):
   """Runs one PyTorch baseline case: intra-op threads set for it (and restored), a failure recorded in
@@ -197,6 +235,11 @@ def time_torch_steps(step: Callable[[], Any], device: Any, *, warmup: int, steps
   if cuda:
     out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
   return out
+
+
+def step_ms_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+  """`results` for a table: each with 'step_ms', its 'step_s' in milliseconds (None where it has none)."""
+  return [dict(r, step_ms=r["step_s"] * 1e3 if "step_s" in r else None) for r in results]
 
 
 def median_time(

@@ -25,7 +25,6 @@ Run: `python -m benchmarks.torch_autoencoder --presets tiny_64,deepsmote_mnist -
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import pathlib
 import random
@@ -44,7 +43,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/torch_autoencoder.py`
 from benchmarks import common
 from deepsmote_jax.models.presets import AutoencoderSpec, conv_out, get_preset, validate
 
-MODES = ("fp32", "bf16_cl", "compile", "compile_bf16_cl")
+MODES = common.TORCH_MODES
 PENALTIES = ("reference", "paper", "none")
 
 
@@ -333,12 +332,6 @@ def deepsmote_loss(
   return pen if loss is None else loss + pen
 
 
-def _autocast(device: torch.device | str, dtype: torch.dtype | None):
-  if dtype is None:
-    return contextlib.nullcontext()
-  return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def train_step(
   encoder: nn.Module,
   decoder: nn.Module,
@@ -360,7 +353,7 @@ def train_step(
   """
   for opt in optimizers:
     opt.zero_grad(set_to_none=True)
-  with _autocast(x.device, amp_dtype):
+  with common.torch_autocast(x.device, amp_dtype):
     if loss_fn is not None:
       loss = loss_fn(x, x_class) if perm is None else loss_fn(x, x_class, perm)
     else:
@@ -369,12 +362,6 @@ def train_step(
   for opt in optimizers:
     opt.step()
   return loss.detach()
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-  if device in (None, "auto"):
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-  return torch.device(device)
 
 
 def time_torch_step(
@@ -405,16 +392,12 @@ def time_torch_step(
   of memory) are returned in 'error' with no timing. `num_threads` sets torch's intra-op CPU threads for
   this call (on a shared CPU, 1 avoids OpenMP barrier stalls).
   """
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  dev, amp_dtype, mode_fields = common.torch_mode(mode, device)
   if penalty not in PENALTIES:
     raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-  dev = _resolve_device(device)
   p = batch_size if penalty_size is None else penalty_size
   if penalty == "none":
     p = 0
-  channels_last = mode.endswith("_cl")
-  amp_dtype = torch.bfloat16 if "bf16" in mode else None
   result: dict[str, Any] = {
     "implementation": "pytorch",
     "preset": spec.name,
@@ -424,12 +407,7 @@ def time_torch_step(
     "batch_size": batch_size,
     "penalty": penalty,
     "penalty_size": p,
-    "mode": mode,
-    "device": str(dev),
-    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-    "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
-    "channels_last": channels_last,
-    "compiled": mode.startswith("compile"),
+    **mode_fields,
     "fused_adam": fused_adam,
     "steps": steps,
     "chunk": chunk,
@@ -450,8 +428,8 @@ def time_torch_step(
     result.update(params_encoder=count_params(encoder), params_decoder=count_params(decoder))
     encoder.to(dev).train()
     decoder.to(dev).train()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last:
+    fmt = torch.channels_last if result["channels_last"] else torch.contiguous_format
+    if result["channels_last"]:
       to_channels_last(encoder, decoder)
     optimizers = make_optimizers(encoder, decoder, lr, fused=fused_adam or None)
 
@@ -484,11 +462,6 @@ def time_torch_step(
 
 
 TABLE_COLUMNS = ("preset", "batch_size", "mode", "device_name", "step_ms", "img_per_s", "loss", "error")
-
-
-def table_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Rows for `common.print_table` (step time in ms)."""
-  return [dict(r, step_ms=r["step_s"] * 1e3 if "step_s" in r else None) for r in results]
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -529,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   if args.json:
     common.write_json(args.json, {"machine": common.machine_info(), "results": results})
   print()
-  common.print_table(table_rows(results), TABLE_COLUMNS)
+  common.print_table(common.step_ms_rows(results), TABLE_COLUMNS)
   return results
 
 

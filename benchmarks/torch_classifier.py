@@ -11,7 +11,6 @@ Run: `python -m benchmarks.torch_classifier --archs inception_v3,resnet50 --batc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/torch_classifier.py`
 from benchmarks import common
 
 ARCHS = {"inception_v3": 299, "resnet50": 224}  # default (square) input size
-MODES = ("fp32", "bf16_cl", "compile", "compile_bf16_cl")
+MODES = common.TORCH_MODES
 AUX_WEIGHT = 0.4  # torchvision's reference recipe for InceptionV3's auxiliary head
 
 
@@ -93,16 +92,10 @@ def time_torch_classifier(
   'step_s' is the median seconds per step over `steps` samples of `chunk` steps, `warmup` excluded;
   'img_per_s' = batch_size / step_s. Inputs are uniform in [-1, 1], labels uniform over the classes.
   """
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  dev, amp_dtype, mode_fields = common.torch_mode(mode, device)
   if arch not in ARCHS:
     raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
-  if device in (None, "auto"):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-  dev = torch.device(device)
   size = image_size or ARCHS[arch]
-  channels_last = mode.endswith("_cl")
-  amp_dtype = torch.bfloat16 if "bf16" in mode else None
   result: dict[str, Any] = {
     "implementation": "torchvision",
     "arch": arch,
@@ -110,12 +103,7 @@ def time_torch_classifier(
     "batch_size": batch_size,
     "num_classes": num_classes,
     "optimizer": optimizer,
-    "mode": mode,
-    "device": str(dev),
-    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-    "compute_dtype": "bfloat16 autocast" if amp_dtype else "float32",
-    "channels_last": channels_last,
-    "compiled": mode.startswith("compile"),
+    **mode_fields,
     "steps": steps,
     "chunk": chunk,
     "warmup": warmup,
@@ -135,8 +123,8 @@ def time_torch_classifier(
     torch.manual_seed(seed)
     model = build_classifier(arch, num_classes).to(dev).train()
     result["params"] = sum(p.numel() for p in model.parameters())
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last:
+    fmt = torch.channels_last if result["channels_last"] else torch.contiguous_format
+    if result["channels_last"]:
       model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, optimizer)
     x = torch.empty(batch_size, 3, size, size, device=dev).uniform_(-1.0, 1.0).contiguous(memory_format=fmt)
@@ -144,11 +132,10 @@ def time_torch_classifier(
     loss_fn = lambda xb, yb: classifier_loss(model, xb, yb)
     if result["compiled"]:
       loss_fn = torch.compile(loss_fn)
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
     def step() -> torch.Tensor:
       opt.zero_grad(set_to_none=True)
-      with autocast():
+      with common.torch_autocast(dev, amp_dtype):
         loss = loss_fn(x, y)
       loss.backward()
       opt.step()
@@ -194,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
       results.append(r)
   if args.json:
     common.write_json(args.json, {"machine": common.machine_info(), "results": results})
-  rows = [dict(r, step_ms=r["step_s"] * 1e3 if "step_s" in r else None) for r in results]
-  common.print_table(rows, TABLE_COLUMNS)
+  common.print_table(common.step_ms_rows(results), TABLE_COLUMNS)
   return results
 
 

@@ -182,3 +182,23 @@ def test_common_helpers(tmp_path):
   table = common.format_table([{"a": 1234567, "b": 0.5}, {"a": None, "b": "xyz"}], ["a", "b"])
   lines = table.splitlines()
   assert lines[0].split() == ["a", "b"] and "1,234,567" in lines[2] and "-" in lines[3].split()[0]
+
+
+def test_common_torch_mode_and_step_ms_rows():
+  dev, amp, fields = common.torch_mode("bf16_cl", "cpu")
+  assert dev == torch.device("cpu") and amp == torch.bfloat16
+  assert fields == {
+    "mode": "bf16_cl",
+    "device": "cpu",
+    "device_name": "cpu",
+    "compute_dtype": "bfloat16 autocast",
+    "channels_last": True,
+    "compiled": False,
+  }
+  assert common.torch_mode("compile", "auto")[2]["compiled"] and common.torch_mode("fp32", "cpu")[1] is None
+  with pytest.raises(ValueError, match="mode must be one of"):
+    common.torch_mode("fp16", "cpu")
+  assert common.step_ms_rows([{"step_s": 0.5}, {"error": "x"}]) == [
+    {"step_s": 0.5, "step_ms": 500.0},
+    {"error": "x", "step_ms": None},
+  ]
