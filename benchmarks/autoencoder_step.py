@@ -153,12 +153,11 @@ def main(argv=None):
             "preset": name,
             "channels": spec.channels,
             "batch": b,
-            **{k: r.get(k) for k in ("step_s", "img_per_s", "loss", "error")},
-            "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None,
+            **common.torch_row(r, ("step_s", "img_per_s", "loss", "error")),
           }
         )
         print(rows[-1], flush=True)
-  _add_speedups(rows)
+  common.add_speedups(rows, ("preset", "channels", "batch"))
   info = common.machine_info()
   out = args.json or (
     pathlib.Path(__file__).parent
@@ -172,45 +171,16 @@ def main(argv=None):
     "repeats": args.repeats,
     "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated",
   }
-  common.write_outputs(
+  common.publish(
     out,
     {"benchmark": "autoencoder_step", "machine": info, "settings": settings, "rows": rows},
     COLUMNS,
     "DeepSMOTE encoder/decoder training step: JAX beside PyTorch",
   )
-  common.print_table(rows, COLUMNS)
-  print(f"wrote {out}")
   return rows
 
 
-COLUMNS = [
-  "preset",
-  "channels",
-  "batch",
-  "impl",
-  "img_per_s",
-  "vs_best_torch",
-  "step_s",
-  "compile_s",
-  "peak_mib",
-  "error",
-]
-
-
-def _add_speedups(rows: list[dict]) -> None:
-  """Each JAX row's img/s over the best PyTorch row of the same preset, channels and batch."""
-  for r in rows:
-    if not r["impl"].startswith("jax") or not r.get("img_per_s"):
-      continue
-    torch_rows = [
-      t.get("img_per_s")
-      for t in rows
-      if t["impl"].startswith("torch")
-      and t.get("img_per_s")
-      and (t["preset"], t["channels"], t["batch"]) == (r["preset"], r["channels"], r["batch"])
-    ]
-    if torch_rows:
-      r["vs_best_torch"] = r["img_per_s"] / max(torch_rows)
+COLUMNS = ["preset", "channels", *common.STEP_COLUMNS]
 
 
 if __name__ == "__main__":

@@ -118,21 +118,11 @@ def main(argv=None):
               "model": name,
               "batch": b,
               "image_size": args.image_size,
-              **{k: r.get(k) for k in ("step_s", "img_per_s", "error")},
-              "peak_mib": r["peak_mem_gib"] * 1024 if r.get("peak_mem_gib") is not None else None,
+              **common.torch_row(r, ("step_s", "img_per_s", "error")),
             }
           )
           print(rows[-1], flush=True)
-  for r in rows:  # each JAX row against the best torchvision row of the same model and batch
-    best = [
-      t["img_per_s"]
-      for t in rows
-      if t["impl"].startswith("torchvision")
-      and t.get("img_per_s")
-      and (t["model"], t["batch"]) == (r["model"], r["batch"])
-    ]
-    if r["impl"].startswith("jax") and r.get("img_per_s") and best:
-      r["vs_best_torch"] = r["img_per_s"] / max(best)
+  common.add_speedups(rows, ("model", "batch"))  # each JAX row against the best torchvision row
   info = common.machine_info()
   out = args.json or (
     pathlib.Path(__file__).parent / "results" / f"classifier_step_{info.get('jax_backend', 'cpu')}.json"
@@ -143,28 +133,15 @@ def main(argv=None):
     "steps_per_call": args.steps_per_call,
     "peak_mib": "JAX: XLA memory analysis of the compiled call; PyTorch: max_memory_allocated",
   }
-  common.write_outputs(
+  common.publish(
     out,
     {"benchmark": "classifier_step", "machine": info, "settings": settings, "rows": rows},
     COLUMNS,
     "Classifier training step: JAX beside torchvision",
   )
-  common.print_table(rows, COLUMNS)
-  print(f"wrote {out}")
 
 
-COLUMNS = [
-  "model",
-  "image_size",
-  "batch",
-  "impl",
-  "img_per_s",
-  "vs_best_torch",
-  "step_s",
-  "compile_s",
-  "peak_mib",
-  "error",
-]
+COLUMNS = ["model", "image_size", *common.STEP_COLUMNS]
 
 
 if __name__ == "__main__":

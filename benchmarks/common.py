@@ -346,6 +346,42 @@ def write_outputs(
   return json_path
 
 
+def publish(json_path: str | os.PathLike, payload: dict[str, Any], columns: Sequence[str], title: str) -> pathlib.Path:
+  """`write_outputs`, then the table of `payload['rows']` and 'wrote <json_path>' printed."""
+  path = write_outputs(json_path, payload, columns, title)
+  print_table(payload["rows"], columns)
+  print(f"wrote {json_path}")
+  return path
+
+
+# The timing columns of a training-step table (after the columns that name the case).
+STEP_COLUMNS = ("batch", "impl", "img_per_s", "vs_best_torch", "step_s", "compile_s", "peak_mib", "error")
+
+
+def torch_row(result: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+  """A PyTorch baseline result's `keys` for a table row, with 'peak_mib' (its CUDA peak; None without one)."""
+  peak_gib = result.get("peak_mem_gib")
+  return {**{k: result.get(k) for k in keys}, "peak_mib": peak_gib * 1024 if peak_gib is not None else None}
+
+
+def add_speedups(rows: list[dict[str, Any]], same: Sequence[str]) -> None:
+  """Sets each JAX row's 'vs_best_torch': its img/s over the best PyTorch row's with the same `same` fields.
+
+  JAX rows have an 'impl' starting with 'jax', PyTorch ones with 'torch' (torchvision too); rows without
+  img/s (errors) take no part.
+  """
+  for r in rows:
+    if not r["impl"].startswith("jax") or not r.get("img_per_s"):
+      continue
+    best = [
+      t["img_per_s"]
+      for t in rows
+      if t["impl"].startswith("torch") and t.get("img_per_s") and all(t[k] == r[k] for k in same)
+    ]
+    if best:
+      r["vs_best_torch"] = r["img_per_s"] / max(best)
+
+
 def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, max_width: int = 40) -> None:
   """Prints `format_table(rows, columns)`."""
   print(format_table(rows, columns, max_width=max_width), flush=True)

@@ -162,14 +162,12 @@ def main(argv=None):
     "cache load, all steps); steps_s: all steps with compilation excluded"
   ]
   info = common.machine_info()
-  common.write_outputs(
+  common.publish(
     args.json,
     {"benchmark": "paper_run", "machine": info, "settings": settings, "rows": rows, "notes": notes},
     COLUMNS,
     "The paper's own run: 100 images, 1,000 epochs",
   )
-  common.print_table(rows, COLUMNS)
-  print(f"wrote {args.json}")
   return rows
 
 

@@ -248,15 +248,13 @@ def main(argv=None):
       info[name] = __import__(name).__version__
     except ImportError:
       pass
-  bench_common.write_outputs(
+  print()
+  bench_common.publish(
     args.out,
     {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows, "notes": notes},
     COLUMNS,
     "Latent SMOTE: JAX beside imbalanced-learn",
   )
-  print()
-  bench_common.print_table(rows, COLUMNS)
-  print(f"wrote {args.out}")
   return rows
 
 

@@ -202,3 +202,21 @@ def test_common_torch_mode_and_step_ms_rows():
     {"step_s": 0.5, "step_ms": 500.0},
     {"error": "x", "step_ms": None},
   ]
+
+
+def test_common_step_benchmark_rows():
+  assert common.torch_row({"step_s": 1.0, "peak_mem_gib": 2.0}, ("step_s", "error")) == {
+    "step_s": 1.0,
+    "error": None,
+    "peak_mib": 2048.0,
+  }
+  rows = [
+    {"impl": "jax float32", "model": "m", "batch": 8, "img_per_s": 300.0},
+    {"impl": "jax float32", "model": "m", "batch": 16, "img_per_s": 300.0},  # no torch row of its batch
+    {"impl": "jax bfloat16", "model": "m", "batch": 8, "error": "oom"},
+    {"impl": "torchvision fp32", "model": "m", "batch": 8, "img_per_s": 100.0},
+    {"impl": "torchvision bf16_cl", "model": "m", "batch": 8, "img_per_s": 150.0},
+    {"impl": "torch", "model": "m", "batch": 16, "error": "torch not importable"},
+  ]
+  common.add_speedups(rows, ("model", "batch"))
+  assert [r.get("vs_best_torch") for r in rows] == [2.0, None, None, None, None, None]
