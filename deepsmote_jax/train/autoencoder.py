@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -265,20 +264,6 @@ class AETrainResult:
   best_model: Autoencoder | None = None  # chosen by validation `select_metric`; the final model without one
 
 
-@dataclasses.dataclass
-class AETraining:
-  """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
-
-  cfg: AETrainConfig
-  mesh: Any
-  graphdef: Any
-  state: loop.TrainState
-  compiled: Any
-  plan: BatchPlan
-  data: dict
-  total_steps: int
-
-
 def prepare_training(
   model: Autoencoder,
   images_u8: np.ndarray,
@@ -287,7 +272,7 @@ def prepare_training(
   *,
   num_classes: int | None = None,
   mesh=None,
-) -> AETraining:
+) -> loop.Training:
   """Checks the inputs, puts the image set on the mesh and compiles the step (shared by
   `train_autoencoder` and `benchmarks/autoencoder_step.py`)."""
   images_u8 = np.asarray(images_u8)
@@ -309,13 +294,8 @@ def prepare_training(
   graphdef, state = loop.create_state(model, tx)
   step_fn = make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
   plan = BatchPlan(len(images_u8), cfg.batch_size, cfg.seed)
-  total_steps = cfg.epochs * plan.steps_per_epoch
   data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
-  example = plan(0, min(cfg.steps_per_call, total_steps))
-  compiled = loop.compile_steps(step_fn, mesh=mesh, state=state, batch_example=example, data=data)
-  return AETraining(
-    cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, compiled=compiled, plan=plan, data=data, total_steps=total_steps
-  )
+  return loop.Training(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, plan=plan, data=data, step_fn=step_fn)
 
 
 def train_autoencoder(
@@ -364,9 +344,10 @@ def train_autoencoder(
   }
   selection = _selection(setup, val, workdir, run_id) if val is not None else None
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
-  options = loop.RunOptions(
-    total_steps=setup.total_steps,
-    steps_per_call=cfg.steps_per_call,
+  state, summary = setup.run(
+    metadata={**(metadata or {}), "run": run_id},
+    evaluate=selection,
+    eval_every_steps=cfg.eval_every_steps,
     workdir=workdir,
     checkpoint_every_steps=checkpoint_every_steps,
     keep_checkpoints=keep_checkpoints,
@@ -376,18 +357,6 @@ def train_autoencoder(
     progress=progress,
     description=f"DeepSMOTE {spec.name}",
     stop_after_steps=stop_after_steps,
-    eval_every_steps=(cfg.eval_every_steps or plan.steps_per_epoch) if selection is not None else 0,
-  )
-  state, summary = loop.run(
-    setup.state,
-    compiled=setup.compiled,
-    get_batches=plan,
-    key=jax.random.key(cfg.seed),
-    data=setup.data,
-    mesh=setup.mesh,
-    options=options,
-    metadata={**(metadata or {}), "run": run_id},
-    evaluate=selection,
   )
   summary["epochs"] = cfg.epochs
   summary["steps_per_epoch"] = plan.steps_per_epoch
@@ -402,7 +371,7 @@ def train_autoencoder(
   return AETrainResult(model=trained, state=state, summary=summary, best_model=best_model)
 
 
-def _selection(setup: AETraining, val: tuple[np.ndarray, np.ndarray], workdir: str | None, run_id: dict):
+def _selection(setup: loop.Training, val: tuple[np.ndarray, np.ndarray], workdir: str | None, run_id: dict):
   """The validation scorer and best-state keeper of a run (its key: the run's identity and the images)."""
   num_classes = int(setup.data["counts"].shape[0])
   cfg = setup.cfg

@@ -324,17 +324,10 @@ def make_optimizer(cfg: ClassifierTrainConfig) -> optax.GradientTransformation:
 
 
 @dataclasses.dataclass
-class ClassifierTraining:
-  """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
+class ClassifierTraining(loop.Training):
+  """A prepared classifier run (whole images, or tiles in bags): `loop.Training` and the model's input
+  channels, which its validation evaluation needs."""
 
-  cfg: ClassifierTrainConfig
-  mesh: Any
-  graphdef: Any
-  state: loop.TrainState
-  compiled: Any
-  plan: Any
-  data: dict
-  total_steps: int
   in_channels: int
 
 
@@ -363,7 +356,6 @@ def prepare_training(
   tx = make_optimizer(cfg)
   graphdef, state = loop.create_state(model, tx)
   plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
-  total = cfg.epochs * plan.steps_per_epoch
   weights = class_weights(labels, num_classes, cfg.class_weighting)
   if stream is not None:
     if cfg.oversampling != "none":
@@ -372,22 +364,14 @@ def prepare_training(
     plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
   else:
     data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights}, mesh_lib.replicated(mesh))
-  compiled = loop.compile_steps(
-    make_step(graphdef, tx, cfg, in_channels),
-    mesh=mesh,
-    state=state,
-    batch_example=plan(0, min(cfg.steps_per_call, total)),
-    data=data,
-  )
   return ClassifierTraining(
     cfg=cfg,
     mesh=mesh,
     graphdef=graphdef,
     state=state,
-    compiled=compiled,
     plan=plan,
     data=data,
-    total_steps=total,
+    step_fn=make_step(graphdef, tx, cfg, in_channels),
     in_channels=in_channels,
   )
 
@@ -470,9 +454,9 @@ def train_classifier(
   if val is not None:
     val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh)
     keeper = BestEpoch(EpochSelector(cfg.select_metric, positive), lambda st: (np.asarray(val[1]), val_probs(st)))
-  options = loop.RunOptions(
-    total_steps=setup.total_steps,
-    steps_per_call=cfg.steps_per_call,
+  state, summary = setup.run(
+    metadata={"run": run_id},
+    evaluate=keeper,
     workdir=workdir,
     checkpoint_every_steps=checkpoint_every_steps,
     resume=resume,
@@ -480,18 +464,6 @@ def train_classifier(
     images_per_step=cfg.batch_size,
     progress=progress,
     description="classifier",
-    eval_every_steps=plan.steps_per_epoch if keeper is not None else 0,
-  )
-  state, summary = loop.run(
-    setup.state,
-    compiled=setup.compiled,
-    get_batches=plan,
-    key=jax.random.key(cfg.seed),
-    data=setup.data,
-    mesh=setup.mesh,
-    options=options,
-    metadata={"run": run_id},
-    evaluate=keeper,
   )
   final, best_model = BestEpoch.models(keeper, graphdef, state)
   summary.update(BestEpoch.summary(keeper), select_metric=cfg.select_metric, steps_per_epoch=plan.steps_per_epoch)

@@ -7,6 +7,8 @@
   with explicit shardings (state replicated, batches split on the 'data' axis) and the state donated.
 * `run`: the host loop -- batches in, progress bar (loss, images/s), JSON-lines metrics, periodic
   asynchronous Orbax checkpoints, resume from the latest one.
+* `Training`: what a trainer prepares (config, mesh, state, batch plan, device data, compiled step) and
+  hands to `run`, the same way for the autoencoder, the classifier and the MIL tile classifier.
 
 Randomness is a function of (seed, step) only (`jax.random.fold_in`), and batches are a function of
 (seed, step) too, so a run that is killed and resumed ends exactly where an uninterrupted run ends.
@@ -443,6 +445,56 @@ def _report(pending, clock: dict, bar, writer: MetricsWriter, on_metrics, option
   if any(not math.isfinite(v) for v in means.values()):
     raise FloatingPointError(f"non-finite training metrics at step {first + n}: {means}")
   return means
+
+
+@dataclasses.dataclass
+class Training:
+  """A prepared run, built once by a trainer's `prepare_*`: its compiled multi-step call, initial state and
+  inputs. `cfg` is the trainer's config (`epochs`, `steps_per_call`, `seed` are read here); `plan(first, n)`
+  gives the host batches and has `steps_per_epoch`. `step_fn` is compiled here for `cfg.steps_per_call`
+  steps per call, so every trainer compiles and runs the same way."""
+
+  cfg: Any
+  mesh: Mesh
+  graphdef: Any
+  state: TrainState
+  plan: Any
+  data: Any
+  step_fn: dataclasses.InitVar[StepFn]
+  compiled: Callable = dataclasses.field(init=False)
+
+  def __post_init__(self, step_fn: StepFn):
+    example = self.plan(0, min(self.cfg.steps_per_call, self.total_steps))
+    self.compiled = compile_steps(step_fn, mesh=self.mesh, state=self.state, batch_example=example, data=self.data)
+
+  @property
+  def total_steps(self) -> int:
+    return self.cfg.epochs * self.plan.steps_per_epoch
+
+  def run(
+    self,
+    *,
+    metadata: dict,
+    evaluate: Callable[[int, TrainState], dict] | None = None,
+    eval_every_steps: int = 0,
+    **options: Any,
+  ) -> tuple[TrainState, dict]:
+    """`run` of all `total_steps` from the initial state with the key of `cfg.seed`; `options` are the other
+    `RunOptions` fields. With `evaluate`: every `eval_every_steps` (0: every epoch) and at the end."""
+    every = (eval_every_steps or self.plan.steps_per_epoch) if evaluate is not None else 0
+    return run(
+      self.state,
+      compiled=self.compiled,
+      get_batches=self.plan,
+      key=jax.random.key(self.cfg.seed),
+      data=self.data,
+      mesh=self.mesh,
+      options=RunOptions(
+        total_steps=self.total_steps, steps_per_call=self.cfg.steps_per_call, eval_every_steps=every, **options
+      ),
+      metadata=metadata,
+      evaluate=evaluate,
+    )
 
 
 def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -193,24 +192,9 @@ class MILBatchPlan:
     }
 
 
-@dataclasses.dataclass
-class MILTraining:
-  """Everything a run needs, built once: the compiled multi-step call, its initial state and inputs."""
-
-  cfg: ClassifierTrainConfig
-  mesh: Any
-  graphdef: Any
-  state: loop.TrainState
-  compiled: Any
-  plan: MILBatchPlan
-  data: dict
-  total_steps: int
-  in_channels: int
-
-
 def prepare_mil(
   model, tiles_u8, bag_index, bag_valid, bag_labels, cfg: ClassifierTrainConfig, *, num_classes, positive, top_k, mesh
-) -> MILTraining:
+) -> classifier.ClassifierTraining:
   """Checks the inputs, places the tiles and compiles the MIL step (the classifier's optimizer and weights)."""
   cfg.validate()
   cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
@@ -224,17 +208,18 @@ def prepare_mil(
   tx = classifier.make_optimizer(cfg)
   graphdef, state = loop.create_state(model, tx)
   plan = MILBatchPlan(bag_index, bag_valid, labels, cfg.batch_size, cfg.seed, cfg.oversampling, mesh.devices.size)
-  total = cfg.epochs * plan.steps_per_epoch
   weights = classifier.class_weights(labels, num_classes, cfg.class_weighting)
   data = jax.device_put({"tiles": tiles_u8, "class_weights": weights}, mesh_lib.replicated(mesh))
-  compiled = loop.compile_steps(
-    make_mil_step(graphdef, tx, cfg, in_channels, positive=positive, top_k=top_k),
+  return classifier.ClassifierTraining(
+    cfg=cfg,
     mesh=mesh,
+    graphdef=graphdef,
     state=state,
-    batch_example=plan(0, min(cfg.steps_per_call, total)),
+    plan=plan,
     data=data,
+    step_fn=make_mil_step(graphdef, tx, cfg, in_channels, positive=positive, top_k=top_k),
+    in_channels=in_channels,
   )
-  return MILTraining(cfg, mesh, graphdef, state, compiled, plan, data, total, in_channels)
 
 
 def train_mil(
@@ -277,30 +262,18 @@ def train_mil(
     keeper = classifier.BestEpoch(
       classifier.EpochSelector(cfg.select_metric, positive), lambda st: val_images(val_probs(st))
     )
-  options = loop.RunOptions(
-    total_steps=setup.total_steps,
-    steps_per_call=cfg.steps_per_call,
-    workdir=workdir,
-    images_per_step=cfg.batch_size,
-    progress=progress,
-    description="tile classifier (MIL)",
-    eval_every_steps=plan.steps_per_epoch if keeper is not None else 0,
-  )
   run_id = {
     "train": dataclasses.asdict(cfg),
     "top_k": top_k,
     "data": loop.fingerprint(np.asarray(tiles_u8), np.asarray(bag_index)),
   }
-  state, summary = loop.run(
-    setup.state,
-    compiled=setup.compiled,
-    get_batches=plan,
-    key=jax.random.key(cfg.seed),
-    data=setup.data,
-    mesh=setup.mesh,
-    options=options,
+  state, summary = setup.run(
     metadata={"run": run_id},
     evaluate=keeper,
+    workdir=workdir,
+    images_per_step=cfg.batch_size,
+    progress=progress,
+    description="tile classifier (MIL)",
   )
   final, best_model = classifier.BestEpoch.models(keeper, graphdef, state)
   summary.update(
