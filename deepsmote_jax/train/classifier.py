@@ -331,6 +331,25 @@ class ClassifierTraining(loop.Training):
   in_channels: int
 
 
+def classifier_training(
+  model, cfg: ClassifierTrainConfig, make_step_fn, *, mesh, plan, data: dict, in_channels: int
+) -> ClassifierTraining:
+  """The prepared run of a classifier on whole images or MIL tiles: the classifier's optimizer, the host
+  arrays `data` placed on the mesh and `make_step_fn(graphdef, tx, cfg, in_channels)` compiled."""
+  tx = make_optimizer(cfg)
+  graphdef, state = loop.create_state(model, tx)
+  return ClassifierTraining(
+    cfg=cfg,
+    mesh=mesh,
+    graphdef=graphdef,
+    state=state,
+    plan=plan,
+    data=jax.device_put(data, mesh_lib.replicated(mesh)),
+    step_fn=make_step_fn(graphdef, tx, cfg, in_channels),
+    in_channels=in_channels,
+  )
+
+
 def prepare_training(
   model,
   images_u8: np.ndarray,
@@ -353,27 +372,16 @@ def prepare_training(
     raise ValueError(f"images have {images_u8.shape[-1]} channels but the classifier expects {in_channels}")
   mesh = mesh or mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
-  tx = make_optimizer(cfg)
-  graphdef, state = loop.create_state(model, tx)
   plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
   weights = class_weights(labels, num_classes, cfg.class_weighting)
   if stream is not None:
     if cfg.oversampling != "none":
       raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
-    data = jax.device_put({"class_weights": weights}, mesh_lib.replicated(mesh))
+    data = {"class_weights": weights}
     plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
   else:
-    data = jax.device_put({"images": images_u8, "labels": labels, "class_weights": weights}, mesh_lib.replicated(mesh))
-  return ClassifierTraining(
-    cfg=cfg,
-    mesh=mesh,
-    graphdef=graphdef,
-    state=state,
-    plan=plan,
-    data=data,
-    step_fn=make_step(graphdef, tx, cfg, in_channels),
-    in_channels=in_channels,
-  )
+    data = {"images": images_u8, "labels": labels, "class_weights": weights}
+  return classifier_training(model, cfg, make_step, mesh=mesh, plan=plan, data=data, in_channels=in_channels)
 
 
 @dataclasses.dataclass

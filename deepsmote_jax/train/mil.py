@@ -21,6 +21,7 @@ statistics but carry no loss. Batches carry two fixed-size groups: `bag_*` (mult
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -205,19 +206,15 @@ def prepare_mil(
     raise ValueError("every bag needs at least one tile")
   in_channels = int(getattr(model, "in_channels", tiles_u8.shape[-1]))
   mesh = mesh or mesh_lib.make_mesh()
-  tx = classifier.make_optimizer(cfg)
-  graphdef, state = loop.create_state(model, tx)
   plan = MILBatchPlan(bag_index, bag_valid, labels, cfg.batch_size, cfg.seed, cfg.oversampling, mesh.devices.size)
   weights = classifier.class_weights(labels, num_classes, cfg.class_weighting)
-  data = jax.device_put({"tiles": tiles_u8, "class_weights": weights}, mesh_lib.replicated(mesh))
-  return classifier.ClassifierTraining(
-    cfg=cfg,
+  return classifier.classifier_training(
+    model,
+    cfg,
+    functools.partial(make_mil_step, positive=positive, top_k=top_k),
     mesh=mesh,
-    graphdef=graphdef,
-    state=state,
     plan=plan,
-    data=data,
-    step_fn=make_mil_step(graphdef, tx, cfg, in_channels, positive=positive, top_k=top_k),
+    data={"tiles": tiles_u8, "class_weights": weights},
     in_channels=in_channels,
   )
 
