@@ -187,6 +187,13 @@ def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size:
   return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), np.asarray(images_u8), batch_size)
 
 
+def probability_fn(model, in_channels: int) -> Callable[[jax.Array], jax.Array]:
+  """The eval-mode forward pass as a pure function of uint8 images -> class probabilities, with the model's
+  weights bound in (what `jax.export` serializes for deployment)."""
+  graphdef, params, stats = loop.split_model(model)
+  return functools.partial(_probs, graphdef, in_channels, params, stats)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _probs(graphdef, in_channels, params, stats, x):
   """Module-level and keyed on the (hashable) graphdef, so repeated evaluations reuse one compilation."""
