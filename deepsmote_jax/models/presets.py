@@ -78,108 +78,111 @@ def _convs(rows: Sequence[tuple[int, int, int, int]]) -> tuple[ConvSpec, ...]:
 
 
 PRESETS: dict[str, AutoencoderSpec] = {
-  # AMOLED paper, Fig. 3: round dents on circuits, 200x200 crops.
-  "amoled_dent_200": AutoencoderSpec(
-    name="amoled_dent_200",
-    image_size=200,
-    channels=3,
-    latent_dim=512,
-    encoder=_convs(
-      [
-        (8, 4, 2, 1),  # 100
-        (16, 4, 2, 1),  # 50
-        (32, 4, 2, 1),  # 25
-        (64, 3, 2, 1),  # 13
-        (128, 3, 2, 1),  # 7
-        (256, 3, 2, 1),  # 4
-        (512, 4, 1, 0),  # 1
-      ]
+  spec.name: spec
+  for spec in (
+    # AMOLED paper, Fig. 3: round dents on circuits, 200x200 crops.
+    AutoencoderSpec(
+      name="amoled_dent_200",
+      image_size=200,
+      channels=3,
+      latent_dim=512,
+      encoder=_convs(
+        [
+          (8, 4, 2, 1),  # 100
+          (16, 4, 2, 1),  # 50
+          (32, 4, 2, 1),  # 25
+          (64, 3, 2, 1),  # 13
+          (128, 3, 2, 1),  # 7
+          (256, 3, 2, 1),  # 4
+          (512, 4, 1, 0),  # 1
+        ]
+      ),
+      decoder_input=(1, 1, 512),
+      decoder=_convs(
+        [
+          (256, 4, 1, 0),  # 4
+          (128, 4, 1, 0),  # 7
+          (64, 3, 2, 1),  # 13
+          (32, 3, 2, 1),  # 25
+          (16, 4, 2, 1),  # 50
+          (8, 4, 2, 1),  # 100
+          (3, 4, 2, 1),  # 200
+        ]
+      ),
     ),
-    decoder_input=(1, 1, 512),
-    decoder=_convs(
-      [
-        (256, 4, 1, 0),  # 4
-        (128, 4, 1, 0),  # 7
-        (64, 3, 2, 1),  # 13
-        (32, 3, 2, 1),  # 25
-        (16, 4, 2, 1),  # 50
-        (8, 4, 2, 1),  # 100
-        (3, 4, 2, 1),  # 200
-      ]
+    # AMOLED paper, Fig. 5: line scratches on protective film, 396x396 grayscale.
+    AutoencoderSpec(
+      name="amoled_scratch_396",
+      image_size=396,
+      channels=1,
+      latent_dim=1024,
+      encoder=_convs(
+        [
+          (8, 4, 2, 1),  # 198
+          (16, 4, 2, 1),  # 99
+          (32, 3, 2, 1),  # 50
+          (64, 4, 2, 1),  # 25
+          (128, 3, 2, 1),  # 13
+          (256, 3, 2, 1),  # 7
+          (512, 3, 2, 1),  # 4
+          (1024, 4, 1, 0),  # 1
+        ]
+      ),
+      decoder_input=(1, 1, 1024),
+      decoder=_convs(
+        [
+          (512, 4, 1, 0),  # 4
+          (256, 3, 2, 1),  # 7
+          (128, 3, 2, 1),  # 13
+          (64, 3, 2, 1),  # 25
+          (32, 4, 2, 1),  # 50
+          (16, 3, 2, 1),  # 99
+          (8, 4, 2, 1),  # 198
+          (1, 4, 2, 1),  # 396
+        ]
+      ),
     ),
-  ),
-  # AMOLED paper, Fig. 5: line scratches on protective film, 396x396 grayscale.
-  "amoled_scratch_396": AutoencoderSpec(
-    name="amoled_scratch_396",
-    image_size=396,
-    channels=1,
-    latent_dim=1024,
-    encoder=_convs(
-      [
-        (8, 4, 2, 1),  # 198
-        (16, 4, 2, 1),  # 99
-        (32, 3, 2, 1),  # 50
-        (64, 4, 2, 1),  # 25
-        (128, 3, 2, 1),  # 13
-        (256, 3, 2, 1),  # 7
-        (512, 3, 2, 1),  # 4
-        (1024, 4, 1, 0),  # 1
-      ]
-    ),
-    decoder_input=(1, 1, 1024),
-    decoder=_convs(
-      [
-        (512, 4, 1, 0),  # 4
-        (256, 3, 2, 1),  # 7
-        (128, 3, 2, 1),  # 13
-        (64, 3, 2, 1),  # 25
-        (32, 4, 2, 1),  # 50
-        (16, 3, 2, 1),  # 99
-        (8, 4, 2, 1),  # 198
-        (1, 4, 2, 1),  # 396
-      ]
-    ),
-  ),
-  # DeepSMOTE paper / released code, MNIST and Fashion-MNIST.
-  "deepsmote_mnist": AutoencoderSpec(
-    name="deepsmote_mnist",
-    image_size=28,
-    channels=1,
-    latent_dim=300,
-    encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 2, 1)]),  # 14 7 3 1
-    decoder_input=(7, 7, 512),
-    decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (1, 4, 2, 0)]),
-  ),  # 10 13 28
-  # DeepSMOTE released code, CIFAR-10 / SVHN.
-  "deepsmote_cifar": AutoencoderSpec(
-    name="deepsmote_cifar",
-    image_size=32,
-    channels=3,
-    latent_dim=600,
-    encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 1, 0)]),  # 16 8 4 1
-    decoder_input=(9, 9, 512),
-    decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (3, 4, 2, 0)]),
-  ),  # 12 15 32
-  # A few-second CPU preset for tests and the default quick run (64x64).
-  "tiny_64": AutoencoderSpec(
-    name="tiny_64",
-    image_size=64,
-    channels=1,
-    latent_dim=32,
-    encoder=_convs([(8, 4, 2, 1), (16, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1)]),  # 32 16 8 4
-    decoder_input=(4, 4, 64),
-    decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)]),
-  ),  # 8 16 32 64
-  # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
-  "micro_16": AutoencoderSpec(
-    name="micro_16",
-    image_size=16,
-    channels=1,
-    latent_dim=8,
-    encoder=_convs([(4, 4, 2, 1), (8, 4, 2, 1)]),  # 8 4
-    decoder_input=(4, 4, 8),
-    decoder=_convs([(4, 4, 2, 1), (1, 4, 2, 1)]),
-  ),  # 8 16
+    # DeepSMOTE paper / released code, MNIST and Fashion-MNIST.
+    AutoencoderSpec(
+      name="deepsmote_mnist",
+      image_size=28,
+      channels=1,
+      latent_dim=300,
+      encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 2, 1)]),  # 14 7 3 1
+      decoder_input=(7, 7, 512),
+      decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (1, 4, 2, 0)]),
+    ),  # 10 13 28
+    # DeepSMOTE released code, CIFAR-10 / SVHN.
+    AutoencoderSpec(
+      name="deepsmote_cifar",
+      image_size=32,
+      channels=3,
+      latent_dim=600,
+      encoder=_convs([(64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1), (512, 4, 1, 0)]),  # 16 8 4 1
+      decoder_input=(9, 9, 512),
+      decoder=_convs([(256, 4, 1, 0), (128, 4, 1, 0), (3, 4, 2, 0)]),
+    ),  # 12 15 32
+    # A few-second CPU preset for tests and the default quick run (64x64).
+    AutoencoderSpec(
+      name="tiny_64",
+      image_size=64,
+      channels=1,
+      latent_dim=32,
+      encoder=_convs([(8, 4, 2, 1), (16, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1)]),  # 32 16 8 4
+      decoder_input=(4, 4, 64),
+      decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)]),
+    ),  # 8 16 32 64
+    # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
+    AutoencoderSpec(
+      name="micro_16",
+      image_size=16,
+      channels=1,
+      latent_dim=8,
+      encoder=_convs([(4, 4, 2, 1), (8, 4, 2, 1)]),  # 8 4
+      decoder_input=(4, 4, 8),
+      decoder=_convs([(4, 4, 2, 1), (1, 4, 2, 1)]),
+    ),  # 8 16
+  )
 }
 
 
