@@ -316,15 +316,19 @@ _CAVEAT = (
 )
 
 
-def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, notes: list) -> tuple[dict, Any]:
-  """The rule's threshold on validation scores of class p, and what it does on test; also the test flags."""
-  positive_class, n_cls = result["positive_class"], len(result["class_names"])
-  vy, vs = val
+def validation_threshold(
+  val_true: np.ndarray, val_scores: np.ndarray, p: int, positive_class: str, settings: dict, kind: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+  """(the recall-first threshold of class p chosen on validation by `settings` -- rule, confidence, margin,
+  target_recall as `metrics.choose_threshold` takes them -- and the rule's notes). `kind`: the score scale
+  (`score_scale`; default: from the validation scores). The record is what `evaluate` reports under
+  'threshold' before the test columns, and what a deployed model keeps as its decision."""
+  vy, vs = np.asarray(val_true), np.asarray(val_scores)
   vyb = (vy == p).astype(np.int64)
-  kind = score_scale(vs, s)
+  kind = kind or score_scale(vs)
   vscore = decision_scores(vs, p, kind)
   chosen = M.choose_threshold(vyb, vscore, **settings)
-  notes.extend(f"threshold: {n}" for n in chosen.pop("notes"))
+  notes = [f"threshold: {n}" for n in chosen.pop("notes")]
   value = chosen.pop("value")
   scale = f"logit P({positive_class})" if kind == "logit" else f"score of {positive_class}"
   prob = value if kind != "logit" or math.isnan(value) else float(1.0 / (1.0 + math.exp(-min(max(value, -700), 700))))
@@ -345,8 +349,8 @@ def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, not
     "details": chosen,  # the rule's own numbers (mean, sd, k, normality_p, expected_recall, ...)
   }
   if math.isnan(value):
-    tinfo.update(val_recall=math.nan, val_overkill=math.nan, test=None)
-    return tinfo, None
+    tinfo.update(val_recall=math.nan, val_overkill=math.nan)
+    return tinfo, notes
   tinfo["val_recall"] = M.recall_at_threshold(vyb, vscore, value)
   tinfo["val_overkill"] = M.recall_at_threshold(1 - vyb, vscore, value)  # share of validation rest flagged
   if tinfo["val_overkill"] >= 0.5:
@@ -355,6 +359,19 @@ def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, not
       f"{positive_class} images: with {tinfo['val_n_positive']} validation {positive_class} it cannot promise that "
       "recall at a usable overkill (more validation NG, or a lower target_recall / threshold_confidence)"
     )
+  return tinfo, notes
+
+
+def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, notes: list) -> tuple[dict, Any]:
+  """The rule's threshold on validation scores of class p, and what it does on test; also the test flags."""
+  positive_class, n_cls = result["positive_class"], len(result["class_names"])
+  kind = score_scale(val[1], s)
+  tinfo, rule_notes = validation_threshold(val[0], val[1], p, positive_class, settings, kind)
+  notes.extend(rule_notes)
+  value = tinfo["value_score"]
+  if math.isnan(value):
+    tinfo["test"] = None
+    return tinfo, None
   flagged = decision_scores(s, p, kind) >= value
   tcm = M.confusion_matrix((y == p).astype(np.int64), flagged.astype(np.int64), 2)  # (rest, positive)
   trep = M.binary_report(tcm, positive=1)

@@ -106,6 +106,10 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
       cm = np.asarray(again["confusion_matrix"])
       assert cm.sum() == len(z["test_labels"])
     assert np.asarray(saved["confusion_matrix"]).tolist() == cm.tolist()
+    # The exported model carries the report's recall-first threshold (chosen on the same validation split).
+    decision = json.loads((work / "classifiers" / run / "best" / "decision.json").read_text())
+    assert decision["positive_class"] == "NG"
+    assert decision["threshold"]["value_score"] == pytest.approx(saved["threshold"]["value_score"])
     assert saved["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
   md = (work / "report" / "report.md").read_text()
   assert "Table 1 layout" in md and "| none |" in md and "deepsmote_reference" in md

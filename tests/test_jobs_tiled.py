@@ -13,6 +13,7 @@ from PIL import Image
 from deepsmote_jax import config_lib, metrics
 from deepsmote_jax.data import tiles
 from deepsmote_jax.jobs import pipeline, prepare_data, tiled
+from deepsmote_jax.jobs import predict as predict_job
 from deepsmote_jax.jobs.pipeline import run_pipeline
 
 
@@ -105,7 +106,19 @@ def test_thin_cracks_are_found_per_image(tmp_path):
   # Pixel SMOTE from key tiles + MIL: 0.92-1.0 over 10 data seeds (pure MIL with 8 NG parts: seed-fragile).
   assert auc >= 0.85, f"image-level ROC AUC {auc:.2f} on 20 held-out parts"
   meta = json.loads((run / "best" / "meta.json").read_text())
-  assert meta["tiles"] == {"mode": "tiles", "size": 16, "stride": 16, "top_k": 1}
+  assert meta["tiles"] == {"mode": "tiles", "size": 16, "stride": 16, "top_k": 1, "min_std": 0.0}
+
+  # The exported model scores an unlabelled folder as the pipeline scored its images: predict cuts and
+  # pools the tiles at native resolution itself; its saved threshold is the report's.
+  out = predict_job.predict_folder(run / "best", root, tmp_path / "predictions.csv")
+  scored = {r["file"]: r for r in csv.DictReader((tmp_path / "predictions.csv").open())}
+  assert out["scored"] == 40 and out["skipped"] == 0
+  np.testing.assert_allclose([float(scored[r["file"]]["p_NG"]) for r in rows], s, atol=1e-5)
+  report = json.loads((work / "report" / "report.json").read_text())["runs"]["smote_pixels_seed0"]
+  decision = predict_job.load_decision(run / "best")
+  assert decision["threshold"]["value_score"] == pytest.approx(report["threshold"]["value_score"])
+  flagged = [scored[r["file"]]["NG_at_threshold"] == "True" for r in rows[10:]]
+  assert sum(flagged) == report["threshold"]["test"]["n_flagged"]
 
 
 def test_defect_crops_from_masks_train_on_the_defect(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from deepsmote_jax import evaluation
 from deepsmote_jax import metrics as M
 from deepsmote_jax.data import image_io
 from deepsmote_jax.data import tiles as tiles_lib
@@ -42,6 +43,25 @@ def save_decision(model_dir: str | os.PathLike, positive_class: str, threshold: 
       for key in ("rule", "value_score", "value", "scale", "target_recall", "confidence", "val_n_positive")
     }
   return atomic_write_json(pathlib.Path(model_dir) / DECISION_FILE, record)
+
+
+def save_validation_decision(model_dir, pipeline, val_labels, val_proba, class_names) -> pathlib.Path | None:
+  """decision.json for an exported model from its validation predictions, chosen as the report chooses it
+  (`config.pipeline`: positive_class, target_recall, threshold_rule/confidence/margin); None without a
+  positive class."""
+  positive_class = pipeline.positive_class or None
+  if positive_class is None:
+    return None
+  kw = evaluation.threshold_settings(pipeline)
+  settings = {
+    "rule": kw["threshold_rule"],
+    "target_recall": kw["target_recall"],
+    "confidence": kw["threshold_confidence"],
+    "margin": kw["threshold_margin"],
+  }
+  p = list(class_names).index(positive_class)
+  threshold, _ = evaluation.validation_threshold(val_labels, val_proba, p, positive_class, settings)
+  return save_decision(model_dir, positive_class, threshold)
 
 
 def load_decision(model_dir: str | os.PathLike) -> dict | None:

@@ -34,6 +34,7 @@ from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import classifier_setup, prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
+from deepsmote_jax.jobs.predict import save_validation_decision
 from deepsmote_jax.train import mil
 from deepsmote_jax.train.autoencoder import encode_images
 from deepsmote_jax.train.classifier import predict_proba
@@ -171,6 +172,8 @@ def _export_and_predict(result, run_dir: pathlib.Path, config, tcfg, tiling: dic
     for name, s in splits.items()
   }
   _write_predictions(run_dir, class_names, pos, parts)
+  val_split, val_proba = parts["validation"]
+  save_validation_decision(run_dir / "best", config.pipeline, val_split.image_labels, val_proba, class_names)
 
 
 def train_one(
@@ -222,7 +225,13 @@ def train_one(
     progress=progress,
   )
   size = images.shape[1]
-  tiling = {"mode": ts.mode, "size": ts.tile_size(size), "stride": ts.tile_stride(size), "top_k": int(ts.top_k)}
+  tiling = {
+    "mode": ts.mode,
+    "size": ts.tile_size(size),
+    "stride": ts.tile_stride(size),
+    "top_k": int(ts.top_k),
+    "min_std": float(ts.min_std),
+  }
   _export_and_predict(result, run_dir, config, tcfg, tiling, images.shape[1:], {"validation": val, "test": test})
   info = {
     "method": method,
