@@ -7,10 +7,12 @@ import pathlib
 
 import pytest
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+# The packaged configs (`--config <name>`); the checkout's top-level configs/ links to them.
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "deepsmote_jax" / "configs"
 VARIANTS = [
   (path.stem, arg)
   for path in sorted(CONFIGS.glob("*.py"))
+  if not path.name.startswith("_")
   for arg in (
     [None, "blowhole", "crack", "blowhole:local", "crack:local"] if path.stem == "magnetic_tile" else [None, "local"]
   )
@@ -43,3 +45,8 @@ def test_derived_configs_keep_the_default_jobs_settings():
     assert c.train.steps_per_call == base.train.steps_per_call == 8
   with pytest.raises(ValueError, match="choose the defect class"):
     get_config("magnetic_tile", "free")
+
+
+def test_the_checkouts_configs_folder_is_the_packaged_one():
+  top = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  assert top.resolve() == CONFIGS.resolve() and (top / "default.py").is_file()

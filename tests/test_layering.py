@@ -33,6 +33,8 @@ GROUPS = {
     "deepsmote_jax.paper",
   },
   "deepsmote_jax.config_lib": set(),
+  # The packaged config files (loaded by path, `--config <name>`) build on config_lib only.
+  "deepsmote_jax.configs": {"deepsmote_jax.config_lib"},
   "deepsmote_jax.synthetic_quality": set(),
 }
 BOTTOM = set(GROUPS)
