@@ -22,3 +22,10 @@ def test_build_names_a_bad_classifier_setting_before_building():
     classifier_setup.build(
       config, num_classes=2, image_shape=(16, 16, 1), seed=0, class_weighting="none", oversampling="none"
     )
+
+
+def test_a_bad_sampling_strategy_names_the_setting():
+  with pytest.raises(ValueError, match=r"^config.generate.sampling_strategy='\{NG: 3\}' is not valid JSON"):
+    classifier_setup.sampling_strategy("{NG: 3}")
+  with pytest.raises(ValueError, match="target counts must be integers"):
+    classifier_setup.sampling_strategy('{"NG": 2.5}')

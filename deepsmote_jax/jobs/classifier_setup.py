@@ -16,11 +16,20 @@ MODEL_KEYS = ("name", "kwargs")
 
 
 def sampling_strategy(value):
-  """`config.generate.sampling_strategy` as imbalanced-learn takes it: a name, a float, or a JSON dict."""
+  """`config.generate.sampling_strategy` as imbalanced-learn takes it: a name ('auto', 'minority', 'not majority',
+  ...), a float (a ratio, two classes), or a JSON dict of target counts per class ('{"NG": 200}')."""
   if isinstance(value, str):
     v = value.strip()
     if v.startswith("{"):
-      return json.loads(v)
+      try:
+        counts = json.loads(v)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"config.generate.sampling_strategy={value!r} is not valid JSON: {e}") from None
+      if not isinstance(counts, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in counts.values()
+      ):
+        raise ValueError(f"config.generate.sampling_strategy={value!r}: the target counts must be integers")
+      return counts
     try:
       return float(v)
     except ValueError:

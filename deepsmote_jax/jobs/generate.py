@@ -32,6 +32,9 @@ from PIL import Image
 
 from deepsmote_jax import files, smote, visualize
 from deepsmote_jax.data.folder import ImageSet, save_image_folder
+from deepsmote_jax.data.sources import load_source
+from deepsmote_jax.export import load_autoencoder
+from deepsmote_jax.jobs.classifier_setup import sampling_strategy as parse_sampling_strategy
 from deepsmote_jax.train.autoencoder import decode_codes, encode_images
 
 COPY_MODES = ("copy", "link", "png", "none")
@@ -254,6 +257,44 @@ def generate_dataset(
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return summary
+
+
+def generate_from_config(
+  config,
+  model_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  *,
+  strict: bool = False,
+  copy_originals: str = "copy",
+  batch_size: int = 256,
+  overwrite: bool = False,
+) -> dict:
+  """`deepsmote generate`: the exported encoder/decoder at `model_dir` over `config.data` (its source, root,
+  resize and on_error; loaded at the model's size and channels) with `config.generate` (sampling_strategy,
+  kind, k_neighbors, seed); writes the balanced folder `out_dir` and returns `generate_dataset`'s summary."""
+  model, meta = load_autoencoder(model_dir)
+  spec = meta["spec"]
+  image_set = load_source(config.data, image_size=int(spec["image_size"]), channels=int(spec["channels"]))
+  source_root = config.data.root if config.data.get("source", "folder") == "folder" else None
+  trained_on = meta.get("class_names")
+  if trained_on and sorted(trained_on) != sorted(image_set.class_names):
+    warnings.warn(f"the model was trained on classes {trained_on}, the data has {image_set.class_names}", stacklevel=1)
+  g = config.generate
+  return generate_dataset(
+    model,
+    image_set,
+    out_dir,
+    sampling_strategy=parse_sampling_strategy(g.sampling_strategy),
+    k_neighbors=int(g.k_neighbors),
+    kind=g.kind,
+    seed=int(g.seed),
+    strict=strict,
+    copy_originals=copy_originals,
+    source_root=source_root,
+    batch_size=batch_size,
+    overwrite=overwrite,
+    model_path=model_dir,
+  )
 
 
 def _encode(model, image_set: ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

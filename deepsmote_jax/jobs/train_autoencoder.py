@@ -19,7 +19,7 @@ from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.export import export_autoencoder
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.models import presets as presets_lib
-from deepsmote_jax.models.autoencoder import build_autoencoder
+from deepsmote_jax.models.autoencoder import build_autoencoder, summary
 from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
 from deepsmote_jax.train.precision import compute_dtype
 
@@ -32,6 +32,12 @@ def model_spec(config) -> presets_lib.AutoencoderSpec:
   )
   presets_lib.validate(spec)
   return spec
+
+
+def layer_summary(config) -> str:
+  """`deepsmote summary`: the layers, output shapes and parameter counts of `config.model`'s encoder/decoder
+  (the paper's tables)."""
+  return summary(build_autoencoder(model_spec(config)))
 
 
 def train_and_export(
