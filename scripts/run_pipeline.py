@@ -1,11 +1,14 @@
 """The main job: train DeepSMOTE, generate a balanced set, train and compare classifiers, write the report.
 
   python scripts/run_pipeline.py --config configs/default.py --workdir runs/default
-  python scripts/run_pipeline.py --config configs/amoled_dent_200.py --config.data.root=/path/to/images ...
-Rerunning the same command resumes: finished stages are reused, unfinished ones redone.
+  python scripts/run_pipeline.py --config amoled_dent_200 --config.data.root=/path/to/images --workdir runs/dents
+Rerunning the same command resumes: finished stages are reused, unfinished ones redone. The same as
+`deepsmote pipeline` (`--help` lists the flags and the stages).
 """
 
-from deepsmote_jax.cli import run_pipeline_main
+import sys
+
+from deepsmote_jax.cli import main
 
 if __name__ == "__main__":
-  run_pipeline_main()
+  main(["pipeline", *sys.argv[1:]])

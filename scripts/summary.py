@@ -1,22 +1,13 @@
-"""Print an encoder/decoder preset's layers, output shapes and parameter counts (the paper's tables).
+"""Print config.model's encoder/decoder layers, output shapes and parameter counts (the paper's tables).
 
-python scripts/summary.py amoled_dent_200 [--channels 1]
+  python scripts/summary.py --config amoled_dent_200 [--config.model.channels=1]
+
+The same as `deepsmote summary`.
 """
 
-import argparse
+import sys
 
-from deepsmote_jax.models import presets
-from deepsmote_jax.models.autoencoder import build_autoencoder, summary
-
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("preset", choices=sorted(presets.PRESETS))
-  parser.add_argument("--channels", type=int, default=None, help="image channels (default: the preset's)")
-  args = parser.parse_args()
-  overrides = {"channels": args.channels} if args.channels else {}
-  print(summary(build_autoencoder(args.preset, **overrides)))
-
+from deepsmote_jax.cli import main
 
 if __name__ == "__main__":
-  main()
+  main(["summary", *sys.argv[1:]])

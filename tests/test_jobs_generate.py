@@ -1,9 +1,8 @@
-"""Balanced-folder generation: files, manifest vs disk, provenance, shapes, bad input, atomic writes, script."""
+"""Balanced-folder generation: files, manifest vs disk, provenance, shapes, bad input, atomic writes, command."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import pathlib
@@ -18,17 +17,13 @@ import pytest
 from PIL import Image
 from test_train_autoencoder import MICRO  # pylint: disable=g-bad-import-order
 
+from deepsmote_jax import cli
 from deepsmote_jax.data.folder import ImageSet, load_image_folder, save_image_folder
 from deepsmote_jax.export import export_autoencoder, load_autoencoder
 from deepsmote_jax.jobs import generate
 from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import loop
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("generate_script", REPO / "scripts" / "generate.py")
-generate_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(generate_script)
 
 COUNTS = {"free": 12, "blowhole": 5, "crack": 3}
 SYNTHETIC_RE = re.compile(r"^synthetic_(?P<cls>.+)_(?P<idx>\d{5,})\.png$")
@@ -254,21 +249,29 @@ def test_link_and_none_modes(setup, tmp_path):
   assert summary["counts_after"] == {"blowhole": 12, "crack": 12, "free": 12}
 
 
-def test_parse_sampling_strategy():
-  parse = generate_script.parse_sampling_strategy
-  assert parse("auto") == "auto" and parse("not majority") == "not majority"
-  assert parse("0.5") == 0.5 and parse('{"NG": 200}') == {"NG": 200}
-
-
-def test_script_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
+def test_command_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
+  """`deepsmote generate` (scripts/generate.py): config.data and config.generate in, the balanced folder out."""
   data = tmp_path / "tiles"
   for cls, n in {"free": 20, "blowhole": 6, "crack": 4}.items():
     (data / cls).mkdir(parents=True)
     for f in sorted((magnetic_tile / cls).glob("*.jpg"))[:n]:
       shutil.copy2(f, data / cls / f.name)
   out = tmp_path / "balanced"
-  args = ["--model", str(setup["model_path"]), "--data", str(data), "--out", str(out), "--k", "3", "--seed", "0"]
-  summary = generate_script.main(args)
+  args = [
+    "generate",
+    "--config",
+    "default",
+    "--config.data.source=folder",
+    f"--config.data.root={data}",
+    "--config.generate.k_neighbors=3",
+    "--config.generate.seed=0",
+    "--model",
+    str(setup["model_path"]),
+    "--workdir",
+    str(out),
+  ]
+  cli.main(args)
+  summary = json.loads((out / "summary.json").read_text())
   printed = capsys.readouterr().out
   assert re.search(r"crack\s+4\s+16\s+20", printed) and re.search(r"total\s+30\s+30\s+60", printed)
   image_set = load_image_folder(data, image_size=16, channels=1)
@@ -278,12 +281,12 @@ def test_script_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
   assert len(originals) == 30 and all(r["file"].endswith(".jpg") for r in originals)  # copied as they are
   capsys.readouterr()
   with pytest.raises(SystemExit) as exit_info:  # bad input: one line, exit code 2, no traceback
-    generate_script.main(args)
+    cli.main(args)
   err = capsys.readouterr().err.strip().splitlines()
   assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not empty" in err[0]
   with pytest.raises(ValueError, match="not empty"):  # --verbose keeps the exception (and its traceback)
-    generate_script.main(args + ["--verbose"])
-  generate_script.main(args + ["--overwrite", "--sampling-strategy", '{"crack": 10}', "--copy-originals", "none"])
+    cli.main(args + ["--verbose"])
+  cli.main(args + ["--overwrite", "--config.generate.sampling_strategy", '{"crack": 10}', "--copy_originals", "none"])
   assert json.loads((out / "summary.json").read_text())["counts_written"] == {"blowhole": 0, "crack": 6, "free": 0}
 
 
