@@ -1,4 +1,5 @@
-"""Pieces every classifier shares: Keras-equivalent Conv2D / BatchNorm, the classifier head, the parameter count.
+"""Pieces every classifier shares: Keras-equivalent Conv2D / BatchNorm, the classifier head and the constructor
+around it (`PooledClassifier`), the parameter count.
 
 Parameters and BatchNorm statistics are float32 whatever the compute dtype, so a bfloat16 model loads and
 exports the same tensors as a float32 one.
@@ -101,6 +102,60 @@ class ClassifierHead(nnx.Module):
     if self.dropout is not None:
       x = self.dropout(x, deterministic=not train)
     return self.dense(x).astype(jnp.float32)
+
+
+class PooledClassifier(nnx.Module):
+  """A backbone, then `ClassifierHead`: the settings, constructor and input check every classifier shares.
+
+  `__init__` stores the settings, has the subclass build its layers (`build_backbone`, which returns the
+  backbone's output channels) and then adds the head: parameters are drawn from `rngs` in that order.
+
+  Args:
+    num_classes: size of the classifier output.
+    in_channels: input channels (Keras' `input_shape[-1]`).
+    include_top: with False, `__call__` returns the globally average-pooled backbone features.
+    dropout_rate: dropout before the Dense layer (not in the Keras graphs; 0 keeps them exact).
+    dtype: compute dtype (e.g. `jnp.bfloat16`); parameters and BatchNorm statistics stay float32 and BatchNorm
+      reduces in float32. Logits/features are returned as float32.
+    rngs: initialisation randomness; needs a 'dropout' stream (or 'default') to train with dropout.
+  """
+
+  head_kernel_init = staticmethod(GLOROT_UNIFORM)  # the Dense layer's initialiser
+
+  def __init__(
+    self,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    include_top: bool = True,
+    dropout_rate: float = 0.0,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.num_classes = num_classes
+    self.in_channels = in_channels
+    self.include_top = include_top
+    self.dropout_rate = dropout_rate
+    self.dtype = dtype
+    self.num_features = self.build_backbone(in_channels, dtype=dtype, rngs=rngs)
+    self.head = ClassifierHead(
+      self.num_features,
+      num_classes if include_top else None,
+      dropout_rate=dropout_rate,
+      kernel_init=self.head_kernel_init,
+      dtype=dtype,
+      rngs=rngs,
+    )
+
+  def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
+    """Creates the layers before the head; returns the channels of their output."""
+    raise NotImplementedError
+
+  def checked_input(self, x: jax.Array) -> jax.Array:
+    """`x` itself, after checking that it is NHWC with `in_channels` channels."""
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
+    return x
 
 
 def _size(module: nnx.Module | None) -> int:

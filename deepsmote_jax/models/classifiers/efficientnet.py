@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d, global_avg_pool
+from deepsmote_jax.models.classifiers.common import PooledClassifier, batch_norm, conv2d, global_avg_pool
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -203,25 +203,20 @@ class MBConv(nnx.Module):
     yield bn_layer(f"{prefix}project_bn", self.project_bn)
 
 
-class EfficientNet(nnx.Module, KerasApplication):
+class EfficientNet(PooledClassifier, KerasApplication):
   """`keras.applications.EfficientNetB{0..7}` (logits, `classifier_activation=None`) in NNX.
 
-  Args:
+  Args: as `PooledClassifier` (`include_top=False` returns the pooled `top_activation` features), and
     variant: 'b0' .. 'b7'.
-    num_classes: size of the `predictions` Dense layer.
-    in_channels: input channels.
-    include_top: with False, `__call__` returns the globally average-pooled `top_activation` features.
-    dropout_rate: dropout before the classifier; None takes the Keras default of the variant.
+    dropout_rate: None takes the Keras default of the variant.
     drop_connect_rate: Keras' stochastic-depth rate, scaled linearly over the blocks.
     include_preprocessing: apply Keras' in-graph Rescaling(1/255) + Normalization (see module docstring:
       for [-1, 1] inputs use False or map the inputs to [0, 255]).
     imagenet_rescale: also apply the extra Rescaling of Keras models built with weights='imagenet'.
-    dtype: compute dtype; parameters and BN statistics stay float32, BatchNorm reduces in float32.
-      Logits/features are returned as float32.
-    rngs: needs a 'dropout' stream (or 'default') for training with dropout / drop-connect.
   """
 
   min_size = 32
+  head_kernel_init = staticmethod(_DENSE_INIT)
 
   def __init__(
     self,
@@ -229,30 +224,26 @@ class EfficientNet(nnx.Module, KerasApplication):
     num_classes: int,
     *,
     in_channels: int = 3,
-    include_top: bool = True,
     dropout_rate: float | None = None,
     drop_connect_rate: float = 0.2,
     include_preprocessing: bool = True,
     imagenet_rescale: bool = False,
-    dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+    **kwargs,
   ):
     variant = variant.lower()
     if variant not in VARIANTS:
       raise ValueError(f"unknown EfficientNet variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    width, depth, self.default_size, default_dropout = VARIANTS[variant]
     self.variant = variant
-    self.num_classes = num_classes
-    self.in_channels = in_channels
-    self.include_top = include_top
-    self.dtype = dtype
-    dropout_rate = default_dropout if dropout_rate is None else dropout_rate
-    self.dropout_rate = dropout_rate
+    self.default_size, default_dropout = VARIANTS[variant][2:]
     self.drop_connect_rate = drop_connect_rate
-
     self.preprocess = (
       InputNormalization(in_channels, imagenet_rescale=imagenet_rescale) if include_preprocessing else None
     )
+    dropout_rate = default_dropout if dropout_rate is None else dropout_rate
+    super().__init__(num_classes, in_channels=in_channels, dropout_rate=dropout_rate, **kwargs)
+
+  def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
+    width, depth = VARIANTS[self.variant][:2]
     stem = round_filters(32, width)
     self.stem_conv = conv2d(
       in_channels, stem, 3, strides=2, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs
@@ -271,7 +262,7 @@ class EfficientNet(nnx.Module, KerasApplication):
             kernel=kernel,
             stride=stride if j == 0 else 1,
             expand_ratio=expand,
-            drop_rate=drop_connect_rate * b / total,
+            drop_rate=self.drop_connect_rate * b / total,
             dtype=dtype,
             rngs=rngs,
           )
@@ -284,23 +275,14 @@ class EfficientNet(nnx.Module, KerasApplication):
     top = round_filters(1280, width)
     self.top_conv = conv2d(f_out, top, 1, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
     self.top_bn = batch_norm(top, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
-    self.num_features = top
-    self.head = ClassifierHead(
-      top,
-      num_classes if include_top else None,
-      dropout_rate=dropout_rate,
-      kernel_init=_DENSE_INIT,
-      dtype=dtype,
-      rngs=rngs,
-    )
+    return top
 
   @property
   def keras_name(self) -> str:
     return f"EfficientNet{self.variant.upper()}"
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise ValueError(f"expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
+    x = self.checked_input(x)
     if self.preprocess is not None:
       x = self.preprocess(x)
     x = jnp.asarray(x, self.dtype)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.common import ClassifierHead, PooledClassifier, batch_norm, conv2d
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -183,40 +183,24 @@ class _AuxHead(nnx.Module):
     return self.head(self.conv1(x, train), train=train)
 
 
-class InceptionV3(nnx.Module, KerasApplication):
+class InceptionV3(PooledClassifier, KerasApplication):
   """`keras.applications.InceptionV3` (classifier_activation=None) in Flax NNX.
 
-  Args:
-    num_classes: size of the classifier output.
-    in_channels: input channels (Keras' `input_shape[-1]`).
-    include_top: with False the model returns the 2048-d global-average-pooled features (Keras `pooling='avg'`).
+  Args: as `PooledClassifier` (`include_top=False` returns the 2048-d pooled features, Keras `pooling='avg'`), and
     aux_head: add the auxiliary classifier; `__call__(train=True)` then returns `(logits, aux_logits)`.
-    dropout_rate: dropout before the final dense layer (Keras has none: 0.0).
-    dtype: compute dtype (e.g. jnp.bfloat16); parameters and BatchNorm statistics stay float32.
-    rngs: initialisation (and dropout) randomness.
   Input: NHWC in [-1, 1], height and width >= 75. Outputs are float32.
   """
 
   keras_name = "InceptionV3"
   min_size = 75
 
-  def __init__(
-    self,
-    num_classes: int,
-    *,
-    in_channels: int = 3,
-    include_top: bool = True,
-    aux_head: bool = False,
-    dropout_rate: float = 0.0,
-    dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, num_classes: int, *, include_top: bool = True, aux_head: bool = False, **kwargs):
     if aux_head and not include_top:
       raise ValueError("aux_head=True needs include_top=True (the auxiliary classifier predicts num_classes)")
-    self.num_classes = num_classes
-    self.in_channels = in_channels
-    self.include_top = include_top
-    self.dtype = dtype
+    self.aux_head = aux_head
+    super().__init__(num_classes, include_top=include_top, **kwargs)
+
+  def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
     cb = functools.partial(_ConvBN, dtype=dtype, rngs=rngs)
     self.stem = nnx.List(
       [
@@ -242,10 +226,9 @@ class InceptionV3(nnx.Module, KerasApplication):
         _BlockE(2048, cb),  # mixed9-10 -> 2048
       ]
     )
-    self.aux = _AuxHead(768, num_classes, cb, dtype=dtype, rngs=rngs) if aux_head else None
-    self.head = ClassifierHead(
-      2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
-    )
+    # Before the head (which `PooledClassifier` adds after this returns): `rngs` is drawn in creation order.
+    self.aux = _AuxHead(768, self.num_classes, cb, dtype=dtype, rngs=rngs) if self.aux_head else None
+    return 2048
 
   def units(self) -> list[_ConvBN]:
     """The 94 conv+BN units of the backbone in Keras' layer-creation order (aux head excluded)."""

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.common import PooledClassifier, batch_norm, conv2d
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -63,36 +63,16 @@ class Bottleneck(nnx.Module):
         yield bn_layer(f"{prefix}_{i}_bn", bn)
 
 
-class ResNet50(nnx.Module, KerasApplication):
+class ResNet50(PooledClassifier, KerasApplication):
   """`keras.applications.ResNet50` (logits, `classifier_activation=None`) in NNX.
 
-  Args:
-    num_classes: size of the `predictions` Dense layer.
-    in_channels: input channels (Keras: `input_shape[-1]`).
-    include_top: with False, `__call__` returns the 2048-d globally average-pooled features.
-    dropout_rate: dropout before the classifier (not in Keras; 0 keeps the Keras graph exactly).
-    dtype: compute dtype (e.g. `jnp.bfloat16`); parameters and BN statistics stay float32 and BatchNorm
-      reduces in float32. Logits/features are returned as float32.
-    rngs: needs a 'dropout' stream (or 'default') only when `dropout_rate > 0`.
+  Args: as `PooledClassifier`; `include_top=False` returns the 2048-d pooled features.
   """
 
   keras_name = "ResNet50"
   min_size = 32
 
-  def __init__(
-    self,
-    num_classes: int,
-    *,
-    in_channels: int = 3,
-    include_top: bool = True,
-    dropout_rate: float = 0.0,
-    dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    self.num_classes = num_classes
-    self.in_channels = in_channels
-    self.include_top = include_top
-    self.dtype = dtype
+  def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
     self.conv1 = conv2d(in_channels, 64, 7, strides=2, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(64, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
     stages, features = [], 64
@@ -105,15 +85,10 @@ class ResNet50(nnx.Module, KerasApplication):
         features = 4 * filters
       stages.append(nnx.List(stage))
     self.stages = nnx.List(stages)
-    self.num_features = features
-    self.head = ClassifierHead(
-      features, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
-    )
+    return features
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise ValueError(f"expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
-    x = jnp.asarray(x, self.dtype)
+    x = jnp.asarray(self.checked_input(x), self.dtype)
     x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
     x = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
     # Keras zero-pads then max-pools 'valid'; zeros never win after the ReLU, but pad the same way anyway.

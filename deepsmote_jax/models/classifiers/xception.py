@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import ClassifierHead, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.common import PooledClassifier, batch_norm, conv2d
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -95,36 +95,17 @@ class _MiddleBlock(nnx.Module):
     return y + x
 
 
-class Xception(nnx.Module, KerasApplication):
+class Xception(PooledClassifier, KerasApplication):
   """`keras.applications.Xception` (classifier_activation=None) in Flax NNX.
 
-  Args:
-    num_classes: size of the classifier output.
-    in_channels: input channels (Keras' `input_shape[-1]`).
-    include_top: with False the model returns the 2048-d global-average-pooled features (Keras `pooling='avg'`).
-    dropout_rate: dropout before the final dense layer (Keras has none: 0.0).
-    dtype: compute dtype (e.g. jnp.bfloat16); parameters and BatchNorm statistics stay float32.
-    rngs: initialisation (and dropout) randomness.
+  Args: as `PooledClassifier`; `include_top=False` returns the 2048-d pooled features (Keras `pooling='avg'`).
   Input: NHWC in [-1, 1], height and width >= 71. Outputs are float32.
   """
 
   keras_name = "Xception"
   min_size = 71
 
-  def __init__(
-    self,
-    num_classes: int,
-    *,
-    in_channels: int = 3,
-    include_top: bool = True,
-    dropout_rate: float = 0.0,
-    dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    self.num_classes = num_classes
-    self.in_channels = in_channels
-    self.include_top = include_top
-    self.dtype = dtype
+  def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
     kw = dict(dtype=dtype, rngs=rngs)
     self.block1_conv1 = _ConvBN(in_channels, 32, 3, strides=2, **kw)
     self.block1_conv2 = _ConvBN(32, 64, 3, **kw)
@@ -136,9 +117,7 @@ class Xception(nnx.Module, KerasApplication):
     self.exit = down(728, 728, 1024, pre_act=True)  # block 13
     self.block14_sepconv1 = _SepConvBN(1024, 1536, **kw)
     self.block14_sepconv2 = _SepConvBN(1536, 2048, **kw)
-    self.head = ClassifierHead(
-      2048, num_classes if include_top else None, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs
-    )
+    return 2048
 
   def named_units(self) -> list[tuple[str, _ConvBN | _SepConvBN]]:
     """(Keras layer name, unit) of the named convs; the unit's BatchNorm is Keras' '<name>_bn'."""
