@@ -15,7 +15,8 @@ import numpy as np
 from flax import nnx
 
 GLOROT_UNIFORM = nnx.initializers.glorot_uniform()  # Keras' default kernel initialiser
-BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
+BN_MOMENTUM = 0.99  # Keras' BatchNormalization defaults
+BN_EPSILON = 1e-3
 
 
 def conv2d(
@@ -48,7 +49,9 @@ def conv2d(
   )
 
 
-def batch_norm(features: int, *, epsilon: float, use_scale: bool = True, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
+def batch_norm(
+  features: int, *, epsilon: float = BN_EPSILON, use_scale: bool = True, dtype: Any, rngs: nnx.Rngs
+) -> nnx.BatchNorm:
   """Keras `BatchNormalization`: momentum 0.99, two-pass batch variance as Keras' `moments`.
 
   Statistics, parameters and reductions are float32; the output is cast to `dtype`.
@@ -63,6 +66,34 @@ def batch_norm(features: int, *, epsilon: float, use_scale: bool = True, dtype: 
     use_fast_variance=False,
     rngs=rngs,
   )
+
+
+class ConvBN(nnx.Module):
+  """Keras Conv2D without bias + BatchNormalization (Keras' defaults), then a ReLU if `relu`.
+
+  InceptionV3's `conv2d_bn` is `ConvBN(..., padding="SAME", use_scale=False, relu=True)`.
+  """
+
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int],
+    *,
+    strides: int = 1,
+    padding: str = "VALID",
+    use_scale: bool = True,
+    relu: bool = False,
+    dtype: Any,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(cout, use_scale=use_scale, dtype=dtype, rngs=rngs)
+    self.relu = relu
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = self.bn(self.conv(x), use_running_average=not train)
+    return jax.nn.relu(y) if self.relu else y
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -38,7 +38,6 @@ from deepsmote_jax.models.classifiers.keras_weights import (
 
 __all__ = ["EfficientNet", "EfficientNetB0", "EfficientNetB5", "VARIANTS"]
 
-BN_EPSILON = 1e-3
 NORM_EPSILON = 1e-7  # keras.backend.epsilon(), the floor on sqrt(variance) in Normalization
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
@@ -148,7 +147,7 @@ class MBConv(nnx.Module):
       return conv2d(cin, cout, 1, use_bias=bias, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
 
     def bn(c):
-      return batch_norm(c, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
+      return batch_norm(c, dtype=dtype, rngs=rngs)
 
     if expand_ratio != 1:
       self.expand_conv, self.expand_bn = conv(filters_in, filters), bn(filters)
@@ -248,7 +247,7 @@ class EfficientNet(PooledClassifier, KerasApplication):
     self.stem_conv = conv2d(
       in_channels, stem, 3, strides=2, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs
     )
-    self.stem_bn = batch_norm(stem, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
+    self.stem_bn = batch_norm(stem, dtype=dtype, rngs=rngs)
 
     total = float(sum(round_repeats(s[1], depth) for s in STAGES))
     blocks, names, b = [], [], 0
@@ -274,7 +273,7 @@ class EfficientNet(PooledClassifier, KerasApplication):
 
     top = round_filters(1280, width)
     self.top_conv = conv2d(f_out, top, 1, use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
-    self.top_bn = batch_norm(top, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
+    self.top_bn = batch_norm(top, dtype=dtype, rngs=rngs)
     return top
 
   @property

@@ -12,14 +12,14 @@ that creation order.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import ClassifierHead, PooledClassifier, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.common import ClassifierHead, ConvBN, PooledClassifier
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -29,29 +29,6 @@ from deepsmote_jax.models.classifiers.keras_weights import (
 )
 
 __all__ = ["InceptionV3"]
-
-_BN_EPSILON = 1e-3
-
-
-class _ConvBN(nnx.Module):
-  """Conv2D (no bias) + BatchNorm (no scale) + ReLU: Keras' `conv2d_bn`."""
-
-  def __init__(
-    self,
-    cin: int,
-    cout: int,
-    kernel: int | Sequence[int],
-    *,
-    strides: int = 1,
-    padding: str = "SAME",
-    dtype: Any,
-    rngs: nnx.Rngs,
-  ):
-    self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn = batch_norm(cout, epsilon=_BN_EPSILON, use_scale=False, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return jax.nn.relu(self.bn(self.conv(x), use_running_average=not train))
 
 
 def _avg3(x: jax.Array) -> jax.Array:
@@ -68,7 +45,7 @@ class _Block(nnx.Module):
 
   ORDER: tuple[str, ...] = ()
 
-  def units(self) -> list[_ConvBN]:
+  def units(self) -> list[ConvBN]:
     return [getattr(self, name) for name in self.ORDER]
 
 
@@ -77,7 +54,7 @@ class _BlockA(_Block):
 
   ORDER = ("b1", "b5_1", "b5_2", "b3_1", "b3_2", "b3_3", "pool")
 
-  def __init__(self, cin: int, pool_features: int, cb: Callable[..., _ConvBN]):
+  def __init__(self, cin: int, pool_features: int, cb: Callable[..., ConvBN]):
     self.b1 = cb(cin, 64, 1)
     self.b5_1, self.b5_2 = cb(cin, 48, 1), cb(48, 64, 5)
     self.b3_1, self.b3_2, self.b3_3 = cb(cin, 64, 1), cb(64, 96, 3), cb(96, 96, 3)
@@ -94,7 +71,7 @@ class _BlockB(_Block):
 
   ORDER = ("b3", "b3d_1", "b3d_2", "b3d_3")
 
-  def __init__(self, cin: int, cb: Callable[..., _ConvBN]):
+  def __init__(self, cin: int, cb: Callable[..., ConvBN]):
     self.b3 = cb(cin, 384, 3, strides=2, padding="VALID")
     self.b3d_1, self.b3d_2 = cb(cin, 64, 1), cb(64, 96, 3)
     self.b3d_3 = cb(96, 96, 3, strides=2, padding="VALID")
@@ -109,7 +86,7 @@ class _BlockC(_Block):
 
   ORDER = ("b1", "b7_1", "b7_2", "b7_3", "b7d_1", "b7d_2", "b7d_3", "b7d_4", "b7d_5", "pool")
 
-  def __init__(self, cin: int, c7: int, cb: Callable[..., _ConvBN]):
+  def __init__(self, cin: int, c7: int, cb: Callable[..., ConvBN]):
     self.b1 = cb(cin, 192, 1)
     self.b7_1, self.b7_2, self.b7_3 = cb(cin, c7, 1), cb(c7, c7, (1, 7)), cb(c7, 192, (7, 1))
     self.b7d_1, self.b7d_2, self.b7d_3 = cb(cin, c7, 1), cb(c7, c7, (7, 1)), cb(c7, c7, (1, 7))
@@ -129,7 +106,7 @@ class _BlockD(_Block):
 
   ORDER = ("b3_1", "b3_2", "b7_1", "b7_2", "b7_3", "b7_4")
 
-  def __init__(self, cin: int, cb: Callable[..., _ConvBN]):
+  def __init__(self, cin: int, cb: Callable[..., ConvBN]):
     self.b3_1, self.b3_2 = cb(cin, 192, 1), cb(192, 320, 3, strides=2, padding="VALID")
     self.b7_1, self.b7_2, self.b7_3 = cb(cin, 192, 1), cb(192, 192, (1, 7)), cb(192, 192, (7, 1))
     self.b7_4 = cb(192, 192, 3, strides=2, padding="VALID")
@@ -147,7 +124,7 @@ class _BlockE(_Block):
 
   ORDER = ("b1", "b3_1", "b3_2a", "b3_2b", "b3d_1", "b3d_2", "b3d_3a", "b3d_3b", "pool")
 
-  def __init__(self, cin: int, cb: Callable[..., _ConvBN]):
+  def __init__(self, cin: int, cb: Callable[..., ConvBN]):
     self.b1 = cb(cin, 320, 1)
     self.b3_1, self.b3_2a, self.b3_2b = cb(cin, 384, 1), cb(384, 384, (1, 3)), cb(384, 384, (3, 1))
     self.b3d_1, self.b3d_2 = cb(cin, 448, 1), cb(448, 384, 3)
@@ -169,7 +146,7 @@ class _AuxHead(nnx.Module):
   pooled map is zero-padded to 5x5 so the 5x5 valid conv still yields at least one position.
   """
 
-  def __init__(self, cin: int, num_classes: int, cb: Callable[..., _ConvBN], *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, cin: int, num_classes: int, cb: Callable[..., ConvBN], *, dtype: Any, rngs: nnx.Rngs):
     self.conv0 = cb(cin, 128, 1)
     self.conv1 = cb(128, 768, 5, padding="VALID")
     self.head = ClassifierHead(768, num_classes, dtype=dtype, rngs=rngs)
@@ -201,7 +178,7 @@ class InceptionV3(PooledClassifier, KerasApplication):
     super().__init__(num_classes, include_top=include_top, **kwargs)
 
   def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
-    cb = functools.partial(_ConvBN, dtype=dtype, rngs=rngs)
+    cb = functools.partial(ConvBN, padding="SAME", use_scale=False, relu=True, dtype=dtype, rngs=rngs)  # conv2d_bn
     self.stem = nnx.List(
       [
         cb(in_channels, 32, 3, strides=2, padding="VALID"),
@@ -230,7 +207,7 @@ class InceptionV3(PooledClassifier, KerasApplication):
     self.aux = _AuxHead(768, self.num_classes, cb, dtype=dtype, rngs=rngs) if self.aux_head else None
     return 2048
 
-  def units(self) -> list[_ConvBN]:
+  def units(self) -> list[ConvBN]:
     """The 94 conv+BN units of the backbone in Keras' layer-creation order (aux head excluded)."""
     return list(self.stem) + [u for block in self.mixed for u in block.units()]
 

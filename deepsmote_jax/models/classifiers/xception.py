@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepsmote_jax.models.classifiers.common import PooledClassifier, batch_norm, conv2d
+from deepsmote_jax.models.classifiers.common import ConvBN, PooledClassifier, batch_norm, conv2d
 from deepsmote_jax.models.classifiers.keras_weights import (
   KerasApplication,
   KerasLayer,
@@ -30,21 +30,6 @@ from deepsmote_jax.models.classifiers.keras_weights import (
 
 __all__ = ["Xception"]
 
-_BN_EPSILON = 1e-3
-
-
-class _ConvBN(nnx.Module):
-  """Conv2D (no bias) + BatchNorm."""
-
-  def __init__(
-    self, cin: int, cout: int, kernel: int, *, strides: int = 1, padding: str = "VALID", dtype: Any, rngs: nnx.Rngs
-  ):
-    self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn = batch_norm(cout, epsilon=_BN_EPSILON, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return self.bn(self.conv(x), use_running_average=not train)
-
 
 class _SepConvBN(nnx.Module):
   """SeparableConv2D 3x3 'same' (depthwise, then pointwise; no bias) + BatchNorm."""
@@ -52,7 +37,7 @@ class _SepConvBN(nnx.Module):
   def __init__(self, cin: int, cout: int, *, dtype: Any, rngs: nnx.Rngs):
     self.depthwise = conv2d(cin, cin, 3, padding="SAME", groups=cin, use_bias=False, dtype=dtype, rngs=rngs)
     self.pointwise = conv2d(cin, cout, 1, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn = batch_norm(cout, epsilon=_BN_EPSILON, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(cout, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     return self.bn(self.pointwise(self.depthwise(x)), use_running_average=not train)
@@ -62,7 +47,7 @@ class _DownBlock(nnx.Module):
   """Blocks 2-4 and 13: [relu] sep-bn, relu, sep-bn, maxpool 3x3/2 'same', + (1x1/2 conv-bn shortcut)."""
 
   def __init__(self, cin: int, mid: int, cout: int, *, pre_act: bool, dtype: Any, rngs: nnx.Rngs):
-    self.residual = _ConvBN(cin, cout, 1, strides=2, padding="SAME", dtype=dtype, rngs=rngs)
+    self.residual = ConvBN(cin, cout, 1, strides=2, padding="SAME", dtype=dtype, rngs=rngs)
     self.sepconv1 = _SepConvBN(cin, mid, dtype=dtype, rngs=rngs)
     self.sepconv2 = _SepConvBN(mid, cout, dtype=dtype, rngs=rngs)
     self.pre_act = pre_act
@@ -107,8 +92,8 @@ class Xception(PooledClassifier, KerasApplication):
 
   def build_backbone(self, in_channels: int, *, dtype: Any, rngs: nnx.Rngs) -> int:
     kw = dict(dtype=dtype, rngs=rngs)
-    self.block1_conv1 = _ConvBN(in_channels, 32, 3, strides=2, **kw)
-    self.block1_conv2 = _ConvBN(32, 64, 3, **kw)
+    self.block1_conv1 = ConvBN(in_channels, 32, 3, strides=2, **kw)
+    self.block1_conv2 = ConvBN(32, 64, 3, **kw)
     down = functools.partial(_DownBlock, **kw)
     self.entry = nnx.List(
       [down(64, 128, 128, pre_act=False), down(128, 256, 256, pre_act=True), down(256, 728, 728, pre_act=True)]
@@ -119,7 +104,7 @@ class Xception(PooledClassifier, KerasApplication):
     self.block14_sepconv2 = _SepConvBN(1536, 2048, **kw)
     return 2048
 
-  def named_units(self) -> list[tuple[str, _ConvBN | _SepConvBN]]:
+  def named_units(self) -> list[tuple[str, ConvBN | _SepConvBN]]:
     """(Keras layer name, unit) of the named convs; the unit's BatchNorm is Keras' '<name>_bn'."""
     named = [("block1_conv1", self.block1_conv1), ("block1_conv2", self.block1_conv2)]
     blocks = list(self.entry) + list(self.middle) + [self.exit]
