@@ -105,6 +105,14 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
       )
       cm = np.asarray(again["confusion_matrix"])
       assert cm.sum() == len(z["test_labels"])
+      # predictions.csv: one row per validation and test image, the same scores, the report's decisions.
+      rows = list(csv.DictReader((work / "classifiers" / run / "predictions.csv").open()))
+      test_rows = [r for r in rows if r["split"] == "test"]
+      ng = list(z["class_names"]).index("NG")
+      assert len(rows) == len(z["val_labels"]) + len(z["test_labels"])
+      np.testing.assert_allclose([float(r["p_NG"]) for r in test_rows], z["test_proba"][:, ng], rtol=1e-5)
+      assert [r["actual"] for r in test_rows] == [z["class_names"][y] for y in z["test_labels"]]
+      assert sum(r["NG_at_threshold"] == "True" for r in test_rows) == saved["threshold"]["test"]["n_flagged"]
     assert np.asarray(saved["confusion_matrix"]).tolist() == cm.tolist()
     # The exported model carries the report's recall-first threshold (chosen on the same validation split).
     decision = json.loads((work / "classifiers" / run / "best" / "decision.json").read_text())

@@ -30,6 +30,7 @@ from deepsmote_jax.files import atomic_write_json, atomic_write_text
 from deepsmote_jax.train.classifier import predict_proba
 
 DECISION_FILE = "decision.json"
+PREDICTIONS_CSV = "predictions.csv"  # a classifier run's per-image predictions (file, split, actual, ...)
 DECISION_FORMAT = "deepsmote_jax.decision/1"
 
 
@@ -92,6 +93,33 @@ def list_images(root: str | os.PathLike, extensions=DEFAULT_EXTENSIONS) -> list[
   if not out:
     raise ValueError(f"image folder {root!r} holds no image files ({', '.join(exts)})")
   return sorted(out)
+
+
+def decision_columns(proba: np.ndarray, class_names: list[str], pos: int, cut: float | None) -> list:
+  """One image's CSV cells: P(class) per class, the argmax class, and whether the threshold flags it
+  ('' without a threshold); the threshold is on the logit-P(positive) scale, as `evaluation` applies it."""
+  flagged = "" if cut is None else bool(M.positive_logit(np.asarray(proba, np.float64)[None], pos)[0] >= cut)
+  return [*(f"{float(p):.6g}" for p in proba), class_names[int(np.argmax(proba))], flagged]
+
+
+def write_run_predictions(path, parts: dict, class_names: list[str], decision: dict | None) -> pathlib.Path:
+  """A classifier run's predictions.csv: file, split, actual class, P(class) per class, the argmax decision and
+  the decision at the run's saved threshold. parts: {split: (files, labels, proba)}."""
+  positive_class = (decision or {}).get("positive_class")
+  pos = class_names.index(positive_class) if positive_class else None
+  saved = (decision or {}).get("threshold")
+  cut = float(saved["value_score"]) if saved and pos is not None else None
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  writer.writerow(["file", "split", "actual", *_decision_header(class_names, positive_class)])
+  for split, (files, labels, proba) in parts.items():
+    for f, y, row in zip(files, labels, proba):
+      writer.writerow([f, split, class_names[int(y)], *decision_columns(row, class_names, pos or 0, cut)])
+  return atomic_write_text(path, buf.getvalue())
+
+
+def _decision_header(class_names: list[str], positive_class: str | None) -> list[str]:
+  return [*(f"p_{c}" for c in class_names), "argmax", f"{positive_class or 'positive'}_at_threshold"]
 
 
 def _threshold_score(decision: dict | None, threshold: float | None) -> tuple[float | None, str]:
@@ -175,7 +203,7 @@ def predict_folder(
   scored = _score_images(model, {**meta, "positive_class": positive_class}, root, files, resize)
   buf = io.StringIO()
   writer = csv.writer(buf)
-  writer.writerow(["file", "status", *(f"p_{c}" for c in class_names), "argmax", f"{positive_class}_at_threshold"])
+  writer.writerow(["file", "status", *_decision_header(class_names, positive_class)])
   n_skipped = n_flagged = 0
   for rel, (proba, err) in zip(files, scored):
     if err is not None:
@@ -184,9 +212,9 @@ def predict_folder(
       n_skipped += 1
       writer.writerow([rel, f"skipped: {err}", *([""] * len(class_names)), "", ""])
       continue
-    flagged = "" if cut is None else bool(M.positive_logit(proba[None].astype(np.float64), pos)[0] >= cut)
-    n_flagged += flagged is True
-    writer.writerow([rel, "ok", *(f"{p:.6g}" for p in proba), class_names[int(np.argmax(proba))], flagged])
+    cells = decision_columns(proba, class_names, pos, cut)
+    n_flagged += cells[-1] is True
+    writer.writerow([rel, "ok", *cells])
   atomic_write_text(out_csv, buf.getvalue())
   return {
     "csv": os.fspath(out_csv),

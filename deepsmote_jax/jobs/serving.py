@@ -100,7 +100,7 @@ def model_card(meta: dict, serving: dict) -> str:
     "predict, info = load_serving('<this folder>')",
     "proba = predict(images_uint8)  # (batch, classes)",
     "```",
-    "or `deepsmote predict --model <classifier> --images <folder> --out predictions.csv`.",
+    "or `deepsmote predict --model <classifier> --images <folder> --workdir <out>` (writes predictions.csv).",
     "",
     "## Limits",
     "- Trained on the images of one line and camera; check NG recall and overkill on images of any other "

@@ -6,7 +6,7 @@ here trains the configured classifier on tiles (`train/mil.py`: OK tiles and kno
 each NG image without a mask as a bag pooled by its top-k tiles) and scores each validation and test image by
 the mean of its `top_k` highest tile NG probabilities. It writes what the default runs write, per image:
 `predictions.npz` (`val_proba`, `val_labels`, `test_proba`, `test_labels`, `class_names`) so the report works
-unchanged, plus `predictions.csv` (file, split, label, NG score).
+unchanged, plus `predictions.csv` (file, split, actual class, P(class), decisions) per image.
 
 Oversampling methods on tiles. The synthetic NG tiles of `smote_pixels` (pixels) and `deepsmote_<penalty>`
 (latent codes, made by the generate stage from `generation_set`) are drawn from NG *sources*: the tiles known
@@ -19,7 +19,6 @@ tiles about equal the OK tiles. Class weights and random oversampling count bags
 
 from __future__ import annotations
 
-import csv
 import os
 import pathlib
 import time
@@ -34,12 +33,10 @@ from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import classifier_setup, prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
-from deepsmote_jax.jobs.predict import save_validation_decision
+from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, load_decision, save_validation_decision, write_run_predictions
 from deepsmote_jax.train import mil
 from deepsmote_jax.train.autoencoder import encode_images
 from deepsmote_jax.train.classifier import predict_proba
-
-PREDICTIONS_CSV = "predictions.csv"
 
 
 def is_tiled(config) -> bool:
@@ -113,8 +110,8 @@ def _method(config, work: pathlib.Path, method: str, seed: int, split, positive:
   raise ValueError(f"unknown method {method!r}")
 
 
-def _write_predictions(run_dir: pathlib.Path, class_names, positive: int, parts: dict) -> None:
-  """predictions.npz (image level, the report's input) and predictions.csv (file, split, label, NG score)."""
+def _write_predictions(run_dir: pathlib.Path, class_names, parts: dict) -> None:
+  """predictions.npz (image level, the report's input); predictions.csv is written once the decision is."""
   tmp = run_dir / "predictions.tmp.npz"
   np.savez(
     tmp,
@@ -125,16 +122,6 @@ def _write_predictions(run_dir: pathlib.Path, class_names, positive: int, parts:
     class_names=np.array(class_names, dtype=object),
   )
   os.replace(tmp, run_dir / "predictions.npz")
-  rows = [
-    {"file": f, "split": name, "label": class_names[int(y)], "ng_score": f"{float(p[positive]):.6f}"}
-    for name, (split, proba) in parts.items()
-    for f, y, p in zip(split.image_files, split.image_labels, proba)
-  ]
-  with open(run_dir / (PREDICTIONS_CSV + ".tmp"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=("file", "split", "label", "ng_score"))
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(run_dir / (PREDICTIONS_CSV + ".tmp"), run_dir / PREDICTIONS_CSV)
 
 
 def _training_tiles(config, work, method: str, seed: int, train, positive: int, extra, strategy):
@@ -171,9 +158,11 @@ def _export_and_predict(result, run_dir: pathlib.Path, config, tcfg, tiling: dic
     name: (s, image_proba(predict_proba(best, s.tiles.images, in_channels=int(shape[-1])), s, pos, tiling["top_k"]))
     for name, s in splits.items()
   }
-  _write_predictions(run_dir, class_names, pos, parts)
+  _write_predictions(run_dir, class_names, parts)
   val_split, val_proba = parts["validation"]
   save_validation_decision(run_dir / "best", config.pipeline, val_split.image_labels, val_proba, class_names)
+  rows = {name: (split.image_files, split.image_labels, proba) for name, (split, proba) in parts.items()}
+  write_run_predictions(run_dir / PREDICTIONS_CSV, rows, class_names, load_decision(run_dir / "best"))
 
 
 def train_one(

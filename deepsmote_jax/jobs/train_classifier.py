@@ -21,7 +21,7 @@ from deepsmote_jax.jobs import classifier_setup, prepare_data, stage, tiled
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.jobs.lock import WorkdirLock
-from deepsmote_jax.jobs.predict import save_validation_decision
+from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, load_decision, save_validation_decision, write_run_predictions
 from deepsmote_jax.train.classifier import predict_proba, train_classifier
 
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
@@ -121,8 +121,10 @@ def train_one(
   export = dict(name=c.name, class_names=class_names, image_size=int(size), in_channels=int(in_channels), kwargs=kwargs)
   export_classifier(result.best_model, run_dir / "best", **export, extra=selected)
   best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
-  val_proba = _save_predictions(run_dir, best, val, test, in_channels)
+  val_proba, test_proba = _save_predictions(run_dir, best, val, test, in_channels)
   save_validation_decision(run_dir / "best", config.pipeline, val.labels, val_proba, class_names)
+  parts = {"validation": (val.files, val.labels, val_proba), "test": (test.files, test.labels, test_proba)}
+  write_run_predictions(run_dir / PREDICTIONS_CSV, parts, class_names, load_decision(run_dir / "best"))
   info = {
     "method": method,
     "seed": int(seed),
@@ -142,21 +144,22 @@ def _check_validation(config, val: ImageSet) -> None:
     raise ValueError(f"config.pipeline.positive_class={pos!r} has no image in the validation split {val.counts()}")
 
 
-def _save_predictions(run_dir: pathlib.Path, model, val: ImageSet, test: ImageSet, in_channels: int) -> np.ndarray:
+def _save_predictions(run_dir: pathlib.Path, model, val: ImageSet, test: ImageSet, in_channels: int):
   """Validation and test probabilities of `model` in `run_dir/predictions.npz` (written atomically); returns
-  the validation probabilities."""
+  both (validation, test)."""
   tmp = run_dir / "predictions.tmp.npz"
   val_proba = predict_proba(model, val.images, in_channels=in_channels)
+  test_proba = predict_proba(model, test.images, in_channels=in_channels)
   np.savez(
     tmp,
     val_proba=val_proba,
     val_labels=val.labels,
-    test_proba=predict_proba(model, test.images, in_channels=in_channels),
+    test_proba=test_proba,
     test_labels=test.labels,
     class_names=np.array(val.class_names, dtype=object),
   )
   os.replace(tmp, run_dir / "predictions.npz")
-  return val_proba
+  return val_proba, test_proba
 
 
 def evaluate_predictions(config, predictions: pathlib.Path, out_dir: pathlib.Path, title: str) -> dict:
