@@ -69,6 +69,11 @@ def _bool(fv, name: str, help_: str, default: bool = False) -> None:
   flags.DEFINE_bool(name, default, help_, flag_values=fv)
 
 
+def _enum(fv, name: str, choices, help_: str) -> None:
+  """An enum flag whose default is the first choice."""
+  flags.DEFINE_enum(name, list(choices)[0], list(choices), help_, flag_values=fv)
+
+
 def _config_help(cmd: Command) -> str:
   need = "required" if cmd.config == "required" else "optional"
   return (
@@ -128,12 +133,11 @@ def _run_train_autoencoder(fv) -> None:
 def _define_generate(fv) -> None:
   _string(fv, "model", "(required) Exported encoder/decoder folder (<train-autoencoder workdir>/autoencoder).")
   _string(fv, "workdir", "(required) Output folder, the balanced dataset (must be absent or empty, see --overwrite).")
-  flags.DEFINE_enum(
+  _enum(
+    fv,
     "copy_originals",
-    "copy",
     list(generate.COPY_MODES),
     "The original images: copy / link the files, write them as PNG at the model's size, or leave them out.",
-    flag_values=fv,
   )
   _bool(fv, "strict", "Error (not warning) for a class with config.generate.k_neighbors images or fewer.")
   _bool(fv, "overwrite", "Replace an existing non-empty --workdir.")
@@ -160,13 +164,7 @@ def _run_generate(fv) -> None:
 def _define_train_classifier(fv) -> None:
   _string(fv, "workdir", "Output folder (default: config.workdir + '_classifier').")
   _string(fv, "synthetic", "A balanced dataset folder written by `deepsmote generate`: its synthetic images are added.")
-  flags.DEFINE_enum(
-    "method",
-    "none",
-    list(train_classifier.BASELINES),
-    "Imbalance baseline applied to the training split.",
-    flag_values=fv,
-  )
+  _enum(fv, "method", list(train_classifier.BASELINES), "Imbalance baseline applied to the training split.")
   flags.DEFINE_integer("seed", 0, "Seed of the classifier run.", flag_values=fv)
   _bool(fv, "progress", "Show progress bars.", True)
 
@@ -254,13 +252,7 @@ def _define_export(fv) -> None:
   flags.DEFINE_list(
     "platforms", list(serving.PLATFORMS), "Platforms the StableHLO export is lowered for.", flag_values=fv
   )
-  flags.DEFINE_enum(
-    "savedmodel",
-    "auto",
-    ["auto", "yes", "no"],
-    "Also write a TensorFlow SavedModel (auto: when importable).",
-    flag_values=fv,
-  )
+  _enum(fv, "savedmodel", ["auto", "yes", "no"], "Also write a TensorFlow SavedModel (auto: when importable).")
   _bool(fv, "overwrite", "Replace an existing --workdir.")
 
 

@@ -20,6 +20,18 @@ from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
 from deepsmote_jax.models.presets import AutoencoderSpec, get_preset
 from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
 
+# The sampler's parameters that are `AETrainConfig` fields of the same name.
+_TRAIN_SETTINGS = (
+  "epochs",
+  "batch_size",
+  "learning_rate",
+  "penalty",
+  "penalty_weight",
+  "penalty_sample_size",
+  "penalty_classes",
+  "compute_dtype",
+)
+
 
 class DeepSMOTE(BaseEstimator):
   """DeepSMOTE over-sampler for uint8 NHWC image arrays (Dablain, Krawczyk and Chawla 2021).
@@ -108,17 +120,7 @@ class DeepSMOTE(BaseEstimator):
     classes, y_index = np.unique(y, return_inverse=True)
     if len(classes) < 2:
       raise ValueError(f"over-sampling needs at least 2 classes in y, got {classes.tolist()}")
-    cfg = AETrainConfig(
-      epochs=self.epochs,
-      batch_size=self.batch_size,
-      learning_rate=self.learning_rate,
-      penalty=self.penalty,
-      penalty_weight=self.penalty_weight,
-      penalty_sample_size=self.penalty_sample_size,
-      penalty_classes=self.penalty_classes,
-      compute_dtype=self.compute_dtype,
-      seed=self._seed(),
-    )
+    cfg = AETrainConfig(**{name: getattr(self, name) for name in _TRAIN_SETTINGS}, seed=self._seed())
     model = build_autoencoder(self._spec(), seed=self._seed())
     labels = y_index.astype(np.int32)
     result = train_autoencoder(model, X, labels, cfg, num_classes=len(classes), progress=self.progress)
