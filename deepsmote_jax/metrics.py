@@ -1,4 +1,4 @@
-"""Classification metrics for defect inspection, in pure NumPy.
+"""Classification metrics for defect inspection: scikit-learn's, in the inspection line's terms.
 
 Conventions used throughout:
 
@@ -13,8 +13,10 @@ Conventions used throughout:
   classes, as scikit-learn's `balanced_accuracy_score` and macro `f1_score(zero_division=np.nan)` do.
   Functions returning a bare number emit an `UndefinedMetricWarning` when they return NaN or skip a class;
   report functions collect the same messages in a `notes` list instead.
-* Score curves follow scikit-learn exactly, ties included: all samples sharing a score form one point.
-  A sample is predicted positive when `score >= threshold`.
+* Confusion matrices and score curves are scikit-learn's (ties included: all samples sharing a score form one
+  point; a sample is predicted positive when `score >= threshold`). What is added here: the NG-first binary
+  report, the paper's columns, recall-first thresholds with stated guarantees and vectorised bootstrap
+  intervals, which scikit-learn does not have.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import sklearn.exceptions
+from sklearn import metrics as skm
 
 
 class UndefinedMetricWarning(RuntimeWarning):
   """A metric is undefined (0/0 or a class absent) and was returned as NaN or computed without it."""
-
-
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
 
 def _warn(msg: str) -> None:
@@ -96,7 +97,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -
   for name, arr in (("y_true", yt), ("y_pred", yp)):
     if arr.size and (arr.min() < 0 or arr.max() >= c):
       raise ValueError(f"{name} has labels outside [0, {c}): min {arr.min()}, max {arr.max()}")
-  return np.bincount(yt * c + yp, minlength=c * c).reshape(c, c).astype(np.int64)
+  return skm.confusion_matrix(yt, yp, labels=np.arange(c)).astype(np.int64)
 
 
 def _check_cm(cm: Any, square: bool = True) -> np.ndarray:
@@ -285,81 +286,69 @@ def macro_f1(cm: Any) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Score curves (scikit-learn's algorithms, ties grouped)
+# Score curves: scikit-learn's, with NaN (and an UndefinedMetricWarning) where a class is absent
 
 
-def counts_at_thresholds(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(fps, tps, thresholds) at every distinct score, thresholds decreasing; positive when score >= t."""
-  y, s = _binary_inputs(y_true, scores)
-  if not y.size:
-    raise ValueError("y_true is empty")
-  order = np.argsort(s, kind="mergesort")[::-1]
-  s, y = s[order], y[order]
-  idx = np.r_[np.where(np.diff(s))[0], y.size - 1]
-  tps = np.cumsum(y)[idx].astype(np.float64)
-  fps = 1.0 + idx - tps
-  return fps, tps, s[idx]
+def _sklearn_quiet(fn, *args, **kwargs):
+  """A scikit-learn metric call with its own undefined-metric warnings silenced (this module words them)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", sklearn.exceptions.UndefinedMetricWarning)
+    warnings.filterwarnings("ignore", message="No (positive|negative) (class|samples) found")
+    return fn(*args, **kwargs)
 
 
 def roc_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(fpr, tpr, thresholds) as `sklearn.metrics.roc_curve`; thresholds[0] = inf; NaN rates if a class is absent."""
-  fps, tps, thr = counts_at_thresholds(y_true, scores)
-  if drop_intermediate and fps.size > 2:
-    keep = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
-    fps, tps, thr = fps[keep], tps[keep], thr[keep]
-  fps, tps, thr = np.r_[0.0, fps], np.r_[0.0, tps], np.r_[np.inf, thr]
-  if fps[-1] <= 0:
+  """(fpr, tpr, thresholds) of `sklearn.metrics.roc_curve`; thresholds[0] = inf; NaN rates if a class is absent."""
+  y, s = _binary_inputs(y_true, scores)
+  if not y.size:
+    raise ValueError("y_true is empty")
+  fpr, tpr, thr = _sklearn_quiet(skm.roc_curve, y, s, drop_intermediate=drop_intermediate)
+  if not (y == 0).any():
     _warn("no negative (OK) samples in y_true: false positive rate is NaN")
-    fpr = np.full(fps.shape, np.nan)
-  else:
-    fpr = fps / fps[-1]
-  if tps[-1] <= 0:
+    fpr = np.full(fpr.shape, np.nan)
+  if not y.any():
     _warn("no positive (NG) samples in y_true: true positive rate is NaN")
-    tpr = np.full(tps.shape, np.nan)
-  else:
-    tpr = tps / tps[-1]
+    tpr = np.full(tpr.shape, np.nan)
   return fpr, tpr, thr
 
 
 def roc_auc(y_true: Any, scores: Any) -> float:
-  """Area under the ROC curve (trapezoidal, ties count half); NaN with a warning if a class is absent."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UndefinedMetricWarning)
-    fpr, tpr, _ = roc_curve(y_true, scores)
-  if np.isnan(fpr).any() or np.isnan(tpr).any():
+  """`sklearn.metrics.roc_auc_score` (ties count half); NaN with a warning if a class is absent."""
+  y, s = _binary_inputs(y_true, scores)
+  if not y.size:
+    raise ValueError("y_true is empty")
+  if y.all() or not y.any():
     _warn("ROC AUC is undefined with only one class in y_true: returning NaN")
     return math.nan
-  return float(_trapezoid(tpr, fpr))
+  return float(skm.roc_auc_score(y, s))
 
 
 def precision_recall_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(precision, recall, thresholds) as `sklearn.metrics.precision_recall_curve` (drop_intermediate=False).
+  """(precision, recall, thresholds) of `sklearn.metrics.precision_recall_curve` (drop_intermediate=False).
 
   Recall decreases along the arrays; the last point is (recall 0, precision 1) with no threshold. With no
   positives recall is NaN (scikit-learn sets it to 1 instead).
   """
-  fps, tps, thr = counts_at_thresholds(y_true, scores)
-  precision = tps / (tps + fps)  # tps + fps >= 1 at every threshold
-  if tps[-1] == 0:
+  y, s = _binary_inputs(y_true, scores)
+  if not y.size:
+    raise ValueError("y_true is empty")
+  precision, recall, thr = _sklearn_quiet(skm.precision_recall_curve, y, s)
+  if not y.any():
     _warn("no positive (NG) samples in y_true: recall is NaN")
-    recall = np.full(tps.shape, np.nan)
-  else:
-    recall = tps / tps[-1]
-  return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thr[::-1]
+    recall = np.r_[np.full(recall.size - 1, np.nan), 0.0]
+  return precision, recall, thr
 
 
 def average_precision(y_true: Any, scores: Any) -> float:
-  """Step-wise area under the PR curve, sum_k (R_k - R_{k-1}) P_k, as `average_precision_score`.
-
-  NaN with a warning when there is no positive sample (scikit-learn returns 0 there).
-  """
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UndefinedMetricWarning)
-    precision, recall, _ = precision_recall_curve(y_true, scores)
-  if np.isnan(recall).any():
+  """`sklearn.metrics.average_precision_score`, sum_k (R_k - R_{k-1}) P_k; NaN with a warning when there is no
+  positive sample (scikit-learn returns 0 there)."""
+  y, s = _binary_inputs(y_true, scores)
+  if not y.size:
+    raise ValueError("y_true is empty")
+  if not y.any():
     _warn("average precision is undefined without positive (NG) samples: returning NaN")
     return math.nan
-  return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+  return float(skm.average_precision_score(y, s))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -649,7 +638,6 @@ __all__ = [
   "acsa",
   "g_mean",
   "macro_f1",
-  "counts_at_thresholds",
   "roc_curve",
   "roc_auc",
   "precision_recall_curve",
