@@ -170,7 +170,10 @@ def main(argv=None):
       common_fields = dict(n=n, d=d)
 
       def project_resample():
-        result = smote.fit_resample(key, X_dev, y, k_neighbors=args.k, block_size=args.block_size)
+        # The provenance record: the synthetic rows only, the same work as before (X_res would add a concatenation).
+        result = smote.fit_resample(
+          key, X_dev, y, k_neighbors=args.k, block_size=args.block_size, return_provenance=True
+        )
         result.samples.block_until_ready()
         return result
 

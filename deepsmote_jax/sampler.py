@@ -145,6 +145,7 @@ class DeepSMOTE(BaseEstimator):
       sampling_strategy=self.sampling_strategy,
       k_neighbors=self.k_neighbors,
       kind=self.kind,
+      return_provenance=True,
     )
     synthetic = decode_codes(self.autoencoder_, np.asarray(self.resampled_.samples), channels=X.shape[-1])
     return np.concatenate([X, synthetic]), np.concatenate([y, self.resampled_.labels.astype(y.dtype)])

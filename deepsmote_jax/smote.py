@@ -11,7 +11,9 @@ backend and scales to a million latents per class:
   distribution as `imblearn.over_sampling.SMOTE`, returning the provenance of every synthetic row.
 * `sampling_targets`: imbalanced-learn's `sampling_strategy` semantics (how many new samples per class).
 * `fit_resample`: the per-class driver for 'smote', 'borderline-1', 'borderline-2' (Han et al. 2005) and
-  'adasyn' (He et al. 2008), following imbalanced-learn's `SMOTE`, `BorderlineSMOTE` and `ADASYN`.
+  'adasyn' (He et al. 2008), following imbalanced-learn's `SMOTE`, `BorderlineSMOTE` and `ADASYN`: it returns
+  `(X_res, y_res)` (the originals first, then the synthetic rows), or with `return_provenance=True` the
+  `Resampled` record (the synthetic rows only, with the base row, neighbour row and gap of each).
 
 Neighbour order matches scikit-learn's `NearestNeighbors` on data without ties: the point itself is
 excluded by index (so exact duplicates are each other's neighbours at distance 0) and equal distances are
@@ -476,12 +478,19 @@ def fit_resample(
   strict: bool = False,
   block_size: int = 1024,
   precision: lax.Precision | str = lax.Precision.HIGHEST,
-) -> Resampled:
+  return_provenance: bool = False,
+) -> tuple[jax.Array, np.ndarray] | Resampled:
   """Over-samples latent codes X (n, d) with labels y, like imblearn's SMOTE/BorderlineSMOTE/ADASYN.
 
   Each class is resampled on its own (a Python loop over the few classes); its k-NN and draw are one
   jitted call with static shapes (Borderline/ADASYN add one call for the all-class neighbourhood, whose
-  result decides the bases on the host). Returns only the synthetic rows (see `Resampled.concatenate`).
+  result decides the bases on the host).
+
+  Returns `(X_res, y_res)` as imbalanced-learn's `fit_resample` does: X (as a float jax array) followed by
+  the synthetic rows, y followed by their labels. With `return_provenance=True` it returns the `Resampled`
+  record instead: the synthetic rows only, with each row's base, neighbour (indices into X) and gap, the
+  targets, the neighbours used per class and the Borderline danger sets (`Resampled.concatenate(X, y)` is
+  the default result).
 
   Per-class counts equal imblearn's for every kind: SMOTE and Borderline produce the targets (Borderline
   skips a class with no point in danger, with a warning, as imblearn does silently); ADASYN allocates
@@ -499,6 +508,8 @@ def fit_resample(
     strict: raise instead of warning when a class has k_neighbors or fewer samples.
     block_size: k-NN tile edge.
     precision: k-NN matmul precision.
+    return_provenance: return the `Resampled` record (synthetic rows and their provenance) instead of
+      `(X_res, y_res)`.
   """
   if kind not in KINDS:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -543,7 +554,8 @@ def fit_resample(
   else:
     out_samples = jnp.zeros((0, X.shape[1]), X.dtype)
     out = (np.zeros(0, y.dtype), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-  return Resampled(out_samples, *out, targets=targets, k_used=k_used, danger=danger)
+  result = Resampled(out_samples, *out, targets=targets, k_used=k_used, danger=danger)
+  return result if return_provenance else result.concatenate(X, y)
 
 
 def _neighbours_per_class(

@@ -151,10 +151,22 @@ def test_sampling_targets_and_counts_equal_imblearn(strategy):
   _, y_ref = reference.fit_resample(X, y)
   counts = dict(collections.Counter(y.tolist()))
   assert smote.sampling_targets(counts, strategy, y=y) == _as_dict(reference.sampling_strategy_)
-  result = smote.fit_resample(jax.random.key(0), X, y, sampling_strategy=strategy)
-  X_all, y_all = result.concatenate(X, y)
+  X_all, y_all = smote.fit_resample(jax.random.key(0), X, y, sampling_strategy=strategy)
   assert X_all.shape == (len(y_ref), X.shape[1])
   assert collections.Counter(y_all.tolist()) == collections.Counter(y_ref.tolist())
+
+
+def test_default_result_is_originals_then_synthetic_as_imblearn():
+  X, y = _three_classes(seed=3)
+  X_res, y_res = smote.fit_resample(jax.random.key(2), X, y)
+  record = smote.fit_resample(jax.random.key(2), X, y, return_provenance=True)
+  assert isinstance(record, smote.Resampled)
+  np.testing.assert_allclose(np.asarray(X_res[: len(X)]), X.astype(np.float32))
+  np.testing.assert_array_equal(y_res[: len(y)], y)
+  np.testing.assert_array_equal(np.asarray(X_res[len(X) :]), np.asarray(record.samples))
+  np.testing.assert_array_equal(y_res[len(y) :], record.labels)
+  _, y_ref = SMOTE(random_state=0).fit_resample(X, y)
+  assert collections.Counter(y_res.tolist()) == collections.Counter(y_ref.tolist())
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.75, 1.0])
@@ -192,7 +204,7 @@ def _on_segment(samples, a, b, atol=1e-4):
 
 def test_smote_provenance_and_geometry():
   X, y = _three_classes(seed=7)
-  result = smote.fit_resample(jax.random.key(4), X, y)
+  result = smote.fit_resample(jax.random.key(4), X, y, return_provenance=True)
   samples = np.asarray(result.samples)
   assert result.counts() == {1: 80, 2: 95}
   np.testing.assert_array_equal(y[result.base], result.labels)
@@ -211,9 +223,9 @@ def test_smote_provenance_and_geometry():
     local_nbr = np.searchsorted(rows, result.neighbor[mine])
     assert (knn[local_base] == local_nbr[:, None]).any(axis=1).all()
   # Same key: same rows; another key: other rows.
-  again = smote.fit_resample(jax.random.key(4), X, y)
+  again = smote.fit_resample(jax.random.key(4), X, y, return_provenance=True)
   np.testing.assert_array_equal(np.asarray(again.samples), samples)
-  other = smote.fit_resample(jax.random.key(5), X, y)
+  other = smote.fit_resample(jax.random.key(5), X, y, return_provenance=True)
   assert not np.array_equal(other.base, result.base)
 
 
@@ -222,7 +234,7 @@ def test_borderline_danger_set_equals_imblearn(kind):
   X, y = _three_classes(seed=8)
   reference = BorderlineSMOTE(kind=kind, random_state=0)
   _, y_ref = reference.fit_resample(X, y)
-  result = smote.fit_resample(jax.random.key(0), X, y, kind=kind)
+  result = smote.fit_resample(jax.random.key(0), X, y, kind=kind, return_provenance=True)
   assert set(result.danger) == set(reference.in_danger_indices)
   for c, rows in reference.in_danger_indices.items():
     np.testing.assert_array_equal(result.danger[c], rows)
@@ -245,7 +257,7 @@ def test_borderline_danger_set_equals_imblearn(kind):
 def test_adasyn_counts_equal_imblearn():
   X, y = _three_classes(seed=9)
   _, y_ref = ADASYN(random_state=0).fit_resample(X, y)
-  result = smote.fit_resample(jax.random.key(0), X, y, kind="adasyn")
+  result = smote.fit_resample(jax.random.key(0), X, y, kind="adasyn", return_provenance=True)
   ref_new = collections.Counter(y_ref.tolist()) - collections.Counter(y.tolist())
   assert result.counts() == dict(ref_new)
   assert _on_segment(np.asarray(result.samples), X[result.base], X[result.neighbor]).all()
@@ -259,7 +271,7 @@ def test_adasyn_counts_equal_imblearn():
 def test_bad_input_errors_and_warnings():
   X, y = _three_classes(sizes=(30, 10, 4))
   with pytest.warns(UserWarning, match=r"class 2 has 4 samples, fewer than k_neighbors \+ 1 = 6; using k = 3"):
-    result = smote.fit_resample(jax.random.key(0), X, y)
+    result = smote.fit_resample(jax.random.key(0), X, y, return_provenance=True)
   assert result.k_used == {1: 5, 2: 3} and result.counts() == {1: 20, 2: 26}
   with pytest.raises(ValueError, match="class 2 has 4 samples"):
     smote.fit_resample(jax.random.key(0), X, y, strict=True)
