@@ -1,9 +1,20 @@
 """The report stage: every classifier run scored on the test split, the methods compared over seeds.
 
-Writes `report.md` (comparison table mean ± std over seeds; bootstrap 95 % intervals over test images for the
-seed-averaged numbers at the recall-first threshold; every method paired against the best baseline; the
-paper's Table 1 layout per method, stage times, real-vs-synthetic grids), `report.json`, `summary.json` and
-per-run metrics and figures.
+Writes into `<work>/report/`:
+
+* `report.md` -- the headline table (per method: NG recall, overkill and leak as counts and % at the argmax
+  decision and at the recall-first threshold, mean ± std over seeds, ACSA and ROC AUC beside them), bootstrap
+  95 % intervals over test images and every method paired against the best baseline, the galleries of
+  misclassified test images, the training curves, the synthetic-image section with labelled triplets, and an
+  appendix (the paper's Table 1 layout, the full metric table, stage times, links to the per-run reports);
+* `report.html` -- the same as one self-contained page (images embedded);
+* `gallery_<method>_missed_<NG>.png`, `gallery_<method>_overkill_<OK>.png` (first seed of each method; not
+  written when empty), `curves_<run>.png`, `curves_autoencoder_<penalty>.png`,
+  `triplets_<penalty>_<class>.png` (`galleries.py`, `curves.py`);
+* `report.json`, `summary.json` and per-run metrics, report.md and figures in `<run>/`.
+
+The training logs are also replayed into TensorBoard event files under `<work>/tensorboard/<run>/`
+(`curves.replay_tensorboard`; metrics.jsonl stays the source of truth).
 """
 
 from __future__ import annotations
@@ -14,10 +25,9 @@ import warnings
 
 import numpy as np
 
-from deepsmote_jax import evaluation, files, visualize
+from deepsmote_jax import evaluation, files
 from deepsmote_jax import metrics as M
-from deepsmote_jax.jobs import prepare_data, stage, synthetic_report
-from deepsmote_jax.jobs.generate import read_synthetic
+from deepsmote_jax.jobs import curves, galleries, prepare_data, report_html, run_info, stage, synthetic_report
 from deepsmote_jax.jobs.train_classifier import BASELINES, evaluate_predictions
 
 # Headline numbers: name -> path into an `evaluation.evaluate` result.
@@ -164,25 +174,6 @@ def _paired(summary: dict, boot: dict, point: dict) -> dict:
   return {"best_baseline": best, "rule": rule, "best_baseline_acsa": acsa[best], "methods": methods}
 
 
-def _synthetic_figures(config, work: pathlib.Path, out: pathlib.Path) -> dict[str, str]:
-  """Real (left) beside synthetic (right) minority images, one figure per penalty and class."""
-  figures = {}
-  train = prepare_data.load_split(work / "data", "train")
-  for p in config.pipeline.penalties:
-    ds_dir = work / f"generate_{p}" / "dataset"
-    if not ds_dir.is_dir():
-      continue
-    synth, labels = read_synthetic(ds_dir, train.class_names)
-    for ci, cname in enumerate(train.class_names):
-      s, real = synth[labels == ci][:8], train.images[train.labels == ci][:8]
-      n = min(len(s), len(real))
-      if n:
-        figures[f"{p}_{cname}"] = str(
-          visualize.side_by_side(real[:n], s[:n], out / f"real_vs_synthetic_{p}_{cname}.png")
-        )
-  return figures
-
-
 def _cell(entry: dict | None, scale: float = 100.0, signed: bool = False) -> str:
   """'mean [low, high]' in % (or percentage points when signed)."""
   if not entry or entry.get("mean") is None:
@@ -236,29 +227,275 @@ def interval_tables(intervals: dict | None) -> list[str]:
   return md + [""]
 
 
-def _markdown(
-  config,
-  work: pathlib.Path,
-  results: dict,
-  stage_times: dict,
-  figures: dict,
-  skipped: list,
-  intervals: dict | None,
-  synthetic: tuple[str, dict],
-) -> str:
+# ----------------------------------------------------------------------------------------------------
+# Headline table: counts and % of the numbers an inspection line acts on
+
+COUNT_KEYS = ("ng_recall", "overkill", "leak")  # (numerator, denominator) of each, per decision
+
+
+def decision_counts(result: dict) -> dict | None:
+  """{'argmax': {...}, 'threshold': {...} or None} with [k, n] per COUNT_KEYS of one run (NG recall = actual
+  NG flagged NG, overkill = actual non-NG flagged NG, leak = passed as non-NG but actually NG); None without
+  a positive class."""
+  b = result.get("binary")
+  if not b:
+    return None
+
+  def counts(r: dict) -> dict:
+    tp, fn, fp, tn = (int(r[k]) for k in ("tp", "fn", "fp", "tn"))
+    return {"ng_recall": [tp, tp + fn], "overkill": [fp, fp + tn], "leak": [fn, fn + tn]}
+
+  t = result.get("threshold")
+  return {"argmax": counts(b), "threshold": counts(t["test"]) if t and t.get("test") else None}
+
+
+def count_cell(pairs: list[list[int]]) -> str:
+  """'22/23 (95.7 %)' for one seed; over several seeds the mean count over the (shared) denominator and the
+  mean ± sample std of the per-seed percentages, e.g. '21.7/23 (94.2 ± 2.5 %)'."""
+  if not pairs:
+    return "n/a"
+  ks, ns = np.array([k for k, _ in pairs], float), np.array([n for _, n in pairs], float)
+  rates = np.divide(ks, ns, out=np.full_like(ks, np.nan), where=ns > 0)
+  finite = rates[np.isfinite(rates)]
+  if len(pairs) == 1:
+    k, n = pairs[0]
+    return f"{k}/{n} ({100 * k / n:.1f} %)" if n else f"{k}/{n} (n/a)"
+  den = f"{int(ns[0])}" if np.all(ns == ns[0]) else f"{ns.mean():.1f}"
+  if not finite.size:
+    return f"{ks.mean():.1f}/{den} (n/a)"
+  spread = f" ± {100 * finite.std(ddof=1):.1f}" if finite.size > 1 else ""
+  return f"{ks.mean():.1f}/{den} ({100 * finite.mean():.1f}{spread} %)"
+
+
+def _mean_std(values: list) -> str:
+  vals = np.array([np.nan if v is None else v for v in values], float)
+  finite = vals[np.isfinite(vals)]
+  if not finite.size:
+    return "n/a"
+  return f"{100 * finite.mean():.1f}" + (f" ± {100 * finite.std(ddof=1):.1f}" if finite.size > 1 else "")
+
+
+def headline_table(results: dict[str, list[dict]], positive: str | None) -> list[str]:
+  """The report's first table: one row per method."""
+  pos = positive or "positive"
+  decisions = (("argmax", ""), ("threshold", " @thr"))
+  head = (
+    "| Method | Seeds | "
+    + " | ".join(f"{pos} recall{s} | Overkill{s} | Leak{s}" for _, s in decisions)
+    + " | ACSA (%) | ROC AUC (%) |"
+  )
+  md = [head, "|---|---:|" + "---:|" * 8]
+  for method, rs in results.items():
+    counts = [decision_counts(r) for r in rs]
+    cells = []
+    for d, _ in decisions:
+      for k in COUNT_KEYS:
+        cells.append(count_cell([c[d][k] for c in counts if c and c[d]]))
+    acsa, auc = _mean_std([r.get("acsa") for r in rs]), _mean_std([r.get("roc_auc") for r in rs])
+    md.append(f"| {method} | {len(rs)} | " + " | ".join(cells) + f" | {acsa} | {auc} |")
+  return md
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report sections
+
+
+def _neg_name(class_names: list[str], positive: str) -> str:
+  rest = [c for c in class_names if c != positive]
+  return rest[0] if len(rest) == 1 else "rest"
+
+
+def write_galleries(config, work: pathlib.Path, out: pathlib.Path, runs: dict, results: dict) -> dict:
+  """The first seed of each method: its missed-NG and overkill test images (threshold, else argmax)."""
+  first = {}
+  for run_name, info in runs.items():
+    first.setdefault(info["method"], run_name)
+  lookup = galleries.ImageLookup(work, "test", (config.data.get("root") or "", config.data.get("test_root") or ""))
+  out_info = {}
+  for method, run_name in first.items():
+    r = results[method][0]
+    pos = r.get("positive_class")
+    csv_path = work / "classifiers" / run_name / "predictions.csv"
+    if pos is None or not csv_path.is_file():
+      why = "no positive class" if pos is None else "no predictions.csv"
+      out_info[method] = {"run": run_name, "note": why}
+      continue
+    neg = _neg_name(r["class_names"], pos)
+    wrong = galleries.wrong_images(galleries.read_predictions(csv_path), pos)
+    entry = {"run": run_name, "decision": wrong["decision"], "positive": pos, "negative": neg}
+    for kind, files_, label, total in (
+      ("missed", wrong["missed"], f"missed_{pos}", wrong["n_positive"]),
+      ("overkill", wrong["overkill"], f"overkill_{neg}", wrong["n_negative"]),
+    ):
+      title = f"{run_name}: {label.replace('_', ' ')} at the {wrong['decision']} ({len(files_)} of {total})"
+      g = galleries.write_gallery(files_, lookup, out / f"gallery_{method}_{label}.png", title)
+      entry[kind] = dict(g, label=label, of=total)
+    out_info[method] = entry
+  return out_info
+
+
+def galleries_md(info: dict) -> list[str]:
+  if not info:
+    return []
+  md = [
+    "## Misclassified test images",
+    "",
+    "First seed of each method, at the recall-first threshold (at the argmax where the run has no threshold); "
+    "captions are the test files (`classifiers/<run>/predictions.csv` lists every image's scores).",
+    "",
+  ]
+  for method, e in info.items():
+    md += [f"### {method}", ""]
+    if "note" in e:
+      md += [f"No gallery: {e['note']}.", ""]
+      continue
+    for kind in ("missed", "overkill"):
+      g = e[kind]
+      what = f"{'Missed' if kind == 'missed' else 'Overkill'} {g['label'].split('_', 1)[1]}"
+      if not g["count"]:
+        md += [f"{what} ({e['decision']}, {e['run']}): none.", ""]
+        continue
+      name = pathlib.Path(g["path"]).name if g["path"] else None
+      shown = f", first {g['shown']} shown" if g["shown"] < g["count"] else ""
+      link = f" [{name}]({name})" if name else " (images not found in the saved test split)"
+      md += [f"{what} ({e['decision']}, {e['run']}): {g['count']} of {g['of']}{shown}:{link}", ""]
+      if name:
+        md += [f"![{what}, {method}]({name})", ""]
+  return md
+
+
+def write_curves(config, work: pathlib.Path, out: pathlib.Path, runs: dict) -> dict:
+  """curves_<run>.png and curves_autoencoder_<penalty>.png, and the TensorBoard replay of the same logs."""
+  logs = {}
+  if "deepsmote" in config.pipeline.methods:
+    for p in config.pipeline.penalties:
+      logs[f"autoencoder_{p}"] = (work / f"autoencoder_{p}" / "metrics.jsonl", f"autoencoder ({p} penalty)")
+  for run_name in runs:
+    logs[run_name] = (work / "classifiers" / run_name / "metrics.jsonl", f"classifier {run_name}")
+  plots, board, note = {}, {}, None
+  for name, (jsonl, title) in logs.items():
+    if not jsonl.is_file():
+      continue
+    plotted = curves.plot_file(jsonl, out / f"curves_{name}.png", title)
+    if plotted:
+      plots[name] = plotted
+    if note is None:
+      try:
+        board[name] = curves.replay_tensorboard(curves.read_jsonl(jsonl), work / "tensorboard" / name)
+      except curves.TensorBoardUnavailable as e:
+        note = f"not written: {e}"
+  return {"plots": plots, "tensorboard": board, "tensorboard_note": note}
+
+
+def curves_md(info: dict, work: pathlib.Path, first_runs: set[str]) -> list[str]:
+  plots = info["plots"]
+  if not plots:
+    return []
+  md = ["## Training curves", "", "From each run's `metrics.jsonl`; the dashed line is the exported (best) step.", ""]
+  for name, p in plots.items():
+    if name.startswith("autoencoder_"):
+      md += [f"![{name}]({pathlib.Path(p['path']).name})", ""]
+  md += ["| Run | Best step | Curves |", "|---|---:|---|"]
+  for name, p in plots.items():
+    if not name.startswith("autoencoder_"):
+      f = pathlib.Path(p["path"]).name
+      md.append(f"| {name} | {'n/a' if p['best_step'] is None else p['best_step']} | [{f}]({f}) |")
+  md.append("")
+  for name, p in plots.items():
+    if name in first_runs:
+      md += [f"![{name}]({pathlib.Path(p['path']).name})", ""]
+  if info["tensorboard"]:
+    md += [f"TensorBoard (the same scalars): `tensorboard --logdir {work / 'tensorboard'}`.", ""]
+  elif info["tensorboard_note"]:
+    md += [f"TensorBoard event files {info['tensorboard_note']}.", ""]
+  return md
+
+
+def write_triplets(config, work: pathlib.Path, out: pathlib.Path) -> dict[str, str]:
+  """triplets_<penalty>_<class>.png: base | synthetic | neighbour rows from each generated manifest."""
+  figures: dict[str, str] = {}
+  if "deepsmote" not in config.pipeline.methods:
+    return figures
+  lookup = None
+  for p in config.pipeline.penalties:
+    ds_dir = work / f"generate_{p}" / "dataset"
+    if not (ds_dir / "manifest.csv").is_file():
+      continue
+    lookup = lookup or galleries.train_lookup(work)
+    for cname, path in galleries.write_triplets(ds_dir, lookup, out, p).items():
+      figures[f"{p}_{cname}"] = path
+  return figures
+
+
+def triplets_md(figures: dict[str, str]) -> list[str]:
+  if not figures:
+    return []
+  md = [
+    "### Labelled triplets",
+    "",
+    "Each row: a real training image (base), the synthetic image DeepSMOTE decoded between it and one of its "
+    "nearest neighbours in latent space, and that neighbour; captions are the files (generate's manifest.csv).",
+    "",
+  ]
+  for key, path in figures.items():
+    md += [f"![triplets {key}]({pathlib.Path(path).name})", ""]
+  return md
+
+
+def appendix_md(results: dict, stage_times: dict, runs: dict) -> list[str]:
+  md = ["## Appendix", ""]
+  first = {m: rs[0] for m, rs in results.items()}
+  names = next(iter(first.values()))["class_names"]
+  pos = next(iter(first.values())).get("positive_class")
+  if len(names) == 2 and pos is not None:
+    ng = names.index(pos)
+    md += [
+      "### Table 1 layout (AMOLED paper), first seed of each method",
+      "",
+      "Argmax decision:",
+      "",
+      evaluation.paper_layout_table({m: r["confusion_matrix"] for m, r in first.items()}, names, ng),
+    ]
+    at_thr = {m: r["threshold"]["confusion_matrix"] for m, r in first.items() if (r.get("threshold") or {}).get("test")}
+    if at_thr:
+      md += ["At the recall-first threshold:", "", evaluation.paper_layout_table(at_thr, names, ng, False)]
+  else:
+    md += ["### Confusion matrices, first seed of each method", "", "Rows: actual class; columns: predicted.", ""]
+    for m, r in first.items():
+      cm = np.asarray(r["confusion_matrix"])
+      md += [f"{m}:", "", "| Actual \\ Predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+      md += [f"| {names[i]} | " + " | ".join(str(v) for v in cm[i]) + " |" for i in range(len(names))] + [""]
+  md += [
+    "### All metrics",
+    "",
+    evaluation.compare_table(results),
+    "### Stage wall times (s)",
+    "",
+    "| Stage | Seconds |",
+    "|---|---:|",
+  ]
+  md += [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
+  md += ["", "### Per-run reports", "", "Confusion tables, threshold rule and guarantee, intervals and notes:", ""]
+  md += [f"- [{r}]({r}/report.md)" for r in runs]
+  md += ["", f"Run information (config, versions, devices, commit): [{run_info.RUN_INFO}](../{run_info.RUN_INFO})."]
+  return md + [""]
+
+
+def _markdown(config, work: pathlib.Path, results: dict, parts: dict) -> str:
   train = prepare_data.load_split(work / "data", "train")
   test = prepare_data.load_split(work / "data", "test")
+  pl = config.pipeline
   md = [
     f"# DeepSMOTE comparison: {config.classifier.name} on {config.data.source} "
     f"{config.data.get('root') or ''}".rstrip(),
     "",
-    f"Seeds: {list(config.pipeline.seeds)}; test set: {test.counts()}; "
-    f"training set (before oversampling): {train.counts()}.",
+    f"Seeds: {list(pl.seeds)}; test set: {test.counts()}; training set (before oversampling): {train.counts()}.",
     "",
   ]
-  synthetic_md, synthetic_json = synthetic
+  synthetic_md, synthetic_json = parts["synthetic"]
   if synthetic_json.get("collapsed"):
     md += [f"**Synthetic set collapsed or near-constant: {synthetic_json['collapsed']}** (see Synthetic images).", ""]
+  skipped = parts["skipped"]
   if skipped:
     shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
     md += [
@@ -266,29 +503,28 @@ def _markdown(
       f"{shown}{' ...' if len(skipped) > 5 else ''}",
       "",
     ]
-  pl = config.pipeline
+  pos = next(iter(results.values()))[0].get("positive_class")
+  neg = _neg_name(next(iter(results.values()))[0]["class_names"], pos) if pos else "rest"
   md += [
-    f"Best epoch by validation `{config.classifier.select_metric}` (exact ties broken by validation log-likelihood). "
-    f"Recall-first threshold (@thr): rule `{pl.threshold_rule}` on the validation split, target NG recall "
-    f"{100 * float(pl.target_recall):g} %, confidence {100 * float(pl.threshold_confidence):g} % (the rule and "
-    "its guarantee are stated in each run's report).",
+    f"## Headline: {pos or 'positive'} recall, overkill and leak",
     "",
-    evaluation.compare_table(results),
-    *interval_tables(intervals),
+    f"Counts on the test set and their share: {pos} recall = actual {pos} flagged {pos}; overkill = actual {neg} "
+    f"flagged {pos}; leak = passed as {neg} but actually {pos} (share of everything passed). Argmax: the most "
+    f"probable class. @thr: the recall-first threshold, rule `{pl.threshold_rule}` chosen on the validation split "
+    f"for a target {pos} recall of {100 * float(pl.target_recall):g} % at {100 * float(pl.threshold_confidence):g} "
+    "% confidence. Several seeds: mean count over seeds / its denominator (mean ± sample std of the per-seed %). "
+    f"The exported epoch is the best by validation `{config.classifier.select_metric}` (ties: validation "
+    "log-likelihood).",
     "",
+    *headline_table(results, pos),
+    *interval_tables(parts["intervals"]),
+    *galleries_md(parts["galleries"]),
+    *curves_md(parts["curves"], work, {g["run"] for g in parts["galleries"].values()}),
     synthetic_md,
     "",
-    "## Stage wall times (s)",
-    "",
-    "| stage | seconds |",
-    "|---|---|",
-  ] + [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
-  md += ["", "## Confusion tables (first seed of each method)", ""]
-  for method, rs in results.items():
-    md += [f"### {method}", "", evaluation.report_markdown(rs[0]), ""]
-  if figures:
-    md += ["## Real (left) vs synthetic (right) minority images", ""]
-    md += [f"![{k}]({pathlib.Path(v).name})" for k, v in figures.items()]
+    *triplets_md(parts["triplets"]),
+    *appendix_md(results, parts["stage_times"], parts["runs"]),
+  ]
   return "\n".join(md)
 
 
@@ -311,20 +547,34 @@ def run(config, work: pathlib.Path, out: pathlib.Path, stage_names: list[str]) -
   stage_times = {
     n: json.loads((work / n / stage.DONE).read_text())["wall_s"] for n in stage_names if stage.is_done(work / n)
   }
-  figures = _synthetic_figures(config, work, out)
   skipped_file = work / "data" / "skipped.json"
-  skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
-  synthetic = synthetic_report.run(config, work, out)
-  md = _markdown(config, work, results, stage_times, figures, skipped, intervals, synthetic)
+  parts = {
+    "intervals": intervals,
+    "stage_times": stage_times,
+    "skipped": json.loads(skipped_file.read_text()) if skipped_file.is_file() else [],
+    "synthetic": synthetic_report.run(config, work, out),
+    "galleries": write_galleries(config, work, out, runs, results),
+    "curves": write_curves(config, work, out, runs),
+    "triplets": write_triplets(config, work, out),
+    "runs": runs,
+  }
+  md = _markdown(config, work, results, parts)
   files.atomic_write_text(out / "report.md", md)
+  title = f"DeepSMOTE comparison: {config.classifier.name} on {config.data.source}"
+  files.atomic_write_text(out / "report.html", report_html.markdown_to_html(md, out, title))
   summary = {
     "methods": {m: headline(rs) for m, rs in results.items()},
+    "counts": {m: [decision_counts(r) for r in rs] for m, rs in results.items()},
     "intervals": intervals,
     "stage_wall_s": stage_times,
     "runs": list(per_run),
-    "figures": figures,
-    "skipped_inputs": len(skipped),
-    "synthetic": synthetic[1],
+    "figures": parts["triplets"],
+    "galleries": parts["galleries"],
+    "curves": {k: v["path"] for k, v in parts["curves"]["plots"].items()},
+    "tensorboard": {k: v["logdir"] for k, v in parts["curves"]["tensorboard"].items()},
+    "tensorboard_note": parts["curves"]["tensorboard_note"],
+    "skipped_inputs": len(parts["skipped"]),
+    "synthetic": parts["synthetic"][1],
   }
   files.atomic_write_json(out / "report.json", {"summary": summary, "runs": per_run})
   files.atomic_write_json(out / "summary.json", summary)
