@@ -25,7 +25,7 @@ import shutil
 from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
-from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, stage, tiled
+from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, run_info, stage, tiled
 from deepsmote_jax.jobs.classifier_setup import MODEL_KEYS, RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
@@ -272,6 +272,7 @@ def run_pipeline(
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
   with WorkdirLock(work):
+    run_info.write(config, work)  # config, versions, devices, commit, start time; read by no stage
     plan = stages(config, work, progress=progress, image_set=image_set)
     recs = records(config, plan, image_set)
     names = [s.name for s in plan]
