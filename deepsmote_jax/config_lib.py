@@ -65,8 +65,9 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       # the per-class mean), or 'last'; scored every epoch end (eval_every_steps=0) or every N steps.
       select_metric="psnr",
       eval_every_steps=0,
-      # Standalone autoencoder job only: share of each class held out for validation (the pipeline uses
-      # its validation split).
+      # Share of each class held out of the training images for validation, only where no validation images
+      # exist (an in-memory set, an empty validation split); the pipeline and train-autoencoder use the data
+      # stage's validation split.
       val_fraction=0.0,
       seed=0,
     )
@@ -102,6 +103,10 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
       # Picks the best epoch on validation: 'average_precision' / 'roc_auc' of the positive class (threshold-free,
       # sound with a handful of NG), or an argmax metric; exact ties are broken by validation log-likelihood.
       select_metric="average_precision",
+      # A .keras / .h5 file of Keras weights for the classifier (a keras.applications architecture, e.g. the
+      # ImageNet downloads; '' = random initialisation), loaded before training: all of it when it fits, else
+      # every layer but the 'predictions' head (another number of classes); a file that does not fit is an error.
+      weights="",
     )
   )
   c.pipeline = ml_collections.ConfigDict(
