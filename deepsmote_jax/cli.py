@@ -36,6 +36,7 @@ from deepsmote_jax.jobs import (
   train_autoencoder,
   train_classifier,
 )
+from deepsmote_jax.train import distributed
 
 PROG = "deepsmote"
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
@@ -106,8 +107,19 @@ def _run_pipeline(fv) -> None:
   print(pipeline.summary_text(summary, workdir))
 
 
+def _split_flag(fv) -> None:
+  _string(
+    fv,
+    "split",
+    "A data-stage folder of an earlier run (<workdir>/data of train-autoencoder, train-classifier or the pipeline): "
+    "its train/validation/test split is used, checked against the config. Default: the split is made with the "
+    "config (config.split, same seed = same split) into <workdir>/data.",
+  )
+
+
 def _define_train_autoencoder(fv) -> None:
   _string(fv, "workdir", "Output folder (default: config.workdir).")
+  _split_flag(fv)
   _bool(fv, "resume", "Continue from the latest checkpoint in --workdir (same settings and data).")
   _bool(fv, "overwrite", "Discard the checkpoints of an earlier run in --workdir.")
   _bool(fv, "progress", "Show progress bars.", True)
@@ -116,7 +128,12 @@ def _define_train_autoencoder(fv) -> None:
 def _run_train_autoencoder(fv) -> None:
   compilation_cache.enable()
   summary = train_autoencoder.train_and_export(
-    fv.config, fv.workdir or fv.config.workdir, resume=fv.resume, overwrite=fv.overwrite, progress=fv.progress
+    fv.config,
+    fv.workdir or fv.config.workdir,
+    resume=fv.resume,
+    overwrite=fv.overwrite,
+    progress=fv.progress,
+    split=fv.split,
   )
   print(
     f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
@@ -133,6 +150,7 @@ def _run_train_autoencoder(fv) -> None:
 def _define_generate(fv) -> None:
   _string(fv, "model", "(required) Exported encoder/decoder folder (<train-autoencoder workdir>/autoencoder).")
   _string(fv, "workdir", "(required) Output folder, the balanced dataset (must be absent or empty, see --overwrite).")
+  _split_flag(fv)
   _enum(
     fv,
     "copy_originals",
@@ -149,6 +167,7 @@ def _run_generate(fv) -> None:
     fv.config,
     fv.model,
     fv.workdir,
+    split=fv.split,
     strict=fv.strict,
     copy_originals=fv.copy_originals,
     batch_size=fv.batch_size,
@@ -164,6 +183,7 @@ def _run_generate(fv) -> None:
 def _define_train_classifier(fv) -> None:
   _string(fv, "workdir", "Output folder (default: config.workdir + '_classifier').")
   _string(fv, "synthetic", "A balanced dataset folder written by `deepsmote generate`: its synthetic images are added.")
+  _split_flag(fv)
   _enum(fv, "method", list(train_classifier.BASELINES), "Imbalance baseline applied to the training split.")
   flags.DEFINE_integer("seed", 0, "Seed of the classifier run.", flag_values=fv)
   _bool(fv, "progress", "Show progress bars.", True)
@@ -177,6 +197,7 @@ def _run_train_classifier(fv) -> None:
     method=fv.method,
     seed=fv.seed,
     synthetic_dir=fv.synthetic,
+    split_dir=fv.split,
     progress=fv.progress,
   )
   print(
@@ -291,11 +312,12 @@ COMMANDS = {
     Command(
       "train-autoencoder",
       "Train a DeepSMOTE encoder/decoder on config.data and export it (<workdir>/autoencoder).",
-      "--config NAME|PATH [--workdir DIR] [--resume | --overwrite]",
+      "--config NAME|PATH [--workdir DIR] [--split DIR] [--resume | --overwrite]",
       "  deepsmote train-autoencoder --config amoled_dent_200 --config.data.root=my_images --workdir runs/ae\n"
-      "Writes checkpoints/, metrics.jsonl, autoencoder/ (the export `generate` reads) and reconstructions.png.\n"
-      "With --config.train.val_fraction=0.2 a fifth of each class is held out and the exported state is the\n"
-      "best by config.train.select_metric.",
+      "Splits the data (config.split, config.imbalance) into <workdir>/data, or uses --split DIR, and trains on\n"
+      "the training split only; the exported state is the best on the validation split by\n"
+      "config.train.select_metric. Writes data/, checkpoints/, metrics.jsonl, autoencoder/ (the export `generate`\n"
+      "reads), reconstructions.png and training_data.json (the split and the files trained on).",
       _define_train_autoencoder,
       _run_train_autoencoder,
       config="required",
@@ -303,12 +325,14 @@ COMMANDS = {
     Command(
       "generate",
       "Balance an image set with a trained encoder/decoder: originals plus synthetic images.",
-      "--config NAME|PATH --model DIR --workdir DIR [--copy_originals MODE] [--overwrite]",
-      "  deepsmote generate --config amoled_dent_200 --config.data.root=my_images \\\n"
+      "--config NAME|PATH --model DIR --workdir DIR [--split DIR] [--copy_originals MODE] [--overwrite]",
+      "  deepsmote generate --config amoled_dent_200 --config.data.root=my_images --split runs/ae/data \\\n"
       "      --model runs/ae/autoencoder --workdir runs/balanced --config.generate.k_neighbors=3\n"
-      "Reads config.data (source, root, resize, on_error; loaded at the model's size and channels) and\n"
-      "config.generate (sampling_strategy: auto | minority | 'not majority' | 'not minority' | all | a ratio |\n"
-      "'{\"NG\": 200}'; kind; k_neighbors; seed). Writes <workdir>/<class>/*, manifest.csv, grids/, summary.json.",
+      "Over-samples the TRAINING split only: of --split DIR (the autoencoder's, checked against the config), or\n"
+      "of the split made with the config and kept as <workdir>/data. Reads config.generate (sampling_strategy:\n"
+      "auto | minority | 'not majority' | 'not minority' | all | a ratio | '{\"NG\": 200}'; kind; k_neighbors;\n"
+      "seed). Writes <workdir>/<class>/*, manifest.csv (base and neighbour files, their split), grids/,\n"
+      "summary.json (data_split: the split's folder and manifest digest).",
       _define_generate,
       _run_generate,
       config="required",
@@ -317,11 +341,13 @@ COMMANDS = {
     Command(
       "train-classifier",
       "Train one defect classifier (optionally with synthetic images) and evaluate it on the test split.",
-      "--config NAME|PATH [--workdir DIR] [--synthetic DIR] [--method NAME] [--seed N]",
+      "--config NAME|PATH [--workdir DIR] [--split DIR] [--synthetic DIR] [--method NAME] [--seed N]",
       "  deepsmote train-classifier --config amoled_dent_200 --config.data.root=my_images \\\n"
-      "      --config.classifier.name=inception_v3 --workdir runs/cls --synthetic runs/balanced\n"
-      "Splits the data (config.split), keeps the best epoch by config.classifier.select_metric\n"
-      "(<workdir>/classifier/best) and evaluates it (<workdir>/evaluation).",
+      "      --config.classifier.name=inception_v3 --workdir runs/cls --split runs/ae/data --synthetic runs/balanced\n"
+      "Uses the split of --split DIR (checked against the config) or splits the data (config.split) into\n"
+      "<workdir>/data; the synthetic images' bases must be training images of that split. Keeps the best epoch\n"
+      "by config.classifier.select_metric (<workdir>/classifier/best) and evaluates it on the test split\n"
+      "(<workdir>/evaluation). config.classifier.weights: a .keras/.h5 file loaded before training.",
       _define_train_classifier,
       _run_train_classifier,
       config="required",
@@ -427,12 +453,38 @@ def overview() -> str:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+def _define_distributed(fv: flags.FlagValues) -> None:
+  """Every command's flags for running as one of several processes (hosts); see `_start_distributed`."""
+  _string(fv, "coordinator_address", "Several processes: HOST:PORT of process 0, which hosts the coordinator.")
+  flags.DEFINE_integer("num_processes", None, "Several processes: how many in all.", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "Several processes: this one's index in [0, num_processes).", flag_values=fv)
+  _bool(fv, "distributed", "Several processes, detected from the cluster (Slurm, Open MPI, Cloud TPU); flags override.")
+  flags.DEFINE_float(
+    "coordinator_timeout_s",
+    distributed.DEFAULT_TIMEOUT_S,
+    "Several processes: seconds to wait for the coordinator and the other processes.",
+    flag_values=fv,
+  )
+
+
+def _start_distributed(fv: flags.FlagValues) -> None:
+  """Joins the other processes (jax.distributed) before the command touches JAX; nothing for one process."""
+  distributed.initialize(
+    fv.coordinator_address,
+    fv.num_processes,
+    fv.process_id,
+    auto=fv.distributed,
+    timeout_s=fv.coordinator_timeout_s,
+  )
+
+
 def _flag_values(cmd: Command, argv: list[str]) -> flags.FlagValues:
   """A fresh FlagValues with the command's flags; `argv` is what the config flag reads its overrides from."""
   fv = flags.FlagValues()
   if cmd.config:
     config_flags.DEFINE_config_file("config", None, _config_help(cmd), flag_values=fv, sys_argv=argv)
   cmd.define(fv)
+  _define_distributed(fv)
   _bool(fv, "verbose", "Show the traceback of an error.")
   return fv
 
@@ -510,6 +562,7 @@ def run_command(cmd: Command, args: list[str]) -> None:
       raise
     _fail(_error_line(e))
   with boundary.user_errors(fv.verbose):
+    _start_distributed(fv)
     cmd.run(fv)
 
 

@@ -57,9 +57,9 @@ def _read_manifest(out):
 
 
 def _class_files(out):
-  """Every file under the class folders, relative to out (grids/ and the top-level files excluded)."""
+  """Every file under the class folders, relative to out (grids/, data/ and the top-level files excluded)."""
   found = []
-  for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name != "grids"):
+  for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("grids", "data")):
     found += [str(p.relative_to(out)) for p in d.rglob("*") if p.is_file()]
   return found
 
@@ -250,7 +250,8 @@ def test_link_and_none_modes(setup, tmp_path):
 
 
 def test_command_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys):
-  """`deepsmote generate` (scripts/generate.py): config.data and config.generate in, the balanced folder out."""
+  """`deepsmote generate` (scripts/generate.py): config.data and config.generate in, the balanced folder of the
+  TRAINING split out (the split made with the config and kept as <workdir>/data)."""
   data = tmp_path / "tiles"
   for cls, n in {"free": 20, "blowhole": 6, "crack": 4}.items():
     (data / cls).mkdir(parents=True)
@@ -265,6 +266,12 @@ def test_command_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys)
     f"--config.data.root={data}",
     "--config.generate.k_neighbors=3",
     "--config.generate.seed=0",
+    "--config.model.preset=micro_16",
+    "--config.model.channels=1",
+    "--config.split.ratios=(0.7,0.15,0.15)",
+    "--config.imbalance.ok_count=0",
+    "--config.imbalance.minority_ratio=0",
+    "--config.pipeline.positive_class=",
     "--model",
     str(setup["model_path"]),
     "--workdir",
@@ -273,12 +280,22 @@ def test_command_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys)
   cli.main(args)
   summary = json.loads((out / "summary.json").read_text())
   printed = capsys.readouterr().out
-  assert re.search(r"crack\s+4\s+16\s+20", printed) and re.search(r"total\s+30\s+30\s+60", printed)
+  split = json.loads((out / "data" / "split_manifest.json").read_text())["splits"]
+  train = set(split["train"])
+  before = {c: sum(f.startswith(c + "/") for f in train) for c in ("blowhole", "crack", "free")}
+  assert summary["counts_before"] == before and sum(before.values()) < 30  # the training split only
+  most = max(before.values())
+  assert re.search(rf"crack\s+{before['crack']}\s+{most - before['crack']}\s+{most}", printed)
   image_set = load_image_folder(data, image_size=16, channels=1)
   rows = _check_folder(out, summary, image_set)
-  assert summary["counts_after"] == {"blowhole": 20, "crack": 20, "free": 20}
+  assert summary["counts_after"] == {"blowhole": most, "crack": most, "free": most}
   originals = [r for r in rows if r["synthetic"] == "0"]
-  assert len(originals) == 30 and all(r["file"].endswith(".jpg") for r in originals)  # copied as they are
+  assert len(originals) == len(train) and all(r["file"].endswith(".jpg") for r in originals)  # copied as they are
+  used = {r["source"] for r in originals} | {
+    r[k] for r in rows if r["synthetic"] == "1" for k in ("base_file", "neighbor_file")
+  }
+  assert used <= train and {r["split"] for r in rows} == {"train"}
+  assert summary["data_split"]["split"] == "train" and summary["data_split"]["kept_as"] == "data"
   capsys.readouterr()
   with pytest.raises(SystemExit) as exit_info:  # bad input: one line, exit code 2, no traceback
     cli.main(args)
@@ -287,7 +304,17 @@ def test_command_on_magnetic_tile_subset(setup, magnetic_tile, tmp_path, capsys)
   with pytest.raises(ValueError, match="not empty"):  # --verbose keeps the exception (and its traceback)
     cli.main(args + ["--verbose"])
   cli.main(args + ["--overwrite", "--config.generate.sampling_strategy", '{"crack": 10}', "--copy_originals", "none"])
-  assert json.loads((out / "summary.json").read_text())["counts_written"] == {"blowhole": 0, "crack": 6, "free": 0}
+  written = json.loads((out / "summary.json").read_text())["counts_written"]
+  assert written == {"blowhole": 0, "crack": 10 - before["crack"], "free": 0}
+  # The same split again, given as --split: the same images are over-sampled; a split of other settings is refused.
+  again = tmp_path / "again"
+  cli.main([*args[:-1], str(again), "--split", str(out / "data")])
+  assert json.loads((again / "summary.json").read_text())["counts_before"] == before
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
+    cli.main([*args[:-1], str(tmp_path / "other"), "--split", str(out / "data"), "--config.split.seed=1"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "config.split.seed=0, the config has 1" in err[0]
 
 
 def test_original_names_for_memory_sets_and_patches(tmp_path):

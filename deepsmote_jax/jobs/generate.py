@@ -1,13 +1,19 @@
 """DeepSMOTE generation: an imbalanced `ImageSet` in, a balanced image folder out.
 
 `generate_dataset` encodes every image (eval-mode BatchNorm), over-samples the latent codes per class with
-`smote.fit_resample`, decodes the synthetic codes and writes
+`smote.fit_resample(..., return_provenance=True)` (the synthetic codes with their base and neighbour rows),
+decodes the synthetic codes and writes
 
   <out>/<class>/...                       the originals (copied, linked or re-encoded as PNG) and
   <out>/<class>/synthetic_<class>_00001.png  the synthetic images (the model's size, the input's channels),
-  <out>/manifest.csv                      one row per image file (provenance of the synthetic ones),
+  <out>/manifest.csv                      one row per image file (provenance of the synthetic ones; the
+                                          `split` column names the data split the file or its bases came from),
   <out>/grids/<class>.png                 base | synthetic | neighbour triplets of each over-sampled class,
-  <out>/summary.json                      counts before/after, settings, model, timings.
+  <out>/summary.json                      counts before/after, settings, model, the data split, timings.
+
+`deepsmote generate` (`generate_from_config`) over-samples the training split of the data stage only (an
+earlier run's data folder with `--split DIR`, else the stage run into `<out>/data`), so no validation or test
+image is a base or neighbour of a synthetic image: `summary.json`'s `data_split` and the manifest show it.
 
 Every check on the input (shapes, classes, sampling strategy, neighbour counts, NaN codes, the output
 folder) runs before anything is written, and the folder is built as `<out>.tmp-XXXX` beside `<out>` and
@@ -32,13 +38,14 @@ from PIL import Image
 
 from deepsmote_jax import files, smote, visualize
 from deepsmote_jax.data.folder import ImageSet, save_image_folder
-from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.export import load_autoencoder
+from deepsmote_jax.jobs import prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import sampling_strategy as parse_sampling_strategy
+from deepsmote_jax.models import presets
 from deepsmote_jax.train.autoencoder import decode_codes, encode_images
 
 COPY_MODES = ("copy", "link", "png", "none")
-MANIFEST_COLUMNS = ("file", "class", "synthetic", "base_file", "neighbor_file", "gap", "source")
+MANIFEST_COLUMNS = ("file", "class", "synthetic", "base_file", "neighbor_file", "gap", "source", "split")
 SYNTHETIC_PREFIX = "synthetic_"
 _GRID_TRIPLETS = 12  # base | synthetic | neighbour triplets per class grid
 _DECODE_CHUNK_BATCHES = 8  # batches decoded per decode_codes call (bounds host memory)
@@ -193,6 +200,8 @@ def generate_dataset(
   batch_size: int = 256,
   overwrite: bool = False,
   model_path: str | os.PathLike | None = None,
+  data_split: dict | None = None,
+  extra_dirs: dict[str, pathlib.Path] | None = None,
 ) -> dict:
   """Writes a class-balanced image folder: the originals plus DeepSMOTE samples; returns the summary.
 
@@ -213,6 +222,9 @@ def generate_dataset(
     batch_size: encode/decode batch.
     overwrite: replace an existing non-empty `out_dir` (removed only once the new folder is complete).
     model_path: recorded in the summary.
+    data_split: where `image_set` comes from (`prepare_data.split_record` plus 'split': the split's name),
+      recorded in the summary (`data_split`) and in the manifest's `split` column.
+    extra_dirs: {name: folder} moved into the output folder with it (e.g. the data stage it was made from).
 
   Returns:
     The summary (also `summary.json`). Manifest `base_file`/`neighbor_file` are `image_set.files` entries
@@ -223,6 +235,9 @@ def generate_dataset(
   settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
   checked = {k: v for k, v in settings.items() if k != "seed"}
   counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals)
+  clash = sorted(set(extra_dirs or {}) & set(counts))
+  if clash:
+    raise ValueError(f"class(es) {clash} have the name of a folder the output holds besides the classes")
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
   class_names = list(image_set.class_names)
@@ -238,8 +253,10 @@ def generate_dataset(
       (tmp / c).mkdir(parents=True, exist_ok=True)
     links = _write_originals(tmp, image_set, originals, orig_paths, copy_originals)
     _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
-    rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res)
+    rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res, (data_split or {}).get("split", ""))
     _write_manifest(tmp, rows, class_names, out)
+    for name, folder in (extra_dirs or {}).items():
+      os.rename(folder, tmp / name)
     t_end = time.perf_counter()
     times = {"encode": t_encode - t0, "resample": t_resample - t_encode, "decode_write": t_end - t_resample}
     summary = _summary(out, counts, res, rows, settings, caught, times)
@@ -248,6 +265,7 @@ def generate_dataset(
       links=links if copy_originals == "link" else None,
       source_root=os.fspath(source_root) if source_root is not None else None,
       model=_model_record(model, model_path),
+      data_split={k: v for k, v in data_split.items() if k != "splits"} if data_split else None,
     )
     files.atomic_write_json(tmp / "summary.json", summary)
     old = _commit(tmp, out, overwrite)
@@ -264,37 +282,83 @@ def generate_from_config(
   model_dir: str | os.PathLike,
   out_dir: str | os.PathLike,
   *,
+  split: str | os.PathLike | None = None,
   strict: bool = False,
   copy_originals: str = "copy",
   batch_size: int = 256,
   overwrite: bool = False,
 ) -> dict:
-  """`deepsmote generate`: the exported encoder/decoder at `model_dir` over `config.data` (its source, root,
-  resize and on_error; loaded at the model's size and channels) with `config.generate` (sampling_strategy,
-  kind, k_neighbors, seed); writes the balanced folder `out_dir` and returns `generate_dataset`'s summary."""
+  """`deepsmote generate`: the exported encoder/decoder at `model_dir` over the TRAINING split of the data
+  stage with `config.generate` (sampling_strategy, kind, k_neighbors, seed); writes the balanced folder
+  `out_dir` and returns `generate_dataset`'s summary.
+
+  The split is `split` (an earlier run's data folder, e.g. `<train-autoencoder workdir>/data`, checked against
+  the config), or the data stage run with the config's split rule and kept as `<out_dir>/data`. A model
+  trained on another split (its export records the split) is refused: its training images may be this
+  split's test images. Originals are copied from the folder the split was made from (`config.data.root`)."""
+  if prepare_data.tile_settings(config).mode != "none":
+    raise ValueError(
+      f"config.data.patches.mode={config.data.patches.mode!r}: the standalone generate works on whole images; "
+      "run tiles through `deepsmote pipeline`"
+    )
+  out = pathlib.Path(out_dir).absolute()
+  _check_out_dir(out, overwrite)
   model, meta = load_autoencoder(model_dir)
-  spec = meta["spec"]
-  image_set = load_source(config.data, image_size=int(spec["image_size"]), channels=int(spec["channels"]))
-  source_root = config.data.root if config.data.get("source", "folder") == "folder" else None
-  trained_on = meta.get("class_names")
-  if trained_on and sorted(trained_on) != sorted(image_set.class_names):
-    warnings.warn(f"the model was trained on classes {trained_on}, the data has {image_set.class_names}", stacklevel=1)
-  g = config.generate
-  return generate_dataset(
-    model,
-    image_set,
-    out_dir,
-    sampling_strategy=parse_sampling_strategy(g.sampling_strategy),
-    k_neighbors=int(g.k_neighbors),
-    kind=g.kind,
-    seed=int(g.seed),
-    strict=strict,
-    copy_originals=copy_originals,
-    source_root=source_root,
-    batch_size=batch_size,
-    overwrite=overwrite,
-    model_path=model_dir,
-  )
+  spec, want = model.spec, presets.get_preset(config.model.preset, channels=int(config.model.channels))
+  if (spec.image_size, spec.channels) != (want.image_size, want.channels):
+    raise ValueError(
+      f"config.model.preset={config.model.preset!r} with config.model.channels={config.model.channels} splits "
+      f"{want.image_size}x{want.image_size}x{want.channels} images, but --model {os.fspath(model_dir)!r} "
+      f"({spec.name}) takes {spec.image_size}x{spec.image_size}x{spec.channels}: use the autoencoder's config"
+    )
+  staging = None if split else files.temp_dir_beside(out)
+  try:
+    data_dir = prepare_data.ensure(config, staging, split) if staging else prepare_data.check_split(config, split)
+    record = {**prepare_data.split_record(data_dir), "split": "train"}
+    _check_model_split(meta, record, model_dir, data_dir)
+    if staging:
+      record["dir"] = record["manifest"] = None  # moved into the output folder: <out>/data
+      record["kept_as"] = "data"
+    image_set = prepare_data.load_split(data_dir, "train")
+    source_root = (config.data.root or record["root"]) if config.data.get("source", "folder") == "folder" else None
+    trained_on = meta.get("class_names")
+    if trained_on and sorted(trained_on) != sorted(image_set.class_names):
+      warnings.warn(
+        f"the model was trained on classes {trained_on}, the data has {image_set.class_names}", stacklevel=1
+      )
+    stage.log(f"generate: over-sampling the training split {image_set.counts()} of {data_dir}")
+    g = config.generate
+    return generate_dataset(
+      model,
+      image_set,
+      out,
+      sampling_strategy=parse_sampling_strategy(g.sampling_strategy),
+      k_neighbors=int(g.k_neighbors),
+      kind=g.kind,
+      seed=int(g.seed),
+      strict=strict,
+      copy_originals=copy_originals,
+      source_root=source_root,
+      batch_size=batch_size,
+      overwrite=overwrite,
+      model_path=model_dir,
+      data_split=record,
+      extra_dirs={"data": data_dir} if staging else None,
+    )
+  finally:
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_model_split(meta: dict, record: dict, model_dir, data_dir) -> None:
+  """The autoencoder's recorded training split (if any) is the split being over-sampled."""
+  trained = meta.get("data_split") or {}
+  if trained.get("manifest_digest") and trained["manifest_digest"] != record["manifest_digest"]:
+    raise ValueError(
+      f"--model {os.fspath(model_dir)!r} was trained on the split in {trained.get('dir')!r}, not on the split of "
+      f"{os.fspath(data_dir)!r} (its test images may be in the model's training data): pass --split "
+      f"{trained.get('dir')!r} or the same config"
+    )
 
 
 def _encode(model, image_set: ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +408,11 @@ def _resample(codes: np.ndarray, names: np.ndarray, seed: int, **kwargs):
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     res = smote.fit_resample(
-      jax.random.key(seed), codes, names, **{**kwargs, "k_neighbors": int(kwargs["k_neighbors"])}
+      jax.random.key(seed),
+      codes,
+      names,
+      **{**kwargs, "k_neighbors": int(kwargs["k_neighbors"])},
+      return_provenance=True,
     )
   for w in caught:
     warnings.warn(str(w.message), w.category, stacklevel=3)
@@ -433,8 +501,9 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
     )
 
 
-def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res) -> list[dict]:
-  """Originals in input order, then the synthetic rows with their base and neighbour source files."""
+def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res, split: str) -> list[dict]:
+  """Originals in input order, then the synthetic rows with their base and neighbour source files; `split`:
+  the data split the originals (and so every base and neighbour) belong to ('' unknown)."""
   rows = [
     {
       "file": rel,
@@ -444,6 +513,7 @@ def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths
       "neighbor_file": "",
       "gap": "",
       "source": image_set.files[i],
+      "split": split,
     }
     for i, rel in enumerate(orig_paths)
   ]
@@ -458,6 +528,7 @@ def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths
         "neighbor_file": image_set.files[int(res.neighbor[j])],
         "gap": f"{float(res.gap[j]):.6f}",
         "source": "",
+        "split": split,
       }
     )
   return rows

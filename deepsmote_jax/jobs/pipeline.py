@@ -25,7 +25,7 @@ import shutil
 from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
-from deepsmote_jax.jobs import anomaly, generate, prepare_data, report, run_info, stage, tiled
+from deepsmote_jax.jobs import anomaly, classifier_setup, generate, prepare_data, report, run_info, stage, tiled
 from deepsmote_jax.jobs.classifier_setup import MODEL_KEYS, RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
@@ -85,6 +85,7 @@ def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resum
     seed=int(g.seed),
     copy_originals="png",
     overwrite=True,
+    data_split={**prepare_data.split_record(work / "data"), "split": "train"},
   )
   return {"counts": summary.get("counts_after")}
 
@@ -115,7 +116,7 @@ def stages(config, work: pathlib.Path, *, progress: bool = True, image_set: Imag
     Stage(
       "data",
       lambda d, _: prepare_data.run(config, d, image_set=image_set),
-      settings=("model", "data", "split", "imbalance", "pipeline.positive_class"),
+      settings=prepare_data.SETTINGS,
     )
   ]
   for p in penalties:
@@ -168,28 +169,26 @@ def stage_names(config) -> list[str]:
   return [s.name for s in stages(config, pathlib.Path("."))]
 
 
-def _setting(config, key: str):
-  node = config
-  for part in key.split("."):
-    node = node[part]
-  return node.to_dict() if hasattr(node, "to_dict") else node
-
-
 def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dict[str, dict]:
   """Each stage's record: its settings, its own inputs (the data stage: the image source) and the digests
   of the records of the stages it reads."""
   out: dict[str, dict] = {}
   for s in plan:
+    if s.name == "data":  # the same record as the standalone jobs' data stage, so either folder is a --split
+      out[s.name] = prepare_data.record(config, image_set)
+      continue
     rec = {
-      "settings": files.json_safe({key: _setting(config, key) for key in s.settings}),
+      "settings": files.json_safe({key: stage.setting(config, key) for key in s.settings}),
       "upstream": {u: stage.digest(out[u]) for u in s.inputs},
     }
-    if s.name == "data":
-      rec["inputs"] = files.json_safe(prepare_data.source_fingerprint(config, image_set))
-      if prepare_data.tile_settings(config).mode == "none":  # records of runs from before the setting stay valid
-        rec["settings"]["data"].pop("patches", None)
     if s.name.startswith("autoencoder_"):
       rec["settings"]["train"]["penalty"] = s.name.split("_", 1)[1]
+    if "classifier" in rec["settings"]:
+      weights = classifier_setup.weights_fingerprint(config)
+      if weights is None:  # records of runs from before the setting stay valid
+        rec["settings"]["classifier"].pop("weights", None)
+      else:  # another file at the same path reruns the stage too
+        rec["inputs"] = files.json_safe({"classifier.weights": weights})
     out[s.name] = rec
   return out
 
@@ -221,6 +220,7 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
   config_lib.to_dataclass(ClassifierTrainConfig, config.classifier, "classifier", ignore=MODEL_KEYS)
   if config.classifier.name not in classifier_names:
     raise ValueError(f"config.classifier.name={config.classifier.name!r}: choose one of {list(classifier_names)}")
+  classifier_setup.check_weights(config)
   g = config.generate
   if g.kind not in smote.KINDS:
     raise ValueError(f"config.generate.kind={g.kind!r}: choose one of {smote.KINDS}")

@@ -1,7 +1,10 @@
 """The data stage: load the images once, split train/validation/test, make the training split scarce in NG.
 
-Every later stage (autoencoder, generation, classifiers, report) and the standalone classifier job read
-these saved splits, so a test image never reaches the autoencoder or the synthetic set.
+Every later stage (autoencoder, generation, classifiers, report) and the standalone jobs (`deepsmote
+train-autoencoder`, `generate`, `train-classifier`) read these saved splits, so a test image never reaches the
+autoencoder or the synthetic set. A standalone job either runs the stage into `<workdir>/data` (`ensure`: reused
+while its record is unchanged) or reads the folder of an earlier run (`--split DIR`, `check_split`: its
+settings and images must be the config's).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import os
 import pathlib
 
@@ -19,10 +23,16 @@ from deepsmote_jax.data import protocols, splits
 from deepsmote_jax.data import tiles as tiles_lib
 from deepsmote_jax.data.folder import ImageSet, load_image_folder
 from deepsmote_jax.data.sources import load_source
+from deepsmote_jax.jobs import stage
 from deepsmote_jax.models import presets
 from deepsmote_jax.train import loop
 
 SPLITS = ("train", "validation", "test")
+MANIFEST = "split_manifest.json"
+# The config settings the data stage reads (its record, `record`).
+SETTINGS = ("model", "data", "split", "imbalance", "pipeline.positive_class")
+# Settings that say where the images are; a --split is checked by the images' fingerprint instead.
+_WHERE = ("data.root", "data.test_root")
 
 
 def load_images(config, image_set: ImageSet | None = None) -> ImageSet:
@@ -103,6 +113,106 @@ def _folder_fingerprint(root, setting: str) -> dict:
     "files": n_files,
     "bytes": n_bytes,
     "digest": h.hexdigest()[:16],
+  }
+
+
+def record(config, image_set: ImageSet | None = None) -> dict:
+  """The data stage's record (`stage.py`): the settings it reads and the fingerprint of the image source."""
+  rec = {
+    "settings": files.json_safe({key: stage.setting(config, key) for key in SETTINGS}),
+    "upstream": {},
+    "inputs": files.json_safe(source_fingerprint(config, image_set)),
+  }
+  if tile_settings(config).mode == "none":  # records of runs from before the setting stay valid
+    rec["settings"]["data"].pop("patches", None)
+  return rec
+
+
+def ensure(config, workdir: str | os.PathLike, split_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  """The data-stage folder a standalone job reads: `split_dir` checked against the config (`check_split`), or
+  the data stage run into `<workdir>/data` with the config's split rule (reused while its record, settings and
+  image files, is unchanged; the same settings and images give the same split)."""
+  if split_dir:
+    return check_split(config, split_dir)
+  out = pathlib.Path(workdir) / "data"
+  rec = record(config)
+  if stage.is_done(out) and stage.read_record(out) == rec:
+    stage.log(f"stage data: the split in {out} is reused (same settings and images)")
+    return out
+  stage.run_stage(out, lambda d, _: run(config, d), rec)
+  return out
+
+
+def _leaves(tree, prefix: str = "") -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+  return {prefix: tree}
+
+
+def check_split(config, split_dir: str | os.PathLike) -> pathlib.Path:
+  """`split_dir` (the data stage's folder of an earlier run) when it was made with the config's settings from
+  the same images; otherwise a one-line ValueError naming the first setting that differs. With an empty
+  `config.data.root` the split is taken as it is (its images are not compared)."""
+  d = pathlib.Path(split_dir)
+  where = f"--split {str(d)!r}"
+  if not (d / MANIFEST).is_file() or not stage.is_done(d):
+    raise ValueError(
+      f"{where} is not a finished data stage (no {MANIFEST} or {stage.DONE}): give the data folder of an earlier "
+      "run, e.g. <train-autoencoder workdir>/data"
+    )
+  old = stage.read_record(d)
+  if not old or "settings" not in old:
+    raise ValueError(f"{where} has no record of the settings it was made with (an older version): make it again")
+  given = bool(config.data.get("root")) or config.data.get("source", "folder") != "folder"
+  new = {
+    "settings": files.json_safe({key: stage.setting(config, key) for key in SETTINGS}),
+    "inputs": files.json_safe(source_fingerprint(config)) if given else None,
+  }
+  if tile_settings(config).mode == "none":
+    new["settings"]["data"].pop("patches", None)
+  was, now = _leaves(old["settings"]), _leaves(new["settings"])
+  for key in sorted(set(was) | set(now)):
+    if key in _WHERE or was.get(key) == now.get(key):
+      continue
+    raise ValueError(
+      f"{where} was made with config.{key}={was.get(key)!r}, the config has {now.get(key)!r}: use the same setting "
+      "or leave out --split to make a split with this config"
+    )
+  if given and new["inputs"] != old.get("inputs"):
+    before, after = old.get("inputs") or {}, new["inputs"]
+    setting = "config.data.root" if "root" in after else "config.data.source"
+    raise ValueError(
+      f"{where} was made from other images than {setting}={after.get('root') or after.get('source')!r} holds now "
+      f"(made from {before.get('root', before.get('source'))!r}, {before.get('files', '?')} files; now "
+      f"{after.get('files', '?')} files): leave out --split to split these images"
+    )
+  classes = list(json.loads((d / MANIFEST).read_text()).get("class_names") or [])
+  wanted = list(config.data.get("classes") or ())
+  if wanted and sorted(wanted) != sorted(classes):
+    raise ValueError(f"{where} has classes {classes}, config.data.classes={wanted}")
+  pos = config.pipeline.positive_class
+  if pos and pos not in classes:
+    raise ValueError(f"{where} has classes {classes}: no config.pipeline.positive_class={pos!r}")
+  stage.log(f"stage data: using the split in {d}")
+  return d
+
+
+def split_record(data_dir: str | os.PathLike) -> dict:
+  """What a job built on a data-stage folder records of it: its path, the digest of its manifest, the root
+  its files are relative to (None: not an image folder) and the file lists of every split."""
+  d = pathlib.Path(data_dir)
+  raw = (d / MANIFEST).read_bytes()
+  doc = json.loads(raw)
+  inputs = (stage.read_record(d) or {}).get("inputs") or {}
+  return {
+    "dir": str(d.resolve()),
+    "manifest": str((d / MANIFEST).resolve()),
+    "manifest_digest": hashlib.sha256(raw).hexdigest()[:16],
+    "root": inputs.get("root"),
+    "splits": doc.get("splits", {}),
   }
 
 

@@ -45,6 +45,14 @@ def log(msg: str) -> None:
   print(f"[pipeline] {msg}", flush=True)
 
 
+def setting(config, key: str):
+  """`config`'s value at a section or dotted key ('data', 'pipeline.positive_class'), as plain data."""
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node.to_dict() if hasattr(node, "to_dict") else node
+
+
 def digest(record: dict) -> str:
   return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -85,12 +85,12 @@ def _smote_pixels(config, split, positive: int, seed: int, strategy) -> tuple[np
     np.flatnonzero(split.image_labels[split.bag] != positive), ng_sources(split, positive, x, _top_k(config))
   )
   names = np.asarray(split.tiles.class_names)[split.tiles.labels[keep]]
-  r = smote.fit_resample(
+  x_res, y_res = smote.fit_resample(  # the originals, then the synthetic rows
     jax.random.key(seed), x[keep], names, k_neighbors=int(config.generate.k_neighbors), sampling_strategy=strategy
   )
   shape = (-1,) + split.tiles.images.shape[1:]
-  synth = np.clip(np.rint(np.asarray(r.samples)), 0, 255).astype(np.uint8).reshape(shape)
-  return synth, np.asarray([split.tiles.class_names.index(str(c)) for c in np.asarray(r.labels)], np.int32)
+  synth = np.clip(np.rint(np.asarray(x_res[len(keep) :])), 0, 255).astype(np.uint8).reshape(shape)
+  return synth, np.asarray([split.tiles.class_names.index(str(c)) for c in y_res[len(keep) :]], np.int32)
 
 
 def _method(config, work: pathlib.Path, method: str, seed: int, split, positive: int, strategy):
@@ -174,12 +174,14 @@ def train_one(
   *,
   extra: ImageSet | None = None,
   progress: bool = True,
+  data_dir: pathlib.Path | None = None,
 ) -> dict:
   """One tile classifier for `method` (plus optional extra tiles as one-tile bags) trained by MIL on the
-  saved tiled splits; exports the best epoch (by the image-level validation metric) to `run_dir/best` and
-  writes image-level predictions."""
+  saved tiled splits (of `data_dir`, default `<work>/data`); exports the best epoch (by the image-level
+  validation metric) to `run_dir/best` and writes image-level predictions."""
   c, ts = config.classifier, prepare_data.tile_settings(config)
-  train, val, test = (prepare_data.load_tiled_split(work / "data", n) for n in prepare_data.SPLITS)
+  data_dir = data_dir or work / "data"
+  train, val, test = (prepare_data.load_tiled_split(data_dir, n) for n in prepare_data.SPLITS)
   class_names = train.tiles.class_names
   pos = class_names.index(config.pipeline.positive_class)
   if not (val.image_labels == pos).any():

@@ -1,13 +1,17 @@
 """The encoder/decoder training job: load the data, train, checkpoint, export, write reconstruction grids.
 
-With validation images (the pipeline's validation split, or `train.val_fraction` of each class held out by
-the standalone job) the exported autoencoder is the best state by validation PSNR / SSIM
-(`train.select_metric`), and its per-class scores are in train_summary.json and the export's meta.json.
+The standalone job (`deepsmote train-autoencoder`) trains on the training split of the data stage only (its
+own `<workdir>/data`, or an earlier run's with `--split DIR`), as the pipeline does, so no validation or test
+image reaches the autoencoder; `<workdir>/training_data.json` lists the files it trained on and the split.
+With validation images (the data stage's validation split; for an image set given in memory without them,
+`train.val_fraction` of each class held out) the exported autoencoder is the best state by validation PSNR /
+SSIM (`train.select_metric`), and its per-class scores are in train_summary.json and the export's meta.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import numpy as np
@@ -15,8 +19,8 @@ import numpy as np
 from deepsmote_jax import config_lib, files, visualize
 from deepsmote_jax.data import splits
 from deepsmote_jax.data.folder import ImageSet
-from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.export import export_autoencoder
+from deepsmote_jax.jobs import prepare_data, stage
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.models import presets as presets_lib
 from deepsmote_jax.models.autoencoder import build_autoencoder, summary
@@ -49,9 +53,13 @@ def train_and_export(
   progress: bool = True,
   image_set=None,
   val_set: ImageSet | None = None,
+  split: str | os.PathLike | None = None,
 ) -> dict:
-  """The `scripts/train_autoencoder.py` job: load data, train, checkpoint, export, write reconstruction grids.
+  """`deepsmote train-autoencoder`: split the data, train, checkpoint, export, write reconstruction grids.
 
+  Without `image_set`, the images are the training split of the data stage: `split` (an earlier run's data
+  folder, checked against the config) or the stage run into `<workdir>/data`; the validation split scores
+  every epoch and picks the exported state; `training_data.json` records the split and the files used.
   Outputs in `workdir`: metrics.jsonl, checkpoints/, autoencoder/ (the export other scripts load),
   reconstructions.png (training inputs beside eval-mode reconstructions), val_reconstructions.png (the same
   for validation images, a row per class), train_summary.json. `val_set` (same classes as the training
@@ -60,17 +68,32 @@ def train_and_export(
   unless `resume` (same settings and data) or `overwrite`.
   """
   with WorkdirLock(workdir):
-    return _train_and_export(config, pathlib.Path(workdir), resume, overwrite, progress, image_set, val_set)
+    return _train_and_export(config, pathlib.Path(workdir), resume, overwrite, progress, image_set, val_set, split)
+
+
+def _from_split(config, work: pathlib.Path, split) -> tuple[ImageSet, ImageSet | None, dict]:
+  """(training split, validation split or None, the split's record) of the data stage."""
+  data_dir = prepare_data.ensure(config, work, split)
+  train = prepare_data.load_split(data_dir, "train")
+  val = prepare_data.load_split(data_dir, "validation")
+  if not len(val) or val.images.shape[1:] != train.images.shape[1:]:
+    stage.log("autoencoder: no validation images of the training size in the split")
+    val = None
+  return train, val, prepare_data.split_record(data_dir)
 
 
 def _train_and_export(
-  config, work: pathlib.Path, resume: bool, overwrite: bool, progress: bool, image_set, val_set
+  config, work: pathlib.Path, resume: bool, overwrite: bool, progress: bool, image_set, val_set, split
 ) -> dict:
   train_cfg = config_lib.to_dataclass(AETrainConfig, config.train, "train")
   spec = model_spec(config)
   dtype = compute_dtype(train_cfg.compute_dtype)
+  split_info = None
   if image_set is None:
-    image_set = load_source(config.data, image_size=spec.image_size, channels=spec.channels)
+    # Without validation images of the training size, train.val_fraction (if any) is held out of the training split.
+    image_set, val_set, split_info = _from_split(config, work, split)
+  elif split:
+    raise ValueError("give either an image set or a split folder, not both")
   image_set, val_set = _validation_split(config, train_cfg, image_set, val_set)
   _check_class_sizes(image_set)
   model = build_autoencoder(spec, dtype=dtype, seed=train_cfg.seed)
@@ -90,11 +113,27 @@ def _train_and_export(
     metadata={"preset": spec.name, "class_names": list(image_set.class_names)},
   )
   val_summary = _per_class(result.summary, image_set.class_names, val_set)
+  trained_on = None
+  if split_info is not None:
+    trained_on = {k: split_info[k] for k in ("dir", "manifest", "manifest_digest", "root")} | {"split": "train"}
+    files.atomic_write_json(
+      work / "training_data.json",
+      {
+        **trained_on,
+        "train_files": list(image_set.files),
+        "validation_files": list(val_set.files) if val_set is not None else [],
+      },
+    )
   export_dir = export_autoencoder(
     result.best_model,
     work / "autoencoder",
     class_names=image_set.class_names,
-    extra={"train": dataclasses.asdict(train_cfg), "summary": result.summary, "validation": val_summary},
+    extra={
+      "train": dataclasses.asdict(train_cfg),
+      "summary": result.summary,
+      "validation": val_summary,
+      "data_split": trained_on,
+    },
   )
   _reconstruction_grids(result.best_model, image_set, val_set, work, train_cfg.seed)
   summary = {
@@ -103,6 +142,7 @@ def _train_and_export(
     "num_images": int(len(image_set.images)),
     "class_counts": {k: int(v) for k, v in image_set.counts().items()},
     "validation": val_summary,
+    "data_split": trained_on,
   }
   files.atomic_write_json(work / "train_summary.json", summary)
   return summary

@@ -6,6 +6,7 @@ Methods: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE o
 
 from __future__ import annotations
 
+import csv
 import os
 import pathlib
 import shutil
@@ -41,9 +42,12 @@ def append(base: ImageSet, images: np.ndarray, labels: np.ndarray) -> ImageSet:
   return base.concat(extra)
 
 
-def training_set(config, work: pathlib.Path, method: str, seed: int) -> tuple[ImageSet, str, str]:
-  """(training images, class weighting, oversampling) of a method, from the saved training split."""
-  train = prepare_data.load_split(work / "data", "train")
+def training_set(
+  config, work: pathlib.Path, method: str, seed: int, data_dir: pathlib.Path | None = None
+) -> tuple[ImageSet, str, str]:
+  """(training images, class weighting, oversampling) of a method, from the saved training split (of
+  `data_dir`, default `<work>/data`)."""
+  train = prepare_data.load_split(data_dir or work / "data", "train")
   if method == "none":
     return train, "none", "none"
   if method == "class_weights":
@@ -52,15 +56,16 @@ def training_set(config, work: pathlib.Path, method: str, seed: int) -> tuple[Im
     return train, "none", "random"
   if method == "smote_pixels":
     x = train.images.reshape(len(train.images), -1).astype(np.float32)
-    r = smote.fit_resample(
+    x_res, y_res = smote.fit_resample(  # the originals, then the synthetic rows
       jax.random.key(seed),
       x,
       train.labels,
       k_neighbors=int(config.generate.k_neighbors),
       sampling_strategy=sampling_strategy(config.generate.sampling_strategy),
     )
-    synth = np.clip(np.rint(np.asarray(r.samples)), 0, 255).astype(np.uint8).reshape((-1,) + train.images.shape[1:])
-    return append(train, synth, np.asarray(r.labels)), "none", "none"
+    new = np.asarray(x_res[len(x) :])
+    synth = np.clip(np.rint(new), 0, 255).astype(np.uint8).reshape((-1,) + train.images.shape[1:])
+    return append(train, synth, y_res[len(x) :]), "none", "none"
   if method.startswith("deepsmote_"):
     penalty = method.split("_", 1)[1]
     synth, labels = read_synthetic(work / f"generate_{penalty}" / "dataset", train.class_names)
@@ -77,19 +82,22 @@ def train_one(
   *,
   extra: ImageSet | None = None,
   progress: bool = True,
+  data_dir: pathlib.Path | None = None,
 ) -> dict:
   """Trains one classifier for `method` (plus optional extra images), exports the best epoch to
-  `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`."""
+  `run_dir/best` and saves validation/test probabilities in `run_dir/predictions.npz`. The splits are those
+  of `data_dir` (default `<work>/data`)."""
   evaluation.threshold_settings(config.pipeline)  # a bad threshold/bootstrap setting fails before training
+  data_dir = data_dir or work / "data"
   if tiled.is_tiled(config):  # tiles of large images: multiple-instance training, image-level predictions
-    return tiled.train_one(config, work, method, int(seed), run_dir, extra=extra, progress=progress)
+    return tiled.train_one(config, work, method, int(seed), run_dir, extra=extra, progress=progress, data_dir=data_dir)
   c = config.classifier
-  val = prepare_data.load_split(work / "data", "validation")
-  test = prepare_data.load_split(work / "data", "test")
+  val = prepare_data.load_split(data_dir, "validation")
+  test = prepare_data.load_split(data_dir, "test")
   class_names = val.class_names
   pos = config.pipeline.positive_class
   _check_validation(config, val)
-  images, weighting, oversampling = training_set(config, work, method, int(seed))
+  images, weighting, oversampling = training_set(config, work, method, int(seed), data_dir)
   if extra is not None:
     if extra.class_names != class_names:
       raise ValueError(f"extra training images have classes {extra.class_names}, the data has {class_names}")
@@ -186,26 +194,54 @@ def train_classifier_job(
   method: str = "none",
   seed: int = 0,
   synthetic_dir: str | None = None,
+  split_dir: str | os.PathLike | None = None,
   progress: bool = True,
 ) -> dict:
-  """`scripts/train_classifier.py`: split the data (reusing `<workdir>/data` if complete), train one classifier
-  (optionally adding a generated dataset's synthetic images), export the best epoch, evaluate on the test split."""
+  """`deepsmote train-classifier`: the data stage's splits (`split_dir`, an earlier run's data folder checked
+  against the config, or the stage run into `<workdir>/data`, reused while unchanged), one classifier trained
+  on the training split (plus a generated dataset's synthetic images, whose bases and neighbours must all be
+  training images of this split), the best epoch exported, evaluated on the test split."""
   if method not in BASELINES:
     raise ValueError(f"method={method!r}: choose one of {BASELINES}")
+  classifier_setup.check_weights(config)
   work = pathlib.Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
   with WorkdirLock(work):
-    return _train_classifier_job(config, work, method, seed, synthetic_dir, progress)
+    return _train_classifier_job(config, work, method, seed, synthetic_dir, split_dir, progress)
+
+
+def check_synthetic(dataset_dir: pathlib.Path, split: dict) -> None:
+  """Every base and neighbour file of a generated dataset's synthetic images is a training file of `split`
+  (`prepare_data.split_record`): none is a validation or test image. Rows without provenance (a manifest
+  written by hand, without base_file / neighbor_file) are not checked."""
+  with open(dataset_dir / "manifest.csv", newline="", encoding="utf-8") as f:
+    rows = [r for r in csv.DictReader(f) if str(r.get("synthetic")) in ("1", "True", "true")]
+  held_out = {f: name for name in ("validation", "test") for f in split["splits"].get(name, [])}
+  train = set(split["splits"].get("train", []))
+  for r in rows:
+    for key in ("base_file", "neighbor_file"):
+      if not r.get(key):
+        continue
+      if r[key] in held_out:
+        raise ValueError(
+          f"--synthetic {str(dataset_dir)!r}: synthetic image {r['file']!r} was made from {r[key]!r}, a "
+          f"{held_out[r[key]]} image of the split in {split['dir']!r}; generate it with --split {split['dir']!r}"
+        )
+      if r[key] not in train:
+        raise ValueError(
+          f"--synthetic {str(dataset_dir)!r}: synthetic image {r['file']!r} was made from {r[key]!r}, not a "
+          f"training image of the split in {split['dir']!r}; generate it with --split {split['dir']!r}"
+        )
 
 
 def _train_classifier_job(
-  config, work: pathlib.Path, method: str, seed: int, synthetic_dir: str | None, progress: bool
+  config, work: pathlib.Path, method: str, seed: int, synthetic_dir: str | None, split_dir, progress: bool
 ) -> dict:
-  if not stage.is_done(work / "data"):
-    stage.run_stage(work / "data", lambda out, _: prepare_data.run(config, out))
+  data_dir = prepare_data.ensure(config, work, split_dir)
   extra = None
   if synthetic_dir:
-    train = prepare_data.load_split(work / "data", "train")
+    train = prepare_data.load_split(data_dir, "train")
+    check_synthetic(pathlib.Path(synthetic_dir), prepare_data.split_record(data_dir))
     synth, labels = read_synthetic(pathlib.Path(synthetic_dir), train.class_names)
     if len(synth) and synth.shape[1:] != train.images.shape[1:]:
       raise ValueError(
@@ -221,7 +257,7 @@ def _train_classifier_job(
   run_dir = work / "classifier"
   if run_dir.exists():
     shutil.rmtree(run_dir)
-  info = train_one(config, work, method, seed, run_dir, extra=extra, progress=progress)
+  info = train_one(config, work, method, seed, run_dir, extra=extra, progress=progress, data_dir=data_dir)
   result = evaluate_predictions(
     config, run_dir / "predictions.npz", work / "evaluation", f"{config.classifier.name} ({method})"
   )
@@ -229,5 +265,6 @@ def _train_classifier_job(
     **info,
     "model": str(run_dir / "best"),
     "evaluation": str(work / "evaluation"),
+    "split": str(data_dir),
     "test": {k: result.get(k) for k in ("accuracy", "acsa", "g_mean", "macro_f1")},
   }
