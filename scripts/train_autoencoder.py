@@ -3,8 +3,9 @@
   python scripts/train_autoencoder.py --config amoled_dent_200 \
       --config.data.root=/path/to/images --config.train.epochs=100 --workdir runs/dent [--resume | --overwrite]
 
-Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder) and reconstructions.png. With
---config.train.val_fraction=0.2 a fifth of each class is held out: validation PSNR / SSIM per class are logged
+Splits the data (config.split, config.imbalance) into <workdir>/data, or uses --split DIR, and trains on the
+training split only. Writes checkpoints, metrics.jsonl, the exported model (<workdir>/autoencoder),
+reconstructions.png and training_data.json. Validation PSNR / SSIM per class (the validation split) are logged
 every epoch and the exported model is the best state by --config.train.select_metric (psnr | ssim | last).
 The same as `deepsmote train-autoencoder` (`--help` lists the flags).
 """
