@@ -44,9 +44,10 @@ GROUPS["deepsmote_jax.jobs"] = BOTTOM
 GROUPS["deepsmote_jax.cli"] = BOTTOM | {"deepsmote_jax.jobs"}
 GROUPS["deepsmote_jax"] = BOTTOM | {"deepsmote_jax.jobs", "deepsmote_jax.sampler"}  # the package face: the public API
 # Imports that may stay inside functions: optional or heavy third-party packages only.
-# (jax2tf imports TensorFlow.)
+# (jax2tf and clu's TensorBoard writer import TensorFlow.)
 LAZY_OK = (
   "jax.experimental.jax2tf",
+  "clu",
   "tensorflow",
   "tensorflow_datasets",
   "keras",

@@ -14,6 +14,8 @@ import os
 import pathlib
 import subprocess
 
+import jax
+
 from deepsmote_jax import files
 
 RUN_INFO = "run_info.json"
@@ -34,10 +36,6 @@ def _version(*names: str) -> str | None:
 def versions() -> dict[str, str | None]:
   """Installed versions (None: not installed); TensorFlow only where it is importable."""
   out = {name: _version(name) for name in PACKAGES}
-  if out["deepsmote_jax"] is None:
-    import deepsmote_jax
-
-    out["deepsmote_jax"] = getattr(deepsmote_jax, "__version__", None)
   for key, dists in OPTIONAL.items():
     if importlib.util.find_spec(key) is not None:
       out[key] = _version(*dists)
@@ -60,8 +58,6 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def devices() -> dict:
-  import jax
-
   devs = jax.devices()
   return {
     "backend": jax.default_backend(),
