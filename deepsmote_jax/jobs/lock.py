@@ -4,6 +4,7 @@ The lock is `<workdir>/.lock` (JSON: pid, host, start time, command), created wi
 cannot both get it. A lock whose process is gone on this host is stale: it is moved aside atomically (only
 one of several runs can win that rename) and the run takes it. A lock held by a live process, or by
 another host (whose processes cannot be checked from here), stops the run with a message naming it.
+With several processes (hosts) in one run, process 0 holds the lock for all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import sys
 
 from deepsmote_jax import files
+from deepsmote_jax.train import distributed
 
 LOCK_NAME = ".lock"
 
@@ -54,6 +56,8 @@ class WorkdirLock:
 
   def acquire(self) -> WorkdirLock:
     self.path.parent.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_primary():  # one run of several processes: process 0 holds the lock
+      return self
     for _ in range(3):
       if self._try_create():
         self.held = True

@@ -44,7 +44,7 @@ import optax
 from deepsmote_jax.models.autoencoder import Autoencoder
 from deepsmote_jax.models.pixels import to_uint8, to_unit_range
 from deepsmote_jax.models.presets import AutoencoderSpec
-from deepsmote_jax.train import loop
+from deepsmote_jax.train import distributed, loop
 from deepsmote_jax.train import mesh as mesh_lib
 
 PENALTIES = ("reference", "paper", "none")
@@ -294,7 +294,7 @@ def prepare_training(
   graphdef, state = loop.create_state(model, tx)
   step_fn = make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
   plan = BatchPlan(len(images_u8), cfg.batch_size, cfg.seed)
-  data = jax.device_put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
+  data = mesh_lib.put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
   return loop.Training(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, plan=plan, data=data, step_fn=step_fn)
 
 
@@ -449,7 +449,7 @@ class ReconstructionEval:
     labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - n, -1, np.int32)])
     sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
     self.chunks = [
-      (jax.device_put(images[i : i + chunk], sharding), jax.device_put(labels[i : i + chunk], sharding))
+      (mesh_lib.put(images[i : i + chunk], sharding), mesh_lib.put(labels[i : i + chunk], sharding))
       for i in range(0, total, chunk)
     ]
     self.counts = np.bincount(labels[:n], minlength=num_classes)
@@ -516,7 +516,7 @@ class BestSelection:
     return {**scores, "best_step": self.step}
 
   def _save(self) -> None:
-    if self.path is None:
+    if self.path is None or not distributed.is_primary():
       return
     leaves = jax.device_get(jax.tree.leaves(self.variables))
     meta = {"key": self.key, "step": self.step, "score": self.score, "scores": self.scores}
@@ -538,7 +538,7 @@ class BestSelection:
     meta, leaves = _read_best(self.path)
     if meta is not None and meta.get("key") == self.key and meta.get("step") == best["step"]:
       treedef = jax.tree.structure((state.params, state.batch_stats))
-      self.variables = jax.device_put(jax.tree.unflatten(treedef, leaves), jax.tree.leaves(state.params)[0].sharding)
+      self.variables = mesh_lib.put(jax.tree.unflatten(treedef, leaves), jax.tree.leaves(state.params)[0].sharding)
       self.score, self.step, self.scores = float(meta["score"]), int(meta["step"]), meta["scores"]
     elif meta is None or meta.get("key") != self.key or int(meta.get("step", -1)) < best["step"]:
       self.note = (

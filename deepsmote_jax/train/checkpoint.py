@@ -3,6 +3,10 @@
 Train-state checkpoints are asynchronous, keep the last N and are written atomically by Orbax (a
 checkpoint directory is complete or absent; unfinished temporary directories are ignored on restore).
 Trees are stored as plain nested dicts with string keys so they are readable without this package.
+
+With several processes, train-state checkpoints are saved and restored by all of them together (Orbax's
+multi-host protocol: the primary writes the metadata, each array is written once); exported models are
+written by process 0 alone (the others wait for it) and read by each process on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deepsmote_jax import files
+from deepsmote_jax.train import distributed
 
 
 def to_saveable(tree) -> Any:
@@ -108,12 +113,31 @@ class CheckpointManager:
     self._manager.close()
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+  """An Orbax checkpointer of this process alone (with several processes Orbax otherwise waits for all)."""
+  if distributed.process_count() == 1:
+    return ocp.StandardCheckpointer()
+  me = jax.process_index()
+  only_me = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+  return ocp.StandardCheckpointer(multiprocessing_options=only_me)
+
+
 def save_tree(path: str | os.PathLike, tree, *, meta: dict) -> pathlib.Path:
-  """Writes `tree` (arrays) and `meta` (JSON) to the directory `path` atomically (tmp dir + rename)."""
+  """Writes `tree` (arrays) and `meta` (JSON) to the directory `path` atomically (tmp dir + rename).
+
+  With several processes, process 0 writes and every process returns once it has (`tree` is the same on all).
+  """
   path = pathlib.Path(path).absolute()
+  if distributed.is_primary():
+    _write_tree(path, tree, meta)
+  distributed.barrier("deepsmote_save_tree")
+  return path
+
+
+def _write_tree(path: pathlib.Path, tree, meta: dict) -> None:
   tmp = files.temp_dir_beside(path)
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
       ckptr.save(tmp / "arrays", jax.device_get(to_saveable(tree)))
       ckptr.wait_until_finished()
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -123,7 +147,6 @@ def save_tree(path: str | os.PathLike, tree, *, meta: dict) -> pathlib.Path:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return path
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -158,7 +181,7 @@ def load_tree(path: str | os.PathLike, like=None):
     problems = _shape_problems(stored, {k: tuple(np.shape(v)) for k, v in _flat(to_saveable(like)).items()})
     if problems:
       raise ValueError(f"{path}: the stored arrays do not match its meta.json: " + "; ".join(problems))
-  with ocp.StandardCheckpointer() as ckptr:
+  with _local_checkpointer() as ckptr:
     if like is not None:
       target = to_saveable(
         jax.tree.map(lambda x: np.zeros(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), like)
@@ -179,7 +202,7 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
 def _stored_shapes(directory: pathlib.Path) -> dict[str, tuple]:
   """{array path: shape} of an Orbax array directory, from its metadata only (no array is read)."""
   try:
-    tree = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+    tree = _local_checkpointer().metadata(directory).item_metadata.tree
   except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged folders
     raise ValueError(f"{directory}: cannot read the stored arrays ({type(e).__name__})") from None
   return {k: tuple(v.shape) for k, v in _flat(tree).items()}

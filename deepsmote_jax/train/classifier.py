@@ -351,7 +351,7 @@ def classifier_training(
     graphdef=graphdef,
     state=state,
     plan=plan,
-    data=jax.device_put(data, mesh_lib.replicated(mesh)),
+    data=mesh_lib.put(data, mesh_lib.replicated(mesh)),
     step_fn=make_step_fn(graphdef, tx, cfg, in_channels),
     in_channels=in_channels,
   )
@@ -382,6 +382,8 @@ def prepare_training(
   plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
   weights = class_weights(labels, num_classes, cfg.class_weighting)
   if stream is not None:
+    if jax.process_count() > 1:
+      raise ValueError("a batch stream (per-process tf.data shards) is not supported with several processes yet")
     if cfg.oversampling != "none":
       raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
     data = {"class_weights": weights}
@@ -415,7 +417,7 @@ class ValidationEval:
     padded = np.concatenate([images_u8, np.repeat(images_u8[-1:], mesh_lib.round_up(n, chunk) - n, axis=0)])
     sharding = mesh_lib.batch_sharding(mesh)
     self.n = n
-    self.chunks = [jax.device_put(padded[i : i + chunk], sharding) for i in range(0, len(padded), chunk)]
+    self.chunks = [mesh_lib.put(padded[i : i + chunk], sharding) for i in range(0, len(padded), chunk)]
     repl = mesh_lib.replicated(mesh)
 
     def probs(params, stats, x):

@@ -35,6 +35,8 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from deepsmote_jax import files
+from deepsmote_jax.train import distributed
 from deepsmote_jax.train import mesh as mesh_lib
 from deepsmote_jax.train.checkpoint import CheckpointManager
 
@@ -102,9 +104,10 @@ def batch_shardings(mesh: Mesh, batches: dict) -> dict:
 
 
 def place_batches(host_batches: dict, mesh: Mesh, k: int) -> dict:
-  """Host batches for n <= k steps -> padded to k steps, flagged and put on the mesh."""
+  """Host batches for n <= k steps -> padded to k steps, flagged and put on the mesh (with several processes,
+  each puts the part of the global batch on its own devices)."""
   padded = pad_steps(host_batches, k)
-  return jax.device_put(padded, batch_shardings(mesh, padded))
+  return mesh_lib.put(padded, batch_shardings(mesh, padded))
 
 
 StepFn = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict]]
@@ -159,7 +162,7 @@ def steps_per_call_for_backend(k: int) -> int:
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
-  return jax.device_put(state, mesh_lib.replicated(mesh))
+  return mesh_lib.put(state, mesh_lib.replicated(mesh))
 
 
 class EpochPlan:
@@ -254,10 +257,11 @@ class MetricsWriter:
 
   Records past `keep_until_step` (a run that starts fresh: 0; a resumed run: its restored step) are
   dropped first, so a killed run's lines after its last checkpoint are not mixed into the resumed one.
+  With several processes only process 0 writes (the metrics are global: every process has the same).
   """
 
   def __init__(self, workdir: str | None, keep_until_step: int = 0):
-    self.path = pathlib.Path(workdir) / "metrics.jsonl" if workdir else None
+    self.path = pathlib.Path(workdir) / "metrics.jsonl" if workdir and distributed.is_primary() else None
     if self.path:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       if self.path.exists():
@@ -266,7 +270,7 @@ class MetricsWriter:
           for line in self.path.read_text().splitlines()
           if line.strip() and json.loads(line).get("step", 0) <= keep_until_step
         ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        files.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
   def write(self, record: dict) -> None:
     if self.path:
@@ -296,7 +300,9 @@ def _open_checkpoints(state: TrainState, options: RunOptions, metadata: dict | N
         "resume it (--resume) or start over (--overwrite)"
       )
     manager.close()
-    shutil.rmtree(directory)
+    if distributed.is_primary():
+      shutil.rmtree(directory)
+    distributed.barrier("deepsmote_checkpoints_removed")
     return CheckpointManager(directory, max_to_keep=options.keep_checkpoints)
   stored = manager.metadata(latest).get("run")
   wanted = (metadata or {}).get("run")
@@ -362,9 +368,9 @@ def run(
   stacked on a leading axis; they are put on the mesh here. Returns the final state and a summary.
   """
   manager = _open_checkpoints(state, options, metadata)
+  state = place_state(state, mesh)  # first, so a checkpoint is restored straight into the mesh's shardings
   if manager is not None and options.resume and manager.latest_step() is not None:
     state, _ = manager.restore(state)
-  state = place_state(state, mesh)
   start = int(jax.device_get(state.step))
   writer = MetricsWriter(options.workdir, keep_until_step=start)
   last_metrics: dict = {}
@@ -374,7 +380,7 @@ def run(
     total=options.total_steps,
     initial=start,
     desc=options.description,
-    disable=not options.progress,
+    disable=not options.progress or not distributed.is_primary(),
     dynamic_ncols=True,
     leave=True,
   )
