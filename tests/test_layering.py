@@ -87,7 +87,11 @@ def _imports(module: str) -> list[tuple[str, int, bool]]:
   """(imported deepsmote_jax module, line, at module top) for every import statement of `module`."""
   path = MODULES[module]
   tree = ast.parse(path.read_text())
+  # Module level: the module's statements, and those of a module-level try (an import with a fallback).
   top = {id(n) for n in tree.body}
+  for n in tree.body:
+    if isinstance(n, ast.Try):
+      top |= {id(m) for m in n.body + [s for h in n.handlers for s in h.body]}
   out = []
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.module:
