@@ -1,6 +1,6 @@
 """The main job on the built-in real dataset: ELPV solar-cell EL images (OK vs NG), NG made scarce.
 
-About 10 minutes on 2 CPU cores: 64x64 grayscale, the `tiny_64` encoder/decoder, a small CNN classifier.
+About 12 minutes on 2 CPU cores: 64x64 grayscale, the `tiny_64` encoder/decoder, a small CNN classifier.
   python scripts/run_pipeline.py --config configs/default.py --workdir runs/default
 """
 
