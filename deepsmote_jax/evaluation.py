@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from deepsmote_jax import files
 from deepsmote_jax import metrics as M
@@ -682,6 +683,7 @@ def _figure(figsize=(5.0, 4.5)):
 
 
 def _plot_confusion(result: Mapping[str, Any], path: str) -> None:
+  """scikit-learn's ConfusionMatrixDisplay, coloured by the share of each actual class, cells 'count / %'."""
   names = result["class_names"]
   cm = np.asarray(result["confusion_matrix"], dtype=np.float64)
   rows = cm.sum(axis=1, keepdims=True)
@@ -689,21 +691,13 @@ def _plot_confusion(result: Mapping[str, Any], path: str) -> None:
   k = len(names)
   fig = _figure((1.2 * k + 2.5, 1.1 * k + 2.0))
   ax = fig.add_subplot()
-  im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-  fig.colorbar(im, ax=ax, label="share of actual class")
+  disp = ConfusionMatrixDisplay(frac, display_labels=names).plot(
+    ax=ax, cmap="Blues", im_kw={"vmin": 0.0, "vmax": 1.0}, text_kw={"fontsize": 8}, xticks_rotation=45 if k > 4 else 0
+  )
   for i in range(k):
     for j in range(k):
-      ax.text(
-        j,
-        i,
-        f"{int(cm[i, j])}\n{100 * frac[i, j]:.1f}%",
-        ha="center",
-        va="center",
-        fontsize=8,
-        color="white" if frac[i, j] > 0.5 else "black",
-      )
-  ax.set_xticks(range(k), names, rotation=45 if k > 4 else 0)
-  ax.set_yticks(range(k), names)
+      disp.text_[i, j].set_text(f"{int(cm[i, j])}\n{100 * frac[i, j]:.1f}%")
+  disp.im_.colorbar.set_label("share of actual class")
   ax.set_xlabel("Predicted")
   ax.set_ylabel("Actual")
   ax.set_title(result["title"] or "Confusion matrix")
@@ -712,23 +706,23 @@ def _plot_confusion(result: Mapping[str, Any], path: str) -> None:
 
 
 def _plot_curves(result: Mapping[str, Any], kind: str, path: str) -> None:
+  """scikit-learn's RocCurveDisplay / PrecisionRecallDisplay of the saved curves, plus the operating points
+  (argmax and the recall-first threshold)."""
   fig = _figure()
   ax = fig.add_subplot()
   curves = result.get("curves") or {}
   for name, c in curves.items():
     if kind == "roc":
       x, y = np.asarray(c["roc"]["fpr"], float), np.asarray(c["roc"]["tpr"], float)
-      label = f"{name} (AUC {_num(c['roc_auc'], 3)})"
     else:
       x, y = np.asarray(c["pr"]["recall"], float), np.asarray(c["pr"]["precision"], float)
-      label = f"{name} (AP {_num(c['average_precision'], 3)})"
     if np.isnan(x).any() or np.isnan(y).any():
       ax.text(0.5, 0.5, f"{name}: undefined (one class absent)", ha="center", transform=ax.transAxes)
       continue
-    if kind == "pr":
-      ax.step(x, y, where="post", label=label)
+    if kind == "roc":
+      RocCurveDisplay(fpr=x, tpr=y, roc_auc=c["roc_auc"], name=name).plot(ax=ax, plot_chance_level=True)
     else:
-      ax.plot(x, y, label=label)
+      PrecisionRecallDisplay(precision=y, recall=x, average_precision=c["average_precision"], name=name).plot(ax=ax)
   b, t = result.get("binary"), result.get("threshold")
   points = [("argmax", b)] + ([("threshold", t["test"])] if t and t.get("test") else [])
   for label, rep in points:
@@ -738,7 +732,6 @@ def _plot_curves(result: Mapping[str, Any], kind: str, path: str) -> None:
     if not any(v is None or math.isnan(v) for v in xy):
       ax.plot(*xy, "o", label=f"{label}: ({xy[0]:.3f}, {xy[1]:.3f})")
   if kind == "roc":
-    ax.plot([0, 1], [0, 1], ":", color="gray")
     ax.set_xlabel("False positive rate (overkill)")
     ax.set_ylabel("True positive rate (recall)")
   else:
