@@ -320,6 +320,6 @@ def summary_text(summary: dict, workdir: str | os.PathLike) -> str:
     "stage wall times: "
     + ", ".join(f"{k} {v:.0f}s" for k, v in summary.get("stage_wall_s", {}).items())
     + f" (total {total:.0f}s)",
-    f"report: {pathlib.Path(workdir) / 'report' / 'report.md'}",
+    f"report: {pathlib.Path(workdir) / 'report' / 'report.md'} (one page: report.html beside it)",
   ]
   return "\n".join(lines)
