@@ -84,9 +84,20 @@ def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
 
 
 def _check_inputs(
-  model, image_set: ImageSet, *, sampling_strategy, k_neighbors: int, kind: str, strict: bool, copy_originals: str
+  model,
+  image_set: ImageSet,
+  *,
+  sampling_strategy,
+  k_neighbors: int,
+  kind: str,
+  strict: bool,
+  copy_originals: str,
+  extra_dirs: dict,
 ) -> dict[str, int]:
   """Everything that can be checked without the model's codes; returns the images per class."""
+  clash = sorted(set(extra_dirs) & set(image_set.class_names))
+  if clash:
+    raise ValueError(f"class(es) {clash} have the name of a folder the output holds besides the classes")
   if copy_originals not in COPY_MODES:
     raise ValueError(f"copy_originals must be one of {COPY_MODES}, got {copy_originals!r}")
   if kind not in smote.KINDS:
@@ -234,13 +245,9 @@ def generate_dataset(
   out = pathlib.Path(out_dir).absolute()
   settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
   checked = {k: v for k, v in settings.items() if k != "seed"}
-  counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals)
-  clash = sorted(set(extra_dirs or {}) & set(counts))
-  if clash:
-    raise ValueError(f"class(es) {clash} have the name of a folder the output holds besides the classes")
+  counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals, extra_dirs=extra_dirs or {})
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
-  class_names = list(image_set.class_names)
   names, codes = _encode(model, image_set, batch_size)
   t_encode = time.perf_counter()
   res, caught = _resample(codes, names, **settings)
@@ -249,23 +256,13 @@ def generate_dataset(
 
   tmp = files.temp_dir_beside(out)
   try:
-    for c in class_names:
-      (tmp / c).mkdir(parents=True, exist_ok=True)
-    links = _write_originals(tmp, image_set, originals, orig_paths, copy_originals)
-    _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
-    rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res, (data_split or {}).get("split", ""))
-    _write_manifest(tmp, rows, class_names, out)
+    options = dict(copy_originals=copy_originals, batch_size=batch_size, split=(data_split or {}).get("split", ""))
+    rows, links = _write_files(tmp, out, model, image_set, names, res, originals, (orig_paths, syn_paths), options)
     for name, folder in (extra_dirs or {}).items():
       os.rename(folder, tmp / name)
-    t_end = time.perf_counter()
-    times = {"encode": t_encode - t0, "resample": t_resample - t_encode, "decode_write": t_end - t_resample}
-    summary = _summary(out, counts, res, rows, settings, caught, times)
-    summary.update(
-      copy_originals=copy_originals,
-      links=links if copy_originals == "link" else None,
-      source_root=os.fspath(source_root) if source_root is not None else None,
-      model=_model_record(model, model_path),
-      data_split={k: v for k, v in data_split.items() if k != "splits"} if data_split else None,
+    times = dict(encode=t_encode - t0, resample=t_resample - t_encode, decode_write=time.perf_counter() - t_resample)
+    summary = _summary(out, counts, res, rows, settings, caught, times) | _sources(
+      copy_originals, links, source_root, _model_record(model, model_path), data_split
     )
     files.atomic_write_json(tmp / "summary.json", summary)
     old = _commit(tmp, out, overwrite)
@@ -275,6 +272,19 @@ def generate_dataset(
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return summary
+
+
+def _write_files(tmp: pathlib.Path, out, model, image_set: ImageSet, names, res, originals, paths, options: dict):
+  """The class folders, originals, synthetic images and manifest.csv in `tmp`; returns (rows, links).
+  options: copy_originals, batch_size and the split's name."""
+  orig_paths, syn_paths = paths
+  for c in image_set.class_names:
+    (tmp / c).mkdir(parents=True, exist_ok=True)
+  links = _write_originals(tmp, image_set, originals, orig_paths, options["copy_originals"])
+  _write_synthetic(tmp, model, image_set, res, syn_paths, options["batch_size"])
+  rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res, options["split"])
+  _write_manifest(tmp, rows, list(image_set.class_names), out)
+  return rows, links
 
 
 def generate_from_config(
@@ -378,6 +388,17 @@ def _model_record(model, model_path) -> dict:
     "channels": spec.channels,
     "latent_dim": spec.latent_dim,
   }
+
+
+def _sources(copy_originals: str, links, source_root, model: dict, data_split: dict | None) -> dict:
+  """Where the folder's images come from: how originals were written, the model, the data split."""
+  return dict(
+    copy_originals=copy_originals,
+    links=links if copy_originals == "link" else None,
+    source_root=os.fspath(source_root) if source_root is not None else None,
+    model=model,
+    data_split={k: v for k, v in data_split.items() if k != "splits"} if data_split else None,
+  )
 
 
 def _summary(out: pathlib.Path, counts: dict, res, rows: list, settings: dict, caught, times: dict) -> dict:
