@@ -4,13 +4,20 @@ themselves are tested in tests/test_jobs_*.py.)"""
 
 from __future__ import annotations
 
+import csv
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from deepsmote_jax import cli, configs
+from deepsmote_jax.export import export_classifier
+from deepsmote_jax.jobs.serving import load_serving
+from deepsmote_jax.models.classifiers import build_classifier
+from deepsmote_jax.train.classifier import predict_proba
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A flag of each command that no other command has (None: the command's only own flag is --config).
@@ -158,3 +165,28 @@ def test_old_script_and_alias_are_the_new_command(capsys):
   assert proc.returncode == 0 and proc.stdout.startswith("usage: deepsmote generate ")
   cli.run_pipeline_main(["--help"])
   assert capsys.readouterr().out.startswith("usage: deepsmote pipeline ")
+
+
+def test_predict_and_export_round_trip_through_the_command(tmp_path, capsys):
+  """`deepsmote predict` and `deepsmote export` on an exported classifier: the CSV's scores are the model's,
+  the StableHLO export reloads to the same probabilities, a second export into the same folder is refused."""
+  model = build_classifier("small_cnn", 2, in_channels=1, seed=1)
+  export_classifier(model, tmp_path / "model", name="small_cnn", class_names=["NG", "OK"], image_size=32, in_channels=1)
+  images = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+  (tmp_path / "imgs").mkdir()
+  for i, im in enumerate(images):
+    Image.fromarray(im).save(tmp_path / "imgs" / f"p{i}.png")
+  model_dir, out = str(tmp_path / "model"), str(tmp_path / "pred")
+  cli.main(["predict", "--model", model_dir, "--images", str(tmp_path / "imgs"), "--workdir", out])
+  rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
+  want = predict_proba(model, images[..., None], in_channels=1)
+  np.testing.assert_allclose([float(r["p_NG"]) for r in rows], want[:, 0], rtol=1e-5)
+  cli.main(["export", "--model", model_dir, "--workdir", str(tmp_path / "served"), "--savedmodel", "no"])
+  predict, info = load_serving(tmp_path / "served")
+  np.testing.assert_allclose(predict(images[..., None]), want, atol=1e-6)
+  assert info["class_names"] == ["NG", "OK"] and (tmp_path / "served" / "MODEL_CARD.md").is_file()
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.main(["export", "--model", model_dir, "--workdir", str(tmp_path / "served"), "--savedmodel", "no"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.startswith("error: ") and "exists" in err and "Traceback" not in err

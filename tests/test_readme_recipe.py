@@ -12,10 +12,8 @@ import shlex
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-
-from deepsmote_jax.data.folder import save_image_folder
+from test_jobs_pipeline import _write_images as write_dent_images
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 # Appended to every command that takes --config: the recipe's shape at CPU-test size (about a minute).
@@ -49,19 +47,8 @@ def recipe_commands(text: str) -> list[list[str]]:
 
 
 def _write_images(root: pathlib.Path, counts: dict[str, int], seed: int) -> None:
-  rng = np.random.default_rng(seed)
-  size = 16
-  yy, xx = np.mgrid[:size, :size]
-  images, labels = [], []
-  for label, (name, n) in enumerate(counts.items()):
-    for _ in range(n):
-      img = rng.normal(120, 12, (size, size))
-      if name == "NG":  # a dark round dent at a random place
-        cy, cx = rng.integers(4, size - 4, 2)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 6] -= 90
-      images.append(np.clip(img, 0, 255).astype(np.uint8)[..., None])
-      labels.append(label)
-  save_image_folder(np.stack(images), np.array(labels), list(counts), root)
+  """16x16 images, NG with a dark round dent (the pipeline tests' writer)."""
+  write_dent_images(root, counts=tuple(counts.items()), seed=seed)
 
 
 def _run(args: list[str], cwd: pathlib.Path) -> None:
