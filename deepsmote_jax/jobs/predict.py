@@ -34,19 +34,20 @@ PREDICTIONS_CSV = "predictions.csv"  # a classifier run's per-image predictions 
 DECISION_FORMAT = "deepsmote_jax.decision/1"
 
 
-def save_decision(model_dir: str | os.PathLike, positive_class: str, threshold: dict | None) -> pathlib.Path:
+def save_decision(model_dir: str | os.PathLike, positive_class: str, threshold: dict | None) -> dict:
   """Writes `<model_dir>/decision.json`: the positive class and the recall-first threshold (an
-  `evaluation.evaluate` result's `threshold` entry; None or a NaN value: argmax only)."""
+  `evaluation.evaluate` result's `threshold` entry; None or a NaN value: argmax only); returns the record."""
   record: dict[str, Any] = {"format": DECISION_FORMAT, "positive_class": positive_class, "threshold": None}
   if threshold and threshold.get("value_score") is not None and not math.isnan(threshold["value_score"]):
     record["threshold"] = {
       key: threshold.get(key)
       for key in ("rule", "value_score", "value", "scale", "target_recall", "confidence", "val_n_positive")
     }
-  return atomic_write_json(pathlib.Path(model_dir) / DECISION_FILE, record)
+  atomic_write_json(pathlib.Path(model_dir) / DECISION_FILE, record)
+  return record
 
 
-def save_validation_decision(model_dir, pipeline, val_labels, val_proba, class_names) -> pathlib.Path | None:
+def save_validation_decision(model_dir, pipeline, val_labels, val_proba, class_names) -> dict | None:
   """decision.json for an exported model from its validation predictions, chosen as the report chooses it
   (`config.pipeline`: positive_class, target_recall, threshold_rule/confidence/margin); None without a
   positive class."""

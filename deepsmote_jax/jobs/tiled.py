@@ -33,7 +33,7 @@ from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import classifier_setup, prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
-from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, load_decision, save_validation_decision, write_run_predictions
+from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, save_validation_decision, write_run_predictions
 from deepsmote_jax.train import mil
 from deepsmote_jax.train.autoencoder import encode_images
 from deepsmote_jax.train.classifier import predict_proba
@@ -160,9 +160,9 @@ def _export_and_predict(result, run_dir: pathlib.Path, config, tcfg, tiling: dic
   }
   _write_predictions(run_dir, class_names, parts)
   val_split, val_proba = parts["validation"]
-  save_validation_decision(run_dir / "best", config.pipeline, val_split.image_labels, val_proba, class_names)
+  decision = save_validation_decision(run_dir / "best", config.pipeline, val_split.image_labels, val_proba, class_names)
   rows = {name: (split.image_files, split.image_labels, proba) for name, (split, proba) in parts.items()}
-  write_run_predictions(run_dir / PREDICTIONS_CSV, rows, class_names, load_decision(run_dir / "best"))
+  write_run_predictions(run_dir / PREDICTIONS_CSV, rows, class_names, decision)
 
 
 def train_one(

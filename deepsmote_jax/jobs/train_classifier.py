@@ -22,7 +22,7 @@ from deepsmote_jax.jobs import classifier_setup, prepare_data, stage, tiled
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
 from deepsmote_jax.jobs.generate import read_synthetic
 from deepsmote_jax.jobs.lock import WorkdirLock
-from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, load_decision, save_validation_decision, write_run_predictions
+from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, save_validation_decision, write_run_predictions
 from deepsmote_jax.train.classifier import predict_proba, train_classifier
 
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
@@ -130,9 +130,9 @@ def train_one(
   export_classifier(result.best_model, run_dir / "best", **export, extra=selected)
   best, _ = load_classifier(run_dir / "best", expect_name=c.name, expect_classes=class_names)
   val_proba, test_proba = _save_predictions(run_dir, best, val, test, in_channels)
-  save_validation_decision(run_dir / "best", config.pipeline, val.labels, val_proba, class_names)
+  decision = save_validation_decision(run_dir / "best", config.pipeline, val.labels, val_proba, class_names)
   parts = {"validation": (val.files, val.labels, val_proba), "test": (test.files, test.labels, test_proba)}
-  write_run_predictions(run_dir / PREDICTIONS_CSV, parts, class_names, load_decision(run_dir / "best"))
+  write_run_predictions(run_dir / PREDICTIONS_CSV, parts, class_names, decision)
   info = {
     "method": method,
     "seed": int(seed),
