@@ -84,7 +84,11 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
   c.split = ml_collections.ConfigDict(dict(ratios=(0.6, 0.2, 0.2), group_pattern="", seed=0))
   # Make the training split scarce in NG, as on a production line: keep `ok_count` OK images (0 = all) and
   # cut every other class to `minority_ratio` x OK (0 = keep as is). Validation/test stay untouched.
-  c.imbalance = ml_collections.ConfigDict(dict(ok_class="OK", ok_count=0, minority_ratio=0.0, seed=0))
+  # scarce_classes (e.g. ('scratches',) among NEU-DET's six): cut only these, to `minority_ratio` x the mean
+  # training count of the other classes, and keep every other class as it is (ok_class unused, ok_count 0).
+  c.imbalance = ml_collections.ConfigDict(
+    dict(ok_class="OK", ok_count=0, minority_ratio=0.0, scarce_classes=(), seed=0)
+  )
   c.generate = ml_collections.ConfigDict(dict(sampling_strategy="auto", kind="smote", k_neighbors=5, seed=0))
   c.classifier = ml_collections.ConfigDict(
     dict(

@@ -53,7 +53,10 @@ def load_images(config, image_set: ImageSet | None = None) -> ImageSet:
 
 
 def make_scarce(train: ImageSet, imbalance) -> ImageSet:
-  """Keeps `ok_count` OK images (0: all) and cuts every other class to `minority_ratio` x OK (0: as is)."""
+  """Keeps `ok_count` OK images (0: all) and cuts every other class to `minority_ratio` x OK (0: as is); with
+  `scarce_classes`, cuts only those (`_make_classes_scarce`)."""
+  if tuple(imbalance.get("scarce_classes") or ()):
+    return _make_classes_scarce(train, imbalance)
   if not (imbalance.ok_count or imbalance.minority_ratio):
     return train
   counts = train.counts()
@@ -65,6 +68,38 @@ def make_scarce(train: ImageSet, imbalance) -> ImageSet:
     c: ok if c == imbalance.ok_class else (min(n, max(2, round(ratio * ok))) if ratio else n) for c, n in counts.items()
   }
   return protocols.subsample_per_class(train, target, seed=int(imbalance.seed))
+
+
+def _make_classes_scarce(train: ImageSet, imbalance) -> ImageSet:
+  """One or a few defect classes made scarce among several (no single OK class, e.g. NEU-DET): each class of
+  `scarce_classes` cut to `minority_ratio` x the mean training count of the other classes (at least 2, never
+  more than it has); every other class kept as it is. `ok_class` plays no part in the cut."""
+  scarce = [str(c) for c in imbalance.scarce_classes]
+  unknown = [c for c in scarce if c not in train.class_names]
+  if unknown:
+    raise ValueError(
+      f"config.imbalance.scarce_classes has unknown class(es) {unknown}; classes of the data: {train.class_names}"
+    )
+  counts = train.counts()
+  rest = [n for c, n in counts.items() if c not in scarce]
+  if not rest:
+    raise ValueError(
+      f"config.imbalance.scarce_classes={scarce} names every class of the data: keep at least one class as it is"
+    )
+  ratio = float(imbalance.minority_ratio)
+  if not ratio > 0:
+    raise ValueError(
+      f"config.imbalance.minority_ratio={imbalance.minority_ratio!r}: config.imbalance.scarce_classes={scarce} "
+      "needs a ratio > 0 (the scarce classes' share of the other classes' mean count)"
+    )
+  if int(imbalance.ok_count):
+    raise ValueError(
+      f"config.imbalance.ok_count={imbalance.ok_count!r}: with config.imbalance.scarce_classes every other class "
+      "is kept as it is; set ok_count=0"
+    )
+  keep = max(2, round(ratio * sum(rest) / len(rest)))
+  # Classes left out of the mapping are kept whole.
+  return protocols.subsample_per_class(train, {c: min(counts[c], keep) for c in scarce}, seed=int(imbalance.seed))
 
 
 def source_fingerprint(config, image_set: ImageSet | None = None) -> dict:
@@ -123,9 +158,16 @@ def record(config, image_set: ImageSet | None = None) -> dict:
     "upstream": {},
     "inputs": files.json_safe(source_fingerprint(config, image_set)),
   }
-  if tile_settings(config).mode == "none":  # records of runs from before the setting stay valid
-    rec["settings"]["data"].pop("patches", None)
+  _drop_unset(config, rec["settings"])
   return rec
+
+
+def _drop_unset(config, settings: dict) -> None:
+  """Leaves settings at their off value out of a record, so that records of runs from before them stay valid."""
+  if tile_settings(config).mode == "none":
+    settings["data"].pop("patches", None)
+  if not tuple(config.imbalance.get("scarce_classes") or ()):
+    settings["imbalance"].pop("scarce_classes", None)
 
 
 def ensure(config, workdir: str | os.PathLike, split_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -171,8 +213,7 @@ def check_split(config, split_dir: str | os.PathLike) -> pathlib.Path:
     "settings": files.json_safe({key: stage.setting(config, key) for key in SETTINGS}),
     "inputs": files.json_safe(source_fingerprint(config)) if given else None,
   }
-  if tile_settings(config).mode == "none":
-    new["settings"]["data"].pop("patches", None)
+  _drop_unset(config, new["settings"])
   was, now = _leaves(old["settings"]), _leaves(new["settings"])
   for key in sorted(set(was) | set(now)):
     if key in _WHERE or was.get(key) == now.get(key):
