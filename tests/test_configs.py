@@ -50,3 +50,17 @@ def test_derived_configs_keep_the_default_jobs_settings():
 def test_the_checkouts_configs_folder_is_the_packaged_one():
   top = pathlib.Path(__file__).resolve().parents[1] / "configs"
   assert top.resolve() == CONFIGS.resolve() and (top / "default.py").is_file()
+
+
+def test_neu_scratches_makes_scratches_the_scarce_positive_class_among_six(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  base = get_config("default")
+  for arg in (None, "local"):
+    c = get_config("neu_scratches", arg)
+    assert (c.model.preset, c.model.channels, c.classifier.name) == ("tiny_64", 1, "small_cnn")
+    assert c.data.source == "folder" and c.data.root == "../shared/data/neu_det/images" and len(c.data.classes) == 6
+    assert c.imbalance.scarce_classes == ("scratches",) and c.imbalance.minority_ratio == 0.1
+    assert c.pipeline.positive_class == "scratches" and "anomaly_ae" not in c.pipeline.methods
+  assert c.train.epochs == 2 and get_config("neu_scratches").train.learning_rate == base.train.learning_rate
+  with pytest.raises(ValueError, match="the only variant is 'local'"):
+    get_config("neu_scratches", "crack")
