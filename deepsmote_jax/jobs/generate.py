@@ -18,11 +18,17 @@ image is a base or neighbour of a synthetic image: `summary.json`'s `data_split`
 Every check on the input (shapes, classes, sampling strategy, neighbour counts, NaN codes, the output
 folder) runs before anything is written, and the folder is built as `<out>.tmp-XXXX` beside `<out>` and
 renamed at the end: an interrupted run never leaves a folder that looks complete.
+
+Memory is bounded in the number of images: the images come in `_CHUNK_BATCHES` batches at a time (slices of
+an `ImageSet`, or decoded from files by tf.data for an `ImageFiles` list, which holds no image at all), only
+the latent codes, the synthetic codes and per-row indices and paths stay resident, and the synthetic images
+are decoded and written as PNGs chunk by chunk; the manifest is written row by row.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import os
 import pathlib
@@ -30,6 +36,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -37,7 +44,8 @@ import numpy as np
 from PIL import Image
 
 from deepsmote_jax import files, smote, visualize
-from deepsmote_jax.data.folder import ImageSet, save_image_folder
+from deepsmote_jax.data import pipeline
+from deepsmote_jax.data.folder import ImageSet, list_image_folder, save_image_folder
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import sampling_strategy as parse_sampling_strategy
@@ -48,7 +56,80 @@ COPY_MODES = ("copy", "link", "png", "none")
 MANIFEST_COLUMNS = ("file", "class", "synthetic", "base_file", "neighbor_file", "gap", "source", "split")
 SYNTHETIC_PREFIX = "synthetic_"
 _GRID_TRIPLETS = 12  # base | synthetic | neighbour triplets per class grid
-_DECODE_CHUNK_BATCHES = 8  # batches decoded per decode_codes call (bounds host memory)
+_CHUNK_BATCHES = 8  # batches per encode_images / decode_codes call and per PNG write (bounds host memory)
+
+
+@dataclasses.dataclass
+class ImageFiles:
+  """A labelled image file list that `generate_dataset` reads in batches instead of an in-memory `ImageSet`.
+
+  Nothing is decoded up front: every pass over the images (encoding, PNG originals, grids) decodes its
+  batches with the tf.data feed (`data.pipeline.numpy_batches`, no cache) at the model's size and channels,
+  with `load_image_folder`'s Pillow code, so a folder gives the same output as its `ImageSet`.
+
+  Attributes:
+    root: the folder `files` are relative to (also the default `source_root` of `generate_dataset`).
+    files, labels, class_names: as `list_image_folder` returns them (labels index `class_names`).
+    resize: 'resize', 'center_crop' or 'pad' (`load_image_folder`'s meaning).
+  """
+
+  root: str
+  files: list[str]
+  labels: np.ndarray
+  class_names: list[str]
+  resize: str = "resize"
+
+  def __post_init__(self):
+    self.root, self.files, self.class_names = os.fspath(self.root), list(self.files), list(self.class_names)
+    self.labels = np.asarray(self.labels).astype(np.int32, copy=False).reshape(-1)
+    if len(self.labels) != len(self.files):
+      raise ValueError(f"ImageFiles: {len(self.files)} files but {len(self.labels)} labels")
+    if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+      raise ValueError(f"ImageFiles labels must lie in [0, {len(self.class_names)})")
+
+  @classmethod
+  def from_folder(
+    cls, root: str | os.PathLike, *, classes: Sequence[str] | None = None, resize: str = "resize"
+  ) -> ImageFiles:
+    """The images of `root/<class>/...` (`list_image_folder`: same classes and order as `load_image_folder`)."""
+    class_names, files, labels = list_image_folder(root, classes=classes)
+    return cls(os.fspath(root), files, np.asarray(labels, np.int32), class_names, resize)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  counts = ImageSet.counts  # images per class name, from labels and class_names alone
+
+
+def _image_batches(source: ImageSet | ImageFiles, rows: np.ndarray, size: int, spec) -> Iterator[np.ndarray]:
+  """The uint8 images of `source` at `rows`, in that order, `size` at a time (the last batch shorter)."""
+  if isinstance(source, ImageSet):
+    for start in range(0, len(rows), size):
+      yield source.images[rows[start : start + size]]
+    return
+  batches = pipeline.numpy_batches(
+    ([source.files[i] for i in rows], source.labels[rows]),
+    batch_size=size,
+    shuffle=False,
+    repeat=False,
+    drop_remainder=False,
+    cache=False,
+    decoder="pillow",
+    image_size=spec.image_size,
+    channels=spec.channels,
+    resize=source.resize,
+    root=source.root,
+    process_index=0,
+    process_count=1,
+  )
+  for batch in batches:
+    yield batch["image"]
+
+
+def _take(source: ImageSet | ImageFiles, rows, spec) -> np.ndarray:
+  """The few images at `rows` (the grids' bases and neighbours) as one array."""
+  rows = np.asarray(rows, np.int64)
+  return np.concatenate(list(_image_batches(source, rows, max(1, len(rows)), spec)))
 
 
 def synthetic_name(class_name: str, index: int, width: int = 5) -> str:
@@ -85,7 +166,7 @@ def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
 
 def _check_inputs(
   model,
-  image_set: ImageSet,
+  image_set: ImageSet | ImageFiles,
   *,
   sampling_strategy,
   k_neighbors: int,
@@ -108,7 +189,7 @@ def _check_inputs(
   want = (spec.image_size, spec.image_size, spec.channels)
   if len(image_set) == 0:
     raise ValueError("the image set is empty")
-  if image_set.image_shape != want:
+  if isinstance(image_set, ImageSet) and image_set.image_shape != want:  # ImageFiles: decoded to `want`
     raise ValueError(
       f"the images are {image_set.image_shape} (H, W, C) but the model {spec.name!r} expects "
       f"{want} (image_size={spec.image_size}, channels={spec.channels}); load the data at the "
@@ -139,7 +220,7 @@ def _check_inputs(
   return counts
 
 
-def _check_codes(codes: np.ndarray, image_set: ImageSet) -> None:
+def _check_codes(codes: np.ndarray, image_set: ImageSet | ImageFiles) -> None:
   bad = ~np.all(np.isfinite(codes), axis=1)
   if bad.any():
     names = np.asarray(image_set.class_names)[image_set.labels[bad]]
@@ -152,7 +233,7 @@ def _check_codes(codes: np.ndarray, image_set: ImageSet) -> None:
     )
 
 
-def _plan_originals(image_set: ImageSet, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
+def _plan_originals(image_set: ImageSet | ImageFiles, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
   """(output path relative to out, source path to copy/link or None = write PNG) per original image."""
   if copy_originals == "none":
     return []
@@ -198,7 +279,7 @@ def _write_grid(path: pathlib.Path, base: np.ndarray, synthetic: np.ndarray, nei
 
 def generate_dataset(
   model,
-  image_set: ImageSet,
+  image_set: ImageSet | ImageFiles,
   out_dir: str | os.PathLike,
   *,
   sampling_strategy: Any = "auto",
@@ -218,7 +299,8 @@ def generate_dataset(
 
   Args:
     model: trained `Autoencoder` (e.g. from `export.load_autoencoder`).
-    image_set: the images (the model's size and channels), e.g. `load_image_folder(root, ...)`.
+    image_set: the images (the model's size and channels), e.g. `load_image_folder(root, ...)`, or an
+      `ImageFiles` list (e.g. `ImageFiles.from_folder(root)`), read in batches: same output, bounded memory.
     out_dir: folder to create (`<out>/<class>/*`, `manifest.csv`, `grids/`, `summary.json`).
     sampling_strategy: imblearn semantics ('auto', 'minority', 'not minority', 'all', a float for two
       classes, {class name: target count}, or a callable of the class-name labels).
@@ -229,7 +311,7 @@ def generate_dataset(
     copy_originals: 'copy' / 'link' (hard link, else symlink) the files under `source_root`; 'png' writes
       the in-memory originals at the model size (also what 'copy'/'link' do without `source_root`, e.g.
       for ELPV, and for patches); 'none' writes only synthetic images.
-    source_root: the folder `image_set.files` are relative to.
+    source_root: the folder `image_set.files` are relative to (default for `ImageFiles`: its root).
     batch_size: encode/decode batch.
     overwrite: replace an existing non-empty `out_dir` (removed only once the new folder is complete).
     model_path: recorded in the summary.
@@ -245,6 +327,8 @@ def generate_dataset(
   out = pathlib.Path(out_dir).absolute()
   settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
   checked = {k: v for k, v in settings.items() if k != "seed"}
+  if source_root is None and isinstance(image_set, ImageFiles):
+    source_root = image_set.root
   counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals, extra_dirs=extra_dirs or {})
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
@@ -257,11 +341,11 @@ def generate_dataset(
   tmp = files.temp_dir_beside(out)
   try:
     options = dict(copy_originals=copy_originals, batch_size=batch_size, split=(data_split or {}).get("split", ""))
-    rows, links = _write_files(tmp, out, model, image_set, names, res, originals, (orig_paths, syn_paths), options)
+    written, links = _write_files(tmp, out, model, image_set, names, res, originals, (orig_paths, syn_paths), options)
     for name, folder in (extra_dirs or {}).items():
       os.rename(folder, tmp / name)
     times = dict(encode=t_encode - t0, resample=t_resample - t_encode, decode_write=time.perf_counter() - t_resample)
-    summary = _summary(out, counts, res, rows, settings, caught, times) | _sources(
+    summary = _summary(out, counts, res, written, settings, caught, times) | _sources(
       copy_originals, links, source_root, _model_record(model, model_path), data_split
     )
     files.atomic_write_json(tmp / "summary.json", summary)
@@ -274,17 +358,18 @@ def generate_dataset(
   return summary
 
 
-def _write_files(tmp: pathlib.Path, out, model, image_set: ImageSet, names, res, originals, paths, options: dict):
-  """The class folders, originals, synthetic images and manifest.csv in `tmp`; returns (rows, links).
-  options: copy_originals, batch_size and the split's name."""
+def _write_files(tmp: pathlib.Path, out, model, image_set, names, res, originals, paths, options: dict):
+  """The class folders, originals, synthetic images and manifest.csv in `tmp`; returns (files written per
+  class, links). options: copy_originals, batch_size and the split's name."""
   orig_paths, syn_paths = paths
   for c in image_set.class_names:
     (tmp / c).mkdir(parents=True, exist_ok=True)
-  links = _write_originals(tmp, image_set, originals, orig_paths, options["copy_originals"])
-  _write_synthetic(tmp, model, image_set, res, syn_paths, options["batch_size"])
+  batch_size = options["batch_size"]
+  links = _write_originals(tmp, model.spec, image_set, originals, orig_paths, options["copy_originals"], batch_size)
+  _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
   rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res, options["split"])
-  _write_manifest(tmp, rows, list(image_set.class_names), out)
-  return rows, links
+  written = _write_manifest(tmp, rows, list(image_set.class_names), out)
+  return written, links
 
 
 def generate_from_config(
@@ -371,10 +456,26 @@ def _check_model_split(meta: dict, record: dict, model_dir, data_dir) -> None:
     )
 
 
-def _encode(model, image_set: ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """(class name of each image, its checked eval-mode code)."""
+def _encode(model, image_set: ImageSet | ImageFiles, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(class name of each image, its checked eval-mode code), encoded `_CHUNK_BATCHES` batches at a time.
+
+  Every batch has `min(batch_size, N)` images, the last one padded with its last image, as one
+  `encode_images` call over all N would make them: the codes are the same as that call's."""
   names = np.asarray(image_set.class_names)[image_set.labels]
-  codes = np.asarray(encode_images(model, image_set.images, batch_size=batch_size))
+  n = len(image_set.labels)
+  bs = max(1, min(batch_size, n))
+  codes, start = None, 0
+  for images in _image_batches(image_set, np.arange(n), bs * _CHUNK_BATCHES, model.spec):
+    m = len(images)
+    if m % bs:
+      images = np.concatenate([images, np.repeat(images[-1:], bs - m % bs, axis=0)])
+    chunk = np.asarray(encode_images(model, images, batch_size=bs))[:m]
+    if codes is None:
+      codes = np.empty((n,) + chunk.shape[1:], chunk.dtype)
+    codes[start : start + m] = chunk
+    start += m
+  if start != n:
+    raise RuntimeError(f"internal error: {start} of {n} images were read for encoding")
   _check_codes(codes, image_set)
   return names, codes
 
@@ -401,7 +502,7 @@ def _sources(copy_originals: str, links, source_root, model: dict, data_split: d
   )
 
 
-def _summary(out: pathlib.Path, counts: dict, res, rows: list, settings: dict, caught, times: dict) -> dict:
+def _summary(out: pathlib.Path, counts: dict, res, written: dict, settings: dict, caught, times: dict) -> dict:
   """The counts, settings, warnings and stage times of one generated folder (`summary.json`)."""
   class_names = list(counts)
   new_counts = res.counts()
@@ -411,7 +512,7 @@ def _summary(out: pathlib.Path, counts: dict, res, rows: list, settings: dict, c
     "counts_before": counts,
     "counts_new": {c: new_counts.get(c, 0) for c in class_names},
     "counts_after": {c: counts[c] + new_counts.get(c, 0) for c in class_names},
-    "counts_written": {c: sum(1 for r in rows if r["class"] == c) for c in class_names},
+    "counts_written": {c: int(written.get(c, 0)) for c in class_names},
     "sampling_strategy": files.json_safe(settings["sampling_strategy"]),
     "targets": files.json_safe(res.targets),
     "kind": settings["kind"],
@@ -458,8 +559,9 @@ def _output_paths(originals: list[tuple[str, str | None]], res) -> tuple[list[st
   return orig_paths, syn_paths
 
 
-def _write_originals(tmp: pathlib.Path, image_set: ImageSet, originals, orig_paths, copy_originals: str) -> dict:
-  """Copies or links the original files; writes in-memory originals as PNGs. Returns the link counts."""
+def _write_originals(tmp: pathlib.Path, spec, image_set, originals, orig_paths, copy_originals: str, batch_size: int):
+  """Copies or links the original files; writes in-memory originals as PNGs, a chunk of images at a time.
+  Returns the link counts."""
   class_names = list(image_set.class_names)
   links = {"hard": 0, "sym": 0}
   png_rows = [i for i, (_, src) in enumerate(originals) if src is None]
@@ -477,18 +579,22 @@ def _write_originals(tmp: pathlib.Path, image_set: ImageSet, originals, orig_pat
     except OSError:
       os.symlink(os.path.abspath(src), dst)
       links["sym"] += 1
-  if png_rows:
+  chunk = max(1, batch_size) * _CHUNK_BATCHES
+  for start, images in zip(
+    range(0, len(png_rows), chunk), _image_batches(image_set, np.asarray(png_rows), chunk, spec)
+  ):
+    rows = png_rows[start : start + chunk]
     save_image_folder(
-      image_set.images[png_rows],
-      image_set.labels[png_rows],
+      images,
+      image_set.labels[rows],
       class_names,
       tmp,
-      names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])]) for i in png_rows],
+      names=[_within_class(orig_paths[i], class_names[int(image_set.labels[i])]) for i in rows],
     )
   return links
 
 
-def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_paths: list[str], batch_size: int):
+def _write_synthetic(tmp: pathlib.Path, model, image_set, res, syn_paths: list[str], batch_size: int):
   """Decodes and writes the synthetic images chunk by chunk; keeps the first few per class for the grids."""
   class_names = list(image_set.class_names)
   syn_labels = np.asarray(res.labels).astype(str)
@@ -500,10 +606,10 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
       grid_rows[c].append(row)
   wanted = {r for rows in grid_rows.values() for r in rows}
   grid_images: dict[int, np.ndarray] = {}
-  chunk = max(1, batch_size) * _DECODE_CHUNK_BATCHES
+  chunk = max(1, batch_size) * _CHUNK_BATCHES
   for start in range(0, len(samples), chunk):
     stop = min(start + chunk, len(samples))
-    images = decode_codes(model, samples[start:stop], batch_size=batch_size, channels=image_set.images.shape[-1])
+    images = decode_codes(model, samples[start:stop], batch_size=batch_size, channels=model.spec.channels)
     save_image_folder(
       images,
       [label_of[c] for c in syn_labels[start:stop]],
@@ -516,17 +622,18 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set: ImageSet, res, syn_pat
   for c, rows in grid_rows.items():
     _write_grid(
       tmp / "grids" / f"{c}.png",
-      image_set.images[res.base[rows]],
+      _take(image_set, res.base[rows], model.spec),
       np.stack([grid_images[r] for r in rows]),
-      image_set.images[res.neighbor[rows]],
+      _take(image_set, res.neighbor[rows], model.spec),
     )
 
 
-def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths, res, split: str) -> list[dict]:
-  """Originals in input order, then the synthetic rows with their base and neighbour source files; `split`:
-  the data split the originals (and so every base and neighbour) belong to ('' unknown)."""
-  rows = [
-    {
+def _manifest_rows(image_set, names: np.ndarray, orig_paths, syn_paths, res, split: str) -> Iterator[dict]:
+  """Originals in input order, then the synthetic rows with their base and neighbour source files (made one
+  at a time, as they are written); `split`: the data split the originals (and so every base and neighbour)
+  belong to ('' unknown)."""
+  for i, rel in enumerate(orig_paths):
+    yield {
       "file": rel,
       "class": names[i],
       "synthetic": 0,
@@ -536,41 +643,42 @@ def _manifest_rows(image_set: ImageSet, names: np.ndarray, orig_paths, syn_paths
       "source": image_set.files[i],
       "split": split,
     }
-    for i, rel in enumerate(orig_paths)
-  ]
   syn_labels = np.asarray(res.labels).astype(str)
   for j, rel in enumerate(syn_paths):
-    rows.append(
-      {
-        "file": rel,
-        "class": syn_labels[j],
-        "synthetic": 1,
-        "base_file": image_set.files[int(res.base[j])],
-        "neighbor_file": image_set.files[int(res.neighbor[j])],
-        "gap": f"{float(res.gap[j]):.6f}",
-        "source": "",
-        "split": split,
-      }
-    )
-  return rows
+    yield {
+      "file": rel,
+      "class": syn_labels[j],
+      "synthetic": 1,
+      "base_file": image_set.files[int(res.base[j])],
+      "neighbor_file": image_set.files[int(res.neighbor[j])],
+      "gap": f"{float(res.gap[j]):.6f}",
+      "source": "",
+      "split": split,
+    }
 
 
-def _write_manifest(tmp: pathlib.Path, rows: list[dict], class_names: list[str], out: pathlib.Path) -> None:
-  """Writes manifest.csv and checks that the class folders hold exactly the manifest's files."""
+def _write_manifest(tmp: pathlib.Path, rows, class_names: list[str], out: pathlib.Path) -> dict[str, int]:
+  """Writes manifest.csv row by row, checks that the class folders hold exactly the manifest's files and
+  returns the files written per class."""
+  listed, written, n_rows = set(), dict.fromkeys(class_names, 0), 0
   with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:
+      writer.writerow(row)
+      listed.add(row["file"])
+      written[str(row["class"])] += 1
+      n_rows += 1
   on_disk = set()
   for c in class_names:
     for dirpath, _, filenames in os.walk(tmp / c):
       on_disk.update(os.path.relpath(os.path.join(dirpath, n), tmp) for n in filenames)
-  listed = {r["file"] for r in rows}
-  if on_disk != listed or len(listed) != len(rows):
+  if on_disk != listed or len(listed) != n_rows:
     raise RuntimeError(
       f"internal error: files on disk and manifest differ "
       f"({sorted(on_disk ^ listed)[:5]}); nothing was written to {str(out)!r}"
     )
+  return written
 
 
 def _commit(tmp: pathlib.Path, out: pathlib.Path, overwrite: bool) -> pathlib.Path | None:
