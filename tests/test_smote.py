@@ -229,6 +229,33 @@ def test_smote_provenance_and_geometry():
   assert not np.array_equal(other.base, result.base)
 
 
+@pytest.mark.parametrize("kind", ["smote", "borderline-2"])
+def test_memory_of_a_class_of_a_million_codes_is_linear(kind):
+  """XLA's own accounting of one class's compiled k-NN + draw (compiled, not run) for 1,000,000 codes of 32
+  dimensions and as many synthetic rows: arguments + outputs + temporaries stay within a few copies of the
+  codes, nowhere near an n x n matrix (4 TB) or an n x block one (4 GB), and grow like n."""
+  d, k, n_majority = 32, 5, 16
+
+  def peak_bytes(n):
+    x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    static = dict(n_samples=smote._draw_size(n), k=k, block_size=1024, precision=jax.lax.Precision.HIGHEST)
+    if kind == "smote":
+      lowered = smote._smote_class.lower(jax.random.key(0), x, None, **static)
+    else:
+      X = jax.ShapeDtypeStruct((n + n_majority, d), jnp.float32)
+      rows = jax.ShapeDtypeStruct((n,), jnp.int32)
+      flags = jax.ShapeDtypeStruct((n + n_majority,), jnp.bool_)
+      weights = jax.ShapeDtypeStruct((n,), jnp.float32)
+      lowered = smote._borderline2_class.lower(jax.random.key(0), x, X, rows, flags, weights, **static)
+    m = lowered.compile().memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+  small, large = peak_bytes(100_000), peak_bytes(1_000_000)
+  per_row = 4 * (d + k)  # one code and its neighbour indices
+  assert large < 8 * 1_000_000 * per_row + 64 * 2**20
+  assert large / small < 12  # an n x n term would make it 100
+
+
 @pytest.mark.parametrize("kind", ["borderline-1", "borderline-2"])
 def test_borderline_danger_set_equals_imblearn(kind):
   X, y = _three_classes(seed=8)
