@@ -121,33 +121,32 @@ def test_short_run_beats_chance_on_held_out_magnetic_tile(magnetic_tile, tmp_pat
   assert (tmp_path / "metrics.jsonl").is_file()
 
 
-def test_training_from_the_tf_data_pipeline():
-  """Batches streamed from tf.data (for sets larger than device memory) train the same step."""
+def test_training_streamed_from_files_equals_in_memory(tmp_path):
+  """Batches streamed from files through tf.data (for sets larger than memory) train to the same model as
+  the images held on the device, random oversampling included."""
   pytest.importorskip("tensorflow")
-  from deepsmote_jax.data.folder import ImageSet
-  from deepsmote_jax.data.pipeline import numpy_batches
+  from PIL import Image
+
+  from deepsmote_jax.data.pipeline import FileSource
 
   rng = np.random.default_rng(0)
   y = (np.arange(96) % 2).astype(np.int32)
   x = rng.normal(120, 10, (96, 16, 16, 1))
   x[y == 1, 4:12, 4:12] += 70
   x = np.clip(x, 0, 255).astype(np.uint8)
-  ds = ImageSet(images=x, labels=y, class_names=["OK", "NG"], files=[f"{i}.png" for i in range(96)], skipped=[])
+  for i, img in enumerate(x):
+    Image.fromarray(img[..., 0]).save(tmp_path / f"{i}.png")
+  source = FileSource([f"{i}.png" for i in range(96)], root=tmp_path, image_size=16, channels=1)
   cfg = cls.ClassifierTrainConfig(
-    epochs=4, batch_size=16, steps_per_call=3, learning_rate=3e-3, compute_dtype="float32", max_shift=0
+    epochs=4, batch_size=16, steps_per_call=3, learning_rate=3e-3, compute_dtype="float32", oversampling="random"
   )
-  model = build_classifier("small_cnn", 2, in_channels=1, width=8)
-  result = cls.train_classifier(
-    model,
-    x,
-    y,
-    cfg,
-    num_classes=2,
-    progress=False,
-    stream=lambda: numpy_batches(ds, batch_size=16, seed=0, repeat=True),
-  )
-  proba = cls.predict_proba(result.model, x, in_channels=1)
-  assert (proba.argmax(-1) == y).mean() > 0.9
+  probas = []
+  for data in (source, x):
+    model = build_classifier("small_cnn", 2, in_channels=1, width=8)
+    result = cls.train_classifier(model, data, y, cfg, num_classes=2, progress=False)
+    probas.append(cls.predict_proba(result.model, x, in_channels=1))
+  assert (probas[0].argmax(-1) == y).mean() > 0.9
+  np.testing.assert_allclose(probas[0], probas[1], rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------

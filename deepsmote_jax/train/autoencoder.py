@@ -44,7 +44,7 @@ import optax
 from deepsmote_jax.models.autoencoder import Autoencoder
 from deepsmote_jax.models.pixels import to_uint8, to_unit_range
 from deepsmote_jax.models.presets import AutoencoderSpec
-from deepsmote_jax.train import distributed, loop
+from deepsmote_jax.train import distributed, feed, loop
 from deepsmote_jax.train import mesh as mesh_lib
 
 PENALTIES = ("reference", "paper", "none")
@@ -200,6 +200,8 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
   `batch = {'index': (B,) int32, 'mask': (B,) bool}`; `data = {'images': uint8 (N,H,W,C),
   'class_table': (C, M) int32, 'counts': (C,) int32}` (device-resident, replicated). The class sample is
   padded to a multiple of `num_devices` (masked), so the result does not depend on the device count.
+  Streamed (`feed.FedPlan`), `batch` carries the images instead: 'image' (B,H,W,C) uint8 and the class
+  sample's 'class_image' (P,H,W,C) uint8 and 'class_valid' (P,) bool, drawn on the host with the same key.
   """
   penalty = cfg.penalty
   p_size = cfg.penalty_sample_size
@@ -207,14 +209,20 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
 
   def step(state: loop.TrainState, batch, key, data):
     step_key = jax.random.fold_in(key, state.step)
-    images = to_unit_range(data["images"][batch["index"]])
+    streamed = "image" in batch  # images read on the host (`feed.FedPlan`), else gathered here
+    images = to_unit_range(batch["image"] if streamed else data["images"][batch["index"]])
     bmask = batch["mask"]
 
     if penalty != "none":
-      _, idx, valid, n_valid = sample_class(
-        step_key, data["class_table"], data["counts"], p_size, p_padded, classes=cfg.penalty_classes
-      )
-      class_images = to_unit_range(data["images"][idx])
+      if streamed:  # the same class sample, drawn on the host by `PenaltySamplePlan`
+        valid = batch["class_valid"]
+        n_valid = jnp.sum(valid.astype(jnp.int32))
+        class_images = to_unit_range(batch["class_image"])
+      else:
+        _, idx, valid, n_valid = sample_class(
+          step_key, data["class_table"], data["counts"], p_size, p_padded, classes=cfg.penalty_classes
+        )
+        class_images = to_unit_range(data["images"][idx])
       if penalty == "reference":
         perm = cyclic_shift(n_valid, p_padded, 1)
       else:
@@ -245,6 +253,46 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
   return step
 
 
+class PenaltySamplePlan:
+  """The penalty's class sample of each step, drawn on the host exactly as the in-memory step draws it
+  (`sample_class` with the key `fold_in(key(seed), step)`): 'class_index' (n, P) and 'class_valid' (n, P)."""
+
+  def __init__(self, labels: np.ndarray, num_classes: int, cfg: AETrainConfig, padded_size: int):
+    self.table, self.counts = class_index_table(labels, num_classes)
+    self.cfg, self.padded_size = cfg, padded_size
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+      self.key = jax.random.key(cfg.seed)
+
+    def draw(key, steps, table, counts):
+      def one(s):
+        _, idx, valid, _ = sample_class(
+          jax.random.fold_in(key, s), table, counts, cfg.penalty_sample_size, padded_size, classes=cfg.penalty_classes
+        )
+        return idx, valid
+
+      return jax.vmap(one)(steps)
+
+    self._draw = jax.jit(draw)
+    self._cpu = cpu
+
+  def __call__(self, first: int, n: int) -> dict:
+    with jax.default_device(self._cpu):
+      steps = jnp.arange(first, first + n, dtype=jnp.int32)
+      idx, valid = jax.device_get(self._draw(self.key, steps, self.table, self.counts))
+    return {"class_index": np.asarray(idx, np.int32), "class_valid": np.asarray(valid, bool)}
+
+
+class _WithPenaltySample:
+  """A batch plan joined with the penalty sample plan (streamed training)."""
+
+  def __init__(self, plan: loop.EpochPlan, samples: PenaltySamplePlan):
+    self.plan, self.samples, self.steps_per_epoch = plan, samples, plan.steps_per_epoch
+
+  def __call__(self, first: int, n: int) -> dict:
+    return {**self.plan(first, n), **self.samples(first, n)}
+
+
 class BatchPlan(loop.EpochPlan):
   """Every image once per epoch, shuffled by (seed, epoch)."""
 
@@ -266,16 +314,21 @@ class AETrainResult:
 
 def prepare_training(
   model: Autoencoder,
-  images_u8: np.ndarray,
+  images_u8: np.ndarray | feed.ImageSource,
   labels: np.ndarray,
   cfg: AETrainConfig,
   *,
   num_classes: int | None = None,
   mesh=None,
 ) -> loop.Training:
-  """Checks the inputs, puts the image set on the mesh and compiles the step (shared by
-  `train_autoencoder` and `benchmarks/autoencoder_step.py`)."""
-  images_u8 = np.asarray(images_u8)
+  """Checks the inputs, puts the image set on the mesh (or sets up its stream) and compiles the step
+  (shared by `train_autoencoder` and `benchmarks/autoencoder_step.py`).
+
+  `images_u8`: uint8 (N, H, W, C) kept on the devices, or a `feed.ImageSource` read step by step on the
+  host (`feed.FedPlan`): the same batches and penalty samples for the same seed, memory flat in N.
+  """
+  streamed = isinstance(images_u8, feed.ImageSource)
+  images_u8 = images_u8 if streamed else np.asarray(images_u8)
   labels = np.asarray(labels, np.int32)
   spec: AutoencoderSpec = model.spec
   _check_images(images_u8, labels, spec)
@@ -292,15 +345,25 @@ def prepare_training(
 
   tx = optax.adam(cfg.learning_rate)
   graphdef, state = loop.create_state(model, tx)
-  step_fn = make_step(graphdef, tx, cfg, num_devices=mesh.devices.size)
+  num_devices = mesh.devices.size
+  step_fn = make_step(graphdef, tx, cfg, num_devices=num_devices)
   plan = BatchPlan(len(images_u8), cfg.batch_size, cfg.seed)
-  data = mesh_lib.put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
+  if streamed:
+    images_of = {"index": "image"}
+    if cfg.penalty != "none":
+      samples = PenaltySamplePlan(labels, num_classes, cfg, mesh_lib.round_up(cfg.penalty_sample_size, num_devices))
+      plan, images_of = _WithPenaltySample(plan, samples), {**images_of, "class_index": "class_image"}
+    total = cfg.epochs * plan.steps_per_epoch
+    plan = feed.FedPlan(plan, images_u8, mesh=mesh, total_steps=total, images_of=images_of)
+    data = {"counts": counts}
+  else:
+    data = mesh_lib.put({"images": images_u8, "class_table": table, "counts": counts}, mesh_lib.replicated(mesh))
   return loop.Training(cfg=cfg, mesh=mesh, graphdef=graphdef, state=state, plan=plan, data=data, step_fn=step_fn)
 
 
 def train_autoencoder(
   model: Autoencoder,
-  images_u8: np.ndarray,
+  images_u8: np.ndarray | feed.ImageSource,
   labels: np.ndarray,
   cfg: AETrainConfig,
   *,
@@ -318,10 +381,12 @@ def train_autoencoder(
 ) -> AETrainResult:
   """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
 
-  Data parallel over `mesh` (default: all devices). `workdir` enables metrics.jsonl and Orbax checkpoints
-  (every `checkpoint_every_steps`, keeping `keep_checkpoints`); `resume` continues from the latest one,
-  which must come from the same model, settings and data (`epochs` may grow); `overwrite` discards
-  another run's checkpoints instead of refusing to mix with them.
+  Data parallel over `mesh` (default: all devices). `images_u8` may be a `feed.ImageSource` (e.g.
+  `data.pipeline.FileSource`) streamed from the host instead of held on the devices (see `prepare_training`).
+  `workdir` enables metrics.jsonl and Orbax checkpoints (every `checkpoint_every_steps`, keeping
+  `keep_checkpoints`); `resume` continues from the latest one, which must come from the same model, settings
+  and data (`epochs` may grow); `overwrite` discards another run's checkpoints instead of refusing to mix with
+  them.
 
   `val = (images_u8, labels)`: held-out images scored in eval mode at every epoch end (or every
   `cfg.eval_every_steps`) -- PSNR and SSIM per class, logged as `val_*` in metrics.jsonl -- and the best
@@ -340,7 +405,7 @@ def train_autoencoder(
   run_id = {
     "spec": dataclasses.asdict(model.spec),
     "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
-    "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
+    "data": feed.fingerprint(images_u8, labels),
   }
   selection = _selection(setup, val, workdir, run_id) if val is not None else None
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
@@ -574,18 +639,20 @@ def _digest(value) -> str:
   return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _check_images(images: np.ndarray, labels: np.ndarray, spec: AutoencoderSpec, what: str = "images") -> None:
-  if images.ndim != 4:
-    raise ValueError(f"{what} must be (N, H, W, C), got shape {images.shape}")
-  if images.dtype != np.uint8:
+def _check_images(images, labels: np.ndarray, spec: AutoencoderSpec, what: str = "images") -> None:
+  """Shape and dtype checks of uint8 (N, H, W, C) images (an array or a `feed.ImageSource`) and labels."""
+  shape = (len(images), *images.image_shape) if isinstance(images, feed.ImageSource) else images.shape
+  if len(shape) != 4:
+    raise ValueError(f"{what} must be (N, H, W, C), got shape {shape}")
+  if not isinstance(images, feed.ImageSource) and images.dtype != np.uint8:
     raise ValueError(f"{what} must be uint8 in [0, 255], got {images.dtype}")
   want = (spec.image_size, spec.image_size, spec.channels)
-  if images.shape[1:] != want:
+  if tuple(shape[1:]) != want:
     raise ValueError(
-      f"{what} are {images.shape[1:]} but the model {spec.name!r} expects {want} (model.image_size / model.channels)"
+      f"{what} are {tuple(shape[1:])} but the model {spec.name!r} expects {want} (model.image_size / model.channels)"
     )
-  if labels.shape != (images.shape[0],):
-    raise ValueError(f"labels of the {what} must have shape ({images.shape[0]},), got {labels.shape}")
+  if labels.shape != (shape[0],):
+    raise ValueError(f"labels of the {what} must have shape ({shape[0]},), got {labels.shape}")
   if labels.size and labels.min() < 0:
     raise ValueError("labels must be non-negative class indices")
 

@@ -23,7 +23,7 @@ from flax import nnx
 
 from deepsmote_jax import metrics as M
 from deepsmote_jax.models.pixels import to_unit_range
-from deepsmote_jax.train import loop
+from deepsmote_jax.train import feed, loop
 from deepsmote_jax.train import mesh as mesh_lib
 
 # Validation metrics that can pick the best epoch. The threshold-free ones rank the positive class's logit
@@ -117,7 +117,7 @@ def make_step(graphdef, tx, cfg: ClassifierTrainConfig, in_channels: int):
 
   def step(state: loop.TrainState, batch, key, data):
     k_aug, k_drop = jax.random.split(jax.random.fold_in(key, state.step))
-    if "image" in batch:  # streamed batches (tf.data pipeline)
+    if "image" in batch:  # read on the host (`feed.FedPlan`)
       x_u8, y = batch["image"], batch["label"]
     else:  # indices into the device-resident training set
       x_u8, y = data["images"][batch["index"]], data["labels"][batch["index"]]
@@ -169,15 +169,6 @@ class ClassifierBatchPlan(loop.EpochPlan):
       members = np.flatnonzero(self.labels == c)
       parts += [members, rng.choice(members, target - len(members))]
     return rng.permutation(np.concatenate(parts))
-
-
-class _StreamPlan:
-  def __init__(self, batches: loop.StreamBatches, steps_per_epoch: int):
-    self.batches, self.steps_per_epoch = batches, steps_per_epoch
-
-  def __call__(self, first: int, n: int) -> dict:
-    b = self.batches(first, n)
-    return {"image": b["image"], "label": b["label"].astype(np.int32), "mask": b["mask"]}
 
 
 def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size: int = 128) -> np.ndarray:
@@ -359,35 +350,37 @@ def classifier_training(
 
 def prepare_training(
   model,
-  images_u8: np.ndarray,
+  images_u8: np.ndarray | feed.ImageSource,
   labels: np.ndarray,
   cfg: ClassifierTrainConfig,
   *,
   num_classes: int,
   mesh=None,
-  stream=None,
 ) -> ClassifierTraining:
-  """Checks the inputs, places the training set (or sets up the stream) and compiles the step (shared by
+  """Checks the inputs, places the training set (or sets up its stream) and compiles the step (shared by
   `train_classifier` and `benchmarks/classifier_step.py`)."""
   cfg.validate()
   cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
-  images_u8, labels = np.asarray(images_u8), np.asarray(labels, np.int32)
-  if images_u8.ndim != 4 or images_u8.dtype != np.uint8:
-    raise ValueError(f"images must be uint8 (N, H, W, C), got {images_u8.dtype} {images_u8.shape}")
-  in_channels = int(getattr(model, "in_channels", images_u8.shape[-1]))
-  if images_u8.shape[-1] not in (in_channels, 1):
-    raise ValueError(f"images have {images_u8.shape[-1]} channels but the classifier expects {in_channels}")
+  streamed = isinstance(images_u8, feed.ImageSource)
+  labels = np.asarray(labels, np.int32)
+  shape = (len(images_u8), *images_u8.image_shape) if streamed else np.shape(images_u8)
+  if not streamed:
+    images_u8 = np.asarray(images_u8)
+  if len(shape) != 4 or (not streamed and images_u8.dtype != np.uint8):
+    raise ValueError(f"images must be uint8 (N, H, W, C), got {getattr(images_u8, 'dtype', 'uint8')} {shape}")
+  if len(labels) != shape[0]:
+    raise ValueError(f"{shape[0]} images but {len(labels)} labels")
+  in_channels = int(getattr(model, "in_channels", shape[-1]))
+  if shape[-1] not in (in_channels, 1):
+    raise ValueError(f"images have {shape[-1]} channels but the classifier expects {in_channels}")
   mesh = mesh or mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(cfg.batch_size, mesh)
   plan = ClassifierBatchPlan(labels, cfg.batch_size, cfg.seed, cfg.oversampling)
   weights = class_weights(labels, num_classes, cfg.class_weighting)
-  if stream is not None:
-    if jax.process_count() > 1:
-      raise ValueError("a batch stream (per-process tf.data shards) is not supported with several processes yet")
-    if cfg.oversampling != "none":
-      raise ValueError("train.oversampling='random' needs the device-resident training set, not a stream")
+  if streamed:
+    total = cfg.epochs * plan.steps_per_epoch
+    plan = feed.FedPlan(plan, images_u8, mesh=mesh, total_steps=total, images_of={"index": "image"}, labels=labels)
     data = {"class_weights": weights}
-    plan = _StreamPlan(loop.StreamBatches(stream), plan.steps_per_epoch)
   else:
     data = {"images": images_u8, "labels": labels, "class_weights": weights}
   return classifier_training(model, cfg, make_step, mesh=mesh, plan=plan, data=data, in_channels=in_channels)
@@ -445,27 +438,24 @@ def train_classifier(
   resume: bool = False,
   overwrite: bool = False,
   progress: bool = True,
-  stream=None,
 ) -> ClassifierResult:
   """Trains `model` on uint8 images; with `val`, scores each epoch on it and keeps the best model by
   `cfg.select_metric` (`best_model`; the final one is `model`), exact ties broken by validation neg_loss
   (`EpochSelector`; the summary records ties and tie-break). `workdir` gets metrics.jsonl and checkpoints.
 
-  By default the training set lives on the device and batches are index arrays. `stream` instead feeds
-  batches {'image': uint8 (B,H,W,C), 'label': (B,)} from a zero-argument factory of a repeating, seeded
-  iterator -- e.g. `lambda: pipeline.numpy_batches(files_and_labels, batch_size=B, seed=s, ...)` -- for sets
-  larger than device memory; `images_u8`/`labels` then only give the labels (for class weights and the
-  epoch length) and one example image (for shapes).
+  By default the training set lives on the device and batches are index arrays. `images_u8` may instead be
+  a `feed.ImageSource` (e.g. `data.pipeline.FileSource`): the same batches are read on the host step by
+  step (`feed.FedPlan`), for sets larger than device or host memory.
   """
   if val is not None:  # before anything is compiled
     check_select_metric(cfg.select_metric, positive)
-  setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh, stream=stream)
+  setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
   cfg, plan, graphdef = setup.cfg, setup.plan, setup.graphdef
   shapes = [d for v in jax.tree.leaves(setup.state.params) for d in (len(np.shape(v)), *np.shape(v))]
   run_id = {
     "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
     "model": loop.fingerprint(np.asarray(shapes, np.int64)),
-    "data": loop.fingerprint(np.asarray(images_u8), np.asarray(labels, np.int32)),
+    "data": feed.fingerprint(images_u8, labels),
   }
   keeper = None
   if val is not None:

@@ -197,37 +197,6 @@ class EpochPlan:
     }
 
 
-class StreamBatches:
-  """`get_batches` over a batch iterator (e.g. the tf.data pipeline's `numpy_batches`) instead of indices.
-
-  Steps are consumed in order; a resumed run (first step > 0) re-creates the iterator and skips the batches
-  already trained on, which is exact when the iterator is deterministic for a seed (as `make_dataset` is).
-  Every batch gets an all-true 'mask' (the pipeline drops the remainder, so shapes stay static).
-  """
-
-  def __init__(self, make_iterator: Callable[[], Iterator[dict]]):
-    self.make_iterator = make_iterator
-    self.iterator = None
-    self.position = 0
-
-  def __call__(self, first: int, n: int) -> dict:
-    if self.iterator is None or first != self.position:
-      self.iterator, self.position = self.make_iterator(), 0
-      for _ in range(first):
-        next(self.iterator)
-      self.position = first
-    batches = []
-    for _ in range(n):
-      try:
-        b = dict(next(self.iterator))
-      except StopIteration:
-        raise ValueError(f"the batch iterator ended at step {self.position}; make it repeat (repeat=True)") from None
-      b.setdefault("mask", np.ones(len(jax.tree.leaves(b)[0]), bool))
-      batches.append(b)
-      self.position += 1
-    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-
-
 @dataclasses.dataclass
 class RunOptions:
   total_steps: int

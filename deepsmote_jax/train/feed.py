@@ -1,0 +1,133 @@
+"""Streamed training images: batches read by index from an image source instead of a device-resident set.
+
+A trainer's plan is a pure function of (seed, step) that gives *indices* (`loop.EpochPlan`, the autoencoder's
+penalty class sample). With the training set in device memory the jitted step gathers those indices there;
+when the set is too large for that, `FedPlan` reads the same indices' images from an `ImageSource` on the
+host and hands the step the images themselves -- so a streamed run trains on exactly the batches of an
+in-memory run with the same seed, and its memory does not grow with the data.
+
+Each process reads only the rows of the global batch that live on its own devices (`local_rows`), so over
+an epoch every training image is read exactly once across all processes. The source decodes ahead of the
+step (the tf.data source in `data/pipeline.py` maps its decoder over a prefetching, parallel pipeline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from jax.sharding import Mesh
+
+from deepsmote_jax.train import loop
+from deepsmote_jax.train import mesh as mesh_lib
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+  """Images addressed by index, read step by step (implemented by `data.pipeline.FileSource`)."""
+
+  image_shape: tuple[int, int, int]
+
+  def __len__(self) -> int: ...
+
+  def fingerprint(self) -> str:
+    """Identity of the images (files and decoding settings), for checkpoint compatibility."""
+    ...
+
+  def stream(self, reads: Callable[[int], np.ndarray], first: int, last: int) -> Iterator[np.ndarray]:
+    """uint8 (len(reads(s)), H, W, C) images of `reads(s)` for each step s in [first, last), in order."""
+    ...
+
+
+class ArraySource:
+  """An `ImageSource` over a uint8 array already in memory (tests, benchmarks, small sets)."""
+
+  def __init__(self, images_u8: np.ndarray):
+    self.images = np.asarray(images_u8)
+    if self.images.ndim != 4 or self.images.dtype != np.uint8:
+      raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
+    self.image_shape = tuple(self.images.shape[1:])
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def fingerprint(self) -> str:
+    return hashlib.sha256(self.images.tobytes()).hexdigest()[:16]
+
+  def stream(self, reads, first, last):
+    for s in range(first, last):
+      yield self.images[np.asarray(reads(s), np.int64)]
+
+
+def fingerprint(images: np.ndarray | ImageSource, labels: np.ndarray) -> str:
+  """The training data's identity (checkpoints of another data set are never resumed). A source is known by
+  its own fingerprint, so a streamed run and the same images in memory count as different runs."""
+  labels = np.asarray(labels, np.int32)
+  if isinstance(images, ImageSource):
+    return loop.fingerprint(np.frombuffer(images.fingerprint().encode(), np.uint8), labels)
+  return loop.fingerprint(np.asarray(images), labels)
+
+
+def local_rows(mesh: Mesh, size: int) -> np.ndarray:
+  """Rows of a batch axis of `size` split over the mesh's 'data' axis that live on this process's devices."""
+  sharding = mesh_lib.batch_sharding(mesh)
+  rows = set()
+  for index in sharding.addressable_devices_indices_map((size,)).values():
+    rows.update(range(*index[0].indices(size)))
+  return np.asarray(sorted(rows), np.int64)
+
+
+class FedPlan:
+  """A plan whose index keys are replaced by the images they address, read from `source`.
+
+  `plan(first, n)` gives stacked host batches with index keys (`images_of`: index key -> image key, e.g.
+  {'index': 'image', 'class_index': 'class_image'}); `labels` (optional) adds 'label' for the 'index' key.
+  Rows of the batch that live on other processes' devices stay zero here: `mesh.put` takes from each
+  process only the shards of its own devices.
+  """
+
+  def __init__(
+    self,
+    plan: Callable[[int, int], dict],
+    source: ImageSource,
+    *,
+    mesh: Mesh,
+    total_steps: int,
+    images_of: Mapping[str, str],
+    labels: np.ndarray | None = None,
+  ):
+    self.plan, self.source, self.total_steps = plan, source, int(total_steps)
+    self.images_of, self.labels = dict(images_of), labels
+    self.steps_per_epoch = plan.steps_per_epoch
+    example = plan(0, 1)
+    self._rows = {k: local_rows(mesh, example[k].shape[1]) for k in self.images_of}
+    self._iterator: Iterator[np.ndarray] | None = None
+    self._position = -1
+
+  def reads(self, step: int) -> np.ndarray:
+    """The image indices this process reads for `step`: its rows of each index key, in key order."""
+    batch = self.plan(step, 1)
+    return np.concatenate([batch[k][0, self._rows[k]] for k in self.images_of]).astype(np.int64)
+
+  def __call__(self, first: int, n: int) -> dict:
+    if self._iterator is None or first != self._position:
+      self._iterator = iter(self.source.stream(self.reads, first, max(self.total_steps, first + n)))
+      self._position = first
+    batches = self.plan(first, n)
+    out = {k: v for k, v in batches.items() if k not in self.images_of}
+    if self.labels is not None:
+      out["label"] = self.labels[batches["index"]].astype(np.int32)
+    shape = tuple(self.source.image_shape)
+    filled = {k: np.zeros((n, batches[k].shape[1], *shape), np.uint8) for k in self.images_of}
+    for i in range(n):
+      images = next(self._iterator)
+      start = 0
+      for k in self.images_of:
+        rows = self._rows[k]
+        filled[k][i, rows] = images[start : start + len(rows)]
+        start += len(rows)
+    self._position += n
+    out.update({image_key: filled[k] for k, image_key in self.images_of.items()})
+    return out
