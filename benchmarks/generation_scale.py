@@ -8,9 +8,9 @@ just before the measured work (after imports, the model and a small warm-up run 
 and compiles everything), and the stage times of the summary.
 
 Rows ('mode'):
-  files     end to end from an `ImageFiles` list: the N images are decoded from PNG files in batches by
-            tf.data (the list cycles through `--distinct` files written once, so the disk stays small;
-            every image is still read and decoded), every synthetic image decoded and written as PNG.
+  files     end to end from a streamed `ImageSet` (`FileImages`): the N images are decoded from PNG files
+            in batches (Pillow, a thread pool; the list cycles through `--distinct` files written once, so the
+            disk stays small; every image is still read and decoded), every synthetic image decoded and written as PNG.
   imageset  the same from an in-memory `ImageSet` (N x 64 x 64 bytes held by the caller), for contrast.
   codes     the largest N, by parts: the codes are synthesised (N(0, 1), no encoding); the class's k-NN +
             draw is compiled for N and XLA's memory accounting reported but NOT run (exact all-pairs k-NN
@@ -86,17 +86,19 @@ def _write_distinct(root: pathlib.Path, distinct: int) -> list[str]:
 
 
 def _image_files(root: pathlib.Path, names: list[str], n: int):
-  from deepsmote_jax.jobs.generate import ImageFiles
+  from deepsmote_jax.data.file_images import FileImages
+  from deepsmote_jax.data.folder import ImageSet
 
   b_names = sorted(os.path.join("b", f) for f in os.listdir(root / "b"))
   files = [names[i % len(names)] for i in range(n)] + b_names
-  return ImageFiles(root, files, np.repeat([0, 1], [n, len(b_names)]), ["a", "b"])
+  images = FileImages(files, root=root, image_size=64, channels=1)
+  return ImageSet(images=images, labels=np.repeat([0, 1], [n, len(b_names)]), class_names=["a", "b"], files=files)
 
 
 def _as_image_set(source):
   from deepsmote_jax.data.folder import load_image_folder
 
-  full = load_image_folder(source.root, image_size=64, channels=1)
+  full = load_image_folder(source.images.root, image_size=64, channels=1)
   index = {f: i for i, f in enumerate(full.files)}
   return full.subset([index[f] for f in source.files])
 

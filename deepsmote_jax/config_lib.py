@@ -47,6 +47,10 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       # Test images from another line or camera (one subfolder per class, classes known to training): never
       # used for training, selection or thresholds; the data is then split into train/validation only.
       test_root="",
+      # 'auto': a folder source is streamed from disk (decoded step by step, never held whole) when its
+      # decoded images would exceed stream_budget_mb, and loaded in memory below; 'true' / 'false' force it.
+      stream="auto",
+      stream_budget_mb=4096,
     )
   )
   c.train = ml_collections.ConfigDict(

@@ -343,13 +343,13 @@ def _folder_bytes(out):
 
 @pytest.mark.parametrize("copy_originals", ["png", "copy"])
 def test_streamed_files_give_the_in_memory_output(setup, tmp_path, monkeypatch, copy_originals):
-  """`ImageFiles` (decoded in batches by tf.data) writes the same bytes as the folder's `ImageSet`; batch_size 4
+  """A streamed folder (files decoded when read) writes the same bytes as the folder's `ImageSet`; batch_size 4
   with 3 batches per chunk makes several encode, decode and PNG chunks and a padded last batch (20 images)."""
   monkeypatch.setattr(generate, "_CHUNK_BATCHES", 3)
   kw = dict(source_root=setup["data"], k_neighbors=2, seed=5, batch_size=4, copy_originals=copy_originals)
   in_memory = generate.generate_dataset(setup["model"], setup["set"], tmp_path / "memory", **kw)
-  files = generate.ImageFiles.from_folder(setup["data"])
-  assert files.files == setup["set"].files and files.counts() == setup["set"].counts()
+  files = _streamed(setup)
+  assert files.streamed and files.files == setup["set"].files and files.counts() == setup["set"].counts()
   streamed = generate.generate_dataset(setup["model"], files, tmp_path / "streamed", **kw)
   assert _folder_bytes(tmp_path / "streamed") == _folder_bytes(tmp_path / "memory")
   skip = ("out_dir", "created", "seconds")
@@ -362,18 +362,19 @@ def test_chunked_encoding_equals_one_call(setup):
   image_set = setup["set"]
   _, codes = generate._encode(setup["model"], image_set, batch_size=3)
   np.testing.assert_array_equal(codes, ae.encode_images(setup["model"], image_set.images, batch_size=3))
-  _, streamed = generate._encode(setup["model"], generate.ImageFiles.from_folder(setup["data"]), batch_size=3)
+  _, streamed = generate._encode(setup["model"], _streamed(setup), batch_size=3)
   np.testing.assert_array_equal(streamed, codes)
 
 
-def test_image_files_checks_and_bad_file_fails_before_output(setup, tmp_path):
-  with pytest.raises(ValueError, match="2 files but 1 labels"):
-    generate.ImageFiles(setup["data"], ["a.png", "b.png"], [0], ["x"])
-  with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\)"):
-    generate.ImageFiles(setup["data"], ["a.png"], [1], ["x"])
+def _streamed(setup, root=None):
+  spec = setup["model"].spec
+  return load_image_folder(root or setup["data"], image_size=spec.image_size, channels=spec.channels, stream=True)
+
+
+def test_a_bad_streamed_file_fails_before_output(setup, tmp_path):
   data = tmp_path / "data"
   shutil.copytree(setup["data"], data)
   next((data / "crack").iterdir()).write_bytes(b"not an image")
   with pytest.raises(Exception, match="(?i)image"):
-    generate.generate_dataset(setup["model"], generate.ImageFiles.from_folder(data), tmp_path / "out", k_neighbors=2)
+    generate.generate_dataset(setup["model"], _streamed(setup, data), tmp_path / "out", k_neighbors=2)
   assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path, "out")

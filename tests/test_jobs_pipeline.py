@@ -368,3 +368,27 @@ def test_a_class_without_training_images_is_an_error(tmp_path):
   out.mkdir()
   with pytest.raises(ValueError, match=r"class 'rare' has no images in split 'validation'"):
     prepare_data.run(config, out)
+
+
+@pytest.mark.slow
+def test_streamed_pipeline_equals_the_in_memory_one(tmp_path):
+  """config.data.stream=true (images listed, decoded step by step) gives the in-memory run's numbers."""
+  root = _write_images(tmp_path / "images")
+  probas = {}
+  for stream in ("false", "true"):
+    config = tiny_config(root)
+    config.data.stream = stream
+    config.pipeline.methods = ("class_weights", "random_oversampling", "deepsmote")
+    run_pipeline(config, tmp_path / stream, progress=False)
+    runs = sorted(p.parent.name for p in (tmp_path / stream / "classifiers").glob("*/predictions.npz"))
+    probas[stream] = {r: np.load(tmp_path / stream / "classifiers" / r / "predictions.npz")["test_proba"] for r in runs}
+  with np.load(tmp_path / "true" / "data" / "train.npz", allow_pickle=True) as z:
+    assert "images" not in z and len(z["paths"]) == len(z["labels"])  # the split lists files, holds no pixels
+  assert sorted(probas["true"]) == sorted(probas["false"]) and len(probas["true"]) == 3
+  for run, proba in probas["false"].items():
+    np.testing.assert_allclose(probas["true"][run], proba, rtol=1e-5, atol=1e-6, err_msg=run)
+  from deepsmote_jax.export import load_autoencoder
+
+  models = [load_autoencoder(tmp_path / s / "autoencoder_reference" / "autoencoder")[0] for s in ("false", "true")]
+  for a, b in zip(*(jax.tree.leaves(loop.split_model(m)[1:]) for m in models), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)

@@ -127,7 +127,7 @@ def test_training_streamed_from_files_equals_in_memory(tmp_path):
   pytest.importorskip("tensorflow")
   from PIL import Image
 
-  from deepsmote_jax.data.pipeline import FileSource
+  from deepsmote_jax.data.file_images import FileImages
 
   rng = np.random.default_rng(0)
   y = (np.arange(96) % 2).astype(np.int32)
@@ -136,7 +136,7 @@ def test_training_streamed_from_files_equals_in_memory(tmp_path):
   x = np.clip(x, 0, 255).astype(np.uint8)
   for i, img in enumerate(x):
     Image.fromarray(img[..., 0]).save(tmp_path / f"{i}.png")
-  source = FileSource([f"{i}.png" for i in range(96)], root=tmp_path, image_size=16, channels=1)
+  source = FileImages([f"{i}.png" for i in range(96)], root=tmp_path, image_size=16, channels=1)
   cfg = cls.ClassifierTrainConfig(
     epochs=4, batch_size=16, steps_per_call=3, learning_rate=3e-3, compute_dtype="float32", oversampling="random"
   )

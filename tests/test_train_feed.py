@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepsmote_jax.data.pipeline import FileSource
+from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import feed
@@ -39,7 +39,7 @@ def _assert_trees_close(a, b, **tol):
 def test_streamed_training_equals_in_memory(tmp_path, penalty):
   """Files streamed through tf.data train to the same parameters as the same images on the device."""
   images, labels = _images()
-  source = FileSource(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
   cfg = dataclasses.replace(CFG, penalty=penalty)
   runs = []
   for data in (images, source):
@@ -116,7 +116,7 @@ def test_fed_plan_fills_only_this_process_rows(monkeypatch):
 
 def test_streamed_resume_equals_uninterrupted(tmp_path):
   images, labels = _images()
-  source = FileSource(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
 
   def run(name, **kw):
     model = build_autoencoder(MICRO, seed=0)
@@ -133,7 +133,7 @@ def test_streamed_resume_equals_uninterrupted(tmp_path):
 
 def test_a_source_with_the_wrong_image_shape_is_refused(tmp_path):
   images, labels = _images()
-  source = FileSource(_write_pngs(tmp_path, images), root=tmp_path, image_size=32, channels=1)
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=32, channels=1)
   with pytest.raises(ValueError, match=r"\(32, 32, 1\) but the model 'micro_16' expects \(16, 16, 1\)"):
     ae.prepare_training(build_autoencoder(MICRO, seed=0), source, labels, CFG)
 
@@ -143,14 +143,14 @@ _TWO_DEVICES = textwrap.dedent(
   import dataclasses, json, pathlib, sys
   import jax, numpy as np
   sys.path.insert(0, sys.argv[2])
-  from deepsmote_jax.data.pipeline import FileSource
+  from deepsmote_jax.data.file_images import FileImages
   from deepsmote_jax.models.autoencoder import build_autoencoder
   from deepsmote_jax.train import autoencoder as ae
   from tests.test_train_autoencoder import CFG, MICRO, _images
   images, labels = _images()
   root = pathlib.Path(sys.argv[1])
   files = sorted(p.name for p in root.glob("*.png"))
-  source = FileSource(files, root=root, image_size=16, channels=1)
+  source = FileImages(files, root=root, image_size=16, channels=1)
   runs = []
   for data in (images, source):
     r = ae.train_autoencoder(build_autoencoder(MICRO, seed=0), data, labels, CFG, progress=False)

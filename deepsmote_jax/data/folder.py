@@ -41,6 +41,7 @@ from PIL import Image
 
 from deepsmote_jax.data import image_io
 from deepsmote_jax.data import patches as patches_lib
+from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.data.image_io import BadImageError
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -73,7 +74,8 @@ class ImageSet:
   notes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def __post_init__(self):
-    self.images = np.asarray(self.images)
+    if not isinstance(self.images, FileImages):  # a FileImages stays on disk until read (streaming)
+      self.images = np.asarray(self.images)
     if self.images.dtype != np.uint8 or self.images.ndim != 4:
       raise ValueError(f"ImageSet.images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
     self.labels = np.asarray(self.labels).astype(np.int32, copy=False).reshape(-1)
@@ -93,6 +95,11 @@ class ImageSet:
 
   def __len__(self) -> int:
     return len(self.images)
+
+  @property
+  def streamed(self) -> bool:
+    """True when `images` is a `FileImages` (decoded when read) instead of pixels in memory."""
+    return isinstance(self.images, FileImages)
 
   @property
   def num_classes(self) -> int:
@@ -117,7 +124,7 @@ class ImageSet:
     idx = idx.astype(np.int64).reshape(-1)
     files = [self.files[i] for i in idx]
     return ImageSet(
-      images=self.images[idx],
+      images=self.images.take(idx) if self.streamed else self.images[idx],
       labels=self.labels[idx],
       class_names=self.class_names,
       files=files,
@@ -134,11 +141,12 @@ class ImageSet:
       raise ValueError(f"concat: image shapes differ: {self.image_shape} vs {other.image_shape}")
     if set(self.attrs) != set(other.attrs):
       raise ValueError(f"concat: attrs differ: {sorted(self.attrs)} vs {sorted(other.attrs)}")
-    images = (
-      np.concatenate([self.images, other.images])
-      if len(self) and len(other)
-      else (self.images if len(other) == 0 else other.images).copy()
-    )
+    if self.streamed and other.streamed:
+      images = self.images.concat(other.images)
+    elif len(self) and len(other):
+      images = np.concatenate([np.asarray(self.images), np.asarray(other.images)])
+    else:
+      images = np.array(self.images if len(other) == 0 else other.images)
     return ImageSet(
       images=images,
       labels=np.concatenate([self.labels, other.labels]),
@@ -392,6 +400,7 @@ def load_image_folder(
   extensions: Iterable[str] = DEFAULT_EXTENSIONS,
   num_workers: int | None = None,
   patches: Any = None,
+  stream: bool = False,
 ) -> ImageSet:
   """Decode `root/<class>/<image>` into an `ImageSet` of uint8 (N, image_size, image_size, channels).
 
@@ -413,6 +422,8 @@ def load_image_folder(
     num_workers: decoding threads (default cpu_count + 2, at most 32).
     patches: optional `deepsmote_jax.data.patches` spec (`TileSpec` / `DefectCropSpec`): each file then
       gives several patches, named '<file>#<y>_<x>' in `files`.
+    stream: list the files only: `images` is a `FileImages`, decoded when read (training streams it). A
+      file that cannot be decoded then fails when it is read, so `on_error` must be 'raise'.
 
   Returns:
     The `ImageSet`, images in class order then sorted file order; `skipped` lists folder problems first,
@@ -428,6 +439,8 @@ def load_image_folder(
 
   # Classes that cannot reach min_per_class even before decoding.
   _check_class_counts(root, class_names, labels, min_per_class, "image file(s)", strict=not skip or explicit)
+  if stream:
+    return _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches)
 
   fn = functools.partial(_decode_file, root, image_size, channels, resize, patches)
   results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
@@ -454,6 +467,19 @@ def load_image_folder(
     skipped=skipped,
     notes=notes,
   )
+
+
+def _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches) -> ImageSet:
+  """The `ImageSet` of a listed folder whose images stay on disk (`load_image_folder(stream=True)`)."""
+  if skip:
+    raise ValueError(
+      "on_error='skip' needs every image decoded up front to leave the bad ones out; stream with on_error='raise' "
+      "(config.data.on_error) or load in memory (config.data.stream=false)"
+    )
+  if patches is not None:
+    raise ValueError("tiles and defect crops are cut from decoded images: set config.data.stream=false to use them")
+  images = FileImages(files, root=root, image_size=image_size, channels=channels, resize=resize)
+  return ImageSet(images=images, labels=np.asarray(labels, np.int32), class_names=class_names, files=files)
 
 
 def _decode_file(root: str, image_size: int, channels: int, resize: str, patches, rel: str):

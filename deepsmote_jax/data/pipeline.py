@@ -13,8 +13,6 @@ by `load_image_folder(..., patches=...)`; feed the resulting `ImageSet` here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import queue
 import threading
@@ -25,19 +23,7 @@ import jax
 import numpy as np
 
 from deepsmote_jax.data import folder, image_io
-
-_TF_DECODABLE = (".png", ".jpg", ".jpeg")
-
-
-def import_tf():
-  """TensorFlow with its GPUs hidden (call before any other TF use in the process)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    pass  # TF already initialised its devices; nothing more can be done here
-  return tf
+from deepsmote_jax.data.file_images import decoder_fn, import_tf, tf_decodable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,51 +49,12 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
   return int(process_index), int(process_count)
 
 
-def _pillow_decoder(image_size: int, channels: int, resize: str):
-  def decode(path):
-    p = path.decode() if isinstance(path, bytes) else str(path)
-    return image_io.decode_image(p, image_size, channels, resize)
-
-  return decode
-
-
-def _decoder(tf, image_size: int, channels: int, resize: str, decoder: str):
-  """`decode(path, fast) -> uint8 (H, W, C)`: tf.io where `fast` (PNG/JPEG with decoder 'tf' and plain
-  resizing), else the Pillow code of `load_image_folder` (bit-identical to an in-memory load)."""
-  pillow = _pillow_decoder(image_size, channels, resize)
-
-  def by_pillow(path):
-    img = tf.numpy_function(pillow, [path], tf.uint8, stateful=False)
-    return tf.ensure_shape(img, (image_size, image_size, channels))
-
-  def by_tf(path):
-    raw = tf.io.read_file(path)
-    img = tf.io.decode_image(raw, channels=channels, dtype=tf.uint8, expand_animations=False)
-    img = tf.image.resize(img, (image_size, image_size), method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
-
-  def decode(path, fast):
-    img = tf.cond(fast, lambda: by_tf(path), lambda: by_pillow(path)) if _use_tf(decoder, resize) else by_pillow(path)
-    return tf.ensure_shape(img, (image_size, image_size, channels))
-
-  return decode
-
-
-def _use_tf(decoder: str, resize: str) -> bool:
-  return decoder == "tf" and resize == "resize"
-
-
-def _tf_decodable(paths: Sequence[str], decoder: str, resize: str) -> np.ndarray:
-  use_tf = _use_tf(decoder, resize)
-  return np.array([use_tf and os.path.splitext(p)[1].lower() in _TF_DECODABLE for p in paths], bool)
-
-
 def _decode_files(
   tf, paths: Sequence[str], labels: np.ndarray, *, image_size: int, channels: int, resize: str, decoder: str
 ):
   """Dataset of (uint8 image, label) decoded from `paths`."""
-  decode = _decoder(tf, image_size, channels, resize, decoder)
-  fast = _tf_decodable(paths, decoder, resize)
+  decode = decoder_fn(tf, image_size, channels, resize, decoder)
+  fast = tf_decodable(paths, decoder, resize)
   ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels.astype(np.int32), fast))
   return ds.map(lambda p, label, f: (decode(p, f), label), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -227,63 +174,6 @@ def _file_dataset(tf, source, pidx, pcount, image_size, channels, resize, root, 
 def numpy_batches(source, **kwargs) -> Iterator[dict[str, np.ndarray]]:
   """`make_dataset(source, **kwargs)` as an iterator of NumPy dicts."""
   return make_dataset(source, **kwargs).as_numpy_iterator()
-
-
-class FileSource:
-  """Training images streamed from files by index: the `train.feed.ImageSource` of large sets.
-
-  Nothing is decoded up front. `stream(reads, first, last)` is a tf.data pipeline over the steps: the
-  indices each step reads (this process's rows of its batch, see `train.feed.FedPlan`) are decoded in
-  parallel, in order, and prefetched while the device trains. With decoder 'pillow' every image is
-  bit-identical to `load_image_folder`'s, so a streamed run equals an in-memory one.
-  """
-
-  def __init__(
-    self,
-    files: Sequence[str],
-    *,
-    root: str | os.PathLike | None,
-    image_size: int,
-    channels: int,
-    resize: str = "resize",
-    decoder: str = "pillow",
-    prefetch_steps: int = 4,
-  ):
-    image_io.check_settings(image_size, channels, resize, "raise")
-    if decoder not in ("tf", "pillow"):
-      raise ValueError(f"decoder must be 'tf' or 'pillow', got {decoder!r}")
-    if not len(files):
-      raise ValueError("no files to stream")
-    self.files = list(files)
-    self.paths = [os.path.join(os.fspath(root), f) if root is not None else f for f in self.files]
-    self.image_shape = (image_size, image_size, channels)
-    self.resize, self.decoder, self.prefetch_steps = resize, decoder, prefetch_steps
-
-  def __len__(self) -> int:
-    return len(self.paths)
-
-  def fingerprint(self) -> str:
-    record = {"files": self.files, "shape": self.image_shape, "resize": self.resize, "decoder": self.decoder}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-
-  def stream(self, reads, first: int, last: int):
-    tf = import_tf()
-    per_step = len(reads(first))
-    if per_step == 0:
-      raise ValueError(f"step {first} reads no image")
-    paths = tf.constant(np.asarray(self.paths, dtype=str))
-    fast = tf.constant(_tf_decodable(self.paths, self.decoder, self.resize))
-    size, _, channels = self.image_shape
-    decode = _decoder(tf, size, channels, self.resize, self.decoder)
-    steps = tf.data.Dataset.from_generator(
-      lambda: (np.asarray(reads(s), np.int64) for s in range(first, last)),
-      output_signature=tf.TensorSpec((per_step,), tf.int64),
-    )
-    ds = steps.unbatch().map(
-      lambda i: decode(tf.gather(paths, i), tf.gather(fast, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    ds = ds.batch(per_step).prefetch(self.prefetch_steps)
-    return ds.as_numpy_iterator()
 
 
 def stack_steps(iterator: Iterable[dict[str, np.ndarray]], k: int) -> Iterator[dict[str, np.ndarray]]:

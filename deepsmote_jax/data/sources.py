@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from deepsmote_jax.data.elpv import load_elpv
-from deepsmote_jax.data.folder import ImageSet, load_image_folder
+from deepsmote_jax.data.folder import ImageSet, list_image_folder, load_image_folder
 from deepsmote_jax.data.tfds_datasets import load_tfds
 
 SOURCES = ("folder", "elpv", "tfds")
+STREAM = ("auto", "true", "false")
 
 
 def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
@@ -17,6 +18,7 @@ def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
     if not root:
       raise ValueError("config.data.root is empty: set --config.data.root=/path/to/images (one subfolder per class)")
     classes = data_cfg.get("classes") or None
+    classes = list(classes) if classes else None
     return load_image_folder(
       root,
       image_size=image_size,
@@ -24,8 +26,11 @@ def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
       resize=data_cfg.get("resize", "resize"),
       on_error=data_cfg.get("on_error", "raise"),
       min_per_class=data_cfg.get("min_per_class", 2),
-      classes=list(classes) if classes else None,
+      classes=classes,
+      stream=streams(data_cfg, lambda: len(list_image_folder(root, classes=classes)[1]) * image_size**2 * channels),
     )
+  if stream_setting(data_cfg) == "true":
+    raise ValueError(f"config.data.stream=true streams image folders only, not config.data.source={source!r}")
   if source == "elpv":
     return load_elpv(
       image_size=image_size, channels=channels, include_intermediate=data_cfg.get("include_intermediate", False)
@@ -39,3 +44,24 @@ def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
       data_dir=data_cfg.get("data_dir") or None,
     )
   raise ValueError(f"config.data.source={source!r}: choose one of {SOURCES}")
+
+
+def stream_setting(data_cfg) -> str:
+  """`config.data.stream` as 'auto' | 'true' | 'false' (booleans accepted)."""
+  value = data_cfg.get("stream", "auto")
+  value = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else str(value).lower()
+  if value not in STREAM:
+    raise ValueError(f"config.data.stream={value!r}: choose one of {STREAM}")
+  return value
+
+
+def streams(data_cfg, decoded_bytes) -> bool:
+  """Whether a folder is streamed: forced by `config.data.stream`, or ('auto') when `decoded_bytes()` (the
+  size of the whole set decoded at the model's size) exceeds `config.data.stream_budget_mb`."""
+  setting = stream_setting(data_cfg)
+  if setting != "auto":
+    return setting == "true"
+  budget = float(data_cfg.get("stream_budget_mb", 4096))
+  if budget <= 0:
+    raise ValueError(f"config.data.stream_budget_mb={budget:g} must be > 0")
+  return decoded_bytes() > budget * 2**20

@@ -20,7 +20,8 @@ folder) runs before anything is written, and the folder is built as `<out>.tmp-X
 renamed at the end: an interrupted run never leaves a folder that looks complete.
 
 Memory is bounded in the number of images: the images come in `_CHUNK_BATCHES` batches at a time (slices of
-an `ImageSet`, or decoded from files by tf.data for an `ImageFiles` list, which holds no image at all), only
+an `ImageSet`; a streamed one -- `config.data.stream`, `load_image_folder(..., stream=True)` -- holds no image
+and decodes just those files), only
 the latent codes, the synthetic codes and per-row indices and paths stay resident, and the synthetic images
 are decoded and written as PNGs chunk by chunk; the manifest is written row by row.
 """
@@ -28,7 +29,6 @@ are decoded and written as PNGs chunk by chunk; the manifest is written row by r
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import os
 import pathlib
@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -44,8 +44,7 @@ import numpy as np
 from PIL import Image
 
 from deepsmote_jax import files, smote, visualize
-from deepsmote_jax.data import pipeline
-from deepsmote_jax.data.folder import ImageSet, list_image_folder, save_image_folder
+from deepsmote_jax.data.folder import ImageSet, save_image_folder
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import sampling_strategy as parse_sampling_strategy
@@ -59,77 +58,16 @@ _GRID_TRIPLETS = 12  # base | synthetic | neighbour triplets per class grid
 _CHUNK_BATCHES = 8  # batches per encode_images / decode_codes call and per PNG write (bounds host memory)
 
 
-@dataclasses.dataclass
-class ImageFiles:
-  """A labelled image file list that `generate_dataset` reads in batches instead of an in-memory `ImageSet`.
-
-  Nothing is decoded up front: every pass over the images (encoding, PNG originals, grids) decodes its
-  batches with the tf.data feed (`data.pipeline.numpy_batches`, no cache) at the model's size and channels,
-  with `load_image_folder`'s Pillow code, so a folder gives the same output as its `ImageSet`.
-
-  Attributes:
-    root: the folder `files` are relative to (also the default `source_root` of `generate_dataset`).
-    files, labels, class_names: as `list_image_folder` returns them (labels index `class_names`).
-    resize: 'resize', 'center_crop' or 'pad' (`load_image_folder`'s meaning).
-  """
-
-  root: str
-  files: list[str]
-  labels: np.ndarray
-  class_names: list[str]
-  resize: str = "resize"
-
-  def __post_init__(self):
-    self.root, self.files, self.class_names = os.fspath(self.root), list(self.files), list(self.class_names)
-    self.labels = np.asarray(self.labels).astype(np.int32, copy=False).reshape(-1)
-    if len(self.labels) != len(self.files):
-      raise ValueError(f"ImageFiles: {len(self.files)} files but {len(self.labels)} labels")
-    if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
-      raise ValueError(f"ImageFiles labels must lie in [0, {len(self.class_names)})")
-
-  @classmethod
-  def from_folder(
-    cls, root: str | os.PathLike, *, classes: Sequence[str] | None = None, resize: str = "resize"
-  ) -> ImageFiles:
-    """The images of `root/<class>/...` (`list_image_folder`: same classes and order as `load_image_folder`)."""
-    class_names, files, labels = list_image_folder(root, classes=classes)
-    return cls(os.fspath(root), files, np.asarray(labels, np.int32), class_names, resize)
-
-  def __len__(self) -> int:
-    return len(self.files)
-
-  counts = ImageSet.counts  # images per class name, from labels and class_names alone
+def _image_batches(source: ImageSet, rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+  """The uint8 images of `source` at `rows`, in that order, `size` at a time (the last batch shorter); a
+  streamed set (`config.data.stream`) decodes just those files."""
+  for start in range(0, len(rows), size):
+    yield source.images[rows[start : start + size]]
 
 
-def _image_batches(source: ImageSet | ImageFiles, rows: np.ndarray, size: int, spec) -> Iterator[np.ndarray]:
-  """The uint8 images of `source` at `rows`, in that order, `size` at a time (the last batch shorter)."""
-  if isinstance(source, ImageSet):
-    for start in range(0, len(rows), size):
-      yield source.images[rows[start : start + size]]
-    return
-  batches = pipeline.numpy_batches(
-    ([source.files[i] for i in rows], source.labels[rows]),
-    batch_size=size,
-    shuffle=False,
-    repeat=False,
-    drop_remainder=False,
-    cache=False,
-    decoder="pillow",
-    image_size=spec.image_size,
-    channels=spec.channels,
-    resize=source.resize,
-    root=source.root,
-    process_index=0,
-    process_count=1,
-  )
-  for batch in batches:
-    yield batch["image"]
-
-
-def _take(source: ImageSet | ImageFiles, rows, spec) -> np.ndarray:
+def _take(source: ImageSet, rows) -> np.ndarray:
   """The few images at `rows` (the grids' bases and neighbours) as one array."""
-  rows = np.asarray(rows, np.int64)
-  return np.concatenate(list(_image_batches(source, rows, max(1, len(rows)), spec)))
+  return source.images[np.asarray(rows, np.int64)]
 
 
 def synthetic_name(class_name: str, index: int, width: int = 5) -> str:
@@ -166,7 +104,7 @@ def _check_out_dir(out: pathlib.Path, overwrite: bool) -> None:
 
 def _check_inputs(
   model,
-  image_set: ImageSet | ImageFiles,
+  image_set: ImageSet,
   *,
   sampling_strategy,
   k_neighbors: int,
@@ -189,7 +127,7 @@ def _check_inputs(
   want = (spec.image_size, spec.image_size, spec.channels)
   if len(image_set) == 0:
     raise ValueError("the image set is empty")
-  if isinstance(image_set, ImageSet) and image_set.image_shape != want:  # ImageFiles: decoded to `want`
+  if image_set.image_shape != want:
     raise ValueError(
       f"the images are {image_set.image_shape} (H, W, C) but the model {spec.name!r} expects "
       f"{want} (image_size={spec.image_size}, channels={spec.channels}); load the data at the "
@@ -220,7 +158,7 @@ def _check_inputs(
   return counts
 
 
-def _check_codes(codes: np.ndarray, image_set: ImageSet | ImageFiles) -> None:
+def _check_codes(codes: np.ndarray, image_set: ImageSet) -> None:
   bad = ~np.all(np.isfinite(codes), axis=1)
   if bad.any():
     names = np.asarray(image_set.class_names)[image_set.labels[bad]]
@@ -233,7 +171,7 @@ def _check_codes(codes: np.ndarray, image_set: ImageSet | ImageFiles) -> None:
     )
 
 
-def _plan_originals(image_set: ImageSet | ImageFiles, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
+def _plan_originals(image_set: ImageSet, copy_originals: str, source_root) -> list[tuple[str, str | None]]:
   """(output path relative to out, source path to copy/link or None = write PNG) per original image."""
   if copy_originals == "none":
     return []
@@ -279,7 +217,7 @@ def _write_grid(path: pathlib.Path, base: np.ndarray, synthetic: np.ndarray, nei
 
 def generate_dataset(
   model,
-  image_set: ImageSet | ImageFiles,
+  image_set: ImageSet,
   out_dir: str | os.PathLike,
   *,
   sampling_strategy: Any = "auto",
@@ -299,8 +237,8 @@ def generate_dataset(
 
   Args:
     model: trained `Autoencoder` (e.g. from `export.load_autoencoder`).
-    image_set: the images (the model's size and channels), e.g. `load_image_folder(root, ...)`, or an
-      `ImageFiles` list (e.g. `ImageFiles.from_folder(root)`), read in batches: same output, bounded memory.
+    image_set: the images (the model's size and channels), e.g. `load_image_folder(root, ...)`; streamed
+      (`load_image_folder(root, ..., stream=True)`) they are read in batches: same output, bounded memory.
     out_dir: folder to create (`<out>/<class>/*`, `manifest.csv`, `grids/`, `summary.json`).
     sampling_strategy: imblearn semantics ('auto', 'minority', 'not minority', 'all', a float for two
       classes, {class name: target count}, or a callable of the class-name labels).
@@ -311,7 +249,7 @@ def generate_dataset(
     copy_originals: 'copy' / 'link' (hard link, else symlink) the files under `source_root`; 'png' writes
       the in-memory originals at the model size (also what 'copy'/'link' do without `source_root`, e.g.
       for ELPV, and for patches); 'none' writes only synthetic images.
-    source_root: the folder `image_set.files` are relative to (default for `ImageFiles`: its root).
+    source_root: the folder `image_set.files` are relative to (default for a streamed folder: its root).
     batch_size: encode/decode batch.
     overwrite: replace an existing non-empty `out_dir` (removed only once the new folder is complete).
     model_path: recorded in the summary.
@@ -327,8 +265,8 @@ def generate_dataset(
   out = pathlib.Path(out_dir).absolute()
   settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
   checked = {k: v for k, v in settings.items() if k != "seed"}
-  if source_root is None and isinstance(image_set, ImageFiles):
-    source_root = image_set.root
+  if source_root is None and image_set.streamed:
+    source_root = image_set.images.root
   counts = _check_inputs(model, image_set, **checked, copy_originals=copy_originals, extra_dirs=extra_dirs or {})
   _check_out_dir(out, overwrite)
   originals = _plan_originals(image_set, copy_originals, source_root)
@@ -456,7 +394,7 @@ def _check_model_split(meta: dict, record: dict, model_dir, data_dir) -> None:
     )
 
 
-def _encode(model, image_set: ImageSet | ImageFiles, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode(model, image_set: ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """(class name of each image, its checked eval-mode code), encoded `_CHUNK_BATCHES` batches at a time.
 
   Every batch has `min(batch_size, N)` images, the last one padded with its last image, as one
@@ -465,7 +403,7 @@ def _encode(model, image_set: ImageSet | ImageFiles, batch_size: int) -> tuple[n
   n = len(image_set.labels)
   bs = max(1, min(batch_size, n))
   codes, start = None, 0
-  for images in _image_batches(image_set, np.arange(n), bs * _CHUNK_BATCHES, model.spec):
+  for images in _image_batches(image_set, np.arange(n), bs * _CHUNK_BATCHES):
     m = len(images)
     if m % bs:
       images = np.concatenate([images, np.repeat(images[-1:], bs - m % bs, axis=0)])
@@ -580,9 +518,7 @@ def _write_originals(tmp: pathlib.Path, spec, image_set, originals, orig_paths, 
       os.symlink(os.path.abspath(src), dst)
       links["sym"] += 1
   chunk = max(1, batch_size) * _CHUNK_BATCHES
-  for start, images in zip(
-    range(0, len(png_rows), chunk), _image_batches(image_set, np.asarray(png_rows), chunk, spec)
-  ):
+  for start, images in zip(range(0, len(png_rows), chunk), _image_batches(image_set, np.asarray(png_rows), chunk)):
     rows = png_rows[start : start + chunk]
     save_image_folder(
       images,
@@ -622,9 +558,9 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set, res, syn_paths: list[s
   for c, rows in grid_rows.items():
     _write_grid(
       tmp / "grids" / f"{c}.png",
-      _take(image_set, res.base[rows], model.spec),
+      _take(image_set, res.base[rows]),
       np.stack([grid_images[r] for r in rows]),
-      _take(image_set, res.neighbor[rows], model.spec),
+      _take(image_set, res.neighbor[rows]),
     )
 
 

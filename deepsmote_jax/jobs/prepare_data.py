@@ -21,6 +21,7 @@ import numpy as np
 from deepsmote_jax import config_lib, files
 from deepsmote_jax.data import protocols, splits
 from deepsmote_jax.data import tiles as tiles_lib
+from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.data.folder import ImageSet, load_image_folder
 from deepsmote_jax.data.sources import load_source
 from deepsmote_jax.jobs import stage
@@ -352,9 +353,13 @@ def load_test_folder(config, root: str, train: ImageSet) -> ImageSet:
 
 
 def save_split(path: pathlib.Path, s: ImageSet) -> None:
+  """The split's images (or, streamed, the paths of its files and how to decode them), labels and names."""
+  pixels = {"images": s.images}
+  if s.streamed:
+    pixels = {"paths": np.array(s.images.paths, dtype=object), "decoding": json.dumps(s.images.settings())}
   np.savez(
     path,
-    images=s.images,
+    **pixels,
     labels=s.labels,
     files=np.array(s.files, dtype=object),
     class_names=np.array(s.class_names, dtype=object),
@@ -362,10 +367,14 @@ def save_split(path: pathlib.Path, s: ImageSet) -> None:
 
 
 def load_split(data_dir: pathlib.Path, name: str) -> ImageSet:
-  """One split saved by `run` (`name` in train / validation / test)."""
+  """One split saved by `run` (`name` in train / validation / test); a streamed one as `FileImages`."""
   with np.load(pathlib.Path(data_dir) / f"{name}.npz", allow_pickle=True) as z:
+    if "paths" in z:
+      images = FileImages(list(z["paths"]), root=None, **json.loads(str(z["decoding"])))
+    else:
+      images = z["images"]
     return ImageSet(
-      images=z["images"], labels=z["labels"], class_names=list(z["class_names"]), files=list(z["files"]), skipped=[]
+      images=images, labels=z["labels"], class_names=list(z["class_names"]), files=list(z["files"]), skipped=[]
     )
 
 

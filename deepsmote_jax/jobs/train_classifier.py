@@ -55,7 +55,7 @@ def training_set(
   if method == "random_oversampling":
     return train, "none", "random"
   if method == "smote_pixels":
-    x = train.images.reshape(len(train.images), -1).astype(np.float32)
+    x = np.asarray(train.images).reshape(len(train), -1).astype(np.float32)  # SMOTE on pixels needs them all
     x_res, y_res = smote.fit_resample(  # the originals, then the synthetic rows
       jax.random.key(seed),
       x,

@@ -382,7 +382,7 @@ def train_autoencoder(
   """Trains `model` in place on uint8 NHWC images with integer class labels; returns the trained model.
 
   Data parallel over `mesh` (default: all devices). `images_u8` may be a `feed.ImageSource` (e.g.
-  `data.pipeline.FileSource`) streamed from the host instead of held on the devices (see `prepare_training`).
+  `data.file_images.FileImages`) streamed from the host instead of held on the devices (see `prepare_training`).
   `workdir` enables metrics.jsonl and Orbax checkpoints (every `checkpoint_every_steps`, keeping
   `keep_checkpoints`); `resume` continues from the latest one, which must come from the same model, settings
   and data (`epochs` may grow); `overwrite` discards another run's checkpoints instead of refusing to mix with

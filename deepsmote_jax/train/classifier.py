@@ -444,7 +444,7 @@ def train_classifier(
   (`EpochSelector`; the summary records ties and tie-break). `workdir` gets metrics.jsonl and checkpoints.
 
   By default the training set lives on the device and batches are index arrays. `images_u8` may instead be
-  a `feed.ImageSource` (e.g. `data.pipeline.FileSource`): the same batches are read on the host step by
+  a `feed.ImageSource` (e.g. `data.file_images.FileImages`): the same batches are read on the host step by
   step (`feed.FedPlan`), for sets larger than device or host memory.
   """
   if val is not None:  # before anything is compiled

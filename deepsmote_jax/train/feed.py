@@ -26,7 +26,7 @@ from deepsmote_jax.train import mesh as mesh_lib
 
 @runtime_checkable
 class ImageSource(Protocol):
-  """Images addressed by index, read step by step (implemented by `data.pipeline.FileSource`)."""
+  """Images addressed by index, read step by step (implemented by `data.file_images.FileImages`)."""
 
   image_shape: tuple[int, int, int]
 

@@ -1,0 +1,180 @@
+"""Streamed vs in-memory training: peak host memory against the number of images, and step throughput.
+
+Usage:
+  python benchmarks/streaming.py [--sizes 10000 40000] [--throughput-images 4000]
+      [--out benchmarks/results/streaming_cpu.json]
+
+Writes N random 64x64 grayscale PNGs (two classes, 1 in 10 NG) per size to a temporary folder and trains the
+`tiny_64` autoencoder (penalty 'reference', batch 32, penalty sample 32) for one epoch on them, each run in a
+fresh process whose peak resident memory (`ru_maxrss`) is recorded:
+- in memory: `load_image_folder` decodes the whole set, which then lives on the device (here: host memory);
+- streamed: `load_image_folder(..., stream=True)` lists the files only (`config.data.stream`), the images read
+  step by step by `FileImages.stream` (tf.data, Pillow decoder) through `train.feed.FedPlan`.
+Memory should stay flat when streaming (target <= 1.3x for 4x the images). Throughput: the median images/s
+of the training calls after the first (compile), for both modes on the same folder in one process each,
+run alternately (target: streamed within 10 % of in memory). The machine is shared: numbers are indicative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import common  # noqa: E402
+
+COLUMNS = ("images", "mode", "peak_rss_mib", "vs_smallest", "epoch_s", "images_per_s", "steps")
+
+
+def write_folder(root: pathlib.Path, n: int, size: int = 64) -> pathlib.Path:
+  """n random PNGs under root/{OK,NG}/ (every 10th NG): smooth blobs plus noise, so PNGs are realistic-sized."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for c in ("OK", "NG"):
+    (root / c).mkdir(parents=True, exist_ok=True)
+  yy, xx = np.mgrid[:size, :size]
+  for i in range(n):
+    cy, cx = rng.integers(8, size - 8, 2)
+    blob = 80 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0)
+    img = np.clip(100 + blob + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(root / ("NG" if i % 10 == 0 else "OK") / f"{i:06d}.png")
+  return root
+
+
+def worker(mode: str, root: str, epochs: int, workdir: str, cache: bool) -> dict:
+  """One training run in this process; returns its timings and peak memory."""
+  from deepsmote_jax import compilation_cache
+  from deepsmote_jax.data import folder
+  from deepsmote_jax.models.autoencoder import build_autoencoder
+  from deepsmote_jax.models.presets import get_preset
+  from deepsmote_jax.train import autoencoder as ae
+
+  if cache:  # throughput rows: the runs of one mode compile the same step, only the first pays for it
+    compilation_cache.enable()
+  spec = get_preset("tiny_64", channels=1)
+  t0 = time.perf_counter()
+  ds = folder.load_image_folder(root, image_size=64, channels=1, stream=mode == "stream")
+  images, labels = ds.images, ds.labels
+  load_s = time.perf_counter() - t0
+  cfg = ae.AETrainConfig(
+    epochs=epochs, batch_size=32, penalty_sample_size=32, steps_per_call=2, learning_rate=2e-3, seed=0
+  )
+  t0 = time.perf_counter()
+  result = ae.train_autoencoder(
+    build_autoencoder(spec, seed=0), images, np.asarray(labels), cfg, workdir=workdir, progress=False
+  )
+  train_s = time.perf_counter() - t0
+  rates = [
+    r["images_per_s"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if r.get("images_per_s")
+  ]
+  return {
+    "mode": mode,
+    "images": len(labels),
+    "load_s": load_s,
+    "train_s": train_s,
+    "epoch_s": load_s + train_s,
+    "steps": result.summary["final_step"],
+    "images_per_s": float(np.median(rates[1:])) if len(rates) > 1 else None,
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "final_loss": result.summary.get("loss"),
+  }
+
+
+def _run_worker(mode: str, root: pathlib.Path, epochs: int, cache: bool) -> dict:
+  """One run in a fresh process. Memory rows run without the compilation cache, so each pays the same
+  compilation (a cache hit would lower a later row's peak and flatter the comparison)."""
+  with tempfile.TemporaryDirectory() as wd:
+    cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root), "--epochs", str(epochs), "--workdir", wd]
+    cmd += ["--cache"] if cache else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  if proc.returncode:
+    return {"mode": mode, "error": common.error_message(RuntimeError(proc.stderr[-2000:]))}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000])
+  p.add_argument("--throughput-images", type=int, default=4000)
+  p.add_argument("--throughput-repeats", type=int, default=2)
+  p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "streaming_cpu.json"))
+  p.add_argument("--worker", choices=("memory", "stream"))
+  p.add_argument("--root")
+  p.add_argument("--epochs", type=int, default=1)
+  p.add_argument("--workdir")
+  p.add_argument("--cache", action="store_true")
+  args = p.parse_args(argv)
+  if args.worker:
+    print(json.dumps(worker(args.worker, args.root, args.epochs, args.workdir, args.cache)))
+    return {}
+
+  rows, throughput = [], []
+  with tempfile.TemporaryDirectory() as tmp:
+    for n in args.sizes:
+      root = write_folder(pathlib.Path(tmp) / f"n{n}", n)
+      for mode in ("memory", "stream"):
+        rows.append(_run_worker(mode, root, 1, cache=False))
+        print(rows[-1], flush=True)
+    root = write_folder(pathlib.Path(tmp) / "throughput", args.throughput_images)
+    for _ in range(args.throughput_repeats):
+      for mode in ("memory", "stream"):
+        throughput.append(_run_worker(mode, root, 2, cache=True))
+        print(throughput[-1], flush=True)
+  for mode in ("memory", "stream"):
+    mine = [r for r in rows if r.get("mode") == mode and "error" not in r]
+    for r in mine:
+      r["vs_smallest"] = r["peak_rss_mib"] / mine[0]["peak_rss_mib"]
+  rates = {
+    m: [r["images_per_s"] for r in throughput if r.get("mode") == m and r.get("images_per_s")]
+    for m in ("memory", "stream")
+  }
+  ratio = np.median(rates["stream"]) / np.median(rates["memory"]) if all(rates.values()) else None
+  growth = {
+    m: max((r["vs_smallest"] for r in rows if r.get("mode") == m and "vs_smallest" in r), default=None)
+    for m in ("memory", "stream")
+  }
+  payload = {
+    "machine": common.machine_info(),
+    "settings": {
+      "model": "tiny_64, 1 channel, batch 32, penalty reference with 32 images, 1 epoch",
+      "images": "random 64x64 grayscale PNG (1 in 10 NG)",
+      "throughput": f"{args.throughput_images} images, 2 epochs, median images/s after the first call",
+    },
+    "rows": rows,
+    "throughput": throughput,
+    "summary": {
+      "stream_memory_growth": growth["stream"],
+      "memory_memory_growth": growth["memory"],
+      "stream_vs_memory_images_per_s": ratio,
+    },
+    "notes": [
+      f"peak memory growth from {args.sizes[0]} to {args.sizes[-1]} images: streamed {growth['stream']:.2f}x, "
+      f"in memory {growth['memory']:.2f}x (target for streamed: <= 1.3x)"
+      if all(growth.values())
+      else "a run failed",
+      f"training throughput streamed / in memory: {ratio:.2f} (target >= 0.90); medians "
+      f"{np.median(rates['stream']):.0f} vs {np.median(rates['memory']):.0f} images/s"
+      if ratio
+      else "a run failed",
+      "shared 2-core CPU machine with other jobs running: numbers are indicative",
+    ],
+  }
+  common.publish(args.out, payload, COLUMNS, "Streamed vs in-memory autoencoder training (CPU)")
+  return payload
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,107 @@
+"""Images left on disk until read (`FileImages`), the streamed `ImageSet` and the `config.data.stream` rule."""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+import pytest
+
+from deepsmote_jax.data import folder, sources
+from deepsmote_jax.data.file_images import FileImages
+
+
+@pytest.fixture(scope="module")
+def png_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("lazy")
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (11, 20, 20, 1), dtype=np.uint8)
+  folder.save_image_folder(images, np.arange(11) % 2, ["NG", "OK"], root)
+  return root
+
+
+def test_streamed_set_reads_the_same_images_as_the_decoded_one(png_root):
+  loaded = folder.load_image_folder(png_root, image_size=12, channels=1)
+  listed = folder.load_image_folder(png_root, image_size=12, channels=1, stream=True)
+  assert listed.streamed and not loaded.streamed
+  assert listed.files == loaded.files and listed.class_names == loaded.class_names
+  np.testing.assert_array_equal(listed.labels, loaded.labels)
+  assert listed.images.shape == loaded.images.shape and listed.image_shape == (12, 12, 1)
+  np.testing.assert_array_equal(np.asarray(listed.images), loaded.images)
+  np.testing.assert_array_equal(listed.images[3], loaded.images[3])
+  np.testing.assert_array_equal(listed.images[2:7:2], loaded.images[2:7:2])
+  mask = loaded.labels == 0
+  np.testing.assert_array_equal(listed.images[mask], loaded.images[mask])
+
+
+def test_subsets_and_concat_stay_on_disk(png_root):
+  listed = folder.load_image_folder(png_root, image_size=12, channels=1, stream=True)
+  loaded = folder.load_image_folder(png_root, image_size=12, channels=1)
+  part = listed.subset([5, 1, 8])
+  assert part.streamed and len(part) == 3 and part.files == [listed.files[i] for i in (5, 1, 8)]
+  np.testing.assert_array_equal(np.asarray(part.images), loaded.images[[5, 1, 8]])
+  both = part.concat(listed.subset([0]))
+  assert both.streamed and len(both) == 4
+  np.testing.assert_array_equal(np.asarray(both.images), loaded.images[[5, 1, 8, 0]])
+  mixed = part.concat(loaded.subset([0]))  # pixels in memory joined: decoded
+  assert not mixed.streamed
+  np.testing.assert_array_equal(mixed.images, loaded.images[[5, 1, 8, 0]])
+
+
+def test_stream_steps_decode_in_order(png_root):
+  listed = folder.load_image_folder(png_root, image_size=12, channels=1, stream=True)
+  loaded = folder.load_image_folder(png_root, image_size=12, channels=1)
+  reads = {s: np.array([s % 11, (3 * s) % 11, 10]) for s in range(2, 6)}
+  out = list(listed.images.stream(lambda s: reads[s], 2, 6))
+  assert len(out) == 4
+  for s, images in zip(range(2, 6), out):
+    np.testing.assert_array_equal(images, loaded.images[reads[s]])
+
+
+def test_fingerprint_follows_files_and_settings(png_root):
+  a = FileImages(["NG/a.png"], root=png_root, image_size=12, channels=1)
+  assert a.fingerprint() == FileImages(["NG/a.png"], root=png_root, image_size=12, channels=1).fingerprint()
+  assert a.fingerprint() != FileImages(["NG/b.png"], root=png_root, image_size=12, channels=1).fingerprint()
+  assert a.fingerprint() != FileImages(["NG/a.png"], root=png_root, image_size=16, channels=1).fingerprint()
+
+
+def test_streaming_refuses_what_needs_decoded_images(png_root):
+  with pytest.raises(ValueError, match=r"on_error='skip' needs every image decoded.*config.data.stream=false"):
+    folder.load_image_folder(png_root, image_size=12, channels=1, stream=True, on_error="skip")
+  with pytest.raises(ValueError, match="decoder must be one of"):
+    FileImages(["a.png"], root=png_root, image_size=12, channels=1, decoder="cv2")
+
+
+def _data(**kw):
+  return ml_collections.ConfigDict(dict(source="folder", root="", stream="auto", stream_budget_mb=1, **kw))
+
+
+def test_auto_streams_above_the_memory_budget_only():
+  assert sources.streams(_data(), lambda: 2 * 2**20)
+  assert not sources.streams(_data(), lambda: 2**20 - 1)
+  forced = _data()
+  forced.stream = "false"
+  assert not sources.streams(forced, lambda: 10 * 2**30)
+  forced.stream = "true"
+  assert sources.streams(forced, lambda: 1)
+
+
+def test_bad_stream_settings_name_the_setting(png_root):
+  bad = _data()
+  bad.stream = "sometimes"
+  with pytest.raises(ValueError, match=r"config.data.stream='sometimes': choose one of"):
+    sources.streams(bad, lambda: 1)
+  with pytest.raises(ValueError, match=r"config.data.stream_budget_mb=0 must be > 0"):
+    sources.streams(ml_collections.ConfigDict(dict(stream="auto", stream_budget_mb=0)), lambda: 1)
+  elpv = ml_collections.ConfigDict(dict(source="elpv", stream="true"))
+  with pytest.raises(ValueError, match=r"stream=true streams image folders only, not config.data.source='elpv'"):
+    sources.load_source(elpv, image_size=16, channels=1)
+
+
+def test_a_streamed_folder_is_listed_not_decoded(png_root):
+  data = _data(resize="resize", on_error="raise", min_per_class=2, classes=())
+  data.root = str(png_root)
+  data.stream = "true"
+  ds = sources.load_source(data, image_size=12, channels=1)
+  assert ds.streamed and len(ds) == 11
+  data.stream = "auto"  # 11 images of 12x12 are far below 1 MB
+  assert not sources.load_source(data, image_size=12, channels=1).streamed
