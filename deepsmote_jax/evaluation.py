@@ -614,6 +614,7 @@ def _threshold_md(result: Mapping[str, Any], model: str, neg: str) -> list[str]:
     "",
     f"- guarantee: {t['guarantee']}",
     f"- caveat: {t['caveat']}",
+    *_certify_line(t, pos),
     f"- threshold: {t['score']} >= {_num(t['value_score'], 4)}"
     + (f" (P({pos}) >= {_num(t['value'], 6)})" if t["scale"] == "logit" else ""),
     f"- validation {pos} recall: {_pct(t['val_recall'])} %; validation overkill: {_pct(t.get('val_overkill'))} %",
@@ -626,6 +627,19 @@ def _threshold_md(result: Mapping[str, Any], model: str, neg: str) -> list[str]:
     out += ["| Metric (test, at threshold) | Value (%) | Counts | Definition |", "|---|---:|---:|---|"]
     out += _binary_rows(t["test"], pos, neg)
   return out
+
+
+def _certify_line(t: Mapping[str, Any], pos: str) -> list[str]:
+  """How many validation NG a distribution-free guarantee of the target recall takes, against how many there are."""
+  needed = (t.get("details") or {}).get("ng_to_certify")
+  if not needed:
+    return []
+  have = t["val_n_positive"]
+  verdict = "enough" if have >= needed else f"{needed - have} short: collect more {pos} images or accept the model"
+  return [
+    f"- {pos} images needed to show the target recall without a distributional assumption: {needed} "
+    f"(validation has {have}; {verdict})"
+  ]
 
 
 def _ci(entry: Mapping[str, Any] | None, exact: bool = False) -> str:

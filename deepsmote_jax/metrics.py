@@ -470,7 +470,10 @@ def choose_threshold(
                   highest NG score); distribution-free recall ~ Beta(k, n - k + 1), no guarantee at the target.
   `margin` (score units, >= 0) is subtracted from the value; a lower threshold only catches more, so each
   guarantee still holds as a lower bound. With fewer than 2 validation NG the value is NaN, with a note.
-  Returns {rule, value, n_ng, target_recall, confidence, margin, guarantee, notes, ...rule's own numbers}.
+  `ng_to_certify` is how many validation NG a distribution-free guarantee at (target, confidence) takes; with
+  fewer, a note says so.
+  Returns {rule, value, n_ng, ng_to_certify, target_recall, confidence, margin, guarantee, notes, ...rule's own
+  numbers}.
   """
   y, s = _binary_inputs(y_true, scores)
   if rule not in THRESHOLD_RULES:
@@ -491,6 +494,14 @@ def choose_threshold(
     "guarantee": "none: fewer than 2 validation NG",
     "notes": [],
   }
+  needed = ng_to_certify(float(target_recall), float(confidence))
+  out["ng_to_certify"] = needed
+  if needed and n < needed:
+    out["notes"].append(
+      f"{n} validation NG cannot show {100 * target_recall:g} % NG recall with {100 * confidence:g} % confidence "
+      f"without assuming a score distribution: that takes at least {needed} (all caught); with fewer, the "
+      f"guarantee rests on rule 'tolerance''s normal model, or is weaker (see it)"
+    )
   if n < 2:
     out["notes"].append(f"{n} validation NG: a recall-first threshold needs at least 2; threshold is NaN")
     return out
@@ -509,6 +520,22 @@ def choose_threshold(
       )
   out["value"] -= margin
   return out
+
+
+def ng_to_certify(target_recall: float, confidence: float) -> int:
+  """Fewest validation NG with which a threshold at the lowest NG score (rule `min_ng`) guarantees, without any
+  assumption on the score distribution, NG recall >= `target_recall` with probability >= `confidence`:
+  the smallest n with 1 - target^n >= confidence (149 for 98 % at 95 %). 0 for target_recall = 1 (never)."""
+  if not 0.0 < target_recall <= 1.0 or not 0.0 < confidence < 1.0:
+    raise ValueError(f"target_recall must be in (0, 1] and confidence in (0, 1), got {target_recall}, {confidence}")
+  if target_recall == 1.0:
+    return 0
+  n = max(1, math.ceil(math.log1p(-confidence) / math.log(target_recall)))
+  while n > 1 and 1.0 - target_recall ** (n - 1) >= confidence:  # floating-point safe
+    n -= 1
+  while 1.0 - target_recall**n < confidence:
+    n += 1
+  return n
 
 
 def _fewest_to_catch(n: int, target_recall: float) -> int:
@@ -649,6 +676,7 @@ __all__ = [
   "positive_logit",
   "tolerance_factor",
   "order_statistic_recall",
+  "ng_to_certify",
   "choose_threshold",
   "stratified_bootstrap_weights",
   "bootstrap_rate",
