@@ -1,5 +1,6 @@
 """Several processes: 2 CPU processes (one device each, Gloo collectives, coordinator on localhost) train to
-the same parameters as 1 process with 2 devices, resume across them exactly, and bad setups fail in one line."""
+the same parameters as 1 process with 2 devices, in memory and streamed from files (each process reading its
+own rows), resume across them exactly, and bad setups fail in one line."""
 
 from __future__ import annotations
 
@@ -52,8 +53,19 @@ WORKER = textwrap.dedent("""
     print("part", time.perf_counter() - t, file=sys.stderr, flush=True)
     res_summary, resumed = train("resumed", resume=True)
     print("resumed", time.perf_counter() - t, file=sys.stderr, flush=True)
+    # Streamed from PNG files: each process decodes only its own devices' rows of every batch.
+    from PIL import Image
+    from deepsmote_jax.data.file_images import FileImages
+    png = out / f"png_{pid}"
+    png.mkdir(exist_ok=True)
+    for i, img in enumerate(images):
+      Image.fromarray(img[..., 0]).save(png / f"{i:03d}.png")
+    source = FileImages([f"{i:03d}.png" for i in range(len(images))], root=png, image_size=16, channels=1)
+    r = ae.train_autoencoder(build_autoencoder(spec, seed=0), source, labels, cfg, progress=False)
+    streamed = {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+                jax.tree_util.tree_leaves_with_path(jax.device_get((r.state.params, r.state.batch_stats)))}
     np.savez(out / f"params_{pid}.npz", **{"full" + k: v for k, v in full.items()},
-             **{"resumed" + k: v for k, v in resumed.items()})
+             **{"resumed" + k: v for k, v in resumed.items()}, **{"streamed" + k: v for k, v in streamed.items()})
     (out / f"summary_{pid}.json").write_text(json.dumps(
         {"full": full_summary, "part": part_summary, "resumed": res_summary}, default=str))
     print("OK", pid, full_summary["final_step"], flush=True)
@@ -113,6 +125,11 @@ def test_two_processes_train_as_one_process_with_two_devices_and_resume_exactly(
   worst = max(float(np.max(np.abs(one[k] - two[0][k]))) for k in names)
   print("max |2 processes - 2 devices| =", worst)
   for k in names:
+    np.testing.assert_allclose(two[0][k], one[k], rtol=0, atol=1e-6, err_msg=k)
+  # Streamed, each process reading only its own rows: the 1-process 2-device streamed run.
+  streamed = [k for k in one.files if k.startswith("streamed")]
+  assert len(streamed) == len(names)
+  for k in streamed:
     np.testing.assert_allclose(two[0][k], one[k], rtol=0, atol=1e-6, err_msg=k)
   # Stopped after 2 steps and resumed from the Orbax checkpoint: the uninterrupted run, exactly.
   for k in names:

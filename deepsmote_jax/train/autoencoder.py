@@ -260,7 +260,7 @@ class PenaltySamplePlan:
   def __init__(self, labels: np.ndarray, num_classes: int, cfg: AETrainConfig, padded_size: int):
     self.table, self.counts = class_index_table(labels, num_classes)
     self.cfg, self.padded_size = cfg, padded_size
-    cpu = jax.devices("cpu")[0]
+    cpu = jax.local_devices(backend="cpu")[0]  # this process's own: a draw never spans processes
     with jax.default_device(cpu):
       self.key = jax.random.key(cfg.seed)
 
@@ -661,7 +661,7 @@ def encode_images(model: Autoencoder, images_u8: np.ndarray, *, batch_size: int 
   """Eval-mode codes (N, latent) of uint8 images, in batches (one compiled shape)."""
   graphdef, params, stats = loop.split_model(model)
   params, stats = jax.device_put((params, stats))  # once, not once per batch
-  return loop.batched(lambda x: _encode(graphdef, params, stats, x), np.asarray(images_u8), batch_size)
+  return loop.batched(lambda x: _encode(graphdef, params, stats, x), loop.as_images(images_u8), batch_size)
 
 
 def decode_codes(

@@ -175,7 +175,7 @@ def predict_proba(model, images_u8: np.ndarray, *, in_channels: int, batch_size:
   """Eval-mode class probabilities (N, C) in batches of one compiled shape."""
   graphdef, params, stats = loop.split_model(model)
   params, stats = jax.device_put((params, stats))  # once, not once per batch
-  return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), np.asarray(images_u8), batch_size)
+  return loop.batched(lambda x: _probs(graphdef, in_channels, params, stats, x), loop.as_images(images_u8), batch_size)
 
 
 def probability_fn(model, in_channels: int) -> Callable[[jax.Array], jax.Array]:

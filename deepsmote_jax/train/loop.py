@@ -477,8 +477,15 @@ class Training:
     )
 
 
+def as_images(images) -> Any:
+  """`images` as given when they read themselves by slice (a streamed `FileImages`: each chunk of `batched` is
+  decoded when it is reached, never the whole set), else as a NumPy array."""
+  return images if hasattr(images, "stream") and hasattr(images, "__getitem__") else np.asarray(images)
+
+
 def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:
-  """Applies `fn` to fixed-size chunks of `x` (the last one padded) so one compiled shape serves all."""
+  """Applies `fn` to fixed-size chunks of `x` (the last one padded) so one compiled shape serves all; `x` may
+  be any sliceable (N, ...) images (see `as_images`)."""
   n = len(x)
   if n == 0:
     raise ValueError("nothing to process: empty input")
