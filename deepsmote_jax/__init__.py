@@ -11,8 +11,11 @@ loaders in `deepsmote_jax.data` import it, lazily).
   probabilities of uint8 images), `load_keras_weights` (Keras application weights into the Flax twins).
 * Evaluation: `evaluate` (test labels and probabilities -> metrics, recall-first threshold, report files).
 * Export: `export_autoencoder` / `load_autoencoder`, `export_classifier` / `load_classifier`.
+* Data larger than memory: `FileImages` (image files read when used: pass one as the images of
+  `train_autoencoder` / `train_classifier` / `encode_images` / `predict_proba` to stream them).
 """
 
+from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.evaluation import evaluate
 from deepsmote_jax.export import export_autoencoder, export_classifier, load_autoencoder, load_classifier
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder, count_params, summary
@@ -30,6 +33,7 @@ __all__ = [
   "ClassifierTrainConfig",
   "ConvSpec",
   "DeepSMOTE",
+  "FileImages",
   "PRESETS",
   "Resampled",
   "build_autoencoder",

@@ -642,15 +642,18 @@ def format_counts(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def read_synthetic(dataset_dir: pathlib.Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-  """The synthetic rows of a generated dataset's manifest.csv, as uint8 images and label indices."""
+def synthetic_files(dataset_dir: pathlib.Path, class_names: list[str]) -> tuple[list[str], np.ndarray]:
+  """The synthetic rows of a generated dataset's manifest.csv: their image paths and label indices."""
   rows = list(csv.DictReader((dataset_dir / "manifest.csv").open()))
-  images, labels = [], []
-  for row in rows:
-    if str(row.get("synthetic")) in ("1", "True", "true"):
-      arr = np.asarray(Image.open(dataset_dir / row["file"]))
-      images.append(arr[..., None] if arr.ndim == 2 else arr)
-      labels.append(class_names.index(row["class"]))
-  if not images:
-    return np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0,), np.int32)
-  return np.stack(images), np.asarray(labels, np.int32)
+  synthetic = [row for row in rows if str(row.get("synthetic")) in ("1", "True", "true")]
+  paths = [str(dataset_dir / row["file"]) for row in synthetic]
+  return paths, np.asarray([class_names.index(row["class"]) for row in synthetic], np.int32)
+
+
+def read_synthetic(dataset_dir: pathlib.Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """The synthetic images of a generated dataset as uint8 (N, H, W, C) and their label indices."""
+  paths, labels = synthetic_files(dataset_dir, class_names)
+  if not paths:
+    return np.zeros((0, 1, 1, 1), np.uint8), labels
+  arrays = [np.asarray(Image.open(p)) for p in paths]
+  return np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]), labels

@@ -16,11 +16,12 @@ import jax
 import numpy as np
 
 from deepsmote_jax import evaluation, files, smote
+from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import export_classifier, load_classifier
 from deepsmote_jax.jobs import classifier_setup, prepare_data, stage, tiled
 from deepsmote_jax.jobs.classifier_setup import RUN_INFO, sampling_strategy
-from deepsmote_jax.jobs.generate import read_synthetic
+from deepsmote_jax.jobs.generate import read_synthetic, synthetic_files
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.predict import PREDICTIONS_CSV, save_validation_decision, write_run_predictions
 from deepsmote_jax.train.classifier import predict_proba, train_classifier
@@ -28,8 +29,8 @@ from deepsmote_jax.train.classifier import predict_proba, train_classifier
 BASELINES = ("none", "class_weights", "random_oversampling", "smote_pixels")
 
 
-def append(base: ImageSet, images: np.ndarray, labels: np.ndarray) -> ImageSet:
-  """`base` plus synthetic images (named `synthetic/<i>`)."""
+def append(base: ImageSet, images: np.ndarray | FileImages, labels: np.ndarray) -> ImageSet:
+  """`base` plus synthetic images (named `synthetic/<i>`); streamed ones stay streamed."""
   if not len(images):
     return base
   extra = ImageSet(
@@ -68,7 +69,11 @@ def training_set(
     return append(train, synth, y_res[len(x) :]), "none", "none"
   if method.startswith("deepsmote_"):
     penalty = method.split("_", 1)[1]
-    synth, labels = read_synthetic(work / f"generate_{penalty}" / "dataset", train.class_names)
+    dataset = work / f"generate_{penalty}" / "dataset"
+    if train.streamed:  # the synthetic PNGs (the model's size) read like the originals, never all at once
+      paths, labels = synthetic_files(dataset, train.class_names)
+      return append(train, FileImages(paths, root=None, **train.images.settings()), labels), "none", "none"
+    synth, labels = read_synthetic(dataset, train.class_names)
     return append(train, synth, labels), "none", "none"
   raise ValueError(f"unknown method {method!r}")
 
