@@ -183,3 +183,19 @@ def test_streamed_on_two_devices_equals_in_memory(tmp_path):
   assert free and rest
   assert max(rest.values()) < 1e-5, rest
   assert max(free.values()) <= 2 * CFG.learning_rate * 6 + 1e-6, free
+
+
+def test_held_out_images_streamed_give_the_in_memory_chunks(tmp_path):
+  """Validation images read chunk by chunk from files equal the chunks placed once from memory (padding too)."""
+  images, labels = _images(n=11)
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
+  mesh = mesh_lib.make_mesh()
+  placed = list(feed.HeldOutImages(images, mesh, chunk=4, labels=labels))
+  streamed = list(feed.HeldOutImages(source, mesh, chunk=4, labels=labels))
+  assert len(placed) == len(streamed) == 3
+  for (xa, ya), (xb, yb) in zip(placed, streamed, strict=True):
+    np.testing.assert_array_equal(np.asarray(xa), np.asarray(xb))
+    np.testing.assert_array_equal(np.asarray(ya), np.asarray(yb))
+  assert np.asarray(placed[-1][1]).tolist() == [labels[8], labels[9], labels[10], -1]
+  with pytest.raises(ValueError, match="the validation set is empty"):
+    feed.HeldOutImages(images[:0], mesh, chunk=4)

@@ -395,7 +395,7 @@ def train_autoencoder(
   uninterrupted run does.
   """
   if val is not None:  # checked before anything compiles
-    val = (np.asarray(val[0]), np.asarray(val[1], np.int32))
+    val = (loop.as_images(val[0]), np.asarray(val[1], np.int32))
     _check_images(*val, model.spec, what="validation images")
     classes = int(num_classes if num_classes is not None else np.max(labels) + 1)
     if val[1].size and val[1].max() >= classes:
@@ -441,7 +441,7 @@ def _selection(setup: loop.Training, val: tuple[np.ndarray, np.ndarray], workdir
   num_classes = int(setup.data["counts"].shape[0])
   cfg = setup.cfg
   scorer = ReconstructionEval(setup.graphdef, *val, num_classes, setup.mesh, chunk=cfg.batch_size)
-  return BestSelection(cfg.select_metric, scorer, workdir, _digest({"run": run_id, "val": loop.fingerprint(*val)}))
+  return BestSelection(cfg.select_metric, scorer, workdir, _digest({"run": run_id, "val": feed.fingerprint(*val)}))
 
 
 def psnr(x: jax.Array, y: jax.Array, *, data_range: float = 1.0) -> jax.Array:
@@ -499,25 +499,15 @@ def to_data_channels(images: jax.Array, channels: int) -> jax.Array:
 class ReconstructionEval:
   """Eval-mode PSNR / SSIM per class of held-out images, straight from the device train state.
 
-  The images are padded to whole chunks (padding labelled -1, counted nowhere) and placed on the mesh
-  once; each call runs one jitted, sharded step per chunk on the replicated parameters where they are and
-  brings back only the per-class sums.
+  The images come in whole chunks (`feed.HeldOutImages`: padding labelled -1, counted nowhere; placed on the
+  mesh once, or read chunk by chunk when streamed); each call runs one jitted, sharded step per chunk on the
+  replicated parameters where they are and brings back only the per-class sums.
   """
 
-  def __init__(self, graphdef, images_u8: np.ndarray, labels: np.ndarray, num_classes: int, mesh, chunk: int = 64):
-    n = len(images_u8)
-    if n == 0:
-      raise ValueError("the validation set is empty")
-    chunk = mesh_lib.round_up(min(chunk, n), mesh.devices.size)
-    total = mesh_lib.round_up(n, chunk)
-    images = np.concatenate([images_u8, np.repeat(images_u8[-1:], total - n, axis=0)])
-    labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - n, -1, np.int32)])
+  def __init__(self, graphdef, images_u8, labels: np.ndarray, num_classes: int, mesh, chunk: int = 64):
+    self.chunks = feed.HeldOutImages(images_u8, mesh, chunk, labels=labels)
+    self.counts = np.bincount(np.asarray(labels, np.int32), minlength=num_classes)
     sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
-    self.chunks = [
-      (mesh_lib.put(images[i : i + chunk], sharding), mesh_lib.put(labels[i : i + chunk], sharding))
-      for i in range(0, total, chunk)
-    ]
-    self.counts = np.bincount(labels[:n], minlength=num_classes)
 
     def sums(params, stats, x_u8, y):
       m = loop.merge_model(graphdef, params, stats)

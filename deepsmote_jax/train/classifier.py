@@ -396,22 +396,14 @@ class ClassifierResult:
 class ValidationEval:
   """Validation probabilities straight from the device train state: one jitted, sharded eval step.
 
-  The validation images are padded to a whole number of chunks and placed on the mesh once (split over
-  'data'); each evaluation reads the replicated parameters where they already are, so no weights cross
-  to the host and back.
+  The validation images come in whole chunks split over 'data' (`feed.HeldOutImages`: placed on the mesh
+  once, or read chunk by chunk when streamed); each evaluation reads the replicated parameters where they
+  already are, so no weights cross to the host and back.
   """
 
-  def __init__(self, graphdef, in_channels: int, images_u8: np.ndarray, mesh, chunk: int = 128):
-    n = len(images_u8)
-    if n == 0:
-      raise ValueError("the validation set is empty")
-    devices = mesh.devices.size
-    chunk = mesh_lib.round_up(min(chunk, n), devices)
-    padded = np.concatenate([images_u8, np.repeat(images_u8[-1:], mesh_lib.round_up(n, chunk) - n, axis=0)])
-    sharding = mesh_lib.batch_sharding(mesh)
-    self.n = n
-    self.chunks = [mesh_lib.put(padded[i : i + chunk], sharding) for i in range(0, len(padded), chunk)]
-    repl = mesh_lib.replicated(mesh)
+  def __init__(self, graphdef, in_channels: int, images_u8, mesh, chunk: int = 128):
+    self.chunks = feed.HeldOutImages(images_u8, mesh, chunk)
+    sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
 
     def probs(params, stats, x):
       return _probs(graphdef, in_channels, params, stats, x)
@@ -419,8 +411,8 @@ class ValidationEval:
     self._probs = jax.jit(probs, in_shardings=(repl, repl, sharding), out_shardings=repl)
 
   def __call__(self, state: loop.TrainState) -> np.ndarray:
-    out = [self._probs(state.params, state.batch_stats, x) for x in self.chunks]
-    return np.concatenate(jax.device_get(out))[: self.n]
+    out = [self._probs(state.params, state.batch_stats, x) for x, _ in self.chunks]
+    return np.concatenate(jax.device_get(out))[: self.chunks.n]
 
 
 def train_classifier(
@@ -459,7 +451,7 @@ def train_classifier(
   }
   keeper = None
   if val is not None:
-    val_probs = ValidationEval(graphdef, setup.in_channels, np.asarray(val[0]), setup.mesh)
+    val_probs = ValidationEval(graphdef, setup.in_channels, loop.as_images(val[0]), setup.mesh)
     keeper = BestEpoch(EpochSelector(cfg.select_metric, positive), lambda st: (np.asarray(val[1]), val_probs(st)))
   state, summary = setup.run(
     metadata={"run": run_id},

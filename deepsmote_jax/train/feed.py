@@ -131,3 +131,40 @@ class FedPlan:
     self._position += n
     out.update({image_key: filled[k] for k, image_key in self.images_of.items()})
     return out
+
+
+class HeldOutImages:
+  """Held-out images (and optional labels) in chunks of one compiled shape, split over the mesh's 'data' axis.
+
+  In memory they are padded (the last image repeated, label -1) and put on the devices once; a streamed source
+  is read chunk by chunk at every pass instead, so evaluating it never holds more than one chunk.
+  Iterating yields (images, labels or None) on the mesh.
+  """
+
+  def __init__(self, images, mesh: Mesh, chunk: int, labels: np.ndarray | None = None):
+    self.n = len(images)
+    if self.n == 0:
+      raise ValueError("the validation set is empty")
+    self.chunk = mesh_lib.round_up(min(chunk, self.n), mesh.devices.size)
+    total = mesh_lib.round_up(self.n, self.chunk)
+    self._rows = np.minimum(np.arange(total), self.n - 1).reshape(-1, self.chunk)  # padding: the last image
+    self._labels = None
+    if labels is not None:
+      self._labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - self.n, -1, np.int32)])
+    self._sharding = mesh_lib.batch_sharding(mesh)
+    self._source = images if isinstance(images, ImageSource) else None
+    self._placed = None
+    if self._source is None:
+      images = np.asarray(images)
+      self._placed = [self._put(images[rows], i) for i, rows in enumerate(self._rows)]
+
+  def _put(self, x: np.ndarray, i: int):
+    y = None if self._labels is None else self._labels[i * self.chunk : (i + 1) * self.chunk]
+    return mesh_lib.put(x, self._sharding), None if y is None else mesh_lib.put(y, self._sharding)
+
+  def __iter__(self):
+    if self._placed is not None:
+      yield from self._placed
+      return
+    for i, rows in enumerate(self._rows):
+      yield self._put(self._source[rows], i)
