@@ -32,6 +32,7 @@ from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
 from deepsmote_jax.jobs.train_classifier import BASELINES, train_one
 from deepsmote_jax.models.classifiers import NAMES as classifier_names
+from deepsmote_jax.train import distributed
 from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig
 from deepsmote_jax.train.loop import describe_changes
@@ -284,14 +285,16 @@ def run_pipeline(
       if missing:
         raise ValueError(f"stage {only!r} needs the finished stage(s) {missing} in {work}; run the pipeline first")
       started = stage.read_record(work / only, stage.STARTED) if not stage.is_done(work / only) else None
-      todo, resume = [plan[i]], plan[i].resumable and started == recs[only]
+      todo, resume = [plan[i]], bool(distributed.from_primary(plan[i].resumable and started == recs[only]))
       for later in plan[i + 1 :]:  # built on the old outputs: no longer valid
         (work / later.name / stage.DONE).unlink(missing_ok=True)
     else:
-      first, resume = _plan_runs(plan, recs, work)
+      # Decided once from the workdir as process 0 sees it, before any process writes to it.
+      first, resume = (int(v) for v in distributed.from_primary(_plan_runs(plan, recs, work)))
       todo = plan[first:]
     for k, s in enumerate(todo):
       stage.run_stage(work / s.name, s.run, recs[s.name], resume=resume and k == 0)
+    distributed.barrier("pipeline: end")  # process 0 has written the last DONE.json
     return json.loads((work / "report" / "summary.json").read_text()) if stage.is_done(work / "report") else {}
 
 

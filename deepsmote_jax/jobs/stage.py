@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deepsmote_jax import files
+from deepsmote_jax.train import distributed
 
 DONE = "DONE.json"
 STARTED = "STARTED.json"
@@ -76,16 +77,26 @@ def run_stage(
   *,
   resume: bool = False,
 ) -> dict:
-  """Runs `run` in `out` (a fresh folder unless `resume`) and marks it finished with DONE.json."""
-  if out.exists() and not resume:
-    shutil.rmtree(out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / DONE).unlink(missing_ok=True)
-  files.atomic_write_json(out / STARTED, {"stage": out.name, "record": record})
+  """Runs `run` in `out` (a fresh folder unless `resume`) and marks it finished with DONE.json.
+
+  With several processes every one runs the stage (training is collective); process 0 alone prepares the
+  folder and writes the markers, and all wait for each other before and after, so no process reads a
+  folder another is still clearing or filling.
+  """
+  primary = distributed.is_primary()
+  if primary:
+    if out.exists() and not resume:
+      shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DONE).unlink(missing_ok=True)
+    files.atomic_write_json(out / STARTED, {"stage": out.name, "record": record})
+  distributed.barrier(f"stage {out.name}: start")
   t0 = time.perf_counter()
   log(f"stage {out.name}: {'resuming' if resume else 'running'}")
   info = run(out, resume) or {}
   wall = time.perf_counter() - t0
-  files.atomic_write_json(out / DONE, {"stage": out.name, "wall_s": wall, "record": record, **info})
+  distributed.barrier(f"stage {out.name}: end")
+  if primary:
+    files.atomic_write_json(out / DONE, {"stage": out.name, "wall_s": wall, "record": record, **info})
   log(f"stage {out.name}: done in {wall:.1f} s")
   return info

@@ -21,6 +21,7 @@ import socket
 import time
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 try:  # private: JAX's cluster detection and backend state (used where importable)
@@ -109,6 +110,15 @@ def barrier(name: str) -> None:
   """Waits until every process reaches `barrier(name)` (nothing to wait for in a single process)."""
   if process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def from_primary(values) -> np.ndarray:
+  """Process 0's integer `values` on every process (the values as given in a single process): decisions
+  read from shared files are made once, so no process can take another branch (and another collective)."""
+  values = np.asarray(values, np.int64)
+  if process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.broadcast_one_to_all(values), np.int64)
 
 
 def wait_for_coordinator(address: str, timeout_s: float, *, what: str = "this process") -> None:
