@@ -191,3 +191,63 @@ def test_cli_flag_errors_and_help():
     text = cli.command_help(cmd)
     for flag in ("--coordinator_address", "--num_processes", "--process_id", "--[no]distributed"):
       assert flag in text, (name, flag)
+
+
+PIPELINE_CONFIG = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.test_jobs_pipeline import tiny_config
+
+def get_config(arg=None):
+  c = tiny_config({root!r})
+  c.data.stream = "true"
+  c.pipeline.methods = ("random_oversampling", "deepsmote")
+  return c
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_whole_streamed_pipeline_as_one_process(tmp_path):
+  """`deepsmote pipeline` on 2 processes sharing one workdir (stage decisions by process 0, markers written by
+  it, barriers around stages; every process streaming its own rows) ends with the predictions of 1 process with
+  2 devices."""
+  from tests.test_jobs_pipeline import _write_images
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = tmp_path / "tiny.py"
+  config.write_text(PIPELINE_CONFIG.format(repo=repo, root=str(_write_images(tmp_path / "images"))))
+  port = _free_port()
+  base = [sys.executable, "-m", "deepsmote_jax.cli", "pipeline", "--config", str(config), "--noprogress"]
+  multi = ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2"]
+  procs = [
+    subprocess.Popen(
+      [*base, "--workdir", str(tmp_path / "single")],
+      env=_env(2),
+      text=True,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+    )
+  ]
+  procs += [
+    subprocess.Popen(
+      [*base, "--workdir", str(tmp_path / "multi"), *multi, "--process_id", str(pid)],
+      env=_env(1),
+      text=True,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+    )
+    for pid in (0, 1)
+  ]
+  outputs = [p.communicate(timeout=1200) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, out[-2000:] + err[-3000:]
+  runs = sorted(p.parent.name for p in (tmp_path / "single" / "classifiers").glob("*/predictions.npz"))
+  assert len(runs) == 2
+  for run in runs:
+    one, two = (
+      np.load(tmp_path / w / "classifiers" / run / "predictions.npz")["test_proba"] for w in ("single", "multi")
+    )
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-6, err_msg=run)
+  assert (tmp_path / "multi" / "report" / "DONE.json").is_file()
+  with np.load(tmp_path / "multi" / "data" / "train.npz", allow_pickle=True) as z:
+    assert "paths" in z and "images" not in z  # streamed: the split lists files
