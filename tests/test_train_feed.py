@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -35,7 +30,7 @@ def _assert_trees_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-@pytest.mark.parametrize("penalty", ["reference", "paper", "none"])
+@pytest.mark.parametrize("penalty", ["reference", "paper"])
 def test_streamed_training_equals_in_memory(tmp_path, penalty):
   """Files streamed through tf.data train to the same parameters as the same images on the device."""
   images, labels = _images()
@@ -136,53 +131,6 @@ def test_a_source_with_the_wrong_image_shape_is_refused(tmp_path):
   source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=32, channels=1)
   with pytest.raises(ValueError, match=r"\(32, 32, 1\) but the model 'micro_16' expects \(16, 16, 1\)"):
     ae.prepare_training(build_autoencoder(MICRO, seed=0), source, labels, CFG)
-
-
-_TWO_DEVICES = textwrap.dedent(
-  """
-  import dataclasses, json, pathlib, sys
-  import jax, numpy as np
-  sys.path.insert(0, sys.argv[2])
-  from deepsmote_jax.data.file_images import FileImages
-  from deepsmote_jax.models.autoencoder import build_autoencoder
-  from deepsmote_jax.train import autoencoder as ae
-  from tests.test_train_autoencoder import CFG, MICRO, _images
-  images, labels = _images()
-  root = pathlib.Path(sys.argv[1])
-  files = sorted(p.name for p in root.glob("*.png"))
-  source = FileImages(files, root=root, image_size=16, channels=1)
-  runs = []
-  for data in (images, source):
-    r = ae.train_autoencoder(build_autoencoder(MICRO, seed=0), data, labels, CFG, progress=False)
-    runs.append(jax.device_get((r.state.params, r.state.batch_stats)))
-  diffs = {
-    jax.tree_util.keystr(path): float(np.max(np.abs(a - b)))
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(runs[0]), jax.tree.leaves(runs[1]))
-  }
-  print(json.dumps({"devices": jax.device_count(), "diffs": diffs}))
-  """
-)
-
-
-def test_streamed_on_two_devices_equals_in_memory(tmp_path):
-  """With the batch and the class sample split over 2 devices, streaming still matches in-memory."""
-  images, _ = _images()
-  _write_pngs(tmp_path, images)
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run(
-    [sys.executable, "-c", _TWO_DEVICES, str(tmp_path), repo], capture_output=True, text=True, env=env, timeout=600
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert out["devices"] == 2
-  # As in test_multidevice: a transposed-conv bias followed by BatchNorm has an exactly-zero gradient that
-  # Adam turns into +-lr steps of rounding noise; it (and the running mean it shifts) is held to that drift.
-  free = {k: d for k, d in out["diffs"].items() if ("deconvs" in k and "bias" in k) or ("decoder" in k and "mean" in k)}
-  rest = {k: d for k, d in out["diffs"].items() if k not in free}
-  assert free and rest
-  assert max(rest.values()) < 1e-5, rest
-  assert max(free.values()) <= 2 * CFG.learning_rate * 6 + 1e-6, free
 
 
 def test_held_out_images_streamed_give_the_in_memory_chunks(tmp_path):
