@@ -94,7 +94,7 @@ def worker(mode: str, root: str, epochs: int, workdir: str, cache: bool) -> dict
   }
 
 
-def _run_worker(mode: str, root: pathlib.Path, epochs: int, cache: bool) -> dict:  # mode 'feed': the feed alone
+def _run_worker(mode: str, root: pathlib.Path, epochs: int, cache: bool) -> dict:
   """One run in a fresh process. Memory rows run without the compilation cache, so each pays the same
   compilation (a cache hit would lower a later row's peak and flatter the comparison)."""
   with tempfile.TemporaryDirectory() as wd:
@@ -106,32 +106,6 @@ def _run_worker(mode: str, root: pathlib.Path, epochs: int, cache: bool) -> dict
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def feed_worker(root: str) -> dict:
-  """The streamed feed alone (no training): warm images/s of `FedPlan` reading batch + penalty sample."""
-  from deepsmote_jax.data import folder
-  from deepsmote_jax.train import autoencoder as ae
-  from deepsmote_jax.train import feed
-  from deepsmote_jax.train import mesh as mesh_lib
-
-  ds = folder.load_image_folder(root, image_size=64, channels=1, stream=True)
-  cfg = ae.AETrainConfig(epochs=1, batch_size=32, penalty_sample_size=32, steps_per_call=2, seed=0)
-  plan = ae._WithPenaltySample(ae.BatchPlan(len(ds), 32, 0), ae.PenaltySamplePlan(ds.labels, 2, cfg, 32))
-  images_of = {"index": "image", "class_index": "class_image"}
-  fed = feed.FedPlan(plan, ds.images, mesh=mesh_lib.make_mesh(), total_steps=1000, images_of=images_of)
-  fed(0, 2)  # compiles the host-side penalty draw, starts the pipeline
-  t0 = time.perf_counter()
-  for first in range(2, 202, 2):
-    fed(first, 2)
-  dt = time.perf_counter() - t0
-  return {
-    "mode": "feed only",
-    "images": len(ds),
-    "images_per_s": 200 * 64 / dt,
-    "steps": 200,
-    "load_average_1min": os.getloadavg()[0],
-  }
-
-
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--parts", nargs="+", choices=("memory", "throughput"), default=["memory", "throughput"])
@@ -139,15 +113,12 @@ def main(argv=None) -> dict:
   p.add_argument("--throughput-images", type=int, default=4000)
   p.add_argument("--throughput-repeats", type=int, default=2)
   p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "streaming_cpu.json"))
-  p.add_argument("--worker", choices=("memory", "stream", "feed"))
+  p.add_argument("--worker", choices=("memory", "stream"))
   p.add_argument("--root")
   p.add_argument("--epochs", type=int, default=1)
   p.add_argument("--workdir")
   p.add_argument("--cache", action="store_true")
   args = p.parse_args(argv)
-  if args.worker == "feed":
-    print(json.dumps(feed_worker(args.root)))
-    return {}
   if args.worker:
     print(json.dumps(worker(args.worker, args.root, args.epochs, args.workdir, args.cache)))
     return {}
@@ -162,7 +133,7 @@ def main(argv=None) -> dict:
     if "throughput" in args.parts:
       root = write_folder(pathlib.Path(tmp) / "throughput", args.throughput_images)
       for _ in range(args.throughput_repeats):
-        for mode in ("memory", "stream", "feed"):
+        for mode in ("memory", "stream"):
           throughput.append(_run_worker(mode, root, 2, cache=True))
           print(throughput[-1], flush=True)
   payload = {
@@ -170,8 +141,7 @@ def main(argv=None) -> dict:
     "settings": {
       "model": "tiny_64, 1 channel, batch 32, penalty reference with 32 images, 1 epoch",
       "images": "random 64x64 grayscale PNG (1 in 10 NG)",
-      "throughput": f"{args.throughput_images} images, 2 epochs, median images/s after the first call; "
-      "'feed only': the streamed feed without training",
+      "throughput": f"{args.throughput_images} images, 2 epochs, median images/s after the first call",
     },
     "rows": rows + throughput,
     "summary": _summary(rows, throughput),
@@ -196,7 +166,7 @@ def _summary(rows: list[dict], throughput: list[dict]) -> dict:
       f"{out['memory_memory_growth']:.2f}x (target for streamed: <= 1.3x)"
     )
   med = {}
-  for mode in ("memory", "stream", "feed only"):
+  for mode in ("memory", "stream"):
     rates = [r["images_per_s"] for r in throughput if r.get("mode") == mode and r.get("images_per_s")]
     if rates:
       med[mode] = float(np.median(rates))
@@ -206,7 +176,6 @@ def _summary(rows: list[dict], throughput: list[dict]) -> dict:
     out["notes"].append(
       f"training throughput streamed / in memory: {out['stream_vs_memory_images_per_s']:.2f} (target >= 0.90); "
       f"medians {med['stream']:.0f} vs {med['memory']:.0f} images/s"
-      + (f"; the feed alone delivers {med['feed only']:.0f} images/s" if "feed only" in med else "")
     )
   return out
 
