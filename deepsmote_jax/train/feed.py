@@ -106,6 +106,11 @@ class FedPlan:
     self._iterator: Iterator[np.ndarray] | None = None
     self._position = -1
 
+  def close(self) -> None:
+    """Drops the open stream (its tf.data threads): a process that exits with a stream still open can hang at
+    interpreter shutdown, so `loop.run` closes its batch source when a run ends, finished or not."""
+    self._iterator, self._position = None, -1
+
   def reads(self, step: int) -> np.ndarray:
     """The image indices this process reads for `step`: its rows of each index key, in key order."""
     batch = self.plan(step, 1)

@@ -395,6 +395,8 @@ def run(
     bar.close()
     if manager:
       manager.close()
+    if hasattr(get_batches, "close"):  # a streamed feed (`feed.FedPlan`): release its pipeline
+      get_batches.close()
   wall = time.perf_counter() - t_start
   summary = {"final_step": final_step, "start_step": start, "steps_run": seen, "wall_s": wall, **last_metrics}
   return state, summary
