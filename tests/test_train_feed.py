@@ -96,10 +96,10 @@ def test_local_rows_on_one_process_are_all_rows():
   np.testing.assert_array_equal(feed.local_rows(mesh_lib.make_mesh(), 8), np.arange(8))
 
 
-def test_fed_plan_fills_only_this_process_rows(monkeypatch):
-  images = np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2, 1)
+def test_fed_plan_fills_only_this_process_rows(tmp_path):
+  images = np.maximum(_images(n=10)[0], 1)  # no zero pixel: a zero row below can only be an unread one
   plan = ae.BatchPlan(10, 4, seed=0)
-  source = feed.ArraySource(images)
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)
   fed = feed.FedPlan(plan, source, mesh=mesh_lib.make_mesh(), total_steps=6, images_of={"index": "image"})
   fed._rows = {"index": np.array([1, 3])}  # as a process holding rows 1 and 3 sees it
   out = fed(2, 2)

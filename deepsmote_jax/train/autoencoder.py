@@ -631,7 +631,7 @@ def _digest(value) -> str:
 
 def _check_images(images, labels: np.ndarray, spec: AutoencoderSpec, what: str = "images") -> None:
   """Shape and dtype checks of uint8 (N, H, W, C) images (an array or a `feed.ImageSource`) and labels."""
-  shape = (len(images), *images.image_shape) if isinstance(images, feed.ImageSource) else images.shape
+  shape = feed.images_shape(images)
   if len(shape) != 4:
     raise ValueError(f"{what} must be (N, H, W, C), got shape {shape}")
   if not isinstance(images, feed.ImageSource) and images.dtype != np.uint8:

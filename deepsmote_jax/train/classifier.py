@@ -363,7 +363,7 @@ def prepare_training(
   cfg = dataclasses.replace(cfg, steps_per_call=loop.steps_per_call_for_backend(cfg.steps_per_call))
   streamed = isinstance(images_u8, feed.ImageSource)
   labels = np.asarray(labels, np.int32)
-  shape = (len(images_u8), *images_u8.image_shape) if streamed else np.shape(images_u8)
+  shape = feed.images_shape(images_u8)
   if not streamed:
     images_u8 = np.asarray(images_u8)
   if len(shape) != 4 or (not streamed and images_u8.dtype != np.uint8):

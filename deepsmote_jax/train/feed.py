@@ -8,12 +8,11 @@ in-memory run with the same seed, and its memory does not grow with the data.
 
 Each process reads only the rows of the global batch that live on its own devices (`local_rows`), so over
 an epoch every training image is read exactly once across all processes. The source decodes ahead of the
-step (the tf.data source in `data/pipeline.py` maps its decoder over a prefetching, parallel pipeline).
+step (`data.file_images.FileImages` maps its decoder over a prefetching, parallel tf.data pipeline).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -41,26 +40,6 @@ class ImageSource(Protocol):
     ...
 
 
-class ArraySource:
-  """An `ImageSource` over a uint8 array already in memory (tests, benchmarks, small sets)."""
-
-  def __init__(self, images_u8: np.ndarray):
-    self.images = np.asarray(images_u8)
-    if self.images.ndim != 4 or self.images.dtype != np.uint8:
-      raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
-    self.image_shape = tuple(self.images.shape[1:])
-
-  def __len__(self) -> int:
-    return len(self.images)
-
-  def fingerprint(self) -> str:
-    return hashlib.sha256(self.images.tobytes()).hexdigest()[:16]
-
-  def stream(self, reads, first, last):
-    for s in range(first, last):
-      yield self.images[np.asarray(reads(s), np.int64)]
-
-
 def fingerprint(images: np.ndarray | ImageSource, labels: np.ndarray) -> str:
   """The training data's identity (checkpoints of another data set are never resumed). A source is known by
   its own fingerprint, so a streamed run and the same images in memory count as different runs."""
@@ -68,6 +47,13 @@ def fingerprint(images: np.ndarray | ImageSource, labels: np.ndarray) -> str:
   if isinstance(images, ImageSource):
     return loop.fingerprint(np.frombuffer(images.fingerprint().encode(), np.uint8), labels)
   return loop.fingerprint(np.asarray(images), labels)
+
+
+def images_shape(images) -> tuple[int, ...]:
+  """(N, H, W, C) of uint8 images given as an array or an `ImageSource`, without reading any of them."""
+  if isinstance(images, ImageSource):
+    return (len(images), *images.image_shape)
+  return np.shape(images)
 
 
 def local_rows(mesh: Mesh, size: int) -> np.ndarray:
