@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
+
 import ml_collections
 import numpy as np
 import pytest
 
-from deepsmote_jax.data import folder, sources
+from deepsmote_jax.data import file_images, folder, image_io, sources
 from deepsmote_jax.data.file_images import FileImages
 
 
@@ -105,3 +109,98 @@ def test_a_streamed_folder_is_listed_not_decoded(png_root):
   assert ds.streamed and len(ds) == 11
   data.stream = "auto"  # 11 images of 12x12 are far below 1 MB
   assert not sources.load_source(data, image_size=12, channels=1).streamed
+
+
+def _open_cache_files() -> list[str]:
+  """The decoded-image cache files this process holds open (unlinked ones included)."""
+  fds = "/proc/self/fd"
+  if not os.path.isdir(fds):
+    pytest.skip("needs /proc")
+  links = []
+  for fd in os.listdir(fds):
+    try:
+      links.append(os.readlink(os.path.join(fds, fd)))
+    except OSError:
+      pass
+  return [link for link in links if "deepsmote-decoded-" in link]
+
+
+def _epochs(n_images: int, per_step: int, epochs: int) -> dict[int, np.ndarray]:
+  order = np.concatenate([np.random.default_rng(e).permutation(n_images) for e in range(epochs)])
+  return {s: order[s * per_step : (s + 1) * per_step] for s in range(len(order) // per_step)}
+
+
+def test_cached_stream_equals_decoding_and_stops_decoding(png_root, tmp_path, monkeypatch):
+  """Later epochs read the cache: the same bytes as decoding, and (once it is full) no file decoded again."""
+  loaded = folder.load_image_folder(png_root, image_size=12, channels=1)
+  listed = folder.load_image_folder(png_root, image_size=12, channels=1, stream=True, stream_cache=str(tmp_path))
+  decoded = []
+  real = image_io.decode_image
+  monkeypatch.setattr(image_io, "decode_image", lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+  reads = _epochs(11, 1, 20)  # 20 epochs of one image a step: 220 reads
+  stream = listed.images.stream(lambda s: reads[s], 0, len(reads))
+  assert len(_open_cache_files()) == 1 and not os.listdir(tmp_path)  # open, and already unlinked
+  for s, images in enumerate(stream):
+    np.testing.assert_array_equal(images, loaded.images[reads[s]])
+  assert stream.cache.cached().all()
+  assert 11 <= len(decoded) <= 60, len(decoded)  # each file once, plus what the read-ahead saw before its write
+  stream.close()
+  assert stream.cache.closed and not _open_cache_files()
+
+
+def test_cache_rows_round_trip_and_survive_a_closed_cache(tmp_path):
+  cache = file_images.DecodedCache.open(str(tmp_path), 5, (2, 3, 1))
+  images = np.arange(3 * 6, dtype=np.uint8).reshape(3, 2, 3, 1)
+  idx = np.array([4, 0, 4])
+  got, missing = cache.read(idx)
+  assert missing.all() and not got.any()
+  cache.write(idx, np.array([True, True, False]), images)
+  got, missing = cache.read(np.array([0, 1, 4]))
+  np.testing.assert_array_equal(missing, [False, True, False])
+  np.testing.assert_array_equal(got[[0, 2]], images[[1, 0]])
+  cache.close()
+  cache.close()
+  assert cache.read(idx)[1].all()  # closed under a running pipeline: every row a miss, writes ignored
+  np.testing.assert_array_equal(cache.write(idx, np.ones(3, bool), images), images)
+
+
+def test_dropping_a_stream_frees_its_cache(png_root, tmp_path):
+  listed = FileImages(["NG/000000.png", "OK/000001.png"], root=png_root, image_size=12, channels=1)
+  stream = listed.stream(lambda s: np.array([s % 2]), 0, 4)
+  next(stream)
+  assert len(_open_cache_files()) == 1
+  del stream
+  gc.collect()
+  assert not _open_cache_files()
+
+
+def test_stream_cache_off_or_a_full_disk_streams_uncached(png_root, tmp_path, monkeypatch, caplog):
+  loaded = folder.load_image_folder(png_root, image_size=12, channels=1)
+  reads = _epochs(11, 2, 2)
+  for setting in ("off", str(tmp_path)):
+    listed = folder.load_image_folder(png_root, image_size=12, channels=1, stream=True, stream_cache=setting)
+    if setting != "off":
+      full = shutil.disk_usage(tmp_path)._replace(free=11 * 12 * 12 - 1)  # one byte short
+      monkeypatch.setattr(shutil, "disk_usage", lambda path, full=full: full)
+    stream = listed.images.stream(lambda s: reads[s], 0, len(reads))
+    assert not hasattr(stream, "cache") and not _open_cache_files() and not os.listdir(tmp_path)
+    for s, images in enumerate(stream):
+      np.testing.assert_array_equal(images, loaded.images[reads[s]])
+  assert "streaming without the cache" in caplog.text
+
+
+def test_stream_cache_setting_is_checked_and_is_not_an_image_setting(png_root, tmp_path):
+  assert sources.stream_cache_setting(ml_collections.ConfigDict()) == "disk"
+  for value, want in (("OFF", "off"), ("disk", "disk"), (str(tmp_path), str(tmp_path)), (False, "off")):
+    assert sources.stream_cache_setting(ml_collections.ConfigDict(dict(stream_cache=value))) == want
+  for bad in ("ram", str(tmp_path / "missing"), ""):
+    with pytest.raises(ValueError, match=r"^config.data.stream_cache=.*: choose 'disk'.*existing directory$"):
+      sources.stream_cache_setting(ml_collections.ConfigDict(dict(stream_cache=bad)))
+  data = _data(stream_cache="ram")
+  data.root = str(png_root)
+  with pytest.raises(ValueError, match=r"config.data.stream_cache='ram'"):
+    sources.load_source(data, image_size=12, channels=1)
+  a = FileImages(["NG/a.png", "OK/b.png"], root=png_root, image_size=12, channels=1, stream_cache="off")
+  b = FileImages(["NG/a.png", "OK/b.png"], root=png_root, image_size=12, channels=1)
+  assert a.settings() == b.settings() and a.fingerprint() == b.fingerprint()
+  assert a.take([1]).stream_cache == a.concat(b).stream_cache == "off"

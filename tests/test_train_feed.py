@@ -109,6 +109,22 @@ def test_fed_plan_fills_only_this_process_rows(tmp_path):
   assert "index" not in out and out["mask"].shape == (2, 4)
 
 
+def test_fed_plan_close_frees_the_decoded_image_cache(tmp_path):
+  """Two epochs through the cache read the in-memory batches; `close` (as at the end of a run) frees the cache."""
+  images = _images(n=10)[0]
+  cache_dir = tmp_path / "cache"
+  cache_dir.mkdir()
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1, stream_cache=cache_dir)
+  plan = ae.BatchPlan(10, 4, seed=0)
+  fed = feed.FedPlan(plan, source, mesh=mesh_lib.make_mesh(), total_steps=8, images_of={"index": "image"})
+  for first in range(0, 8, 2):
+    np.testing.assert_array_equal(fed(first, 2)["image"], images[plan(first, 2)["index"]])
+  cache = fed._iterator.cache
+  assert cache.cached().all() and not cache.closed
+  fed.close()
+  assert cache.closed and fed._iterator is None and not list(cache_dir.iterdir())
+
+
 def test_streamed_resume_equals_uninterrupted(tmp_path):
   images, labels = _images()
   source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1)

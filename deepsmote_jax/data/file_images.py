@@ -7,6 +7,10 @@ those images, `np.asarray` decodes them all -- so an `ImageSet` can hold one ins
 `stream(reads, first, last)` is a tf.data pipeline that decodes each step's images in parallel, in order,
 prefetched while the device trains. With decoder 'pillow' (the default) every image is bit-identical to
 `load_image_folder`'s, so a streamed run equals an in-memory one.
+
+A stream decodes each image once: its pixels go to a `DecodedCache`, a file of this process on local disk
+(`stream_cache`: 'disk' = under $TMPDIR, 'off', or a directory) that later epochs read back instead of decoding
+the file again. The cache lives as long as the stream, so it never serves another run's images.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import concurrent.futures
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+from absl import logging
 
 from deepsmote_jax.data import image_io
 
@@ -70,6 +79,129 @@ def _use_tf(decoder: str, resize: str) -> bool:
   return decoder == "tf" and resize == "resize"
 
 
+def check_stream_cache(value, name: str = "stream_cache") -> str:
+  """`value` as 'disk' | 'off' | an existing directory (booleans: True = 'disk'); else a ValueError naming `name`."""
+  if isinstance(value, bool):
+    return "disk" if value else "off"
+  if isinstance(value, str) and value.lower() in ("disk", "off"):
+    return value.lower()
+  if isinstance(value, (str, os.PathLike)) and os.fspath(value) and os.path.isdir(value):
+    return os.fspath(value)
+  raise ValueError(f"{name}={value!r}: choose 'disk' (a file under $TMPDIR), 'off' or an existing directory")
+
+
+def _close_file(fd: int, path: str | None) -> None:
+  os.close(fd)
+  if path is not None:
+    os.remove(path)
+
+
+class DecodedCache:
+  """Decoded uint8 rows of one stream in a file on local disk (row i at offset i * row bytes).
+
+  The file is this process's own (`mkstemp`) and, on POSIX, unlinked as soon as it is open: it is freed when
+  `close` (or the garbage collector, or interpreter exit) closes it, even after a crash, and can never serve
+  another run. Rows are read back with `os.pread`, not a memmap, so they stay in the OS page cache instead of
+  this process's resident memory. Thread-safe: tf.data calls `read` / `write` from its own threads, and a
+  stream closed meanwhile only turns them into misses / no-ops.
+  """
+
+  def __init__(self, directory: str, rows: int, image_shape: tuple[int, int, int]):
+    self.image_shape = tuple(image_shape)
+    self.row_bytes = int(np.prod(self.image_shape))
+    fd, self.path = tempfile.mkstemp(prefix="deepsmote-decoded-", suffix=".u8", dir=directory)
+    kept = self.path
+    if os.name == "posix":
+      os.remove(self.path)
+      kept = None
+    self._fd: int | None = fd
+    self._cached = np.zeros(rows, bool)
+    self._lock = threading.Lock()
+    self._close = weakref.finalize(self, _close_file, fd, kept)
+
+  @classmethod
+  def open(cls, setting: str, rows: int, image_shape: tuple[int, int, int]) -> DecodedCache | None:
+    """A cache for `rows` images by `check_stream_cache`'s `setting`; None when 'off' or the disk is too full."""
+    if setting == "off" or rows == 0:
+      return None
+    directory = tempfile.gettempdir() if setting == "disk" else setting
+    need, free = rows * int(np.prod(image_shape)), shutil.disk_usage(directory).free
+    if need > free:
+      logging.warning(
+        "stream_cache: %d decoded images need %.0f MiB, %s has %.0f MiB free: streaming without the cache",
+        rows,
+        need / 2**20,
+        directory,
+        free / 2**20,
+      )
+      return None
+    return cls(directory, rows, image_shape)
+
+  @property
+  def closed(self) -> bool:
+    return self._fd is None
+
+  def close(self) -> None:
+    """Frees the file (idempotent)."""
+    with self._lock:
+      self._fd = None
+      self._close()
+
+  def cached(self) -> np.ndarray:
+    """Which rows are in the file (a copy)."""
+    return self._cached.copy()
+
+  def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images of the cached rows of `idx`, zeros elsewhere; which rows of `idx` were not cached)."""
+    out = np.zeros((len(idx), *self.image_shape), np.uint8)
+    missing = np.ones(len(idx), bool)
+    with self._lock:
+      if self._fd is None:
+        return out, missing
+      flat = out.reshape(len(idx), -1)
+      for j, i in enumerate(idx):
+        if self._cached[i]:
+          raw = os.pread(self._fd, self.row_bytes, int(i) * self.row_bytes)
+          if len(raw) == self.row_bytes:
+            flat[j] = np.frombuffer(raw, np.uint8)
+            missing[j] = False
+    return out, missing
+
+  def write(self, idx: np.ndarray, new: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Stores the rows of `images` where `new` is set (each row once); returns `images`. A failed write (disk
+    full) closes the cache: the stream goes on decoding."""
+    with self._lock:
+      try:
+        for j in np.flatnonzero(new):
+          i = int(idx[j])
+          if self._fd is not None and not self._cached[i]:
+            os.pwrite(self._fd, images[j].tobytes(), i * self.row_bytes)
+            self._cached[i] = True  # only once written: a reader never sees a partial row
+      except OSError as e:
+        logging.warning("stream_cache: writing the decoded-image cache failed (%s): streaming without it", e)
+        self._fd = None
+        self._close()
+    return images
+
+
+class _CachedStream:
+  """The numpy iterator of a cached stream; closing it (or dropping it) frees its cache."""
+
+  def __init__(self, iterator: Iterator[np.ndarray], cache: DecodedCache):
+    self._iterator, self.cache = iterator, cache
+    self._finalizer = weakref.finalize(self, cache.close)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> np.ndarray:
+    return next(self._iterator)
+
+  def close(self) -> None:
+    self._iterator = iter(())
+    self._finalizer()
+
+
 def tf_decodable(paths: Sequence[str], decoder: str, resize: str) -> np.ndarray:
   """Which of `paths` `decoder_fn` reads with tf.io (the rest with Pillow)."""
   use_tf = _use_tf(decoder, resize)
@@ -92,6 +224,7 @@ class FileImages:
     resize: str = "resize",
     decoder: str = "pillow",
     prefetch_steps: int = 4,
+    stream_cache: str = "disk",
   ):
     image_io.check_settings(image_size, channels, resize, "raise")
     if decoder not in DECODERS:
@@ -101,6 +234,8 @@ class FileImages:
     self.paths = [os.path.join(self.root, f) if self.root is not None else f for f in self.files]
     self.image_shape = (int(image_size), int(image_size), int(channels))
     self.resize, self.decoder, self.prefetch_steps = resize, decoder, prefetch_steps
+    # Where `stream` keeps decoded images (`check_stream_cache`): not a setting, the images are the same.
+    self.stream_cache = check_stream_cache(stream_cache)
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -124,12 +259,16 @@ class FileImages:
   def take(self, indices) -> FileImages:
     """The lazy subset at `indices` (nothing decoded)."""
     idx = np.asarray(indices, np.int64).reshape(-1)
-    return FileImages([self.paths[i] for i in idx], root=None, **self.settings(), prefetch_steps=self.prefetch_steps)
+    return FileImages([self.paths[i] for i in idx], root=None, **self.settings(), **self._reading())
 
   def concat(self, other: FileImages) -> FileImages:
     if other.settings() != self.settings():
       raise ValueError(f"concat: image settings differ: {self.settings()} vs {other.settings()}")
-    return FileImages(self.paths + other.paths, root=None, **self.settings(), prefetch_steps=self.prefetch_steps)
+    return FileImages(self.paths + other.paths, root=None, **self.settings(), **self._reading())
+
+  def _reading(self) -> dict:
+    """How images are read (not what they are: outside `settings` and the fingerprint)."""
+    return dict(prefetch_steps=self.prefetch_steps, stream_cache=self.stream_cache)
 
   def decode(self, indices) -> np.ndarray:
     """uint8 (len(indices), H, W, C) of the images at `indices`, decoded by a thread pool (Pillow)."""
@@ -163,7 +302,11 @@ class FileImages:
     return images if dtype is None else images.astype(dtype)
 
   def stream(self, reads, first: int, last: int):
-    """uint8 images of `reads(s)` for each step s in [first, last), in order (a `train.feed.ImageSource`)."""
+    """uint8 images of `reads(s)` for each step s in [first, last), in order (a `train.feed.ImageSource`).
+
+    Each image is decoded in a parallel tf.data map, ahead of the step; with a `DecodedCache` (`stream_cache`)
+    each step first reads its cached rows, only the others are decoded (and then cached). Closing the returned
+    iterator (`close`, or dropping it) frees the cache."""
     tf = import_tf()
     per_step = len(reads(first))
     if per_step == 0:
@@ -175,7 +318,23 @@ class FileImages:
       lambda: (np.asarray(reads(s), np.int64) for s in range(first, last)),
       output_signature=tf.TensorSpec((per_step,), tf.int64),
     )
-    ds = steps.unbatch().map(
-      lambda i: decode(tf.gather(paths, i), tf.gather(fast, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator()
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    cache = DecodedCache.open(self.stream_cache, len(self), self.image_shape)
+    if cache is None:
+      ds = steps.unbatch().map(lambda i: decode(tf.gather(paths, i), tf.gather(fast, i)), **parallel)
+      return ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator()
+    shape = (per_step, *self.image_shape)
+
+    def read(i):
+      images, missing = tf.numpy_function(cache.read, [i], (tf.uint8, tf.bool), stateful=True)
+      return i, tf.ensure_shape(images, shape), tf.ensure_shape(missing, (per_step,))
+
+    def decode_missing(i, image, missing):
+      return i, tf.cond(missing, lambda: decode(tf.gather(paths, i), tf.gather(fast, i)), lambda: image), missing
+
+    def write(i, images, missing):
+      return tf.ensure_shape(tf.numpy_function(cache.write, [i, missing, images], tf.uint8, stateful=True), shape)
+
+    rows = steps.map(read).unbatch().map(decode_missing, **parallel)
+    ds = rows.batch(per_step).map(write).prefetch(self.prefetch_steps)
+    return _CachedStream(ds.as_numpy_iterator(), cache)

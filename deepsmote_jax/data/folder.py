@@ -401,6 +401,7 @@ def load_image_folder(
   num_workers: int | None = None,
   patches: Any = None,
   stream: bool = False,
+  stream_cache: str = "disk",
 ) -> ImageSet:
   """Decode `root/<class>/<image>` into an `ImageSet` of uint8 (N, image_size, image_size, channels).
 
@@ -424,6 +425,8 @@ def load_image_folder(
       gives several patches, named '<file>#<y>_<x>' in `files`.
     stream: list the files only: `images` is a `FileImages`, decoded when read (training streams it). A
       file that cannot be decoded then fails when it is read, so `on_error` must be 'raise'.
+    stream_cache: where a stream keeps the images it decoded (`file_images.check_stream_cache`): 'disk'
+      (under $TMPDIR), 'off' or a directory.
 
   Returns:
     The `ImageSet`, images in class order then sorted file order; `skipped` lists folder problems first,
@@ -440,7 +443,7 @@ def load_image_folder(
   # Classes that cannot reach min_per_class even before decoding.
   _check_class_counts(root, class_names, labels, min_per_class, "image file(s)", strict=not skip or explicit)
   if stream:
-    return _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches)
+    return _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches, stream_cache)
 
   fn = functools.partial(_decode_file, root, image_size, channels, resize, patches)
   results = parallel_map(fn, files, num_workers, stop_on_error=not skip)
@@ -469,7 +472,7 @@ def load_image_folder(
   )
 
 
-def _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches) -> ImageSet:
+def _listed_set(root, class_names, files, labels, image_size, channels, resize, skip, patches, cache) -> ImageSet:
   """The `ImageSet` of a listed folder whose images stay on disk (`load_image_folder(stream=True)`)."""
   if skip:
     raise ValueError(
@@ -478,7 +481,7 @@ def _listed_set(root, class_names, files, labels, image_size, channels, resize, 
     )
   if patches is not None:
     raise ValueError("tiles and defect crops are cut from decoded images: set config.data.stream=false to use them")
-  images = FileImages(files, root=root, image_size=image_size, channels=channels, resize=resize)
+  images = FileImages(files, root=root, image_size=image_size, channels=channels, resize=resize, stream_cache=cache)
   return ImageSet(images=images, labels=np.asarray(labels, np.int32), class_names=class_names, files=files)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deepsmote_jax.data.elpv import load_elpv
+from deepsmote_jax.data.file_images import check_stream_cache
 from deepsmote_jax.data.folder import ImageSet, list_image_folder, load_image_folder
 from deepsmote_jax.data.tfds_datasets import load_tfds
 
@@ -13,6 +14,7 @@ STREAM = ("auto", "true", "false")
 def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
   """Loads `data_cfg.source` ('folder' needs `data_cfg.root`) at the model's size and channels."""
   source = data_cfg.get("source", "folder")
+  cache = stream_cache_setting(data_cfg)
   if source == "folder":
     root = data_cfg.get("root") or ""
     if not root:
@@ -28,6 +30,7 @@ def load_source(data_cfg, *, image_size: int, channels: int) -> ImageSet:
       min_per_class=data_cfg.get("min_per_class", 2),
       classes=classes,
       stream=streams(data_cfg, lambda: len(list_image_folder(root, classes=classes)[1]) * image_size**2 * channels),
+      stream_cache=cache,
     )
   if stream_setting(data_cfg) == "true":
     raise ValueError(f"config.data.stream=true streams image folders only, not config.data.source={source!r}")
@@ -65,3 +68,9 @@ def streams(data_cfg, decoded_bytes) -> bool:
   if budget <= 0:
     raise ValueError(f"config.data.stream_budget_mb={budget:g} must be > 0")
   return decoded_bytes() > budget * 2**20
+
+
+def stream_cache_setting(data_cfg) -> str:
+  """`config.data.stream_cache`: where a stream keeps the images it decoded, read back in later epochs instead
+  of decoding them again -- 'disk' (default: a file under $TMPDIR), 'off', or an existing directory."""
+  return check_stream_cache(data_cfg.get("stream_cache", "disk"), "config.data.stream_cache")

@@ -8,7 +8,8 @@ in-memory run with the same seed, and its memory does not grow with the data.
 
 Each process reads only the rows of the global batch that live on its own devices (`local_rows`), so over
 an epoch every training image is read exactly once across all processes. The source decodes ahead of the
-step (`data.file_images.FileImages` maps its decoder over a prefetching, parallel tf.data pipeline).
+step (`data.file_images.FileImages` maps its decoder over a prefetching, parallel tf.data pipeline) and keeps
+what it decoded in a per-stream cache on local disk, which `FedPlan.close` frees.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ class FedPlan:
     self._position = -1
 
   def close(self) -> None:
-    """Drops the open stream (its tf.data threads): a process that exits with a stream still open can hang at
-    interpreter shutdown, so `loop.run` closes its batch source when a run ends, finished or not."""
+    """Drops the open stream (its tf.data threads and decoded-image cache): a process that exits with a stream
+    still open can hang at interpreter shutdown, so `loop.run` closes its batch source when a run ends,
+    finished or not."""
+    if hasattr(self._iterator, "close"):
+      self._iterator.close()
     self._iterator, self._position = None, -1
 
   def reads(self, step: int) -> np.ndarray:
@@ -104,6 +108,7 @@ class FedPlan:
 
   def __call__(self, first: int, n: int) -> dict:
     if self._iterator is None or first != self._position:
+      self.close()
       self._iterator = iter(self.source.stream(self.reads, first, max(self.total_steps, first + n)))
       self._position = first
     batches = self.plan(first, n)
