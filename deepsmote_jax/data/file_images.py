@@ -304,9 +304,10 @@ class FileImages:
   def stream(self, reads, first: int, last: int):
     """uint8 images of `reads(s)` for each step s in [first, last), in order (a `train.feed.ImageSource`).
 
-    Each image is decoded in a parallel tf.data map, ahead of the step; with a `DecodedCache` (`stream_cache`)
-    each step first reads its cached rows, only the others are decoded (and then cached). Closing the returned
-    iterator (`close`, or dropping it) frees the cache."""
+    Images are decoded in a parallel tf.data map, ahead of the step. With a `DecodedCache` (`stream_cache`)
+    each step first reads its cached rows and decodes only the others (then caches them): a step per map call,
+    since per-image tf.data elements cost more than reading a cached image (5.4 vs 1.6 ms of CPU for 64
+    images). Closing the returned iterator (`close`, or dropping it) frees the cache."""
     tf = import_tf()
     per_step = len(reads(first))
     if per_step == 0:
@@ -325,16 +326,20 @@ class FileImages:
       return ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator()
     shape = (per_step, *self.image_shape)
 
-    def read(i):
+    def decode_row(row):
+      i, image, missing = row
+      return tf.cond(missing, lambda: decode(tf.gather(paths, i), tf.gather(fast, i)), lambda: image)
+
+    def load(i):
+      # A step whose rows are all cached is read back in one call; a step with misses decodes just those.
       images, missing = tf.numpy_function(cache.read, [i], (tf.uint8, tf.bool), stateful=True)
-      return i, tf.ensure_shape(images, shape), tf.ensure_shape(missing, (per_step,))
+      images, missing = tf.ensure_shape(images, shape), tf.ensure_shape(missing, (per_step,))
 
-    def decode_missing(i, image, missing):
-      return i, tf.cond(missing, lambda: decode(tf.gather(paths, i), tf.gather(fast, i)), lambda: image), missing
+      def fill():
+        out = tf.map_fn(decode_row, (i, images, missing), fn_output_signature=tf.uint8)
+        return tf.ensure_shape(tf.numpy_function(cache.write, [i, missing, out], tf.uint8, stateful=True), shape)
 
-    def write(i, images, missing):
-      return tf.ensure_shape(tf.numpy_function(cache.write, [i, missing, images], tf.uint8, stateful=True), shape)
+      return tf.cond(tf.reduce_any(missing), fill, lambda: images)
 
-    rows = steps.map(read).unbatch().map(decode_missing, **parallel)
-    ds = rows.batch(per_step).map(write).prefetch(self.prefetch_steps)
+    ds = steps.map(load, **parallel).prefetch(self.prefetch_steps)
     return _CachedStream(ds.as_numpy_iterator(), cache)
