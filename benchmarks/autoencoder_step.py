@@ -30,15 +30,7 @@ from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 
 def time_jax_step(
-  spec,
-  batch_size: int,
-  *,
-  dtype: str,
-  steps_per_call: int,
-  repeats: int,
-  penalty: str = "reference",
-  num_classes: int = 2,
-  seed: int = 0,
+  spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty="reference", num_classes=2, seed=0
 ) -> dict:
   """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
   mesh = mesh_lib.make_mesh()
@@ -46,14 +38,8 @@ def time_jax_step(
   n = 2 * batch_size * num_classes
   images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
   labels = (np.arange(n) % num_classes).astype(np.int32)
-  cfg = ae.AETrainConfig(
-    batch_size=batch_size,
-    penalty=penalty,
-    penalty_sample_size=batch_size,
-    steps_per_call=steps_per_call,
-    compute_dtype=dtype,
-    seed=seed,
-  )
+  sizes = dict(batch_size=batch_size, penalty_sample_size=batch_size, steps_per_call=steps_per_call)
+  cfg = ae.AETrainConfig(**sizes, penalty=penalty, compute_dtype=dtype, seed=seed)
   model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
   setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)

@@ -76,17 +76,9 @@ def main(argv=None) -> dict:
 
   pipeline.import_tf()
   _, files, labels = folder.list_image_folder(root)
-  common = dict(
-    root=root,
-    batch_size=args.batch_size,
-    repeat=False,
-    shuffle=True,
-    drop_remainder=False,
-    process_index=0,
-    process_count=1,
-    cache=True,
-    **kw,
-  )
+  one_process = dict(process_index=0, process_count=1)
+  common = dict(root=root, batch_size=args.batch_size, repeat=False, shuffle=True, drop_remainder=False, **one_process)
+  common.update(cache=True, **kw)
   for decoder in ("tf", "pillow"):
     ds = pipeline.make_dataset((files, labels), decoder=decoder, **common)
     for name in ("cold", "cached"):

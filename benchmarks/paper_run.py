@@ -162,12 +162,8 @@ def main(argv=None):
     "cache load, all steps); steps_s: all steps with compilation excluded"
   ]
   info = common.machine_info()
-  common.publish(
-    args.json,
-    {"benchmark": "paper_run", "machine": info, "settings": settings, "rows": rows, "notes": notes},
-    COLUMNS,
-    "The paper's own run: 100 images, 1,000 epochs",
-  )
+  record = {"benchmark": "paper_run", "machine": info, "settings": settings, "rows": rows, "notes": notes}
+  common.publish(args.json, record, COLUMNS, "The paper's own run: 100 images, 1,000 epochs")
   return rows
 
 

@@ -216,15 +216,7 @@ def main(argv=None):
           )
       for impl, op, fn in baselines:  # they compile nothing: no warm-up
         first, med, times, rss = _time(fn, args.repeats, warmup=False, budget_s=args.budget_s)
-        record(
-          impl=impl,
-          op=op,
-          **common_fields,
-          first_call_s=first,
-          median_s=med,
-          times_s=times,
-          extra_rss_mib=rss,
-        )
+        record(impl=impl, op=op, **common_fields, first_call_s=first, median_s=med, times_s=times, extra_rss_mib=rss)
 
   for r in rows:  # the project's rows against the baseline of the same op, n and d
     base = [
@@ -245,12 +237,8 @@ def main(argv=None):
     except ImportError:
       pass
   print()
-  bench_common.publish(
-    args.out,
-    {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows, "notes": notes},
-    COLUMNS,
-    "Latent SMOTE: JAX beside imbalanced-learn",
-  )
+  result = {"benchmark": "smote", "machine": info, "settings": settings, "rows": rows, "notes": notes}
+  bench_common.publish(args.out, result, COLUMNS, "Latent SMOTE: JAX beside imbalanced-learn")
   return rows
 
 

@@ -480,21 +480,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   args = parser.parse_args(argv)
 
   results = []
+  timing = dict(device=args.device, steps=args.steps, warmup=args.warmup, num_threads=args.threads)
   for name in args.presets.split(","):
     spec = get_preset(name, **({"channels": args.channels} if args.channels else {}))
     for b in (int(s) for s in args.batch.split(",")):
       for mode in args.modes.split(","):
-        r = time_torch_step(
-          spec,
-          b,
-          mode=mode,
-          device=args.device,
-          steps=args.steps,
-          warmup=args.warmup,
-          chunk=args.chunk,
-          fused_adam=args.fused_adam,
-          num_threads=args.threads,
-        )
+        r = time_torch_step(spec, b, mode=mode, chunk=args.chunk, fused_adam=args.fused_adam, **timing)
         results.append(r)
         print(
           f"{name} B={b} {mode}: " + (f"{r['img_per_s']:,.0f} img/s" if "error" not in r else r["error"]), flush=True

@@ -164,20 +164,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
   results = []
+  model = dict(image_size=args.image_size, num_classes=args.num_classes, optimizer=args.optimizer)
+  timing = dict(device=args.device, steps=args.steps, warmup=args.warmup, num_threads=args.threads)
   for arch in args.archs.split(","):
     for mode in args.modes.split(","):
-      r = time_torch_classifier(
-        arch,
-        args.batch,
-        mode=mode,
-        device=args.device,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
-        optimizer=args.optimizer,
-        steps=args.steps,
-        warmup=args.warmup,
-        num_threads=args.threads,
-      )
+      r = time_torch_classifier(arch, args.batch, mode=mode, **model, **timing)
       results.append(r)
   if args.json:
     common.write_json(args.json, {"machine": common.machine_info(), "results": results})

@@ -117,6 +117,11 @@ def _split_flag(fv) -> None:
   )
 
 
+def _values(fv, *names: str) -> dict:
+  """{name: value} of the flags `names`, passed on as keyword arguments of the same names."""
+  return {name: getattr(fv, name) for name in names}
+
+
 def _define_train_autoencoder(fv) -> None:
   _string(fv, "workdir", "Output folder (default: config.workdir).")
   _split_flag(fv)
@@ -128,12 +133,7 @@ def _define_train_autoencoder(fv) -> None:
 def _run_train_autoencoder(fv) -> None:
   compilation_cache.enable()
   summary = train_autoencoder.train_and_export(
-    fv.config,
-    fv.workdir or fv.config.workdir,
-    resume=fv.resume,
-    overwrite=fv.overwrite,
-    progress=fv.progress,
-    split=fv.split,
+    fv.config, fv.workdir or fv.config.workdir, **_values(fv, "resume", "overwrite", "progress", "split")
   )
   print(
     f"trained {summary['final_step']} steps in {summary['wall_s']:.1f} s; "
@@ -164,20 +164,11 @@ def _define_generate(fv) -> None:
 
 def _run_generate(fv) -> None:
   summary = generate.generate_from_config(
-    fv.config,
-    fv.model,
-    fv.workdir,
-    split=fv.split,
-    strict=fv.strict,
-    copy_originals=fv.copy_originals,
-    batch_size=fv.batch_size,
-    overwrite=fv.overwrite,
+    fv.config, fv.model, fv.workdir, **_values(fv, "split", "strict", "copy_originals", "batch_size", "overwrite")
   )
   print(generate.format_counts(summary))
-  print(
-    f"wrote {sum(summary['counts_written'].values())} images to {summary['out_dir']} "
-    f"in {summary['seconds']['total']:.1f} s"
-  )
+  written = sum(summary["counts_written"].values())
+  print(f"wrote {written} images to {summary['out_dir']} in {summary['seconds']['total']:.1f} s")
 
 
 def _define_train_classifier(fv) -> None:
@@ -194,16 +185,13 @@ def _run_train_classifier(fv) -> None:
   info = train_classifier.train_classifier_job(
     fv.config,
     fv.workdir or fv.config.workdir + "_classifier",
-    method=fv.method,
-    seed=fv.seed,
     synthetic_dir=fv.synthetic,
     split_dir=fv.split,
-    progress=fv.progress,
+    **_values(fv, "method", "seed", "progress"),
   )
-  print(
-    f"best model: {info['model']} (step {info['best_step']}); test: acc {info['test'].get('accuracy')}, "
-    f"ACSA {info['test'].get('acsa')}; report: {info['evaluation']}/report.md"
-  )
+  test = info["test"]
+  print(f"best model: {info['model']} (step {info['best_step']}); test: acc {test.get('accuracy')}, ", end="")
+  print(f"ACSA {test.get('acsa')}; report: {info['evaluation']}/report.md")
 
 
 def _define_evaluate(fv) -> None:

@@ -166,7 +166,28 @@ def evaluate(
   cm = M.confusion_matrix(y, np.argmax(s, axis=1), len(class_names))
   mc = M.multiclass_report(cm)
   notes.extend(mc["notes"])
-  result: dict[str, Any] = {
+  result = _argmax_result(title, class_names, positive_class, y, cm, mc)
+  p = None if positive_class is None else class_names.index(positive_class)
+  flagged = None
+  if p is not None:
+    _add_positive_class(result, cm, y, s, p, notes)
+    if val is not None:
+      result["threshold"], flagged = _recall_first_threshold(
+        result, y, s, val, p, dict(rule, target_recall=target_recall), notes
+      )
+  if len(class_names) > 2:
+    _add_one_vs_rest(result, y, s, notes)
+  if bootstrap:
+    result["intervals"] = bootstrap_intervals(y, s, p, flagged, n_resamples=int(bootstrap), seed=int(bootstrap_seed))
+  result["notes"] = notes
+  if out_dir is not None:
+    write_report(result, out_dir)
+  return result
+
+
+def _argmax_result(title: str, class_names: list[str], positive_class, y: np.ndarray, cm, mc: dict) -> dict[str, Any]:
+  """`evaluate`'s result with the argmax decision's multiclass metrics; the positive-class parts still None."""
+  return {
     "title": title,
     "class_names": class_names,
     "positive_class": positive_class,
@@ -195,22 +216,6 @@ def evaluate(
     "intervals": None,
     "curves": {},
   }
-  p = None if positive_class is None else class_names.index(positive_class)
-  flagged = None
-  if p is not None:
-    _add_positive_class(result, cm, y, s, p, notes)
-    if val is not None:
-      result["threshold"], flagged = _recall_first_threshold(
-        result, y, s, val, p, dict(rule, target_recall=target_recall), notes
-      )
-  if len(class_names) > 2:
-    _add_one_vs_rest(result, y, s, notes)
-  if bootstrap:
-    result["intervals"] = bootstrap_intervals(y, s, p, flagged, n_resamples=int(bootstrap), seed=int(bootstrap_seed))
-  result["notes"] = notes
-  if out_dir is not None:
-    write_report(result, out_dir)
-  return result
 
 
 def _check_evaluate_inputs(y_true, scores, class_names, positive_class, val_true, val_scores, target_recall):

@@ -522,16 +522,10 @@ def fit_resample(
   k_used = _neighbours_per_class(
     counts, targets, kind=kind, k_neighbors=k_neighbors, m_neighbors=m_neighbors, strict=strict, n_total=X.shape[0]
   )
-  ctx = _ClassContext(
-    X=X,
-    y_codes=y_codes,
-    y_codes_dev=jnp.asarray(y_codes, jnp.int32),
-    kind=kind,
-    k_neighbors=k_neighbors,
-    m_neighbors=m_neighbors,
-    block_size=block_size,
-    precision=precision,
+  settings = dict(
+    kind=kind, k_neighbors=k_neighbors, m_neighbors=m_neighbors, block_size=block_size, precision=precision
   )
+  ctx = _ClassContext(X=X, y_codes=y_codes, y_codes_dev=jnp.asarray(y_codes, jnp.int32), **settings)
   samples, labels, base, neighbor, gap, danger = [], [], [], [], [], {}
   for c, n_new in targets.items():
     if n_new == 0:

@@ -99,18 +99,8 @@ def test_corrupt_file_in_pipeline(tmp_path):
   folder.save_image_folder(np.full((3, 6, 6), 9, np.uint8), [0, 0, 0], ["c"], tmp_path)
   (tmp_path / "c" / "bad.png").write_bytes(b"garbage")
   names, files, labels = folder.list_image_folder(tmp_path)
-  kw = dict(
-    root=tmp_path,
-    image_size=6,
-    channels=1,
-    batch_size=1,
-    repeat=False,
-    shuffle=False,
-    process_index=0,
-    process_count=1,
-    decoder="pillow",
-    drop_remainder=False,
-  )
+  kw = dict(root=tmp_path, image_size=6, channels=1, batch_size=1, repeat=False, shuffle=False, drop_remainder=False)
+  kw.update(process_index=0, process_count=1, decoder="pillow")
   with pytest.raises(Exception, match="bad.png|not a recognised"):
     list(pipeline.numpy_batches((files, labels), **kw))
   assert len(list(pipeline.numpy_batches((files, labels), on_error="skip", **kw))) == 3

@@ -328,14 +328,8 @@ def test_bootstrap_intervals_in_the_result_are_seeded_and_consistent():
 
 
 def test_threshold_settings_name_the_config_key():
-  good = dict(
-    target_recall=0.98,
-    threshold_rule="min_ng",
-    threshold_confidence=0.9,
-    threshold_margin=0.0,
-    bootstrap=10,
-    bootstrap_seed=0,
-  )
+  good = dict(target_recall=0.98, threshold_rule="min_ng", threshold_confidence=0.9, threshold_margin=0.0)
+  good.update(bootstrap=10, bootstrap_seed=0)
   assert E.threshold_settings(good)["threshold_rule"] == "min_ng"
   for bad, match in (
     (dict(threshold_rule="quantile"), r"config.pipeline.threshold_rule='quantile': choose one of"),

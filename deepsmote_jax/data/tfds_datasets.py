@@ -71,6 +71,20 @@ def _convert(batch: np.ndarray, image_size: int | None, channels: int | None, re
   return np.stack([r for r, _ in res])
 
 
+def _select_rows(labels, ok, caps, taken: np.ndarray, room: int | None) -> list[int]:
+  """Rows of one batch to keep: usable (`ok`), under their class's cap (`taken` counts them), at most `room`."""
+  keep = []
+  for i in np.flatnonzero(ok):
+    c = int(labels[i])
+    if caps is not None and taken[c] >= caps[c]:
+      continue
+    if room is not None and len(keep) >= room:
+      break
+    taken[c] += 1
+    keep.append(i)
+  return keep
+
+
 def load_tfds(
   name: str,
   *,
@@ -128,16 +142,8 @@ def load_tfds(
   images, labels, files = [], [], []
   offset = 0
   for batch in tfds.as_numpy(ds):
-    idx = np.flatnonzero(batch["ok"])
-    keep = []
-    for i in idx:
-      c = int(batch["label"][i])
-      if caps is not None and taken[c] >= caps[c]:
-        continue
-      if max_examples is not None and len(files) + len(keep) >= max_examples:
-        break
-      taken[c] += 1
-      keep.append(i)
+    room = None if max_examples is None else max_examples - len(files)
+    keep = _select_rows(batch["label"], batch["ok"], caps, taken, room)
     if keep:
       imgs = batch["image"][keep]
       if imgs.ndim == 3:

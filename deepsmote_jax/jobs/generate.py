@@ -215,6 +215,13 @@ def _write_grid(path: pathlib.Path, base: np.ndarray, synthetic: np.ndarray, nei
   visualize.save_png(visualize.grid(tiles, columns=6 if n > 1 else 3), path)
 
 
+def oversampling(config) -> dict:
+  """`generate_dataset`'s oversampling arguments from `config.generate`."""
+  g = config.generate
+  strategy = parse_sampling_strategy(g.sampling_strategy)
+  return dict(sampling_strategy=strategy, k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed))
+
+
 def generate_dataset(
   model,
   image_set: ImageSet,
@@ -360,24 +367,10 @@ def generate_from_config(
         f"the model was trained on classes {trained_on}, the data has {image_set.class_names}", stacklevel=1
       )
     stage.log(f"generate: over-sampling the training split {image_set.counts()} of {data_dir}")
-    g = config.generate
-    return generate_dataset(
-      model,
-      image_set,
-      out,
-      sampling_strategy=parse_sampling_strategy(g.sampling_strategy),
-      k_neighbors=int(g.k_neighbors),
-      kind=g.kind,
-      seed=int(g.seed),
-      strict=strict,
-      copy_originals=copy_originals,
-      source_root=source_root,
-      batch_size=batch_size,
-      overwrite=overwrite,
-      model_path=model_dir,
-      data_split=record,
-      extra_dirs={"data": data_dir} if staging else None,
-    )
+    options = dict(strict=strict, copy_originals=copy_originals, batch_size=batch_size, overwrite=overwrite)
+    run = dict(source_root=source_root, model_path=model_dir, data_split=record)
+    run["extra_dirs"] = {"data": data_dir} if staging else None
+    return generate_dataset(model, image_set, out, **oversampling(config), **options, **run)
   finally:
     if staging is not None:
       shutil.rmtree(staging, ignore_errors=True)

@@ -26,7 +26,7 @@ from deepsmote_jax import config_lib, evaluation, files, smote
 from deepsmote_jax.data.folder import ImageSet
 from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import anomaly, classifier_setup, generate, prepare_data, report, run_info, stage, tiled
-from deepsmote_jax.jobs.classifier_setup import MODEL_KEYS, RUN_INFO, sampling_strategy
+from deepsmote_jax.jobs.classifier_setup import MODEL_KEYS, RUN_INFO
 from deepsmote_jax.jobs.lock import WorkdirLock
 from deepsmote_jax.jobs.stage import Stage
 from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
@@ -69,7 +69,6 @@ def _autoencoder(config, work: pathlib.Path, penalty: str, progress: bool, out: 
 
 def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resume: bool) -> dict:
   model, _ = load_autoencoder(work / f"autoencoder_{penalty}" / "autoencoder")
-  g = config.generate
   # Tiles: synthetic NG tiles only from NG sources (mask tiles, key tiles), balanced against the OK tiles.
   train = (
     tiled.generation_set(config, work, model)
@@ -80,10 +79,7 @@ def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resum
     model,
     train,
     out / "dataset",
-    sampling_strategy=sampling_strategy(g.sampling_strategy),
-    k_neighbors=int(g.k_neighbors),
-    kind=g.kind,
-    seed=int(g.seed),
+    **generate.oversampling(config),
     copy_originals="png",
     overwrite=True,
     data_split={**prepare_data.split_record(work / "data"), "split": "train"},

@@ -337,13 +337,11 @@ def write_galleries(config, work: pathlib.Path, out: pathlib.Path, runs: dict, r
 def galleries_md(info: dict) -> list[str]:
   if not info:
     return []
-  md = [
-    "## Misclassified test images",
-    "",
+  intro = (
     "First seed of each method, at the recall-first threshold (at the argmax where the run has no threshold); "
-    "captions are the test files (`classifiers/<run>/predictions.csv` lists every image's scores).",
-    "",
-  ]
+    "captions are the test files (`classifiers/<run>/predictions.csv` lists every image's scores)."
+  )
+  md = ["## Misclassified test images", "", intro, ""]
   for method, e in info.items():
     md += [f"### {method}", ""]
     if "note" in e:

@@ -166,15 +166,7 @@ def _export_and_predict(result, run_dir: pathlib.Path, config, tcfg, tiling: dic
 
 
 def train_one(
-  config,
-  work: pathlib.Path,
-  method: str,
-  seed: int,
-  run_dir: pathlib.Path,
-  *,
-  extra: ImageSet | None = None,
-  progress: bool = True,
-  data_dir: pathlib.Path | None = None,
+  config, work: pathlib.Path, method: str, seed: int, run_dir: pathlib.Path, *, extra=None, progress=True, data_dir=None
 ) -> dict:
   """One tile classifier for `method` (plus optional extra tiles as one-tile bags) trained by MIL on the
   saved tiled splits (of `data_dir`, default `<work>/data`); exports the best epoch (by the image-level

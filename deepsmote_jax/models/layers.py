@@ -321,19 +321,30 @@ def _conv_cpu_bwd(strides, padding, precision, igrad, wgrad, res, dy):
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
+# The keyword arguments of `lax.conv_general_dilated` a plain convolution may be given (at their defaults).
+_OPTIONS = frozenset(
+  ("lhs_dilation", "rhs_dilation", "feature_group_count", "batch_group_count", "preferred_element_type", "out_sharding")
+)
+
+
+def _plain_2d(lhs, rhs, dimension_numbers, options: dict) -> bool:
+  """Whether a convolution is a plain 2-D NHWC/HWIO one: no dilation, groups, element type or sharding."""
+  dilations = tuple(options.get("lhs_dilation") or ()) + tuple(options.get("rhs_dilation") or ())
+  return (
+    lhs.ndim == 4
+    and set(options) <= _OPTIONS
+    and options.get("feature_group_count", 1) == 1
+    and options.get("batch_group_count", 1) == 1
+    and options.get("preferred_element_type") is None
+    and options.get("out_sharding") is None
+    and all(d == 1 for d in dilations)
+    and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  )
+
+
 def conv_general_dilated(
-  lhs,
-  rhs,
-  window_strides,
-  padding,
-  lhs_dilation=None,
-  rhs_dilation=None,
-  dimension_numbers=None,
-  feature_group_count=1,
-  batch_group_count=1,
-  precision=None,
-  preferred_element_type=None,
-  out_sharding=None,
+  lhs, rhs, window_strides, padding, *, dimension_numbers=None, precision=None, **options
 ) -> Array:
   """`lax.conv_general_dilated` with this module's rewrites, for `nnx.Conv(conv_general_dilated=...)`.
 
@@ -341,34 +352,10 @@ def conv_general_dilated(
   product; on the CPU backend the others get `_conv_cpu`'s gradients. Anything else, and every other
   convolution off the CPU, is exactly `lax.conv_general_dilated(...)` with the arguments given.
   """
-
-  def plain():
+  if not _plain_2d(lhs, rhs, dimension_numbers, options):
     return lax.conv_general_dilated(
-      lhs,
-      rhs,
-      window_strides,
-      padding,
-      lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count,
-      precision=precision,
-      preferred_element_type=preferred_element_type,
-      out_sharding=out_sharding,
+      lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers, precision=precision, **options
     )
-
-  if (
-    lhs.ndim != 4
-    or feature_group_count != 1
-    or batch_group_count != 1
-    or preferred_element_type is not None
-    or out_sharding is not None
-    or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-    or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-  ):
-    return plain()
   strides = tuple(int(s) for s in window_strides)
   if isinstance(padding, str):
     pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
@@ -382,7 +369,9 @@ def conv_general_dilated(
     strides[0] == strides[1] and pads[0][0] == pads[1][0] and rhs.shape[0] == rhs.shape[1] or strides == (1, 1)
   ):
     return _conv_cpu(lhs, rhs, strides, pads, precision)
-  return plain()
+  return lax.conv_general_dilated(
+    lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers, precision=precision, **options
+  )
 
 
 class ConvTranspose(nnx.Module):

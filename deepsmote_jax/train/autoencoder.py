@@ -213,6 +213,7 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
     images = to_unit_range(batch["image"] if streamed else data["images"][batch["index"]])
     bmask = batch["mask"]
 
+    sample = {}  # the penalty's class sample
     if penalty != "none":
       if streamed:  # the same class sample, drawn on the host by `PenaltySamplePlan`
         valid = batch["class_valid"]
@@ -228,22 +229,11 @@ def make_step(graphdef, tx: optax.GradientTransformation, cfg: AETrainConfig, nu
       else:
         offset = jax.random.randint(jax.random.fold_in(step_key, 1), (), 1, jnp.maximum(n_valid, 2))
         perm = cyclic_shift(n_valid, p_padded, offset)
+      sample = dict(class_images=class_images, valid=valid, perm=perm, penalty_weight=cfg.penalty_weight)
 
     def loss_fn(params):
       model: Autoencoder = loop.merge_model(graphdef, params, state.batch_stats)
-      if penalty == "none":
-        loss, terms = deepsmote_loss(model, images, bmask, penalty="none")
-      else:
-        loss, terms = deepsmote_loss(
-          model,
-          images,
-          bmask,
-          penalty=penalty,
-          class_images=class_images,
-          valid=valid,
-          perm=perm,
-          penalty_weight=cfg.penalty_weight,
-        )
+      loss, terms = deepsmote_loss(model, images, bmask, penalty=penalty, **sample)
       return loss, (terms["recon"], terms["penalty"], loop.batch_stats_of(model))
 
     (loss, (recon_loss, pen, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -319,6 +319,26 @@ def describe_changes(old: Any, new: Any, prefix: str = "") -> str:
   return "; ".join(c for c in changes if c)
 
 
+def _progress_bar(options: RunOptions, start: int) -> tqdm:
+  """The primary process's progress bar (none elsewhere or without `options.progress`)."""
+  return tqdm(
+    total=options.total_steps,
+    initial=start,
+    desc=options.description,
+    disable=not options.progress or not distributed.is_primary(),
+    dynamic_ncols=True,
+    leave=True,
+    # Redirected to a file, a bar redrawn 10 times a second piles up (250 KB logs): once a minute there.
+    mininterval=0.1 if sys.stderr.isatty() else 60.0,
+  )
+
+
+def _eval_due(first: int, step_now: int, options: RunOptions) -> bool:
+  """Whether the call that ran steps [first, step_now) crossed an evaluation point or ended the run."""
+  every = options.eval_every_steps
+  return bool(every) and (step_now // every > first // every or step_now == options.total_steps)
+
+
 def run(
   state: TrainState,
   *,
@@ -346,16 +366,7 @@ def run(
   last_metrics: dict = {}
   seen = 0
   t_start = time.perf_counter()
-  bar = tqdm(
-    total=options.total_steps,
-    initial=start,
-    desc=options.description,
-    disable=not options.progress or not distributed.is_primary(),
-    dynamic_ncols=True,
-    leave=True,
-    # Redirected to a file, a bar redrawn 10 times a second piles up (250 KB logs): once a minute there.
-    mininterval=0.1 if sys.stderr.isatty() else 60.0,
-  )
+  bar = _progress_bar(options, start)
   stop_at = options.stop_after_steps
   last_saved = start
   clock = {"last": None}  # time of the previous metrics fetch, for images/s
@@ -372,13 +383,7 @@ def run(
       pending = (first, n, metrics)
       seen += n
       step_now = first + n
-      if (
-        evaluate
-        and options.eval_every_steps
-        and (
-          step_now // options.eval_every_steps > first // options.eval_every_steps or step_now == options.total_steps
-        )
-      ):
+      if evaluate and _eval_due(first, step_now, options):
         record = {"step": step_now, **{f"val_{k}": v for k, v in evaluate(step_now, state).items()}}
         writer.write(record)
         bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

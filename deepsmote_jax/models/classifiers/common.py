@@ -34,18 +34,9 @@ def conv2d(
 ) -> nnx.Conv:
   """Keras `Conv2D` (or, with `groups=cin`, `DepthwiseConv2D`): Keras' defaults, float32 parameters."""
   kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+  params = dict(use_bias=use_bias, kernel_init=kernel_init, param_dtype=jnp.float32, rngs=rngs)
   return nnx.Conv(
-    cin,
-    cout,
-    kernel,
-    (strides, strides),
-    padding=padding,
-    feature_group_count=groups,
-    use_bias=use_bias,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    kernel_init=kernel_init,
-    rngs=rngs,
+    cin, cout, kernel, (strides, strides), padding=padding, feature_group_count=groups, dtype=dtype, **params
   )
 
 
@@ -56,16 +47,8 @@ def batch_norm(
 
   Statistics, parameters and reductions are float32; the output is cast to `dtype`.
   """
-  return nnx.BatchNorm(
-    features,
-    momentum=BN_MOMENTUM,
-    epsilon=epsilon,
-    use_scale=use_scale,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    use_fast_variance=False,
-    rngs=rngs,
-  )
+  params = dict(use_scale=use_scale, param_dtype=jnp.float32, rngs=rngs)
+  return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=epsilon, use_fast_variance=False, dtype=dtype, **params)
 
 
 class ConvBN(nnx.Module):
@@ -74,20 +57,9 @@ class ConvBN(nnx.Module):
   InceptionV3's `conv2d_bn` is `ConvBN(..., padding="SAME", use_scale=False, relu=True)`.
   """
 
-  def __init__(
-    self,
-    cin: int,
-    cout: int,
-    kernel: int | tuple[int, int],
-    *,
-    strides: int = 1,
-    padding: str = "VALID",
-    use_scale: bool = True,
-    relu: bool = False,
-    dtype: Any,
-    rngs: nnx.Rngs,
-  ):
-    self.conv = conv2d(cin, cout, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype, rngs=rngs)
+  def __init__(self, cin: int, cout: int, kernel, *, use_scale=True, relu=False, dtype: Any, rngs: nnx.Rngs, **conv):
+    """`conv`: `strides` and `padding`, as `conv2d` takes them."""
+    self.conv = conv2d(cin, cout, kernel, use_bias=False, dtype=dtype, rngs=rngs, **conv)
     self.bn = batch_norm(cout, use_scale=use_scale, dtype=dtype, rngs=rngs)
     self.relu = relu
 
