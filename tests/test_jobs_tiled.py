@@ -120,6 +120,10 @@ def test_thin_cracks_are_found_per_image(tmp_path):
   assert decision["threshold"]["value_score"] == pytest.approx(report["threshold"]["value_score"])
   flagged = [scored[r["file"]]["NG_at_threshold"] == "True" for r in rows[10:]]
   assert sum(flagged) == report["threshold"]["test"]["n_flagged"]
+  # The report's header counts images, as its tables do, with the tiles beside them.
+  header = (work / "report" / "report.md").read_text()
+  test = prepare_data.load_tiled_split(work / "data", "test")
+  assert f"test set: {test.image_counts()} images ({test.tiles.counts()} tiles)" in header
 
 
 def test_defect_crops_from_masks_train_on_the_defect(tmp_path):

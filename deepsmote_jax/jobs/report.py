@@ -479,15 +479,22 @@ def appendix_md(results: dict, stage_times: dict, runs: dict) -> list[str]:
   return md + [""]
 
 
+def _split_counts(config, work: pathlib.Path, name: str) -> str:
+  """A split's class counts as the tables count it: images, and with tiling the tiles beside them."""
+  if prepare_data.tile_settings(config).mode == "none":
+    return str(prepare_data.load_split(work / "data", name).counts())
+  split = prepare_data.load_tiled_split(work / "data", name)
+  return f"{split.image_counts()} images ({split.tiles.counts()} tiles)"
+
+
 def _markdown(config, work: pathlib.Path, results: dict, parts: dict) -> str:
-  train = prepare_data.load_split(work / "data", "train")
-  test = prepare_data.load_split(work / "data", "test")
   pl = config.pipeline
+  test, train = _split_counts(config, work, "test"), _split_counts(config, work, "train")
   md = [
     f"# DeepSMOTE comparison: {config.classifier.name} on {config.data.source} "
     f"{config.data.get('root') or ''}".rstrip(),
     "",
-    f"Seeds: {list(pl.seeds)}; test set: {test.counts()}; training set (before oversampling): {train.counts()}.",
+    f"Seeds: {list(pl.seeds)}; test set: {test}; training set (before oversampling): {train}.",
     "",
   ]
   synthetic_md, synthetic_json = parts["synthetic"]
