@@ -172,6 +172,16 @@ PRESETS: dict[str, AutoencoderSpec] = {
       decoder_input=(4, 4, 64),
       decoder=_convs([(32, 4, 2, 1), (16, 4, 2, 1), (8, 4, 2, 1), (1, 4, 2, 1)]),
     ),  # 8 16 32 64
+    # tiny_64 widened (32-256 channels, latent 256), so that thin structure such as a scratch can survive the code.
+    AutoencoderSpec(
+      name="wide_64",
+      image_size=64,
+      channels=1,
+      latent_dim=256,
+      encoder=_convs([(32, 4, 2, 1), (64, 4, 2, 1), (128, 4, 2, 1), (256, 4, 2, 1)]),  # 32 16 8 4
+      decoder_input=(4, 4, 256),
+      decoder=_convs([(128, 4, 2, 1), (64, 4, 2, 1), (32, 4, 2, 1), (1, 4, 2, 1)]),
+    ),  # 8 16 32 64
     # 16x16: the smallest preset, for end-to-end tests of the whole machinery.
     AutoencoderSpec(
       name="micro_16",
