@@ -51,6 +51,9 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       # decoded images would exceed stream_budget_mb, and loaded in memory below; 'true' / 'false' force it.
       stream="auto",
       stream_budget_mb=4096,
+      # Where a stream keeps the images it decoded for later epochs (freed when the run ends): 'disk' (a file
+      # under $TMPDIR), an existing directory, or 'off' (decode every image every epoch).
+      stream_cache="disk",
     )
   )
   c.train = ml_collections.ConfigDict(

@@ -384,6 +384,13 @@ def test_streamed_pipeline_equals_the_in_memory_one(tmp_path):
     probas[stream] = {r: np.load(tmp_path / stream / "classifiers" / r / "predictions.npz")["test_proba"] for r in runs}
   with np.load(tmp_path / "true" / "data" / "train.npz", allow_pickle=True) as z:
     assert "images" not in z and len(z["paths"]) == len(z["labels"])  # the split lists files, holds no pixels
+  # Where a stream keeps its decoded images is not part of the data stage (changing it redoes nothing) and
+  # reaches the training split the trainers stream from.
+  disk = prepare_data.record(config)
+  config.data.stream_cache = "off"
+  assert prepare_data.record(config) == disk
+  assert prepare_data.training_split(config, tmp_path / "true" / "data").images.stream_cache == "off"
+  assert prepare_data.load_split(tmp_path / "true" / "data", "validation").images.stream_cache == "disk"
   assert sorted(probas["true"]) == sorted(probas["false"]) and len(probas["true"]) == 3
   for run, proba in probas["false"].items():
     np.testing.assert_allclose(probas["true"][run], proba, rtol=1e-5, atol=1e-6, err_msg=run)

@@ -70,7 +70,7 @@ def train_one(config, work: pathlib.Path, method: str, seed: int, run_dir: pathl
   if method not in METHODS:
     raise ValueError(f"unknown one-class method {method!r}; known: {list(METHODS)}")
   ok, ng = config.imbalance.ok_class, config.pipeline.positive_class
-  train = prepare_data.load_split(work / "data", "train")
+  train = prepare_data.training_split(config, work / "data")
   val = prepare_data.load_split(work / "data", "validation")
   test = prepare_data.load_split(work / "data", "test")
   class_names = list(val.class_names)

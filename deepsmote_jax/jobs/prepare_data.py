@@ -23,7 +23,7 @@ from deepsmote_jax.data import protocols, splits
 from deepsmote_jax.data import tiles as tiles_lib
 from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.data.folder import ImageSet, load_image_folder
-from deepsmote_jax.data.sources import load_source
+from deepsmote_jax.data.sources import load_source, stream_cache_setting
 from deepsmote_jax.jobs import stage
 from deepsmote_jax.models import presets
 from deepsmote_jax.train import loop
@@ -164,11 +164,13 @@ def record(config, image_set: ImageSet | None = None) -> dict:
 
 
 def _drop_unset(config, settings: dict) -> None:
-  """Leaves settings at their off value out of a record, so that records of runs from before them stay valid."""
+  """Leaves settings at their off value out of a record, so that records of runs from before them stay valid,
+  and settings that do not change the data stage's output."""
   if tile_settings(config).mode == "none":
     settings["data"].pop("patches", None)
   if not tuple(config.imbalance.get("scarce_classes") or ()):
     settings["imbalance"].pop("scarce_classes", None)
+  settings["data"].pop("stream_cache", None)  # where decoded images are kept while streaming, not which images
 
 
 def ensure(config, workdir: str | os.PathLike, split_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -366,16 +368,24 @@ def save_split(path: pathlib.Path, s: ImageSet) -> None:
   )
 
 
-def load_split(data_dir: pathlib.Path, name: str) -> ImageSet:
-  """One split saved by `run` (`name` in train / validation / test); a streamed one as `FileImages`."""
+def load_split(data_dir: pathlib.Path, name: str, *, stream_cache: str = "disk") -> ImageSet:
+  """One split saved by `run` (`name` in train / validation / test); a streamed one as `FileImages` keeping
+  the images it decodes in `stream_cache` (`data.file_images.check_stream_cache`)."""
   with np.load(pathlib.Path(data_dir) / f"{name}.npz", allow_pickle=True) as z:
     if "paths" in z:
-      images = FileImages(list(z["paths"]), root=None, **json.loads(str(z["decoding"])))
+      decoding = json.loads(str(z["decoding"]))
+      images = FileImages(list(z["paths"]), root=None, **decoding, stream_cache=stream_cache)
     else:
       images = z["images"]
     return ImageSet(
       images=images, labels=z["labels"], class_names=list(z["class_names"]), files=list(z["files"]), skipped=[]
     )
+
+
+def training_split(config, data_dir: pathlib.Path) -> ImageSet:
+  """The saved training split, streamed with `config.data.stream_cache` (the setting is not part of the data
+  stage: it changes where decoded images are kept, not the images)."""
+  return load_split(data_dir, "train", stream_cache=stream_cache_setting(config.data))
 
 
 def tile_settings(config) -> tiles_lib.TileSettings:

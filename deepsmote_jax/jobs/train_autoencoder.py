@@ -74,7 +74,7 @@ def train_and_export(
 def _from_split(config, work: pathlib.Path, split) -> tuple[ImageSet, ImageSet | None, dict]:
   """(training split, validation split or None, the split's record) of the data stage."""
   data_dir = prepare_data.ensure(config, work, split)
-  train = prepare_data.load_split(data_dir, "train")
+  train = prepare_data.training_split(config, data_dir)
   val = prepare_data.load_split(data_dir, "validation")
   if not len(val) or val.images.shape[1:] != train.images.shape[1:]:
     stage.log("autoencoder: no validation images of the training size in the split")

@@ -48,7 +48,7 @@ def training_set(
 ) -> tuple[ImageSet, str, str]:
   """(training images, class weighting, oversampling) of a method, from the saved training split (of
   `data_dir`, default `<work>/data`)."""
-  train = prepare_data.load_split(data_dir or work / "data", "train")
+  train = prepare_data.training_split(config, data_dir or work / "data")
   if method == "none":
     return train, "none", "none"
   if method == "class_weights":

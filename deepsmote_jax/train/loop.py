@@ -180,14 +180,17 @@ class EpochPlan:
     raise NotImplementedError
 
   def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps_per_epoch, B) indices and masks of epoch `e`."""
-    if e not in self._cache:
+    """(steps_per_epoch, B) indices and masks of epoch `e` (the last epoch's kept; safe from several threads:
+    the one-entry cache is replaced whole, never read back after another thread may have replaced it)."""
+    cached = self._cache.get(e)
+    if cached is None:
       order = np.asarray(self.epoch_order(np.random.default_rng([self.seed, e])), np.int32)
       n = self.steps_per_epoch * self.batch_size
       idx, mask = np.zeros(n, np.int32), np.zeros(n, bool)
       idx[: len(order)], mask[: len(order)] = order, True
-      self._cache = {e: (idx.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))}
-    return self._cache[e]
+      cached = (idx.reshape(-1, self.batch_size), mask.reshape(-1, self.batch_size))
+      self._cache = {e: cached}
+    return cached
 
   def __call__(self, first: int, n: int) -> dict:
     steps = [divmod(s, self.steps_per_epoch) for s in range(first, first + n)]
