@@ -187,7 +187,7 @@ def test_stream_cache_off_or_a_full_disk_streams_uncached(png_root, tmp_path, mo
       monkeypatch.setattr(shutil, "disk_usage", lambda path, full=full: full)
     before = _open_cache_files()
     stream = listed.images.stream(lambda s: reads[s], 0, len(reads))
-    assert not hasattr(stream, "cache") and _open_cache_files() <= before and not os.listdir(tmp_path)
+    assert stream.cache is None and _open_cache_files() <= before and not os.listdir(tmp_path)
     for s, images in enumerate(stream):
       np.testing.assert_array_equal(images, loaded.images[reads[s]])
   assert "streaming without the cache" in caplog.text
@@ -208,3 +208,26 @@ def test_stream_cache_setting_is_checked_and_is_not_an_image_setting(png_root, t
   b = FileImages(["NG/a.png", "OK/b.png"], root=png_root, image_size=12, channels=1)
   assert a.settings() == b.settings() and a.fingerprint() == b.fingerprint()
   assert a.take([1]).stream_cache == a.concat(b).stream_cache == "off"
+
+
+@pytest.mark.parametrize("cache", ["disk", "off"])
+def test_a_corrupt_file_met_while_streaming_is_a_one_line_error_naming_it(png_root, tmp_path, cache):
+  """A file that cannot be decoded surfaces from the stream as a `BadImageError` (a ValueError: one line from
+  the command line) naming the file, not as TensorFlow's error with a Python traceback inside it."""
+  root = tmp_path / "copy"
+  shutil.copytree(png_root, root)
+  listed = folder.load_image_folder(root, image_size=12, channels=1, stream=True)
+  bad = listed.images.paths[4]
+  with open(bad, "wb") as f:
+    f.write(b"not an image")
+  where = "off" if cache == "off" else str(tmp_path)
+  images = FileImages(listed.images.paths, root=None, **listed.images.settings(), stream_cache=where)
+  stream = images.stream(lambda s: np.arange(2 * s, 2 * s + 2) % len(images), 0, 5)
+  try:
+    with pytest.raises(image_io.BadImageError) as raised:
+      for _ in range(5):
+        next(stream)
+  finally:
+    stream.close()
+  message = str(raised.value)
+  assert bad in message and "not a recognised image file" in message and "\n" not in message

@@ -19,6 +19,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -48,7 +49,10 @@ def import_tf():
 def _pillow_decoder(image_size: int, channels: int, resize: str):
   def decode(path):
     p = path.decode() if isinstance(path, bytes) else str(path)
-    return image_io.decode_image(p, image_size, channels, resize)
+    try:
+      return image_io.decode_image(p, image_size, channels, resize)
+    except image_io.BadImageError as e:
+      raise image_io.BadImageError(f"{p}: {e}") from None
 
   return decode
 
@@ -184,22 +188,42 @@ class DecodedCache:
     return images
 
 
-class _CachedStream:
-  """The numpy iterator of a cached stream; closing it (or dropping it) frees its cache."""
+_PYTHON_ERROR = re.compile(r"^(?:[A-Z_]+: )?[\w.]*(?:Error|Exception): (.+)$")  # [TF status: ]Type: message
 
-  def __init__(self, iterator: Iterator[np.ndarray], cache: DecodedCache):
-    self._iterator, self.cache = iterator, cache
-    self._finalizer = weakref.finalize(self, cache.close)
+
+def stream_error(e: BaseException) -> image_io.BadImageError:
+  """A tf.data error of a stream as the one-line error of the file behind it: a decoder's Python error (which
+  names the file) travels inside TensorFlow's message, under its traceback."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  found = next((m.group(1) for m in map(_PYTHON_ERROR.match, lines) if m), None)
+  return image_io.BadImageError(found or f"a streamed image could not be decoded: {lines[0] if lines else e!r}")
+
+
+class _Stream:
+  """The numpy iterator of a stream: decoding errors as one-line `BadImageError`s (not TensorFlow's), and
+  closing it (or dropping it) frees its cache."""
+
+  def __init__(self, tf, iterator: Iterator[np.ndarray], cache: DecodedCache | None):
+    self._iterator, self.cache, self._op_error = iterator, cache, tf.errors.OpError
+    self._finalizer = weakref.finalize(self, cache.close) if cache is not None else None
 
   def __iter__(self):
     return self
 
   def __next__(self) -> np.ndarray:
-    return next(self._iterator)
+    try:
+      return next(self._iterator)
+    except self._op_error as e:
+      error = stream_error(e)
+    # Raised outside the handler, so it keeps no reference to TensorFlow's error: that error's traceback holds
+    # the tf.data iterator, which would then live until interpreter exit and deadlock there with its threads.
+    self.close()
+    raise error
 
   def close(self) -> None:
     self._iterator = iter(())
-    self._finalizer()
+    if self._finalizer is not None:
+      self._finalizer()
 
 
 def tf_decodable(paths: Sequence[str], decoder: str, resize: str) -> np.ndarray:
@@ -329,7 +353,7 @@ class FileImages:
     if cache is None:
       steps = steps.map(lambda s: tf.ensure_shape(tf.numpy_function(step_reads, [s], tf.int64), (per_step,)))
       ds = steps.unbatch().map(lambda i: decode(tf.gather(paths, i), tf.gather(fast, i)), **parallel)
-      return ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator()
+      return _Stream(tf, ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator(), None)
 
     def read(s):
       # The step's indices and its cached rows, in one call.
@@ -349,4 +373,4 @@ class FileImages:
       return tf.cond(tf.reduce_any(missing), decode_missing, lambda: images)
 
     ds = steps.map(read).map(fill, **parallel).prefetch(self.prefetch_steps)
-    return _CachedStream(ds.as_numpy_iterator(), cache)
+    return _Stream(tf, ds.as_numpy_iterator(), cache)
