@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -231,3 +233,23 @@ def test_a_corrupt_file_met_while_streaming_is_a_one_line_error_naming_it(png_ro
     stream.close()
   message = str(raised.value)
   assert bad in message and "not a recognised image file" in message and "\n" not in message
+
+
+def test_the_command_line_stopped_by_a_corrupt_streamed_file_exits_with_one_line(tmp_path):
+  """`deepsmote train-autoencoder` on a streamed folder with a corrupt file: `error: <file>: ...` and exit code
+  2, not TensorFlow's traceback (exit 1), and no hang (TensorFlow's error, if kept, holds the tf.data iterator
+  until interpreter exit, where it deadlocks with its threads)."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
+  folder.save_image_folder(images, (np.arange(40) % 4 == 0).astype(int), ["NG", "OK"], tmp_path / "images")
+  bad = sorted((tmp_path / "images" / "OK").iterdir())[::5]  # some land in the training split
+  for path in bad:
+    path.write_bytes(b"not an image")
+  overrides = ["--config.data.source=folder", f"--config.data.root={tmp_path / 'images'}", "--config.data.stream=true"]
+  overrides += ["--config.model.preset=micro_16", "--config.imbalance.ok_class=OK", "--config.train.epochs=2"]
+  cmd = [sys.executable, "-m", "deepsmote_jax.cli", "train-autoencoder", "--noprogress", "--config", "default:local"]
+  cmd += [*overrides, f"--workdir={tmp_path / 'run'}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  last = (proc.stderr.strip().splitlines() or [""])[-1]
+  assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert last in [f"error: {path}: not a recognised image file" for path in bad], last
