@@ -21,11 +21,13 @@ USER_ERRORS = (ValueError, OSError, WorkdirLocked)
 
 
 def quiet_logs() -> None:
-  """Only warnings and errors from absl (Orbax), TensorFlow's C++ core and JAX."""
+  """Only warnings and errors from absl (Orbax) and JAX, only errors from TensorFlow's C++ core (its warnings
+  repeat, with a traceback, the errors of image decoding that the job reports itself in one line)."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   for name in ("absl", "orbax", "jax", "tensorflow"):
     logging.getLogger(name).setLevel(logging.WARNING)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1":  # unset, or JAX's default (`import jax` sets '1')
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 
 def one_line(e: BaseException) -> str:
