@@ -148,8 +148,11 @@ class DecodedCache:
   def close(self) -> None:
     """Frees the file (idempotent)."""
     with self._lock:
-      self._fd = None
-      self._close()
+      self._release()
+
+  def _release(self) -> None:  # with the lock held
+    self._fd = None
+    self._close()
 
   def cached(self) -> np.ndarray:
     """Which rows are in the file (a copy)."""
@@ -183,15 +186,14 @@ class DecodedCache:
             self._cached[i] = True  # only once written: a reader never sees a partial row
       except OSError as e:
         logging.warning("stream_cache: writing the decoded-image cache failed (%s): streaming without it", e)
-        self._fd = None
-        self._close()
+        self._release()
     return images
 
 
 _PYTHON_ERROR = re.compile(r"^(?:[A-Z_]+: )?[\w.]*(?:Error|Exception): (.+)$")  # [TF status: ]Type: message
 
 
-def stream_error(e: BaseException) -> image_io.BadImageError:
+def _stream_error(e: BaseException) -> image_io.BadImageError:
   """A tf.data error of a stream as the one-line error of the file behind it: a decoder's Python error (which
   names the file) travels inside TensorFlow's message, under its traceback."""
   lines = [line.strip() for line in str(e).splitlines() if line.strip()]
@@ -214,7 +216,7 @@ class _Stream:
     try:
       return next(self._iterator)
     except self._op_error as e:
-      error = stream_error(e)
+      error = _stream_error(e)
     # Raised outside the handler, so it keeps no reference to TensorFlow's error: that error's traceback holds
     # the tf.data iterator, which would then live until interpreter exit and deadlock there with its threads.
     self.close()
@@ -340,7 +342,11 @@ class FileImages:
       raise ValueError(f"step {first} reads no image")
     paths = tf.constant(np.asarray(self.paths, dtype=str))
     fast = tf.constant(tf_decodable(self.paths, self.decoder, self.resize))
-    decode = decoder_fn(tf, *self.settings_tuple(), self.decoder)
+    decode_path = decoder_fn(tf, *self.settings_tuple(), self.decoder)
+
+    def decode(i):  # the image at index `i`
+      return decode_path(tf.gather(paths, i), tf.gather(fast, i))
+
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     cache = DecodedCache.open(self.stream_cache, len(self), self.image_shape)
     shape = (per_step, *self.image_shape)
@@ -352,7 +358,7 @@ class FileImages:
     steps = tf.data.Dataset.range(first, last)
     if cache is None:
       steps = steps.map(lambda s: tf.ensure_shape(tf.numpy_function(step_reads, [s], tf.int64), (per_step,)))
-      ds = steps.unbatch().map(lambda i: decode(tf.gather(paths, i), tf.gather(fast, i)), **parallel)
+      ds = steps.unbatch().map(decode, **parallel)
       return _Stream(tf, ds.batch(per_step).prefetch(self.prefetch_steps).as_numpy_iterator(), None)
 
     def read(s):
@@ -362,7 +368,7 @@ class FileImages:
 
     def decode_row(row):
       i, image, missing = row
-      return tf.cond(missing, lambda: decode(tf.gather(paths, i), tf.gather(fast, i)), lambda: image)
+      return tf.cond(missing, lambda: decode(i), lambda: image)
 
     def fill(i, images, missing):
       # A step whose rows are all cached passes as read; a step with misses decodes just those.
