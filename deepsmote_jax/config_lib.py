@@ -66,6 +66,9 @@ def autoencoder_config(*, preset: str, channels: int, epochs: int, batch_size: i
       penalty_sample_size=100,
       # 'uniform' (released code) | 'inverse_count': the penalty's class drawn with probability ~ 1/count.
       penalty_classes="uniform",
+      # Weight of the edge (pixel-difference) error beside the reconstruction MSE, in both loss terms; 0: the
+      # paper's MSE. Thin defects (cracks, scratches) are a tiny share of the MSE but most of the edge error.
+      edge_weight=0.0,
       steps_per_call=10,
       compute_dtype="auto",
       # With validation images: the exported state is the best by 'psnr' | 'ssim' (mean over classes of

@@ -29,6 +29,7 @@ _TRAIN_SETTINGS = (
   "penalty_weight",
   "penalty_sample_size",
   "penalty_classes",
+  "edge_weight",
   "compute_dtype",
 )
 
@@ -40,7 +41,7 @@ class DeepSMOTE(BaseEstimator):
     preset: autoencoder preset name (`deepsmote_jax.PRESETS`) or an `AutoencoderSpec`; its `image_size` and
       `channels` must match X.
     epochs, batch_size, learning_rate, penalty, penalty_weight, penalty_sample_size, penalty_classes,
-      compute_dtype: the encoder/decoder training settings (see `AETrainConfig`; defaults are the released
+      edge_weight, compute_dtype: the encoder/decoder training settings (see `AETrainConfig`; defaults are the released
       code's, except `epochs`).
     sampling_strategy: imbalanced-learn's over-sampling strategy ('auto', 'minority', a float for two
       classes, a {class: target count} dict or a callable of y).
@@ -64,6 +65,7 @@ class DeepSMOTE(BaseEstimator):
     penalty_weight: float = 1.0,
     penalty_sample_size: int = 100,
     penalty_classes: str = "uniform",
+    edge_weight: float = 0.0,
     compute_dtype: str = "auto",
     sampling_strategy: Any = "auto",
     k_neighbors: int = 5,
@@ -79,6 +81,7 @@ class DeepSMOTE(BaseEstimator):
     self.penalty_weight = penalty_weight
     self.penalty_sample_size = penalty_sample_size
     self.penalty_classes = penalty_classes
+    self.edge_weight = edge_weight
     self.compute_dtype = compute_dtype
     self.sampling_strategy = sampling_strategy
     self.k_neighbors = k_neighbors

@@ -96,6 +96,37 @@ def test_reference_shift_is_a_reconstruction_of_the_class_sample():
   assert float(shifted["penalty"]) == pytest.approx(float(direct), rel=1e-5)
 
 
+def test_edge_error_charges_a_blurred_line_more_than_the_mse_does():
+  """A 1-px line blurred over 3 px: the MSE barely moves; the edge term counts the lost edges (by hand)."""
+  sharp = np.zeros((1, 16, 16, 1), np.float32)
+  sharp[0, 8, :, 0] = 1.0
+  blurred = np.zeros_like(sharp)
+  blurred[0, 7:10, :, 0] = 1.0 / 3
+  mse = float(ae.reconstruction_error(jnp.asarray(blurred), jnp.asarray(sharp)))
+  assert mse == pytest.approx(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 16, rel=1e-6)  # one row of three off, of 16
+  # vertical differences of the line: (0,1,-1,0) against (1/3,0,0,-1/3) on 15 x 16 pairs; horizontal: none
+  edge = ((1 / 3) ** 2 + 1 + 1 + (1 / 3) ** 2) / 15
+  with_edges = float(ae.reconstruction_error(jnp.asarray(blurred), jnp.asarray(sharp), edge_weight=2.0))
+  assert with_edges == pytest.approx(mse + 2.0 * edge, rel=1e-6)
+  assert float(ae.reconstruction_error(jnp.asarray(sharp), jnp.asarray(sharp), edge_weight=2.0)) == 0.0
+  # masked rows count in neither term
+  pair = jnp.asarray(np.concatenate([blurred, sharp])), jnp.asarray(np.concatenate([sharp, 1 - sharp]))
+  masked = ae.reconstruction_error(*pair, jnp.array([True, False]), edge_weight=2.0)
+  assert float(masked) == pytest.approx(with_edges, rel=1e-6)
+
+
+def test_edge_weight_reaches_both_loss_terms():
+  model = build_autoencoder(MICRO, seed=0)
+  x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 1), minval=-1, maxval=1)
+  graphdef, params, stats = loop.split_model(model)
+  sample = dict(class_images=x, valid=jnp.ones(4, bool), perm=ae.cyclic_shift(jnp.int32(4), 4, 1))
+  plain = ae.deepsmote_loss(loop.merge_model(graphdef, params, stats), x, penalty="reference", **sample)[1]
+  edged = ae.deepsmote_loss(
+    loop.merge_model(graphdef, params, stats), x, penalty="reference", edge_weight=1.0, **sample
+  )[1]
+  assert float(edged["recon"]) > float(plain["recon"]) and float(edged["penalty"]) > float(plain["penalty"])
+
+
 def test_cyclic_shift_moves_every_valid_entry():
   perm = np.asarray(ae.cyclic_shift(jnp.int32(4), 6, 1))
   assert perm.tolist() == [1, 2, 3, 0, 4, 5]
@@ -260,6 +291,7 @@ def test_new_training_settings_are_checked():
     ("penalty_classes", "rare", "config.train.penalty_classes='rare': choose one of"),
     ("select_metric", "mse", "config.train.select_metric='mse': choose one of"),
     ("val_fraction", 1.0, r"config.train.val_fraction must be in \[0, 1\)"),
+    ("edge_weight", -0.5, "config.train.edge_weight must be >= 0"),
   ]:
     with pytest.raises(ValueError, match=message):
       config_lib.to_dataclass(ae.AETrainConfig, {key: value}, "train")
