@@ -99,7 +99,11 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
   c.imbalance = ml_collections.ConfigDict(
     dict(ok_class="OK", ok_count=0, minority_ratio=0.0, scarce_classes=(), seed=0)
   )
-  c.generate = ml_collections.ConfigDict(dict(sampling_strategy="auto", kind="smote", k_neighbors=5, seed=0))
+  # synthesis: 'decode' (the paper: the decoded synthetic code) | 'residual' (the base image plus the decoded
+  # change from its code: detail the decoder loses, such as thin cracks and texture, is kept from the base).
+  c.generate = ml_collections.ConfigDict(
+    dict(sampling_strategy="auto", kind="smote", k_neighbors=5, seed=0, synthesis="decode")
+  )
   c.classifier = ml_collections.ConfigDict(
     dict(
       name="small_cnn",

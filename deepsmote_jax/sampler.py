@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from deepsmote_jax import smote
 from deepsmote_jax.models.autoencoder import Autoencoder, build_autoencoder
 from deepsmote_jax.models.presets import AutoencoderSpec, get_preset
-from deepsmote_jax.train.autoencoder import AETrainConfig, decode_codes, encode_images, train_autoencoder
+from deepsmote_jax.train.autoencoder import SYNTHESES, AETrainConfig, encode_images, synthesize, train_autoencoder
 
 # The sampler's parameters that are `AETrainConfig` fields of the same name.
 _TRAIN_SETTINGS = (
@@ -46,6 +46,8 @@ class DeepSMOTE(BaseEstimator):
     sampling_strategy: imbalanced-learn's over-sampling strategy ('auto', 'minority', a float for two
       classes, a {class: target count} dict or a callable of y).
     k_neighbors: SMOTE's k in the latent space. kind: 'smote', 'borderline-1', 'borderline-2' or 'adasyn'.
+    synthesis: 'decode' (the paper: decoded synthetic codes) or 'residual' (each synthetic code's base image
+      plus the decoded change from the base's code: detail the decoder loses is kept; see `synthesize`).
     random_state: an int seed (None: 0); the same seed gives the same images.
     progress: show a progress bar while training.
 
@@ -70,6 +72,7 @@ class DeepSMOTE(BaseEstimator):
     sampling_strategy: Any = "auto",
     k_neighbors: int = 5,
     kind: str = "smote",
+    synthesis: str = "decode",
     random_state: int | None = None,
     progress: bool = False,
   ):
@@ -86,6 +89,7 @@ class DeepSMOTE(BaseEstimator):
     self.sampling_strategy = sampling_strategy
     self.k_neighbors = k_neighbors
     self.kind = kind
+    self.synthesis = synthesis
     self.random_state = random_state
     self.progress = progress
 
@@ -101,6 +105,8 @@ class DeepSMOTE(BaseEstimator):
 
   def _check(self, X, y) -> tuple[np.ndarray, np.ndarray]:
     """X as uint8 NHWC (a 3-D array is taken as grayscale) and y, checked against each other and the preset."""
+    if self.synthesis not in SYNTHESES:  # before any training
+      raise ValueError(f"synthesis={self.synthesis!r}: choose one of {SYNTHESES}")
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim == 3:  # (N, H, W) grayscale
@@ -150,7 +156,16 @@ class DeepSMOTE(BaseEstimator):
       kind=self.kind,
       return_provenance=True,
     )
-    synthetic = decode_codes(self.autoencoder_, np.asarray(self.resampled_.samples), channels=X.shape[-1])
+    res = self.resampled_
+    residual = self.synthesis == "residual"
+    synthetic = synthesize(
+      self.autoencoder_,
+      np.asarray(res.samples),
+      synthesis=self.synthesis,
+      base_codes=np.asarray(codes)[res.base] if residual else None,
+      base_images=X[res.base] if residual else None,
+      channels=X.shape[-1],
+    )
     return np.concatenate([X, synthetic]), np.concatenate([y, self.resampled_.labels.astype(y.dtype)])
 
   def fit_resample(self, X, y) -> tuple[np.ndarray, np.ndarray]:

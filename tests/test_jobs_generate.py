@@ -211,7 +211,7 @@ def test_interrupted_run_leaves_no_folder(setup, tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(generate, "decode_codes", fail)
+  monkeypatch.setattr(generate, "synthesize", fail)
   with pytest.raises(KeyboardInterrupt):
     generate.generate_dataset(setup["model"], setup["set"], tmp_path / "out", source_root=setup["data"], k_neighbors=2)
   assert list(tmp_path.iterdir()) == []
@@ -378,3 +378,38 @@ def test_a_bad_streamed_file_fails_before_output(setup, tmp_path):
   with pytest.raises(Exception, match="(?i)image"):
     generate.generate_dataset(setup["model"], _streamed(setup, data), tmp_path / "out", k_neighbors=2)
   assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path, "out")
+
+
+def test_residual_synthesis_is_the_base_plus_the_decoded_change(setup, tmp_path, monkeypatch):
+  """'residual': every synthetic image is its base image (manifest's base_file) plus D(code) - D(base code); the
+  chunked, streamed path gives the same bytes; a gap of 0 gives the base image itself."""
+  model, image_set = setup["model"], setup["set"]
+  monkeypatch.setattr(generate, "_CHUNK_BATCHES", 2)
+  kw = dict(source_root=setup["data"], k_neighbors=2, seed=4, batch_size=3, synthesis="residual")
+  summary = generate.generate_dataset(model, image_set, tmp_path / "res", **kw)
+  assert summary["synthesis"] == "residual"
+  rows = [r for r in _check_folder(tmp_path / "res", summary, image_set) if r["synthetic"] == "1"]
+  file_row = {f: i for i, f in enumerate(image_set.files)}
+  base = image_set.images[[file_row[r["base_file"]] for r in rows]].astype(np.float32)
+  neighbor = image_set.images[[file_row[r["neighbor_file"]] for r in rows]]
+  codes_base, codes_neighbor = ae.encode_images(model, base.astype(np.uint8)), ae.encode_images(model, neighbor)
+  gaps = np.asarray([float(r["gap"]) for r in rows], np.float32)[:, None]
+  codes = codes_base + gaps * (codes_neighbor - codes_base)
+  change = ae.decode_codes(model, codes).astype(np.float32) - ae.decode_codes(model, codes_base)
+  written = np.stack([np.asarray(Image.open(tmp_path / "res" / r["file"]))[..., None] for r in rows]).astype(float)
+  inside = (base + change > 2) & (base + change < 253)  # away from the clip
+  assert inside.mean() > 0.5
+  np.testing.assert_allclose(written[inside], (base + change)[inside], atol=2.0)  # two roundings of D(.) to uint8
+  assert not np.array_equal(written, base)  # SMOTE moved them
+  base_u8 = base.astype(np.uint8)
+  at_base = ae.synthesize(model, codes_base, synthesis="residual", base_codes=codes_base, base_images=base_u8)
+  np.testing.assert_array_equal(at_base, base_u8)
+  streamed = generate.generate_dataset(model, _streamed(setup), tmp_path / "streamed", **kw)
+  assert streamed["counts_after"] == summary["counts_after"]
+  assert _folder_bytes(tmp_path / "streamed") == _folder_bytes(tmp_path / "res")
+  decoded = generate.generate_dataset(model, image_set, tmp_path / "dec", **{**kw, "synthesis": "decode"})
+  assert decoded["synthesis"] == "decode"
+  assert _folder_bytes(tmp_path / "dec") != _folder_bytes(tmp_path / "res")
+  with pytest.raises(ValueError, match="synthesis must be one of"):
+    generate.generate_dataset(model, image_set, tmp_path / "bad", **{**kw, "synthesis": "blend"})
+  assert not (tmp_path / "bad").exists()

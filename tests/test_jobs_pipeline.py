@@ -225,6 +225,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     ("train.penalty_sample_size", 0, "config.train.penalty_sample_size must be >= 1"),
     ("classifier.optimiser", "adam", r"config.classifier has unknown setting\(s\) \['optimiser'\]"),
     ("generate.kind", "smoat", "config.generate.kind='smoat'"),
+    ("generate.synthesis", "blend", "config.generate.synthesis='blend': choose one of"),
+    ("train.edge_weight", -1.0, "config.train.edge_weight must be >= 0"),
     ("model.preset", "nope", "unknown autoencoder preset 'nope'"),
     ("pipeline.threshold_rule", "quantile", "config.pipeline.threshold_rule='quantile': choose one of"),
     ("pipeline.target_recall", 1.5, r"config.pipeline.target_recall must be in \(0, 1\]"),
@@ -308,6 +310,23 @@ def test_stages_are_an_explicit_list_with_inputs(tmp_path):
   assert inputs["classifiers"] == ("data", "generate_reference", "generate_paper")
   config.pipeline.methods = ("none", "class_weights")
   assert [s.name for s in stages(config, pathlib.Path(tmp_path))] == ["data", "classifiers", "report"]
+
+
+def test_settings_added_later_leave_older_records_valid_at_their_default(tmp_path):
+  """train.edge_weight and generate.synthesis at their defaults are not in the stage records (a run recorded
+  before they existed is reused, not redone); set otherwise, they are, and so change what is redone."""
+  from deepsmote_jax.jobs.pipeline import records, stages
+
+  config = tiny_config(tmp_path)
+  plan = stages(config, pathlib.Path(tmp_path))
+  recs = records(config, plan)
+  assert "edge_weight" not in recs["autoencoder_reference"]["settings"]["train"]
+  assert "synthesis" not in recs["generate_reference"]["settings"]["generate"]
+  config.train.edge_weight, config.generate.synthesis = 0.5, "residual"
+  changed = records(config, plan)
+  assert changed["autoencoder_reference"]["settings"]["train"]["edge_weight"] == 0.5
+  assert changed["generate_reference"]["settings"]["generate"]["synthesis"] == "residual"
+  assert changed["data"] == recs["data"] and changed["classifiers"] != recs["classifiers"]
 
 
 def test_stage_marks_done_only_when_finished(tmp_path):

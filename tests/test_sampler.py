@@ -50,6 +50,21 @@ def test_same_seed_same_images_other_seed_other_images(resampled):
   assert not np.array_equal(other[len(X) :], X_res[len(X) :])
 
 
+def test_residual_synthesis_keeps_the_originals_and_moves_from_each_base(resampled):
+  """synthesis='residual' reuses the trained model: each synthetic image is its base image plus a decoded
+  change (closer to its base than the decoded image is); a bad value fails before training."""
+  sampler, X, y, X_res, _ = resampled
+  residual = DeepSMOTE(**FAST, synthesis="residual")
+  residual.autoencoder_, residual.classes_ = sampler.autoencoder_, sampler.classes_
+  R_res, r_y = residual.resample(X, y)
+  np.testing.assert_array_equal(R_res[: len(X)], X)
+  base = X[residual.resampled_.base].astype(float)
+  from_base = np.abs(R_res[len(X) :] - base).mean()
+  assert 0 < from_base < np.abs(X_res[len(X) :] - base).mean()
+  with pytest.raises(ValueError, match="synthesis='blend': choose one of"):
+    DeepSMOTE(**FAST, synthesis="blend").fit(X, y)
+
+
 def test_estimator_protocol_and_strategy():
   sampler = DeepSMOTE(**FAST, sampling_strategy={"ng": 10})
   copy = clone(sampler)

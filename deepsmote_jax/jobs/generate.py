@@ -49,7 +49,7 @@ from deepsmote_jax.export import load_autoencoder
 from deepsmote_jax.jobs import prepare_data, stage
 from deepsmote_jax.jobs.classifier_setup import sampling_strategy as parse_sampling_strategy
 from deepsmote_jax.models import presets
-from deepsmote_jax.train.autoencoder import decode_codes, encode_images
+from deepsmote_jax.train.autoencoder import SYNTHESES, encode_images, synthesize
 
 COPY_MODES = ("copy", "link", "png", "none")
 MANIFEST_COLUMNS = ("file", "class", "synthetic", "base_file", "neighbor_file", "gap", "source", "split")
@@ -219,7 +219,9 @@ def oversampling(config) -> dict:
   """`generate_dataset`'s oversampling arguments from `config.generate`."""
   g = config.generate
   strategy = parse_sampling_strategy(g.sampling_strategy)
-  return dict(sampling_strategy=strategy, k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed))
+  return dict(
+    sampling_strategy=strategy, k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed), synthesis=g.synthesis
+  )
 
 
 def generate_dataset(
@@ -231,6 +233,7 @@ def generate_dataset(
   k_neighbors: int = 5,
   kind: str = "smote",
   seed: int = 0,
+  synthesis: str = "decode",
   strict: bool = False,
   copy_originals: str = "copy",
   source_root: str | os.PathLike | None = None,
@@ -252,6 +255,8 @@ def generate_dataset(
     k_neighbors: SMOTE's k; a class with k or fewer images uses fewer (warning) unless `strict`.
     kind: 'smote', 'borderline-1', 'borderline-2' or 'adasyn'.
     seed: `jax.random.key(seed)` drives the draw.
+    synthesis: 'decode' (the paper: the decoded synthetic code) or 'residual' (its base image plus the decoded
+      change from the base's code, so detail the decoder loses is kept; `train.autoencoder.synthesize`).
     strict: raise instead of warning when a class has k_neighbors or fewer images.
     copy_originals: 'copy' / 'link' (hard link, else symlink) the files under `source_root`; 'png' writes
       the in-memory originals at the model size (also what 'copy'/'link' do without `source_root`, e.g.
@@ -271,6 +276,8 @@ def generate_dataset(
   t0 = time.perf_counter()
   out = pathlib.Path(out_dir).absolute()
   settings = dict(sampling_strategy=sampling_strategy, kind=kind, k_neighbors=k_neighbors, strict=strict, seed=seed)
+  if synthesis not in SYNTHESES:
+    raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
   checked = {k: v for k, v in settings.items() if k != "seed"}
   if source_root is None and image_set.streamed:
     source_root = image_set.images.root
@@ -285,12 +292,18 @@ def generate_dataset(
 
   tmp = files.temp_dir_beside(out)
   try:
-    options = dict(copy_originals=copy_originals, batch_size=batch_size, split=(data_split or {}).get("split", ""))
+    options = dict(
+      copy_originals=copy_originals,
+      batch_size=batch_size,
+      split=(data_split or {}).get("split", ""),
+      synthesis=synthesis,
+      codes=codes,
+    )
     written, links = _write_files(tmp, out, model, image_set, names, res, originals, (orig_paths, syn_paths), options)
     for name, folder in (extra_dirs or {}).items():
       os.rename(folder, tmp / name)
     times = dict(encode=t_encode - t0, resample=t_resample - t_encode, decode_write=time.perf_counter() - t_resample)
-    summary = _summary(out, counts, res, written, settings, caught, times) | _sources(
+    summary = _summary(out, counts, res, written, settings | {"synthesis": synthesis}, caught, times) | _sources(
       copy_originals, links, source_root, _model_record(model, model_path), data_split
     )
     files.atomic_write_json(tmp / "summary.json", summary)
@@ -305,13 +318,13 @@ def generate_dataset(
 
 def _write_files(tmp: pathlib.Path, out, model, image_set, names, res, originals, paths, options: dict):
   """The class folders, originals, synthetic images and manifest.csv in `tmp`; returns (files written per
-  class, links). options: copy_originals, batch_size and the split's name."""
+  class, links). options: copy_originals, batch_size, the split's name, synthesis and the images' codes."""
   orig_paths, syn_paths = paths
   for c in image_set.class_names:
     (tmp / c).mkdir(parents=True, exist_ok=True)
   batch_size = options["batch_size"]
   links = _write_originals(tmp, model.spec, image_set, originals, orig_paths, options["copy_originals"], batch_size)
-  _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size)
+  _write_synthetic(tmp, model, image_set, res, syn_paths, batch_size, options["synthesis"], options["codes"])
   rows = _manifest_rows(image_set, names, orig_paths, syn_paths, res, options["split"])
   written = _write_manifest(tmp, rows, list(image_set.class_names), out)
   return written, links
@@ -451,6 +464,7 @@ def _summary(out: pathlib.Path, counts: dict, res, written: dict, settings: dict
     "k_used": files.json_safe(res.k_used),
     "strict": bool(settings["strict"]),
     "seed": int(settings["seed"]),
+    "synthesis": settings["synthesis"],
     "warnings": [str(w.message) for w in caught],
     "seconds": {**{k: round(v, 3) for k, v in times.items()}, "total": round(sum(times.values()), 3)},
   }
@@ -523,8 +537,9 @@ def _write_originals(tmp: pathlib.Path, spec, image_set, originals, orig_paths, 
   return links
 
 
-def _write_synthetic(tmp: pathlib.Path, model, image_set, res, syn_paths: list[str], batch_size: int):
-  """Decodes and writes the synthetic images chunk by chunk; keeps the first few per class for the grids."""
+def _write_synthetic(tmp: pathlib.Path, model, image_set, res, syn_paths, batch_size: int, synthesis: str, codes):
+  """Decodes and writes the synthetic images chunk by chunk; keeps the first few per class for the grids.
+  'residual' synthesis reads each chunk's base images (a streamed set decodes just those files)."""
   class_names = list(image_set.class_names)
   syn_labels = np.asarray(res.labels).astype(str)
   samples = np.asarray(res.samples)
@@ -538,7 +553,16 @@ def _write_synthetic(tmp: pathlib.Path, model, image_set, res, syn_paths: list[s
   chunk = max(1, batch_size) * _CHUNK_BATCHES
   for start in range(0, len(samples), chunk):
     stop = min(start + chunk, len(samples))
-    images = decode_codes(model, samples[start:stop], batch_size=batch_size, channels=model.spec.channels)
+    base = np.asarray(res.base[start:stop])
+    images = synthesize(
+      model,
+      samples[start:stop],
+      synthesis=synthesis,
+      base_codes=codes[base] if synthesis == "residual" else None,
+      base_images=_take(image_set, base) if synthesis == "residual" else None,
+      batch_size=batch_size,
+      channels=model.spec.channels,
+    )
     save_image_folder(
       images,
       [label_of[c] for c in syn_labels[start:stop]],

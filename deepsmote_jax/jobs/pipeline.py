@@ -33,7 +33,7 @@ from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
 from deepsmote_jax.jobs.train_classifier import BASELINES, train_one
 from deepsmote_jax.models.classifiers import NAMES as classifier_names
 from deepsmote_jax.train import distributed
-from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
+from deepsmote_jax.train.autoencoder import PENALTIES, SYNTHESES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig
 from deepsmote_jax.train.loop import describe_changes
 
@@ -166,6 +166,10 @@ def stage_names(config) -> list[str]:
   return [s.name for s in stages(config, pathlib.Path("."))]
 
 
+# Settings added after runs were recorded, with the default that reproduces those runs.
+_NEWER_SETTINGS = {("train", "edge_weight"): 0.0, ("generate", "synthesis"): "decode"}
+
+
 def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dict[str, dict]:
   """Each stage's record: its settings, its own inputs (the data stage: the image source) and the digests
   of the records of the stages it reads."""
@@ -180,6 +184,9 @@ def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dic
     }
     if s.name.startswith("autoencoder_"):
       rec["settings"]["train"]["penalty"] = s.name.split("_", 1)[1]
+    for section, key in _NEWER_SETTINGS:  # at their default, left out: records from before them stay valid
+      if rec["settings"].get(section, {}).get(key, None) == _NEWER_SETTINGS[section, key]:
+        del rec["settings"][section][key]
     if "classifier" in rec["settings"]:
       weights = classifier_setup.weights_fingerprint(config)
       if weights is None:  # records of runs from before the setting stay valid
@@ -223,6 +230,8 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
     raise ValueError(f"config.generate.kind={g.kind!r}: choose one of {smote.KINDS}")
   if int(g.k_neighbors) < 1:
     raise ValueError(f"config.generate.k_neighbors must be >= 1, got {g.k_neighbors}")
+  if g.synthesis not in SYNTHESES:
+    raise ValueError(f"config.generate.synthesis={g.synthesis!r}: choose one of {SYNTHESES}")
   ratios = tuple(config.split.ratios)
   if len(ratios) != 3 or min(ratios) < 0 or not sum(ratios) > 0:
     raise ValueError(f"config.split.ratios must be three non-negative shares (train, validation, test), got {ratios}")

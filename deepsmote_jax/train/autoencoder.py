@@ -411,11 +411,10 @@ def train_autoencoder(
       raise ValueError(f"validation labels reach {val[1].max()}, but training has {classes} classes")
   setup = prepare_training(model, images_u8, labels, cfg, num_classes=num_classes, mesh=mesh)
   cfg, plan, spec = setup.cfg, setup.plan, model.spec
-  run_id = {
-    "spec": dataclasses.asdict(model.spec),
-    "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")},
-    "data": feed.fingerprint(images_u8, labels),
-  }
+  train_id = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "steps_per_call")}
+  if not cfg.edge_weight:  # the paper's loss: identified as before the setting, so older checkpoints resume
+    del train_id["edge_weight"]
+  run_id = {"spec": dataclasses.asdict(model.spec), "train": train_id, "data": feed.fingerprint(images_u8, labels)}
   selection = _selection(setup, val, workdir, run_id) if val is not None else None
   penalty_images = cfg.penalty_sample_size if cfg.penalty != "none" else 0
   state, summary = setup.run(
@@ -681,6 +680,46 @@ def decode_codes(
   return np.repeat(images, channels, axis=-1)
 
 
+SYNTHESES = ("decode", "residual")
+
+
+def synthesize(
+  model: Autoencoder,
+  codes: np.ndarray,
+  *,
+  synthesis: str = "decode",
+  base_codes: np.ndarray | None = None,
+  base_images: np.ndarray | None = None,
+  batch_size: int = 256,
+  channels: int | None = None,
+) -> np.ndarray:
+  """Synthetic uint8 images (N, H, W, C) of new codes.
+
+  'decode' (the paper): the decoded code, `decode_codes`. 'residual': the real base image each code was
+  interpolated from plus the decoded change, base + D(code) - D(base code), clipped. What the decoder cannot
+  reproduce -- a 1-pixel crack, the surface texture -- stays as it is in the real base image, and the
+  interpolation moves only what the decoder can represent (shading, shape, position of large structure); at
+  SMOTE gap 0 the result is the base image itself. `base_codes` / `base_images`: the base row of every code
+  (e.g. `smote.Resampled.base` into the encoded images), needed for 'residual' only.
+  """
+  if synthesis == "decode":
+    return decode_codes(model, codes, batch_size=batch_size, channels=channels)
+  if synthesis != "residual":
+    raise ValueError(f"synthesis={synthesis!r}: choose one of {SYNTHESES}")
+  codes = np.asarray(codes, np.float32)
+  if base_codes is None or base_images is None:
+    raise ValueError("synthesis='residual' needs the base code and the base image of every new code")
+  base_codes, base_images = np.asarray(base_codes, np.float32), np.asarray(base_images)
+  if not len(codes) == len(base_codes) == len(base_images):
+    raise ValueError(f"{len(codes)} codes but {len(base_codes)} base codes and {len(base_images)} base images")
+  graphdef, params, stats = loop.split_model(model)
+  params, stats = jax.device_put((params, stats))
+  rows = np.arange(len(codes))
+  return loop.batched(
+    lambda r: _decode_residual(graphdef, params, stats, codes[r], base_codes[r], base_images[r]), rows, batch_size
+  )
+
+
 # Module-level jits keyed on the (hashable) graphdef: repeated calls reuse one compilation.
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(graphdef, params, stats, x):
@@ -690,3 +729,13 @@ def _encode(graphdef, params, stats, x):
 @functools.partial(jax.jit, static_argnums=0)
 def _decode(graphdef, params, stats, z):
   return to_uint8(loop.merge_model(graphdef, params, stats).decoder(z, train=False))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_residual(graphdef, params, stats, z, z_base, base_u8):
+  decoded = loop.merge_model(graphdef, params, stats).decoder(jnp.concatenate([z, z_base]), train=False)
+  change = decoded[: len(z)] - decoded[len(z) :]  # eval mode: each row decoded on its own
+  c = base_u8.shape[-1]
+  if change.shape[-1] != c:  # decoder channels differ from the data's: as `decode_codes` converts them
+    change = change.mean(-1, keepdims=True) if c == 1 else jnp.repeat(change, c, axis=-1)
+  return to_uint8(to_unit_range(base_u8) + change)
