@@ -53,6 +53,7 @@ def _workdir(tmp_path):
   ng = train.images[train.labels == 0]
   _dataset(work / "generate_reference" / "dataset", ng[rng.integers(0, len(ng), 18)])  # copies of real NG
   _dataset(work / "generate_paper" / "dataset", np.repeat(np.full_like(ng[:1], 90), 18, axis=0))  # one image
+  files.atomic_write_json(work / "generate_reference" / "dataset" / "summary.json", {"synthesis": "residual"})
   validation = {
     "select_metric": "psnr",
     "step": 6,
@@ -105,6 +106,9 @@ def test_section_flags_copies_and_collapse_with_the_classifier_features(tmp_path
   assert summary["collapsed"] == [{"penalty": "paper", "class": "NG", "reasons": paper["reasons"]}]
   # The collapse flag opens the section, before the table.
   assert md.index("**Collapsed synthetic set: paper / NG**") < md.index("| penalty | class |")
+  # How each set was made, from its summary.json ('decode' for a folder from before the setting).
+  assert summary["penalties"]["reference"]["synthesis"] == "residual" and "Synthesis (reference): `residual`" in md
+  assert summary["penalties"]["paper"]["synthesis"] is None  # no summary.json at all: not claimed
   assert "| reference | **NG** | 18 | 12 | 0.0000 |" in md and "| reference | 6 (psnr) | 21.50 | 0.610 |" in md
   rows = list(csv.DictReader((tmp_path / "out" / "synthetic_nearest_reference.csv").open()))
   assert len(rows) == 18 and all(r["memorised"] == "1" and float(r["nearest_rms"]) == 0.0 for r in rows)

@@ -150,6 +150,19 @@ def _autoencoder_validation(work: pathlib.Path, penalty: str) -> dict | None:
   return json.loads(path.read_text()).get("validation")
 
 
+def _synthesis(ds_dir: pathlib.Path) -> str | None:
+  """How the generated images were made (their summary.json; folders from before the setting: 'decode')."""
+  path = ds_dir / "summary.json"
+  return json.loads(path.read_text()).get("synthesis", "decode") if path.is_file() else None
+
+
+_SYNTHESIS_TEXT = {
+  "decode": "the decoded synthetic codes (the paper's)",
+  "residual": "each synthetic image is its real base image plus the decoded change from the base's code "
+  "(detail the decoder loses is the base's; at small gaps the images are near copies of their bases)",
+}
+
+
 def run(config, work: pathlib.Path, out: pathlib.Path) -> tuple[str, dict]:
   """The section (Markdown) and its numbers (JSON-able) for every penalty of `config.pipeline.penalties`."""
   work, out = pathlib.Path(work), pathlib.Path(out)
@@ -169,6 +182,7 @@ def run(config, work: pathlib.Path, out: pathlib.Path) -> tuple[str, dict]:
       else {"classes": {}, "note": f"no generated dataset at {ds_dir}"}
     )
     result["autoencoder_validation"] = _autoencoder_validation(work, p)
+    result["synthesis"] = _synthesis(ds_dir)
     penalties[p] = result
   collapsed = [
     {"penalty": p, "class": c, "reasons": s["reasons"]}
@@ -199,7 +213,10 @@ def _markdown(summary: dict, space: str, positive: str | None) -> str:
     ] + [""]
   elif summary["penalties"]:
     md += ["No synthetic set is flagged as collapsed.", ""]
+  made = {p: r["synthesis"] for p, r in summary["penalties"].items() if r.get("synthesis")}
+  md += [f"Synthesis ({p}): `{m}` -- {_SYNTHESIS_TEXT.get(m, m)}." for p, m in made.items()]
   md += [
+    "",
     f"Feature space for precision / recall and diversity: {space}.",
     "",
     "| penalty | class | synthetic | real | nearest real RMS (median) | real-to-real RMS (median) | memorised "
