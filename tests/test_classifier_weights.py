@@ -14,6 +14,9 @@ import pytest
 from deepsmote_jax import config_lib
 from deepsmote_jax.jobs import classifier_setup, pipeline
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("classifier_weights")
+
 keras = pytest.importorskip("keras")
 pytest.importorskip("h5py")
 

@@ -26,9 +26,11 @@ keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
 # Keras' get/set_weights trips a numpy-2 __array__ note; keep the output readable.
-pytestmark = pytest.mark.filterwarnings(
-  "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = [
+  pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+  pytest.mark.xdist_group("classifiers_inception_xception"),
+]
 
 SIZE = {"inception_v3": 75, "xception": 71}
 FLAX_CLS = {"inception_v3": InceptionV3, "xception": Xception}

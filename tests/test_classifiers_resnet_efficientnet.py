@@ -35,8 +35,12 @@ h5py = pytest.importorskip("h5py")
 
 SIZE = 32  # smallest input both Keras models accept
 
-# Keras' TensorFlow backend trips a NumPy 2 deprecation on every weight read; it is not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+# Keras' TensorFlow backend trips a NumPy 2 deprecation on every weight read; it is not ours to fix. One xdist
+# worker runs this module (`--dist loadgroup`), so its module-scoped fixtures are built once.
+pytestmark = [
+  pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+  pytest.mark.xdist_group("classifiers_resnet_efficientnet"),
+]
 
 
 def _randomise(model, seed: int):

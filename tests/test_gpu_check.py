@@ -25,7 +25,11 @@ ROW_KEYS = {
   "e": {"method", "acsa", "ng_recall", "ng_recall_at_threshold"},
 }
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = [
+  pytest.mark.slow,
+  pytest.mark.xdist_group("gpu_check"),
+]
 
 
 def _mirror_env(tmp_path: pathlib.Path, blocked: list[str]) -> dict[str, str]:

@@ -25,6 +25,9 @@ from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train import autoencoder as ae
 from deepsmote_jax.train import loop
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("jobs_generate")
+
 COUNTS = {"free": 12, "blowhole": 5, "crack": 3}
 SYNTHETIC_RE = re.compile(r"^synthetic_(?P<cls>.+)_(?P<idx>\d{5,})\.png$")
 

@@ -13,6 +13,9 @@ import pytest
 from deepsmote_jax import evaluation as E
 from deepsmote_jax.jobs import report
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("jobs_report")
+
 # 40 OK then 20 NG test images; class 1 (NG) is the positive class.
 LABELS = np.r_[np.zeros(40, int), np.ones(20, int)]
 

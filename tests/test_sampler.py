@@ -8,6 +8,9 @@ from sklearn.base import clone
 
 from deepsmote_jax import DeepSMOTE
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("sampler")
+
 FAST = dict(preset="micro_16", epochs=2, batch_size=8, penalty_sample_size=4, random_state=3)
 
 

@@ -19,6 +19,9 @@ from benchmarks import common  # noqa: E402
 from benchmarks import torch_autoencoder as ta  # noqa: E402
 from deepsmote_jax.models.presets import PRESETS, decoder_shapes, encoder_shapes, get_preset  # noqa: E402
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("torch_baseline")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():

@@ -50,6 +50,9 @@ from deepsmote_jax.models.presets import AutoencoderSpec, decoder_shapes, encode
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
 from deepsmote_jax.train import loop  # noqa: E402
 
+# One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("torch_reference")
+
 LOSS_RTOL, LOSS_ATOL = 1e-4, 1e-5
 GRAD_RTOL = 1e-4
 ZERO_GRAD_RTOL = 1e-4
