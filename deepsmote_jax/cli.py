@@ -319,7 +319,8 @@ COMMANDS = {
       "Over-samples the TRAINING split only: of --split DIR (the autoencoder's, checked against the config), or\n"
       "of the split made with the config and kept as <workdir>/data. Reads config.generate (sampling_strategy:\n"
       "auto | minority | 'not majority' | 'not minority' | all | a ratio | '{\"NG\": 200}'; kind; k_neighbors;\n"
-      "seed). Writes <workdir>/<class>/*, manifest.csv (base and neighbour files, their split), grids/,\n"
+      "seed; synthesis: decode | residual, the base image plus the decoded change). Writes <workdir>/<class>/*,\n"
+      "manifest.csv (base and neighbour files, their split), grids/,\n"
       "summary.json (data_split: the split's folder and manifest digest).",
       _define_generate,
       _run_generate,
