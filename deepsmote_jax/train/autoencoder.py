@@ -735,7 +735,4 @@ def _decode(graphdef, params, stats, z):
 def _decode_residual(graphdef, params, stats, z, z_base, base_u8):
   decoded = loop.merge_model(graphdef, params, stats).decoder(jnp.concatenate([z, z_base]), train=False)
   change = decoded[: len(z)] - decoded[len(z) :]  # eval mode: each row decoded on its own
-  c = base_u8.shape[-1]
-  if change.shape[-1] != c:  # decoder channels differ from the data's: as `decode_codes` converts them
-    change = change.mean(-1, keepdims=True) if c == 1 else jnp.repeat(change, c, axis=-1)
-  return to_uint8(to_unit_range(base_u8) + change)
+  return to_uint8(to_unit_range(base_u8) + to_data_channels(change, base_u8.shape[-1]))
