@@ -260,6 +260,14 @@ def test_one_channel_in_three_out_trains_with_the_target_broadcast(tmp_path):
   assert np.isfinite(result.summary["loss"])
   codes = ae.encode_images(result.model, images[:4])
   assert ae.decode_codes(result.model, codes).shape == (4, 16, 16, 3)
+  # Residual synthesis brings the 3-channel decoded change to the data's 1 channel (its channel mean).
+  new = ae.encode_images(result.model, images[4:8])
+  residual = ae.synthesize(result.model, new, synthesis="residual", base_codes=codes, base_images=images[:4])
+  change = ae.decode_codes(result.model, new).astype(float) - ae.decode_codes(result.model, codes)
+  expected = images[:4] + change.mean(-1, keepdims=True)
+  inside = (expected > 2) & (expected < 253)
+  assert residual.shape == (4, 16, 16, 1) and inside.mean() > 0.5
+  np.testing.assert_allclose(residual[inside], expected[inside], atol=1.5)  # two roundings of D(.) to uint8
   ds = ImageSet(images=images, labels=labels, class_names=["A", "B", "C"], files=[f"{i}.png" for i in range(24)])
   scarce = ds.subset(np.r_[np.flatnonzero(labels != 2), np.flatnonzero(labels == 2)[:4]])  # C: 4 of 8
   summary = generate_dataset(result.model, scarce, tmp_path / "out", copy_originals="none")
