@@ -219,6 +219,8 @@ def oversampling(config) -> dict:
   """`generate_dataset`'s oversampling arguments from `config.generate`."""
   g = config.generate
   strategy = parse_sampling_strategy(g.sampling_strategy)
+  if g.synthesis not in SYNTHESES:
+    raise ValueError(f"config.generate.synthesis={g.synthesis!r}: choose one of {SYNTHESES}")
   return dict(
     sampling_strategy=strategy, k_neighbors=int(g.k_neighbors), kind=g.kind, seed=int(g.seed), synthesis=g.synthesis
   )

@@ -33,7 +33,7 @@ from deepsmote_jax.jobs.train_autoencoder import model_spec, train_and_export
 from deepsmote_jax.jobs.train_classifier import BASELINES, train_one
 from deepsmote_jax.models.classifiers import NAMES as classifier_names
 from deepsmote_jax.train import distributed
-from deepsmote_jax.train.autoencoder import PENALTIES, SYNTHESES, AETrainConfig
+from deepsmote_jax.train.autoencoder import PENALTIES, AETrainConfig
 from deepsmote_jax.train.classifier import ClassifierTrainConfig
 from deepsmote_jax.train.loop import describe_changes
 
@@ -230,8 +230,7 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
     raise ValueError(f"config.generate.kind={g.kind!r}: choose one of {smote.KINDS}")
   if int(g.k_neighbors) < 1:
     raise ValueError(f"config.generate.k_neighbors must be >= 1, got {g.k_neighbors}")
-  if g.synthesis not in SYNTHESES:
-    raise ValueError(f"config.generate.synthesis={g.synthesis!r}: choose one of {SYNTHESES}")
+  generate.oversampling(config)  # sampling_strategy and synthesis, as the generate stage reads them
   ratios = tuple(config.split.ratios)
   if len(ratios) != 3 or min(ratios) < 0 or not sum(ratios) > 0:
     raise ValueError(f"config.split.ratios must be three non-negative shares (train, validation, test), got {ratios}")
