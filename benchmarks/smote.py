@@ -10,9 +10,15 @@ nothing and get no warm-up (their first_call_s is their first timed run). Memory
 during a row (sampled from /proc every 2 ms), the
 process's ru_maxrss, and on accelerators the device's peak_bytes_in_use.
 
+From n = --once-from on, the project's resample is timed in one call (compile included, about a second)
+and its k-NN row is skipped: at 1,000,000 points each call takes a minute or more on a GPU.
+--tile-sweep measures the k-NN at --sweep-n for several (query x reference) tile sizes first (op
+'knn_tiles') and runs the sizes from --sweep-n on with the fastest.
+
 Runs without TensorFlow; a missing imbalanced-learn or scikit-learn skips its baseline with one line. Example:
   python benchmarks/smote.py                      # CPU defaults, a few minutes
   python benchmarks/smote.py --full --out $OUT/smote_gpu.json
+  python benchmarks/smote.py --n 20000 1000000 --tile-sweep 1024 1024x8192 2048x16384 --sweep-n 100000
 """
 
 from __future__ import annotations
@@ -85,6 +91,22 @@ def _time(fn, repeats: int, *, warmup: bool = True, budget_s: float = 20.0):
   return (first if warmup else times[0]), statistics.median(times), times, rss.extra_mib
 
 
+def tile_size(text: str) -> int | tuple[int, int]:
+  """'1024' -> 1024 (both sides); '1024x8192' -> (query tile, reference tile)."""
+  parts = text.lower().split("x")
+  try:
+    values = [int(v) for v in parts]
+  except ValueError:
+    values = []
+  if len(values) not in (1, 2) or min(values, default=0) < 1:
+    raise argparse.ArgumentTypeError(f"tile size {text!r}: give N or QxR with positive integers")
+  return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _tile_label(tiles) -> str:
+  return str(tiles) if isinstance(tiles, int) else f"{tiles[0]}x{tiles[1]}"
+
+
 def _data(n: int, d: int, seed: int = 0):
   rng = np.random.default_rng(seed)
   minority = rng.normal(0.5, 1.0, size=(n, d)).astype(np.float32)
@@ -118,9 +140,16 @@ def main(argv=None):
   parser.add_argument("--k", type=int, default=5)
   parser.add_argument(
     "--block-size",
-    type=int,
+    type=tile_size,
     default=None,
-    help="k-NN tile edge; default 256 on CPU (faster there), 1024 on accelerators",
+    help="k-NN tile edge (N, or QxR for query x reference); default 256 on CPU (faster there), 1024 on accelerators",
+  )
+  parser.add_argument(
+    "--tile-sweep", type=tile_size, nargs="+", default=[], help="tile sizes to compare at --sweep-n first"
+  )
+  parser.add_argument("--sweep-n", type=int, default=100_000, help="points of the tile sweep (d: the first --large-d)")
+  parser.add_argument(
+    "--once-from", type=int, default=1_000_000, help="from this n on, time one resample call and skip the k-NN row"
   )
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument(
@@ -149,7 +178,7 @@ def main(argv=None):
 
   settings = {
     "k": args.k,
-    "block_size": args.block_size,
+    "block_size": _tile_label(args.block_size),
     "repeats": args.repeats,
     "task": "one minority class of n rows vs a majority of 2n rows, sampling_strategy='auto' "
     "(n new rows), float32 codes",
@@ -162,30 +191,68 @@ def main(argv=None):
     rows.append(row)
     print(json.dumps(row), flush=True)
 
+  large_tiles = args.block_size
+  if args.tile_sweep:
+    d = args.large_d[0]
+    minority_dev = jax.device_put(_data(args.sweep_n, d)[2])
+    timed = []
+    for tiles in args.tile_sweep:
+      fn = lambda tiles=tiles: jax.block_until_ready(smote.nearest_neighbors(minority_dev, args.k, block_size=tiles))
+      try:
+        first, med, times, _ = _time(fn, args.repeats, budget_s=args.budget_s)
+      except Exception as e:  # noqa: BLE001 - e.g. a tile too large for the device: a result
+        record(
+          impl="deepsmote_jax nearest_neighbors",
+          op="knn_tiles",
+          n=args.sweep_n,
+          d=d,
+          tiles=_tile_label(tiles),
+          error=bench_common.error_message(e),
+        )
+        continue
+      timed.append((med, tiles))
+      record(
+        impl="deepsmote_jax nearest_neighbors",
+        op="knn_tiles",
+        n=args.sweep_n,
+        d=d,
+        tiles=_tile_label(tiles),
+        first_call_s=first,
+        median_s=med,
+        times_s=times,
+      )
+    if timed:
+      large_tiles = min(timed, key=lambda t: t[0])[1]
+      settings["tiles_from_sweep_n"] = _tile_label(large_tiles)
+      print(f"tile sweep: {_tile_label(large_tiles)} is the fastest at n = {args.sweep_n:,}", flush=True)
+
   for n in sizes:
+    tiles = large_tiles if args.tile_sweep and n >= args.sweep_n else args.block_size
+    once = n >= args.once_from
     for d in args.d if n < args.large_n else args.large_d:
       X, y, minority = _data(n, d)
       key = jax.random.key(0)
       X_dev, minority_dev = jax.device_put(X), jax.device_put(minority)
-      common_fields = dict(n=n, d=d)
+      common_fields = dict(n=n, d=d, tiles=_tile_label(tiles))
 
       def project_resample():
         # The provenance record: the synthetic rows only, the same work as before (X_res would add a concatenation).
-        result = smote.fit_resample(
-          key, X_dev, y, k_neighbors=args.k, block_size=args.block_size, return_provenance=True
-        )
+        result = smote.fit_resample(key, X_dev, y, k_neighbors=args.k, block_size=tiles, return_provenance=True)
         result.samples.block_until_ready()
         return result
 
       def project_knn():
-        return jax.block_until_ready(smote.nearest_neighbors(minority_dev, args.k, block_size=args.block_size))
+        return jax.block_until_ready(smote.nearest_neighbors(minority_dev, args.k, block_size=tiles))
 
-      for impl, op, fn in (
-        ("deepsmote_jax fit_resample", "resample", project_resample),
-        ("deepsmote_jax nearest_neighbors", "knn", project_knn),
-      ):
+      project = [("deepsmote_jax fit_resample", "resample", project_resample)]
+      if not once:
+        project.append(("deepsmote_jax nearest_neighbors", "knn", project_knn))
+      for impl, op, fn in project:
         try:
-          first, med, times, rss = _time(fn, args.repeats, budget_s=args.budget_s)
+          if once:  # one call, compile included (about a second of it)
+            first, med, times, rss = _time(fn, 1, warmup=False, budget_s=args.budget_s)
+          else:
+            first, med, times, rss = _time(fn, args.repeats, budget_s=args.budget_s)
         except Exception as e:  # noqa: BLE001 - e.g. out of memory at the largest n: a result, not a crash
           record(impl=impl, op=op, **common_fields, error=bench_common.error_message(e))
           continue
@@ -194,7 +261,8 @@ def main(argv=None):
           op=op,
           **common_fields,
           first_call_s=first,
-          compile_s_approx=max(first - med, 0.0),
+          compile_s_approx=None if once else max(first - med, 0.0),
+          timed="one call, compile included" if once else f"median of {len(times)} after a warm-up call",
           median_s=med,
           times_s=times,
           extra_rss_mib=rss,

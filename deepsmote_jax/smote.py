@@ -46,6 +46,17 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+TileSize = int | tuple[int, int]
+
+
+def _tiles(block_size: TileSize) -> tuple[int, int]:
+  """`block_size` as (query tile edge, reference tile edge); one int sets both."""
+  pair = (block_size, block_size) if isinstance(block_size, numbers.Integral) else tuple(block_size)
+  if len(pair) != 2 or not all(isinstance(b, numbers.Integral) and b >= 1 for b in pair):
+    raise ValueError(f"block_size must be a positive int or a (query, reference) pair of them, got {block_size!r}")
+  return int(pair[0]), int(pair[1])
+
+
 def _block(n: int, block_size: int) -> int:
   """Tile edge actually used: `block_size`, or n rounded up to a multiple of 8 when n is smaller."""
   return max(1, min(block_size, _round_up(n, 8)))
@@ -109,7 +120,7 @@ def nearest_neighbors(
   *,
   reference: jax.Array | None = None,
   self_index: jax.Array | None = None,
-  block_size: int = 1024,
+  block_size: TileSize = 1024,
   exclude_self: bool = True,
   precision: lax.Precision | str = lax.Precision.HIGHEST,
 ) -> tuple[jax.Array, jax.Array]:
@@ -122,7 +133,8 @@ def nearest_neighbors(
     self_index: with `reference`, the row of `reference` that each query point is (e.g. the class members'
       positions in the full data set), excluded from its own neighbours when `exclude_self`. Without it a
       separate reference set excludes nothing.
-    block_size: tile edge for both the query and the reference side.
+    block_size: tile edge for both the query and the reference side, or a (query, reference) pair: a wide
+      reference tile means fewer, larger steps of the running top-k loop (fewer kernel launches on a GPU).
     exclude_self: skip each point itself (by index, so duplicates still find each other).
     precision: matmul precision; HIGHEST keeps float32 exact on GPUs that would otherwise use TF32.
 
@@ -150,15 +162,14 @@ def nearest_neighbors(
     raise ValueError(f"k={k} neighbours asked but only {n_candidates} candidate points exist")
   if skip is None:
     skip = jnp.full((n_query,), -1, jnp.int32)
-  if block_size < 1:
-    raise ValueError(f"block_size must be positive, got {block_size}")
+  query_tile, reference_tile = _tiles(block_size)
   return _blocked_knn(
     query,
     reference,
     skip,
     k=int(k),
-    query_block=_block(n_query, block_size),
-    reference_block=_block(reference.shape[0], block_size),
+    query_block=_block(n_query, query_tile),
+    reference_block=_block(reference.shape[0], reference_tile),
     precision=precision,
   )
 
@@ -235,7 +246,7 @@ def smote_samples(
   base: jax.Array | None = None,
   reference: jax.Array | None = None,
   half_gap: jax.Array | None = None,
-  block_size: int = 1024,
+  block_size: TileSize = 1024,
 ) -> SmoteDraw:
   """Draws `n_samples` SMOTE points from `x`, with the distribution of imblearn's SMOTE.
 
@@ -253,7 +264,7 @@ def smote_samples(
     reference: points `nn_indices` index into (Borderline-SMOTE-2: the whole data set).
     half_gap: (len(reference),) bool; a neighbour flagged here gets gap ~ U[0, 0.5) (Borderline-SMOTE-2's
       rule for neighbours of other classes).
-    block_size: k-NN tile edge.
+    block_size: k-NN tile edge, or a (query, reference) pair (see `nearest_neighbors`).
   """
   x = jnp.asarray(x)
   if reference is None:
@@ -402,21 +413,31 @@ def _smote_class(key, x_class, base_weights, *, n_samples, k, block_size, precis
 
 def _within_class_knn(x_class, *, k, block_size, precision):
   """Indices (n, k) of each row's k nearest other rows of the same class."""
-  block = _block(x_class.shape[0], block_size)
-  skip = jnp.arange(x_class.shape[0], dtype=jnp.int32)
-  _, nn = _blocked_knn(x_class, x_class, skip, k=k, query_block=block, reference_block=block, precision=precision)
+  n = x_class.shape[0]
+  query_tile, reference_tile = _tiles(block_size)
+  skip = jnp.arange(n, dtype=jnp.int32)
+  _, nn = _blocked_knn(
+    x_class,
+    x_class,
+    skip,
+    k=k,
+    query_block=_block(n, query_tile),
+    reference_block=_block(n, reference_tile),
+    precision=precision,
+  )
   return nn
 
 
 def _all_class_knn(x_class, X, class_rows, *, k, block_size, precision):
   """Indices (n, k) into X of each class row's k nearest rows among all classes (itself excluded)."""
+  query_tile, reference_tile = _tiles(block_size)
   _, nn = _blocked_knn(
     x_class,
     X,
     class_rows,
     k=k,
-    query_block=_block(x_class.shape[0], block_size),
-    reference_block=_block(X.shape[0], block_size),
+    query_block=_block(x_class.shape[0], query_tile),
+    reference_block=_block(X.shape[0], reference_tile),
     precision=precision,
   )
   return nn
@@ -476,7 +497,7 @@ def fit_resample(
   kind: str = "smote",
   m_neighbors: int = 10,
   strict: bool = False,
-  block_size: int = 1024,
+  block_size: TileSize = 1024,
   precision: lax.Precision | str = lax.Precision.HIGHEST,
   return_provenance: bool = False,
 ) -> tuple[jax.Array, np.ndarray] | Resampled:
@@ -506,7 +527,7 @@ def fit_resample(
     kind: 'smote', 'borderline-1', 'borderline-2' or 'adasyn'.
     m_neighbors: Borderline-SMOTE's neighbourhood (among all classes) that decides 'danger'.
     strict: raise instead of warning when a class has k_neighbors or fewer samples.
-    block_size: k-NN tile edge.
+    block_size: k-NN tile edge, or a (query, reference) pair (see `nearest_neighbors`).
     precision: k-NN matmul precision.
     return_provenance: return the `Resampled` record (synthetic rows and their provenance) instead of
       `(X_res, y_res)`.
@@ -515,6 +536,7 @@ def fit_resample(
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
   if k_neighbors < 1:
     raise ValueError(f"k_neighbors must be >= 1, got {k_neighbors}")
+  block_size = _tiles(block_size)
   X, y = _check_inputs(X, y)
   classes, y_codes, class_sizes = np.unique(y, return_inverse=True, return_counts=True)
   counts = {_py(c): int(n) for c, n in zip(classes, class_sizes)}
@@ -588,7 +610,7 @@ class _ClassContext(NamedTuple):
   kind: str
   k_neighbors: int
   m_neighbors: int
-  block_size: int
+  block_size: tuple[int, int]
   precision: Any
 
 

@@ -45,6 +45,34 @@ def test_knn_equals_sklearn_for_any_block_size(block_size):
   np.testing.assert_allclose(np.asarray(dist), ref_dist, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("tiles", [(16, 64), (64, 8), (37, 200)])
+def test_knn_with_separate_query_and_reference_tiles(tiles):
+  """A (query, reference) tile pair gives sklearn's neighbours; the reference tile need not divide n."""
+  x = np.random.default_rng(1).normal(size=(203, 24)).astype(np.float32)
+  ref_dist, ref_idx = _sklearn_knn(x.astype(np.float64), 5)
+  dist, idx = smote.nearest_neighbors(x, 5, block_size=tiles)
+  np.testing.assert_array_equal(np.asarray(idx), ref_idx)
+  np.testing.assert_allclose(np.asarray(dist), ref_dist, rtol=1e-5, atol=1e-5)
+
+
+def test_fit_resample_draw_does_not_depend_on_the_tiles():
+  rng = np.random.default_rng(5)
+  X = rng.normal(size=(120, 8)).astype(np.float32)
+  y = np.array([0] * 90 + [1] * 30)
+  key = jax.random.key(3)
+  one = smote.fit_resample(key, X, y, block_size=16, return_provenance=True)
+  pair = smote.fit_resample(key, X, y, block_size=(8, 64), return_provenance=True)
+  np.testing.assert_array_equal(np.asarray(one.neighbor), np.asarray(pair.neighbor))
+  np.testing.assert_array_equal(np.asarray(one.samples), np.asarray(pair.samples))
+
+
+@pytest.mark.parametrize("bad", [0, (8, 0), (8,), (8, 8, 8), (8, 2.5)])
+def test_bad_tile_size_is_refused(bad):
+  x = np.zeros((20, 3), np.float32)
+  with pytest.raises(ValueError, match="block_size"):
+    smote.nearest_neighbors(x, 2, block_size=bad)
+
+
 def test_knn_without_self_exclusion_and_against_another_set():
   rng = np.random.default_rng(2)
   reference = rng.normal(size=(150, 10)).astype(np.float32)
