@@ -2,7 +2,8 @@
 
   --record WORK --part a --name autoencoder_step --status ok --rc 0 --wall 93 --limit 130
       appends the part's status to WORK/status.jsonl; a part that left no JSON (crash, time-out, skipped) gets
-      one holding its status and the last lines of its log, so every part always has its JSON.
+      one holding its status, the last lines of its log and every result row its log printed (the benchmarks
+      print each row as it is measured), so a part cut off by its time limit keeps what it measured.
   --summarize WORK --out OUT [--smoke 1]
       prints the summary table (each part's headline numbers against the targets of ../shared/PERFORMANCE.md)
       and writes OUT/summary.md and OUT/summary.json.
@@ -13,6 +14,7 @@ Standard library only (it must run whatever else failed).
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import pathlib
@@ -22,36 +24,73 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402  (no JAX or PyTorch at import)
 
-PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality_run"}
+PARTS = {
+  "a": "autoencoder_step",
+  "b": "paper_run",
+  "c": "smote",
+  "d": "classifier_step",
+  "e": "quality_run",
+  "f": "step_profile",
+}
+
+
+def rows_from_log(text: str) -> list[dict]:
+  """The result rows a benchmark printed, one per line, as JSON or as a Python dict (`print(row)`)."""
+  rows = []
+  for line in text.splitlines():
+    line = line.strip()
+    if not (line.startswith("{") and line.endswith("}")):
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError:
+      try:
+        row = ast.literal_eval(line)
+      except (ValueError, SyntaxError, MemoryError, RecursionError):
+        continue
+    if isinstance(row, dict) and ("impl" in row or "run" in row or "layer" in row):
+      rows.append(row)
+  return rows
 
 
 def record(work: pathlib.Path, part: str, name: str, status: str, rc: int, wall: int, limit: int) -> None:
   path = work / f"{part}_{name}.json"
   log = work / f"{part}.log"
-  tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
+  text = log.read_text(errors="replace") if log.exists() else ""
+  tail = text.strip().splitlines()[-8:]
   if status == "ok" and not path.exists():
     status = "failed"  # exit code 0 without a result is not a success
   entry = {"part": part, "name": name, "status": status, "exit_code": rc, "wall_s": wall, "limit_s": limit}
   if status != "ok":
     entry["log_tail"] = tail
     if not path.exists():
-      machine = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpus": common.nvidia_smi(),
-      }
+      machine = _machine(work) or {"gpus": common.nvidia_smi()}
+      machine = machine | {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+      rows = rows_from_log(text)
+      entry["rows_from_log"] = len(rows)
       common.write_json(
         path,
         {
           "benchmark": name,
           "status": status,
           "machine": machine,
-          "rows": [],
+          "rows": rows,
+          "rows_from_log": True,
           "error": f"part {part} {status} (exit code {rc}) after {wall} s",
           "log_tail": tail,
         },
       )
   with (work / "status.jsonl").open("a") as f:
     f.write(json.dumps(entry) + "\n")
+
+
+def _machine(work: pathlib.Path) -> dict:
+  """WORK/machine.json (versions and devices, written by gpu_check.sh before the first part), or {}."""
+  path = work / "machine.json"
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}
 
 
 def _load(work: pathlib.Path, part: str) -> dict:
@@ -119,6 +158,12 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
       }
     )
   c = [r for r in _load(work, "c").get("rows", []) if r.get("op") == "resample"]
+  for r in c:  # rows kept from a log lack the speed-up the benchmark adds at its end
+    base = [
+      b["median_s"] for b in c if not b["impl"].startswith("deepsmote") and b.get("median_s") and b["n"] == r["n"]
+    ]
+    if r["impl"].startswith("deepsmote") and r.get("median_s") and base and "speedup" not in r:
+      r["speedup"] = base[0] / r["median_s"]
   for r in c:
     if not r["impl"].startswith("deepsmote"):
       continue
@@ -135,6 +180,8 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
       continue
     speed = r.get("speedup")
     result = f"{_fmt(r['median_s'], ' s')}" + (f", {speed:.1f}x imblearn" if speed else "")
+    if r.get("tiles"):
+      result += f" (tiles {r['tiles']})"
     if r["n"] >= 1_000_000:
       target, ok = "<= 30 s", r["median_s"] <= 30
     else:
@@ -180,13 +227,30 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
         "met": "-",
       }
     )
+  for t in _load(work, "f").get("traces", []):
+    what = f"step profile {t['preset']} B={t['batch']} {t['dtype']}"
+    if t.get("error"):
+      lines.append({"part": "f", "what": what, "result": t["error"][:60], "target": "-", "met": "-"})
+      continue
+    classes = ", ".join(f"{c['class']} {100 * c['share']:.0f}%" for c in t.get("by_class", [])[:3] if c.get("share"))
+    lines.append(
+      {
+        "part": "f",
+        "what": what,
+        "result": f"{t['device_ms_per_step']:.2f} ms/step on the device: {classes}",
+        "target": "-",
+        "met": "-",
+      }
+    )
   return lines
 
 
 def summarize(work: pathlib.Path, out: pathlib.Path, smoke: bool) -> None:
   status_path = work / "status.jsonl"
   statuses = [json.loads(x) for x in status_path.read_text().splitlines()] if status_path.exists() else []
-  machine = next((j["machine"] for p in PARTS if (j := _load(work, p)).get("machine")), common.machine_info())
+  machine = _machine(work) or next(
+    (j["machine"] for p in PARTS if (j := _load(work, p)).get("machine")), common.machine_info()
+  )
   lines = headlines(work, smoke)
   status_cols = ["part", "name", "status", "wall_s", "limit_s", "exit_code"]
   line_cols = ["part", "what", "result", "target", "met"]

@@ -15,14 +15,22 @@ import sys
 
 import pytest
 
+from deepsmote_jax.models import presets
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PARTS = {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step", "e": "quality_run"}
+# The two device calls of a lent GPU: the default parts, then "f e" at once on the warm machine.
+CALLS = {
+  "call1": {"a": "autoencoder_step", "b": "paper_run", "c": "smote", "d": "classifier_step"},
+  "call2": {"f": "step_profile", "e": "quality_run"},
+}
+PARTS = CALLS["call1"] | CALLS["call2"]
 ROW_KEYS = {
   "a": {"preset", "channels", "batch", "impl"},
   "b": {"run"},
   "c": {"op", "n", "d", "impl"},
   "d": {"model", "batch", "impl"},
   "e": {"method", "acsa", "ng_recall", "ng_recall_at_threshold"},
+  "f": {"preset", "dtype", "layer", "fwd_bwd_ms"},
 }
 
 # One xdist worker runs this module (`--dist loadgroup`), so its module-scoped fixture is built once.
@@ -50,18 +58,34 @@ def _mirror_env(tmp_path: pathlib.Path, blocked: list[str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_calls(tmp_path_factory):
+  """Both calls, each with its own output folder: {call: (process, out)}."""
   tmp = tmp_path_factory.mktemp("gpu_check")
   env = _mirror_env(tmp, ["tensorflow", "tensorflow_datasets", "imblearn"])
-  proc = subprocess.run(
-    ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke"],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  return proc, tmp / "out"
+  runs = {}
+  for call, extra in (("call1", []), ("call2", ["--parts", "f e"])):
+    out = tmp / call
+    proc = subprocess.run(
+      ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", *extra],
+      cwd=ROOT,
+      env=env | {"OUT": str(out)},
+      capture_output=True,
+      text=True,
+      timeout=900,
+    )
+    runs[call] = (proc, out)
+  return runs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_calls):
+  """The first call's (process, out); the second call's JSONs are read from its own folder by `_part`."""
+  return smoke_calls["call1"]
+
+
+def _part(smoke_calls, part: str) -> dict:
+  call = next(c for c, parts in CALLS.items() if part in parts)
+  return json.loads((smoke_calls[call][1] / f"{part}_{PARTS[part]}.json").read_text())
 
 
 def test_mirror_blocks_the_missing_packages(tmp_path):
@@ -70,12 +94,16 @@ def test_mirror_blocks_the_missing_packages(tmp_path):
   assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, proc.stderr
 
 
-def test_every_part_ran_and_wrote_its_json(smoke_run):
-  proc, out = smoke_run
+@pytest.mark.parametrize("call", list(CALLS))
+def test_every_part_ran_and_wrote_its_json(smoke_calls, call):
+  proc, out = smoke_calls[call]
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  statuses = {s["part"]: s for s in json.loads((out / "summary.json").read_text())["parts"]}
-  assert set(statuses) == set(PARTS)
-  for part, name in PARTS.items():
+  summary = json.loads((out / "summary.json").read_text())
+  statuses = {s["part"]: s for s in summary["parts"]}
+  assert set(statuses) == set(CALLS[call])
+  for key in ("python", "jax", "torch"):  # machine.json, written before the first part
+    assert summary["machine"].get(key), key
+  for part, name in CALLS[call].items():
     assert statuses[part]["status"] == "ok", (part, statuses[part])
     payload = json.loads((out / f"{part}_{name}.json").read_text())
     assert payload["benchmark"] == name
@@ -88,9 +116,21 @@ def test_every_part_ran_and_wrote_its_json(smoke_run):
   tail = proc.stdout.strip().splitlines()
   assert tail[-1].startswith("gpu_check: done")
   assert any(line.startswith("part ") and "what" in line for line in tail[-40:])
-  assert (out / "summary.md").read_text().count("|") > 20
+  assert (out / "summary.md").read_text().count("|") > 10
   assert (out / "gpu_check_files.tar.gz").stat().st_size > 0
   assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
+
+
+def test_step_profile_sums_device_time_by_kernel(smoke_calls):
+  f = _part(smoke_calls, "f")
+  (trace,) = f["traces"]
+  assert not trace.get("error"), trace
+  assert trace["device_ms_per_step"] > 0 and trace["by_kernel"] and trace["by_class"]
+  assert sum(r["share"] for r in trace["by_class"]) == pytest.approx(1.0)
+  # One row per convolution of the preset (its encoder's and its decoder's), each timed.
+  spec = presets.get_preset("micro_16")
+  assert len(f["rows"]) == len(spec.encoder) + len(spec.decoder)
+  assert all(r["fwd_bwd_ms"] > 0 for r in f["rows"])
 
 
 def test_project_rows_have_numbers_and_memory(smoke_run):
@@ -136,9 +176,8 @@ def test_torchvision_baseline_without_torchvision_is_an_error_row(tmp_path):
   assert "torchvision" in row["error"] and "img_per_s" not in row
 
 
-def test_quality_part_reports_methods(smoke_run):
-  _, out = smoke_run
-  e = json.loads((out / "e_quality_run.json").read_text())
+def test_quality_part_reports_methods(smoke_calls):
+  e = _part(smoke_calls, "e")
   assert {r["method"] for r in e["rows"]} == {"none", "deepsmote_reference"}
   assert e["settings"]["autoencoder_epochs"] >= 1 and e["settings"]["seeds"]
 
