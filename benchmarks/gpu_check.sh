@@ -2,7 +2,7 @@
 # One prepared run for a lent GPU: every accelerator number of the project, beside its baselines, in one go.
 #
 #   bash benchmarks/gpu_check.sh            # call 1 on the GPU machine (device tool), repo root: parts a-d, <= 525 s
-#   GPU_CHECK_BUDGET_S=290 bash benchmarks/gpu_check.sh --parts "f e"   # call 2, at once on the warm machine
+#   GPU_CHECK_BUDGET_S=295 bash benchmarks/gpu_check.sh --parts "f e"   # call 2, at once on the warm machine
 #   bash benchmarks/gpu_check.sh --smoke    # every part at tiny sizes on a CPU: the same code paths, ~3 minutes
 #   bash benchmarks/gpu_check.sh --parts "a c"   # only some parts
 #
@@ -14,7 +14,7 @@
 # or runs out of time is reported with the rows its log printed, and the next one runs):
 #   a  DeepSMOTE training step at both paper sizes (200x200x3 B=256, 396x396x1 B=100), JAX bf16/fp32 beside
 #      PyTorch fp32 and bf16+channels_last
-#   b  the paper's own run (100 images of 200x200, 1,000 epochs, batch 100): steps only, wall cold and warm cache
+#   b  the paper's own run (100 images of 200x200, 1,000 epochs, batch 100; float32): steps only, wall cold and warm
 #   c  latent SMOTE: a k-NN tile sweep at n = 100,000, then n = 20,000 / 100,000 / 1,000,000 (d = 512; the
 #      million in one call with the fastest tile) beside imbalanced-learn (when its wheel travelled)
 #   d  InceptionV3 training step at 299x299, B = 64, beside torchvision (ResNet50 with --parts d and PARTS_D_MODELS)
@@ -110,15 +110,15 @@ if [[ $SMOKE == 1 ]]; then
 else
   A=(--cases amoled_dent_200:3:256 amoled_scratch_396:1:100 --dtypes bfloat16 float32 --steps-per-call 10
      --repeats 5 --torch-modes fp32 bf16_cl)
-  B=()
+  B=(--dtype float32)  # the faster step on the H200 at 200x200 (results/h200-2026-11-27.md); 'auto' gave 11.4 s
   C=(--n 20000 100000 1000000 --d 512 --large-d 512 --baseline-max-n 20000 --repeats 3 --budget-s 10
      --tile-sweep 1024 1024x8192 2048x8192 4096x4096 --sweep-n 100000 --once-from 1000000)
   D=(--models ${PARTS_D_MODELS:-inception_v3} --image-size 299 --batch 64 --dtypes bfloat16 --steps-per-call 10
      --repeats 10 --torch-modes fp32 bf16_cl)
   E=(--data .gpu_data/magnetic_tile --epochs 1000 --seeds 0 1 2 --classifier small_cnn --classifier-epochs 30)
   F=(--cases amoled_scratch_396:1:100 --dtypes bfloat16 float32 --trace-calls 2 --steps-per-call 10 --repeats 5
-     --trace-dir "$WORK/traces")
-  LIMITS=(170 80 150 110 160 130)
+     --norm-dtypes bfloat16 --trace-dir "$WORK/traces")
+  LIMITS=(170 80 150 110 150 140)
 fi
 
 run_part a autoencoder_step "${LIMITS[0]}" "$PY" benchmarks/autoencoder_step.py "${A[@]}" --json "$WORK/a_autoencoder_step.json"

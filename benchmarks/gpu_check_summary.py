@@ -142,7 +142,7 @@ def headlines(work: pathlib.Path, smoke: bool) -> list[dict]:
     lines.append(
       {
         "part": "b",
-        "what": "paper run: 1,000 epochs, steps only",
+        "what": f"paper run: 1,000 epochs, steps only ({b[0].get('dtype', 'auto dtype')})",
         "result": _fmt(min(steps) if steps else None, " s"),
         "target": "<= 3 s",
         "met": _met(min(steps) <= 3 if steps else None, smoke),

@@ -95,6 +95,7 @@ def child(args) -> dict:
     "peak_mib": memory.get("peak_mib"),
     "device_peak_mib": common.jax_device_peak_mib(),
     "backend": jax.default_backend(),
+    "dtype": jax.numpy.dtype(compute_dtype(args.dtype)).name,
   }
 
 

@@ -11,7 +11,10 @@ Parts (--parts, both by default):
           transpose, reduction, other), so the share of device time per class and dtype reads at a glance.
   layers  every convolution of the preset as the model computes it (`layers.conv_general_dilated`,
           `layers.conv_transpose`): value and gradients with respect to input and kernel in one jitted call,
-          at B images, per dtype, median of --repeats calls after a warm-up (compile excluded).
+          at B images, per dtype, median of --repeats calls after a warm-up (compile excluded); and after each
+          convolution the model follows with BatchNorm, that BatchNorm + activation in train mode
+          (`TorchBatchNorm`, value and gradients), with the step's (B,) row mask and without one -- the
+          step always passes a mask -- so the table says what the normalisation costs beside the convolution.
 No TensorFlow is imported. The JSON holds every row; the Markdown beside it the tables.
 """
 
@@ -31,11 +34,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.autoencoder_step import parse_case  # noqa: E402
 from deepsmote_jax.models import layers, presets  # noqa: E402
-from deepsmote_jax.models.autoencoder import build_autoencoder  # noqa: E402
+from deepsmote_jax.models.autoencoder import (
+  BN_SETTINGS,  # noqa: E402
+  build_autoencoder,  # noqa: E402
+)
+from deepsmote_jax.models.batch_norm import TorchBatchNorm  # noqa: E402
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
 from deepsmote_jax.train import loop  # noqa: E402
 from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
@@ -169,7 +177,7 @@ def trace_step(spec, batch: int, dtype: str, *, steps_per_call: int, calls: int,
   }
 
 
-def time_layers(spec, batch: int, dtype: str, *, repeats: int) -> list[dict]:
+def time_layers(spec, batch: int, dtype: str, *, repeats: int, norms: bool = True) -> list[dict]:
   """Forward + both gradients of every convolution of `spec`, as the model computes it, at `batch` images."""
   from benchmarks.cpu_tuning import layer_shapes  # the per-layer shapes the CPU tuning measured
 
@@ -205,7 +213,44 @@ def time_layers(spec, batch: int, dtype: str, *, repeats: int) -> list[dict]:
       row["error"] = common.error_message(e)
     rows.append(row)
     print(row, flush=True)
+    normed = (layer["kind"] == "conv" and layer["index"] > 0) or (
+      layer["kind"] == "conv_transpose" and layer["index"] < len(spec.decoder) - 1
+    )
+    if normed and norms:
+      for masked in (True, False):
+        rows.append(_time_norm(row["layer"], spec.name, batch, dtype, out, layer["c_out"], masked, repeats))
+        print(rows[-1], flush=True)
   return rows
+
+
+def _time_norm(after: str, preset: str, batch: int, dtype: str, size: int, channels: int, masked: bool, repeats: int):
+  """TorchBatchNorm (train mode) + LeakyReLU on a (batch, size, size, channels) map: value and gradients."""
+  dt = compute_dtype(dtype)
+  norm = TorchBatchNorm(channels, dtype=dt, rngs=nnx.Rngs(0), **BN_SETTINGS)
+  graphdef, params, stats = loop.split_model(norm)  # plain arrays, merged inside the traced function
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(batch, size, size, channels)), dt)
+  mask = jnp.ones((batch, 1, 1, 1), bool) if masked else None
+
+  def loss(p, a, st):
+    bn = loop.merge_model(graphdef, p, st)
+    y = nnx.leaky_relu(bn(a, use_running_average=False, mask=mask), 0.2)
+    return jnp.sum(y.astype(jnp.float32) ** 2)
+
+  fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+  row = {
+    "preset": preset,
+    "dtype": dtype,
+    "batch": batch,
+    "layer": f"  BatchNorm{' (masked)' if masked else ''} + activation after {after.split(':')[0]}: "
+    f"{size}x{size}x{channels}",
+  }
+  try:
+    row["fwd_bwd_ms"] = 1e3 * common.median_time(
+      lambda: fn(params, x, stats), warmup=1, repeats=repeats, sync=jax.block_until_ready
+    )
+  except Exception as e:  # noqa: BLE001 - record and go on
+    row["error"] = common.error_message(e)
+  return row
 
 
 TRACE_COLUMNS = ["dtype", "class", "kernel", "hlo_op", "ms_per_step", "share", "calls_per_step"]
@@ -221,6 +266,9 @@ def main(argv=None):
   parser.add_argument("--trace-calls", type=int, default=3)
   parser.add_argument("--top", type=int, default=25, help="rows per trace table")
   parser.add_argument("--repeats", type=int, default=10, help="timed calls per layer")
+  parser.add_argument(
+    "--norm-dtypes", nargs="*", default=None, help="dtypes whose layer table adds the BatchNorm rows (default: all)"
+  )
   parser.add_argument("--trace-dir", help="keep the traces here (default: a temporary folder)")
   parser.add_argument("--json", default=None, help="default benchmarks/results/step_profile_<backend>.json")
   args = parser.parse_args(argv)
@@ -250,7 +298,8 @@ def main(argv=None):
           flush=True,
         )
       if "layers" in args.parts:
-        layer_rows += time_layers(spec, batch, dtype, repeats=args.repeats)
+        norms = args.norm_dtypes is None or dtype in args.norm_dtypes
+        layer_rows += time_layers(spec, batch, dtype, repeats=args.repeats, norms=norms)
 
   info = common.machine_info()
   out = args.json or (

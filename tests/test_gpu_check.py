@@ -127,10 +127,13 @@ def test_step_profile_sums_device_time_by_kernel(smoke_calls):
   assert not trace.get("error"), trace
   assert trace["device_ms_per_step"] > 0 and trace["by_kernel"] and trace["by_class"]
   assert sum(r["share"] for r in trace["by_class"]) == pytest.approx(1.0)
-  # One row per convolution of the preset (its encoder's and its decoder's), each timed.
+  # One row per convolution of the preset (its encoder's and its decoder's), and after each convolution that the
+  # model follows with BatchNorm (all but the first encoder and the last decoder layer) two: masked, unmasked.
   spec = presets.get_preset("micro_16")
-  assert len(f["rows"]) == len(spec.encoder) + len(spec.decoder)
-  assert all(r["fwd_bwd_ms"] > 0 for r in f["rows"])
+  norms = [r for r in f["rows"] if "BatchNorm" in r["layer"]]
+  assert len(f["rows"]) - len(norms) == len(spec.encoder) + len(spec.decoder)
+  assert len(norms) == 2 * (len(spec.encoder) - 1 + len(spec.decoder) - 1)
+  assert all(r["fwd_bwd_ms"] > 0 for r in f["rows"]), f["rows"]
 
 
 def test_project_rows_have_numbers_and_memory(smoke_run):

@@ -19,7 +19,7 @@ from deepsmote_jax.models.batch_norm import TorchBatchNorm
 from deepsmote_jax.models.layers import ConvTranspose
 from deepsmote_jax.models.presets import AutoencoderSpec
 
-_BN = dict(momentum=0.9, epsilon=1e-5)
+BN_SETTINGS = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults (momentum 0.1) in Flax terms
 
 
 class Encoder(nnx.Module):
@@ -47,7 +47,7 @@ class Encoder(nnx.Module):
           rngs=rngs,
         )
       )
-      norms.append(TorchBatchNorm(c.features, dtype=dtype, rngs=rngs, **_BN) if i > 0 else None)
+      norms.append(TorchBatchNorm(c.features, dtype=dtype, rngs=rngs, **BN_SETTINGS) if i > 0 else None)
       c_in = c.features
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
@@ -80,7 +80,7 @@ class Decoder(nnx.Module):
       last = i == len(spec.decoder) - 1
       c_out = spec.decoder_channels if last else c.features
       deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding, dtype=dtype, rngs=rngs))
-      norms.append(None if last else TorchBatchNorm(c_out, dtype=dtype, rngs=rngs, **_BN))
+      norms.append(None if last else TorchBatchNorm(c_out, dtype=dtype, rngs=rngs, **BN_SETTINGS))
       c_in = c_out
     self.deconvs = nnx.List(deconvs)
     self.norms = nnx.List(norms)
