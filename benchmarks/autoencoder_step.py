@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common, jax_steps  # noqa: E402
@@ -27,6 +28,15 @@ from deepsmote_jax.models.autoencoder import build_autoencoder  # noqa: E402
 from deepsmote_jax.train import autoencoder as ae  # noqa: E402
 from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
 from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
+
+EDGES = "+f32edges"  # dtype suffix: the first convolution and the last transposed convolution in float32
+
+
+def model_dtypes(name: str):
+  """'bfloat16' -> (bf16, None); 'bfloat16+f32edges' -> (bf16, float32): the model's dtype and edge_dtype
+  (`models.autoencoder`: the two layers on the largest maps with 1-3 channels)."""
+  base = name.removesuffix(EDGES)
+  return compute_dtype(base), (jnp.float32 if name.endswith(EDGES) else None)
 
 
 def time_jax_step(
@@ -39,8 +49,9 @@ def time_jax_step(
   images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
   labels = (np.arange(n) % num_classes).astype(np.int32)
   sizes = dict(batch_size=batch_size, penalty_sample_size=batch_size, steps_per_call=steps_per_call)
-  cfg = ae.AETrainConfig(**sizes, penalty=penalty, compute_dtype=dtype, seed=seed)
-  model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
+  cfg = ae.AETrainConfig(**sizes, penalty=penalty, compute_dtype=dtype.removesuffix(EDGES), seed=seed)
+  model_dtype, edge_dtype = model_dtypes(dtype)
+  model = build_autoencoder(spec, dtype=model_dtype, edge_dtype=edge_dtype, seed=seed)
   setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
   t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
   loss = t.pop("metrics")["loss"]
@@ -79,7 +90,12 @@ def main(argv=None):
     default=None,
     help="preset:channels:batch entries (e.g. amoled_dent_200:3:256); replace --presets/--batch",
   )
-  parser.add_argument("--dtypes", nargs="+", default=["float32"] if cpu else ["bfloat16", "float32"])
+  parser.add_argument(
+    "--dtypes",
+    nargs="+",
+    default=["float32"] if cpu else ["bfloat16", "float32"],
+    help=f"compute dtypes; a '{EDGES}' suffix (e.g. bfloat16{EDGES}) keeps the edge layers in float32",
+  )
   parser.add_argument("--steps-per-call", type=int, default=2 if cpu else 10)
   parser.add_argument("--repeats", type=int, default=3 if cpu else 10)
   parser.add_argument(

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks.autoencoder_step import parse_case  # noqa: E402
+from benchmarks.autoencoder_step import EDGES, model_dtypes, parse_case  # noqa: E402
 from deepsmote_jax.models import layers, presets  # noqa: E402
 from deepsmote_jax.models.autoencoder import (
   BN_SETTINGS,  # noqa: E402
@@ -135,9 +135,14 @@ def _setup(spec, batch: int, dtype: str, steps_per_call: int, seed: int = 0):
   images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
   labels = (np.arange(n) % 2).astype(np.int32)
   cfg = ae.AETrainConfig(
-    batch_size=batch, penalty_sample_size=batch, steps_per_call=steps_per_call, compute_dtype=dtype, seed=seed
+    batch_size=batch,
+    penalty_sample_size=batch,
+    steps_per_call=steps_per_call,
+    compute_dtype=dtype.removesuffix(EDGES),
+    seed=seed,
   )
-  model = build_autoencoder(spec, dtype=compute_dtype(dtype), seed=seed)
+  model_dtype, edge_dtype = model_dtypes(dtype)
+  model = build_autoencoder(spec, dtype=model_dtype, edge_dtype=edge_dtype, seed=seed)
   return ae.prepare_training(model, images, labels, cfg, num_classes=2, mesh=mesh)
 
 
@@ -297,7 +302,7 @@ def main(argv=None):
           | {"by_class": t.get("by_class")},
           flush=True,
         )
-      if "layers" in args.parts:
+      if "layers" in args.parts and not dtype.endswith(EDGES):  # its layers are the two dtypes' rows
         norms = args.norm_dtypes is None or dtype in args.norm_dtypes
         layer_rows += time_layers(spec, batch, dtype, repeats=args.repeats, norms=norms)
 

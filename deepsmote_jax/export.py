@@ -46,10 +46,12 @@ def export_autoencoder(
 ) -> pathlib.Path:
   """Saves `model` (parameters + BatchNorm statistics + layer table) to the directory `path`."""
   _, params, stats = loop.split_model(model)
+  dtype, edge_dtype = jnp.dtype(model.encoder.dtype).name, jnp.dtype(model.encoder.edge_dtype).name
   meta = {
     "format": FORMAT,
     "spec": spec_to_dict(model.spec),
-    "dtype": jnp.dtype(model.encoder.dtype).name,
+    "dtype": dtype,
+    **({"edge_dtype": edge_dtype} if edge_dtype != dtype else {}),
     "class_names": list(class_names) if class_names is not None else None,
     **(extra or {}),
   }
@@ -57,7 +59,8 @@ def export_autoencoder(
 
 
 def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencoder, dict]:
-  """Loads an exported encoder/decoder; returns (model, meta). `dtype` overrides the compute dtype."""
+  """Loads an exported encoder/decoder; returns (model, meta). `dtype` overrides the compute dtype (of every
+  layer, the edge layers' included)."""
   path = pathlib.Path(path)
   meta = read_meta(path)
   if meta.get("format") != FORMAT:
@@ -71,7 +74,11 @@ def load_autoencoder(path: str | os.PathLike, *, dtype=None) -> tuple[Autoencode
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}/meta.json: the layer table is damaged ({type(e).__name__}: {e})") from None
   # Shapes only: the weights come from the file, so no random initialisation is computed.
-  model = nnx.eval_shape(lambda: Autoencoder(spec, dtype=dtype or jnp.dtype(meta["dtype"]), rngs=nnx.Rngs(0)))
+  if dtype is None:  # as trained; exports from before `edge_dtype` have one dtype throughout
+    dtype, edge_dtype = jnp.dtype(meta["dtype"]), jnp.dtype(meta.get("edge_dtype", meta["dtype"]))
+  else:
+    edge_dtype = dtype
+  model = nnx.eval_shape(lambda: Autoencoder(spec, dtype=dtype, edge_dtype=edge_dtype, rngs=nnx.Rngs(0)))
   graphdef, params, stats = loop.split_model(model)
   tree, _ = load_tree(path, like={"params": params, "batch_stats": stats})
   return loop.merge_model(graphdef, tree["params"], tree["batch_stats"]), meta

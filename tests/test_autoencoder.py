@@ -106,6 +106,29 @@ def test_forward_runs_and_is_bounded():
   assert y.shape == x.shape and float(jnp.abs(y).max()) <= 1.0
 
 
+def test_edge_layers_compute_in_their_own_dtype():
+  """bf16 inside, float32 in the first convolution and the last transposed convolution; the default is one
+  dtype throughout, bit for bit as before the option."""
+  mixed = build_autoencoder("micro_16", dtype=jnp.bfloat16, edge_dtype=jnp.float32)
+  enc, dec = mixed.encoder, mixed.decoder
+  assert [c.dtype for c in enc.convs] == [jnp.float32] + [jnp.bfloat16] * (len(enc.convs) - 1)
+  assert [d.dtype for d in dec.deconvs] == [jnp.bfloat16] * (len(dec.deconvs) - 1) + [jnp.float32]
+  assert count_params(mixed) == count_params(build_autoencoder("micro_16"))
+  x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 1), minval=-1, maxval=1)
+  fwd = nnx.jit(lambda m, x: m(x, train=True))
+  # Each edge layer computes in float32 whatever dtype it is given; a middle layer in bf16.
+  assert enc.convs[0](x.astype(jnp.bfloat16)).dtype == jnp.float32
+  assert enc.convs[1](jnp.zeros((1, 8, 8, 4), jnp.float32)).dtype == jnp.bfloat16
+  assert dec.deconvs[-1](jnp.zeros((1, 8, 8, 4), jnp.bfloat16)).dtype == jnp.float32
+  y_mixed, y_bf16 = fwd(mixed, x), fwd(build_autoencoder("micro_16", dtype=jnp.bfloat16), x)
+  assert y_mixed.dtype == jnp.float32 and float(jnp.abs(y_mixed - y_bf16).max()) < 0.1  # same weights, seed 0
+  plain, same = (
+    build_autoencoder("micro_16", dtype=jnp.bfloat16),
+    build_autoencoder("micro_16", dtype=jnp.bfloat16, edge_dtype=None),
+  )
+  np.testing.assert_array_equal(np.asarray(fwd(plain, x)), np.asarray(fwd(same, x)))
+
+
 # The AMOLED presets' two 1x1 special cases (a 4x4 -> 1x1 convolution ending the encoder, a 1x1 -> 4x4
 # transposed convolution starting the decoder) in a 16x16 model, so the float64 check stays cheap.
 MICRO_1X1 = presets.AutoencoderSpec(

@@ -24,6 +24,24 @@ def test_export_roundtrip(tmp_path):
   assert not list(tmp_path.glob(".ae.tmp-*"))  # no temporary directory left behind
 
 
+def test_export_keeps_the_edge_dtype_and_reads_exports_without_it(tmp_path):
+  import jax.numpy as jnp
+
+  mixed = build_autoencoder("micro_16", dtype=jnp.bfloat16, edge_dtype=jnp.float32)
+  loaded, meta = load_autoencoder(export_autoencoder(mixed, tmp_path / "mixed"))
+  assert (meta["dtype"], meta["edge_dtype"]) == ("bfloat16", "float32")
+  assert (loaded.encoder.dtype, loaded.encoder.edge_dtype, loaded.decoder.edge_dtype) == (
+    jnp.bfloat16,
+    jnp.float32,
+    jnp.float32,
+  )
+  # One dtype throughout: no key written (exports from before the option read the same way).
+  _, meta = load_autoencoder(export_autoencoder(build_autoencoder("micro_16"), tmp_path / "plain"))
+  assert "edge_dtype" not in meta
+  forced, _ = load_autoencoder(tmp_path / "mixed", dtype=jnp.float32)  # an override applies to every layer
+  assert forced.encoder.edge_dtype == forced.encoder.dtype == jnp.float32
+
+
 def test_load_rejects_missing_and_foreign_directories(tmp_path):
   with pytest.raises(FileNotFoundError, match="not found"):
     load_autoencoder(tmp_path / "nope")

@@ -1,6 +1,9 @@
 """DeepSMOTE encoder and decoder (Flax NNX), built from a layer table in `presets.py`.
 
-Parameters and BatchNorm statistics are float32; `dtype` sets the compute dtype (bfloat16 on accelerators).
+Parameters and BatchNorm statistics are float32; `dtype` sets the compute dtype (bfloat16 on accelerators) and
+`edge_dtype` (default: `dtype`) that of the two layers on the largest maps with the fewest channels, the first
+convolution and the last transposed convolution (1-3 image channels at full resolution): a bf16 convolution
+there may cost more than its float32 form on a GPU, where channels are padded for tensor cores.
 BatchNorm follows PyTorch (momentum 0.1 => Flax momentum 0.9, epsilon 1e-5, unbiased running variance), as
 in the released DeepSMOTE code. Images are NHWC floats in [-1, 1]; codes are float32 vectors of `latent_dim`.
 """
@@ -29,8 +32,9 @@ class Encoder(nnx.Module):
   product; faster gradients on the CPU backend); parameters are nnx.Conv's own.
   """
 
-  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, edge_dtype=None, rngs: nnx.Rngs):
     self.dtype = dtype
+    self.edge_dtype = edge_dtype or dtype  # the first convolution's
     convs, norms = [], []
     c_in = spec.channels
     for i, c in enumerate(spec.encoder):
@@ -42,7 +46,7 @@ class Encoder(nnx.Module):
           strides=c.stride,
           padding=((c.padding, c.padding), (c.padding, c.padding)),
           use_bias=False,
-          dtype=dtype,
+          dtype=self.edge_dtype if i == 0 else dtype,
           conv_general_dilated=layers.conv_general_dilated,
           rngs=rngs,
         )
@@ -56,7 +60,7 @@ class Encoder(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
     """`mask` (B,) excludes padded rows from the BatchNorm batch statistics (train mode)."""
-    x = x.astype(self.dtype)
+    x = x.astype(self.edge_dtype)  # each later layer casts its input to its own dtype
     bn_mask = None if mask is None else mask[:, None, None, None]
     for conv, norm in zip(self.convs, self.norms):
       x = conv(x)
@@ -70,8 +74,9 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
   """Linear + ReLU to a (h, w, c) map, transposed convolutions (+ BatchNorm + ReLU), Tanh last."""
 
-  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, edge_dtype=None, rngs: nnx.Rngs):
     self.dtype = dtype
+    self.edge_dtype = edge_dtype or dtype  # the last transposed convolution's
     self.input_shape = tuple(spec.decoder_input)
     self.fc = nnx.Linear(spec.latent_dim, math.prod(self.input_shape), dtype=dtype, rngs=rngs)
     deconvs, norms = [], []
@@ -79,7 +84,11 @@ class Decoder(nnx.Module):
     for i, c in enumerate(spec.decoder):
       last = i == len(spec.decoder) - 1
       c_out = spec.decoder_channels if last else c.features
-      deconvs.append(ConvTranspose(c_in, c_out, c.kernel, stride=c.stride, padding=c.padding, dtype=dtype, rngs=rngs))
+      deconvs.append(
+        ConvTranspose(
+          c_in, c_out, c.kernel, stride=c.stride, padding=c.padding, dtype=self.edge_dtype if last else dtype, rngs=rngs
+        )
+      )
       norms.append(None if last else TorchBatchNorm(c_out, dtype=dtype, rngs=rngs, **BN_SETTINGS))
       c_in = c_out
     self.deconvs = nnx.List(deconvs)
@@ -100,11 +109,11 @@ class Decoder(nnx.Module):
 class Autoencoder(nnx.Module):
   """An encoder/decoder pair plus the spec it was built from."""
 
-  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, spec: AutoencoderSpec, *, dtype=jnp.float32, edge_dtype=None, rngs: nnx.Rngs):
     presets_lib.validate(spec)
     self.spec = spec
-    self.encoder = Encoder(spec, dtype=dtype, rngs=rngs)
-    self.decoder = Decoder(spec, dtype=dtype, rngs=rngs)
+    self.encoder = Encoder(spec, dtype=dtype, edge_dtype=edge_dtype, rngs=rngs)
+    self.decoder = Decoder(spec, dtype=dtype, edge_dtype=edge_dtype, rngs=rngs)
 
   def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     return self.encoder(x, train=train)
@@ -116,13 +125,15 @@ class Autoencoder(nnx.Module):
     return self.decode(self.encode(x, train=train), train=train)
 
 
-def build_autoencoder(preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp.float32, **overrides) -> Autoencoder:
+def build_autoencoder(
+  preset: str | AutoencoderSpec, *, seed: int = 0, dtype=jnp.float32, edge_dtype=None, **overrides
+) -> Autoencoder:
   """Builds a preset by name (or from a spec), e.g. `build_autoencoder('amoled_dent_200', channels=1)`."""
   spec = presets_lib.get_preset(preset, **overrides) if isinstance(preset, str) else preset.replace(**overrides)
   presets_lib.validate(spec)
 
   def make():
-    return Autoencoder(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+    return Autoencoder(spec, dtype=dtype, edge_dtype=edge_dtype, rngs=nnx.Rngs(seed))
 
   # One jitted initialisation instead of one small compiled program per parameter shape (eager init).
   graphdef, _ = nnx.split(nnx.eval_shape(make))
