@@ -198,29 +198,15 @@ def main(argv=None):
     timed = []
     for tiles in args.tile_sweep:
       fn = lambda tiles=tiles: jax.block_until_ready(smote.nearest_neighbors(minority_dev, args.k, block_size=tiles))
+      fields = dict(impl="deepsmote_jax nearest_neighbors", op="knn_tiles", n=args.sweep_n, d=d)
+      fields["tiles"] = _tile_label(tiles)
       try:
         first, med, times, _ = _time(fn, args.repeats, budget_s=args.budget_s)
       except Exception as e:  # noqa: BLE001 - e.g. a tile too large for the device: a result
-        record(
-          impl="deepsmote_jax nearest_neighbors",
-          op="knn_tiles",
-          n=args.sweep_n,
-          d=d,
-          tiles=_tile_label(tiles),
-          error=bench_common.error_message(e),
-        )
+        record(**fields, error=bench_common.error_message(e))
         continue
       timed.append((med, tiles))
-      record(
-        impl="deepsmote_jax nearest_neighbors",
-        op="knn_tiles",
-        n=args.sweep_n,
-        d=d,
-        tiles=_tile_label(tiles),
-        first_call_s=first,
-        median_s=med,
-        times_s=times,
-      )
+      record(**fields, first_call_s=first, median_s=med, times_s=times)
     if timed:
       large_tiles = min(timed, key=lambda t: t[0])[1]
       settings["tiles_from_sweep_n"] = _tile_label(large_tiles)

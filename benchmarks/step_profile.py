@@ -210,13 +210,7 @@ def time_layers(spec, batch: int, dtype: str, *, repeats: int, norms: bool = Tru
       "layer": f"{layer['kind']} {layer['index']}: {h}x{h}x{layer['c_in']} -> {out}x{out}x{layer['c_out']} "
       f"k{k} s{s} p{p}",
     }
-    try:
-      row["fwd_bwd_ms"] = 1e3 * common.median_time(
-        lambda: fn(x, w), warmup=1, repeats=repeats, sync=jax.block_until_ready
-      )
-    except Exception as e:  # noqa: BLE001 - record and go on
-      row["error"] = common.error_message(e)
-    rows.append(row)
+    rows.append(_timed(row, lambda: fn(x, w), repeats))
     print(row, flush=True)
     normed = (layer["kind"] == "conv" and layer["index"] > 0) or (
       layer["kind"] == "conv_transpose" and layer["index"] < len(spec.decoder) - 1
@@ -234,11 +228,11 @@ def _time_norm(after: str, preset: str, batch: int, dtype: str, size: int, chann
   norm = TorchBatchNorm(channels, dtype=dt, rngs=nnx.Rngs(0), **BN_SETTINGS)
   graphdef, params, stats = loop.split_model(norm)  # plain arrays, merged inside the traced function
   x = jnp.asarray(np.random.default_rng(1).normal(size=(batch, size, size, channels)), dt)
-  mask = jnp.ones((batch, 1, 1, 1), bool) if masked else None
+  mask = jnp.ones((batch, 1, 1, 1), bool) if masked else None  # an argument, as in the step: not folded away
 
-  def loss(p, a, st):
+  def loss(p, a, st, m):
     bn = loop.merge_model(graphdef, p, st)
-    y = nnx.leaky_relu(bn(a, use_running_average=False, mask=mask), 0.2)
+    y = nnx.leaky_relu(bn(a, use_running_average=False, mask=m), 0.2)
     return jnp.sum(y.astype(jnp.float32) ** 2)
 
   fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
@@ -249,10 +243,13 @@ def _time_norm(after: str, preset: str, batch: int, dtype: str, size: int, chann
     "layer": f"  BatchNorm{' (masked)' if masked else ''} + activation after {after.split(':')[0]}: "
     f"{size}x{size}x{channels}",
   }
+  return _timed(row, lambda: fn(params, x, stats, mask), repeats)
+
+
+def _timed(row: dict, call, repeats: int) -> dict:
+  """`row` with the median ms of `call()` after a warm-up (compile excluded), or the error it raised."""
   try:
-    row["fwd_bwd_ms"] = 1e3 * common.median_time(
-      lambda: fn(params, x, stats), warmup=1, repeats=repeats, sync=jax.block_until_ready
-    )
+    row["fwd_bwd_ms"] = 1e3 * common.median_time(call, warmup=1, repeats=repeats, sync=jax.block_until_ready)
   except Exception as e:  # noqa: BLE001 - record and go on
     row["error"] = common.error_message(e)
   return row

@@ -35,22 +35,13 @@ def _sklearn_knn(x, k):
 # Nearest neighbours.
 
 
-@pytest.mark.parametrize("block_size", [1024, 64, 37, 8])
+@pytest.mark.parametrize("block_size", [1024, 64, 37, 8, (16, 64), (64, 8), (37, 200)])
 def test_knn_equals_sklearn_for_any_block_size(block_size):
-  """Indices equal NearestNeighbors exactly; 37 and 64 do not divide n = 203 (padded, masked rows)."""
+  """Indices equal NearestNeighbors exactly; 37 and 64 do not divide n = 203 (padded, masked rows); a pair sets
+  the query and the reference tile apart."""
   x = np.random.default_rng(1).normal(size=(203, 24)).astype(np.float32)
   ref_dist, ref_idx = _sklearn_knn(x.astype(np.float64), 5)
   dist, idx = smote.nearest_neighbors(x, 5, block_size=block_size)
-  np.testing.assert_array_equal(np.asarray(idx), ref_idx)
-  np.testing.assert_allclose(np.asarray(dist), ref_dist, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("tiles", [(16, 64), (64, 8), (37, 200)])
-def test_knn_with_separate_query_and_reference_tiles(tiles):
-  """A (query, reference) tile pair gives sklearn's neighbours; the reference tile need not divide n."""
-  x = np.random.default_rng(1).normal(size=(203, 24)).astype(np.float32)
-  ref_dist, ref_idx = _sklearn_knn(x.astype(np.float64), 5)
-  dist, idx = smote.nearest_neighbors(x, 5, block_size=tiles)
   np.testing.assert_array_equal(np.asarray(idx), ref_idx)
   np.testing.assert_allclose(np.asarray(dist), ref_dist, rtol=1e-5, atol=1e-5)
 
