@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepsmote_jax.data import image_io
 from deepsmote_jax.data.file_images import FileImages
 from deepsmote_jax.models.autoencoder import build_autoencoder
 from deepsmote_jax.train import autoencoder as ae
@@ -147,6 +148,29 @@ def test_a_source_with_the_wrong_image_shape_is_refused(tmp_path):
   source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=32, channels=1)
   with pytest.raises(ValueError, match=r"\(32, 32, 1\) but the model 'micro_16' expects \(16, 16, 1\)"):
     ae.prepare_training(build_autoencoder(MICRO, seed=0), source, labels, CFG)
+
+
+@pytest.mark.parametrize("cache", ["dir", "off"])
+def test_held_out_images_streamed_decode_each_file_once(tmp_path, monkeypatch, cache):
+  """Scored at every evaluation, streamed validation images are decoded at the first pass only (the padding
+  row too: once), then read back from the decoded-image cache; with the cache off every pass decodes."""
+  images, labels = _images(n=11)
+  setting = str(tmp_path / "cache") if cache == "dir" else "off"
+  (tmp_path / "cache").mkdir()
+  source = FileImages(_write_pngs(tmp_path, images), root=tmp_path, image_size=16, channels=1, stream_cache=setting)
+  decoded = []
+  real = image_io.decode_image
+  monkeypatch.setattr(image_io, "decode_image", lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+  held_out = feed.HeldOutImages(source, mesh_lib.make_mesh(), chunk=4, labels=labels)
+  passes = [[np.asarray(x) for x, _ in held_out] for _ in range(3)]
+  for chunks in passes[1:]:
+    for a, b in zip(passes[0], chunks, strict=True):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.concatenate(passes[0])[:11], images)
+  if cache == "dir":
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 11
+  else:
+    assert len(decoded) == 3 * 12  # 11 images and the padding row, at each of the 3 passes
 
 
 def test_held_out_images_streamed_give_the_in_memory_chunks(tmp_path):

@@ -10,7 +10,9 @@ prefetched while the device trains. With decoder 'pillow' (the default) every im
 
 A stream decodes each image once: its pixels go to a `DecodedCache`, a file of this process on local disk
 (`stream_cache`: 'disk' = under $TMPDIR, 'off', or a directory) that later epochs read back instead of decoding
-the file again. The cache lives as long as the stream, so it never serves another run's images.
+the file again. The cache lives as long as the stream, so it never serves another run's images. Images read
+again and again by index (held-out images scored at every evaluation) go through `cached_reads()`, which
+keeps such a cache for as long as the reader lives.
 """
 
 from __future__ import annotations
@@ -323,6 +325,11 @@ class FileImages:
       idx = np.flatnonzero(idx)
     return self.decode(idx)
 
+  def cached_reads(self) -> CachedReads:
+    """Indexing that decodes each image once and reads it back from a `DecodedCache` after (by
+    `stream_cache`), for as long as the returned reader lives: for images scored again and again."""
+    return CachedReads(self)
+
   def __array__(self, dtype=None, copy=None):
     images = self.decode(np.arange(len(self)))
     return images if dtype is None else images.astype(dtype)
@@ -380,3 +387,32 @@ class FileImages:
 
     ds = steps.map(read).map(fill, **parallel).prefetch(self.prefetch_steps)
     return _Stream(tf, ds.as_numpy_iterator(), cache)
+
+
+class CachedReads:
+  """`images[idx]` of a `FileImages`, each image decoded on its first read and read back from a `DecodedCache`
+  after; without a cache (`stream_cache='off'`, a full disk) every read decodes. `close` (or dropping the
+  reader) frees the cache."""
+
+  def __init__(self, images: FileImages):
+    self.images = images
+    self.cache = DecodedCache.open(images.stream_cache, len(images), images.image_shape)
+    self._finalizer = weakref.finalize(self, self.cache.close) if self.cache is not None else None
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    idx = np.arange(len(self))[indices] if isinstance(indices, slice) else np.asarray(indices, np.int64).reshape(-1)
+    if self.cache is None:
+      return self.images.decode(idx)
+    out, missing = self.cache.read(idx)
+    if missing.any():
+      rows, where = np.unique(idx[missing], return_inverse=True)  # a row asked twice is decoded once
+      out[missing] = self.images.decode(rows)[where]
+      self.cache.write(idx, missing, out)
+    return out
+
+  def close(self) -> None:
+    if self._finalizer is not None:
+      self._finalizer()

@@ -154,8 +154,9 @@ class HeldOutImages:
   """Held-out images (and optional labels) in chunks of one compiled shape, split over the mesh's 'data' axis.
 
   In memory they are padded (the last image repeated, label -1) and put on the devices once; a streamed source
-  is read chunk by chunk at every pass instead, so evaluating it never holds more than one chunk.
-  Iterating yields (images, labels or None) on the mesh.
+  is read chunk by chunk at every pass instead, so evaluating it never holds more than one chunk in memory --
+  through the source's `cached_reads()` where it has one (`FileImages`: each file decoded at the first pass
+  only, read back from local disk at the next). Iterating yields (images, labels or None) on the mesh.
   """
 
   def __init__(self, images, mesh: Mesh, chunk: int, labels: np.ndarray | None = None):
@@ -169,7 +170,9 @@ class HeldOutImages:
     if labels is not None:
       self._labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - self.n, -1, np.int32)])
     self._sharding = mesh_lib.batch_sharding(mesh)
-    self._source = images if isinstance(images, ImageSource) else None
+    self._source = None
+    if isinstance(images, ImageSource):
+      self._source = images.cached_reads() if hasattr(images, "cached_reads") else images
     self._placed = None
     if self._source is None:
       images = np.asarray(images)
