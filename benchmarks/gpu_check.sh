@@ -7,8 +7,9 @@
 #   bash benchmarks/gpu_check.sh --parts "a c"   # only some parts
 #
 # A lent GPU gives 15 minutes in all, start-up (~40 s) included, and goes back after 30 s idle: call 1
-# (timeout 480) then call 2 (timeout 330), issued back to back, fit with about a minute to spare. The first H200 run (2026-11-27) sized the
-# limits: JAX compiles 12-30 s per step variant there, and the 1M-point k-NN takes a minute or more per call.
+# (timeout 480) then call 2 (timeout 330), issued back to back, fit with about a minute to spare. The first
+# H200 run (2026-11-27) sized the limits: JAX compiles 12-30 s per step variant there, and the 1M-point k-NN
+# takes a minute or more per call.
 #
 # Parts, run in this order (each with its own time limit, all under one overall budget; a part that fails
 # or runs out of time is reported with the rows its log printed, and the next one runs):
@@ -20,7 +21,8 @@
 #   d  (on request: met its target on 2026-11-27) InceptionV3 training step at 299x299, B = 64, beside torchvision
 #      (ResNet50 too with PARTS_D_MODELS="inception_v3 resnet50")
 #   f  where the step's time goes at 396x396 (benchmarks/step_profile.py): a Perfetto trace of the step per
-#      dtype summed by kernel, HLO op and kernel class, and every convolution's fwd+bwd per dtype
+#      dtype summed by kernel, HLO op and kernel class, and every convolution's fwd+bwd per dtype with the
+#      BatchNorm after it (masked as in the step, and unmasked)
 #   e  a quality run on real data: magnetic_tile blowhole crops vs free (amoled_dent_200, 1,000 epochs, 3 seeds;
 #      small CNN 20 epochs)
 #
@@ -31,7 +33,7 @@
 # benchmarks/prepare_wheels.sh, which also copies the magnetic_tile subset part e reads into .gpu_data/).
 set -uo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 SMOKE=0
 PARTS="a b c"
 while [[ $# -gt 0 ]]; do
@@ -100,8 +102,8 @@ run_part() {
 }
 
 if [[ $SMOKE == 1 ]]; then
-  A=(--cases micro_16:1:8 --dtypes bfloat16 float32 bfloat16+f32edges --steps-per-call 1 --repeats 2 --torch-modes fp32 bf16_cl
-     --torch-threads 1)
+  A=(--cases micro_16:1:8 --dtypes bfloat16 float32 bfloat16+f32edges --steps-per-call 1 --repeats 2
+     --torch-modes fp32 bf16_cl --torch-threads 1)
   B=(--preset micro_16 --channels 1 --images 16 --epochs 2 --batch 8 --steps-per-call 1)
   C=(--n 200 1000 --d 16 --large-n 1000 --large-d 16 --baseline-max-n 1000 --repeats 2 --budget-s 5
      --tile-sweep 64 32x128 --sweep-n 1000 --once-from 1000)
