@@ -39,10 +39,11 @@ def model_dtypes(name: str):
   return compute_dtype(base), (jnp.float32 if name.endswith(EDGES) else None)
 
 
-def time_jax_step(
-  spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty="reference", num_classes=2, seed=0
-) -> dict:
-  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
+def prepare_jax_step(
+  spec, batch_size: int, *, dtype: str, steps_per_call: int, penalty="reference", num_classes=2, seed=0
+):
+  """The project's training set-up on all devices for random uint8 images (B reconstruction + B penalty
+  images per step); `dtype` as `model_dtypes` reads it."""
   mesh = mesh_lib.make_mesh()
   rng = np.random.default_rng(seed)
   n = 2 * batch_size * num_classes
@@ -52,7 +53,16 @@ def time_jax_step(
   cfg = ae.AETrainConfig(**sizes, penalty=penalty, compute_dtype=dtype.removesuffix(EDGES), seed=seed)
   model_dtype, edge_dtype = model_dtypes(dtype)
   model = build_autoencoder(spec, dtype=model_dtype, edge_dtype=edge_dtype, seed=seed)
-  setup = ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
+  return ae.prepare_training(model, images, labels, cfg, num_classes=num_classes, mesh=mesh)
+
+
+def time_jax_step(
+  spec, batch_size: int, *, dtype: str, steps_per_call: int, repeats: int, penalty="reference", num_classes=2, seed=0
+) -> dict:
+  """Median seconds per DeepSMOTE step of the project's jitted, data-parallel step on all devices."""
+  setup = prepare_jax_step(
+    spec, batch_size, dtype=dtype, steps_per_call=steps_per_call, penalty=penalty, num_classes=num_classes, seed=seed
+  )
   t = jax_steps.time_multistep(setup, seed=seed, repeats=repeats)
   loss = t.pop("metrics")["loss"]
   return {

@@ -36,17 +36,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks import common  # noqa: E402
-from benchmarks.autoencoder_step import EDGES, model_dtypes, parse_case  # noqa: E402
+from benchmarks import common, jax_steps  # noqa: E402
+from benchmarks.autoencoder_step import EDGES, parse_case, prepare_jax_step  # noqa: E402
 from deepsmote_jax.models import layers, presets  # noqa: E402
-from deepsmote_jax.models.autoencoder import (
-  BN_SETTINGS,  # noqa: E402
-  build_autoencoder,  # noqa: E402
-)
+from deepsmote_jax.models.autoencoder import BN_SETTINGS  # noqa: E402
 from deepsmote_jax.models.batch_norm import TorchBatchNorm  # noqa: E402
-from deepsmote_jax.train import autoencoder as ae  # noqa: E402
 from deepsmote_jax.train import loop  # noqa: E402
-from deepsmote_jax.train import mesh as mesh_lib  # noqa: E402
 from deepsmote_jax.train.precision import compute_dtype  # noqa: E402
 
 # Coarse kernel classes by name, first match wins (cuDNN/cuBLAS kernel names carry these fragments).
@@ -128,41 +123,17 @@ def summarize_trace(trace: dict | list, *, steps: int, top: int = 25) -> dict:
   }
 
 
-def _setup(spec, batch: int, dtype: str, steps_per_call: int, seed: int = 0):
-  mesh = mesh_lib.make_mesh()
-  rng = np.random.default_rng(seed)
-  n = 4 * batch
-  images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, spec.channels), dtype=np.uint8)
-  labels = (np.arange(n) % 2).astype(np.int32)
-  cfg = ae.AETrainConfig(
-    batch_size=batch,
-    penalty_sample_size=batch,
-    steps_per_call=steps_per_call,
-    compute_dtype=dtype.removesuffix(EDGES),
-    seed=seed,
-  )
-  model_dtype, edge_dtype = model_dtypes(dtype)
-  model = build_autoencoder(spec, dtype=model_dtype, edge_dtype=edge_dtype, seed=seed)
-  return ae.prepare_training(model, images, labels, cfg, num_classes=2, mesh=mesh)
-
-
 def trace_step(spec, batch: int, dtype: str, *, steps_per_call: int, calls: int, top: int, keep_dir=None) -> dict:
   """The multi-step call traced over `calls` calls (after a warm-up call), summarised per step."""
-  setup = _setup(spec, batch, dtype, steps_per_call)
-  k, mesh = setup.cfg.steps_per_call, setup.mesh
-  batches = loop.place_batches(setup.plan(0, k), mesh, k)
-  key = jax.random.key(0)
-  state = loop.place_state(setup.state, mesh)
-  t0 = time.perf_counter()
-  executable = setup.compiled.lower(state, batches, key, setup.data).compile()
-  compile_s = time.perf_counter() - t0
-  state, m = executable(state, batches, key, setup.data)
-  jax.block_until_ready(m)
+  setup = prepare_jax_step(spec, batch, dtype=dtype, steps_per_call=steps_per_call)
+  k = setup.cfg.steps_per_call
+  call, compile_s, _ = jax_steps.compile_multistep(setup, seed=0)
+  jax.block_until_ready(call())  # warm-up, outside the trace
   log_dir = pathlib.Path(keep_dir) if keep_dir else pathlib.Path(tempfile.mkdtemp(prefix="step_profile_"))
   t0 = time.perf_counter()
   with jax.profiler.trace(str(log_dir), create_perfetto_trace=True):
     for _ in range(calls):
-      state, m = executable(state, batches, key, setup.data)
+      m = call()
     jax.block_until_ready(m)
   wall = time.perf_counter() - t0
   files = sorted(log_dir.glob("plugins/profile/*/perfetto_trace.json.gz"))

@@ -62,6 +62,12 @@ def _block(n: int, block_size: int) -> int:
   return max(1, min(block_size, _round_up(n, 8)))
 
 
+def _tile_edges(block_size: TileSize, n_query: int, n_reference: int) -> dict[str, int]:
+  """`_blocked_knn`'s query_block and reference_block for sets of these sizes."""
+  query_tile, reference_tile = _tiles(block_size)
+  return dict(query_block=_block(n_query, query_tile), reference_block=_block(n_reference, reference_tile))
+
+
 @functools.partial(jax.jit, static_argnames=("k", "query_block", "reference_block", "precision"))
 def _blocked_knn(query, reference, self_index, *, k, query_block, reference_block, precision):
   """Exact k-NN by tiles; `self_index[i]` is the reference row query i must skip (-1: none)."""
@@ -162,15 +168,8 @@ def nearest_neighbors(
     raise ValueError(f"k={k} neighbours asked but only {n_candidates} candidate points exist")
   if skip is None:
     skip = jnp.full((n_query,), -1, jnp.int32)
-  query_tile, reference_tile = _tiles(block_size)
   return _blocked_knn(
-    query,
-    reference,
-    skip,
-    k=int(k),
-    query_block=_block(n_query, query_tile),
-    reference_block=_block(reference.shape[0], reference_tile),
-    precision=precision,
+    query, reference, skip, k=int(k), **_tile_edges(block_size, n_query, reference.shape[0]), precision=precision
   )
 
 
@@ -414,32 +413,15 @@ def _smote_class(key, x_class, base_weights, *, n_samples, k, block_size, precis
 def _within_class_knn(x_class, *, k, block_size, precision):
   """Indices (n, k) of each row's k nearest other rows of the same class."""
   n = x_class.shape[0]
-  query_tile, reference_tile = _tiles(block_size)
   skip = jnp.arange(n, dtype=jnp.int32)
-  _, nn = _blocked_knn(
-    x_class,
-    x_class,
-    skip,
-    k=k,
-    query_block=_block(n, query_tile),
-    reference_block=_block(n, reference_tile),
-    precision=precision,
-  )
+  _, nn = _blocked_knn(x_class, x_class, skip, k=k, **_tile_edges(block_size, n, n), precision=precision)
   return nn
 
 
 def _all_class_knn(x_class, X, class_rows, *, k, block_size, precision):
   """Indices (n, k) into X of each class row's k nearest rows among all classes (itself excluded)."""
-  query_tile, reference_tile = _tiles(block_size)
-  _, nn = _blocked_knn(
-    x_class,
-    X,
-    class_rows,
-    k=k,
-    query_block=_block(x_class.shape[0], query_tile),
-    reference_block=_block(X.shape[0], reference_tile),
-    precision=precision,
-  )
+  edges = _tile_edges(block_size, x_class.shape[0], X.shape[0])
+  _, nn = _blocked_knn(x_class, X, class_rows, k=k, **edges, precision=precision)
   return nn
 
 

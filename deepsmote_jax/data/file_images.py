@@ -390,9 +390,9 @@ class FileImages:
 
 
 class CachedReads:
-  """`images[idx]` of a `FileImages`, each image decoded on its first read and read back from a `DecodedCache`
-  after; without a cache (`stream_cache='off'`, a full disk) every read decodes. `close` (or dropping the
-  reader) frees the cache."""
+  """`images[indices]` (an index array) of a `FileImages`, each image decoded on its first read and read back
+  from a `DecodedCache` after; without a cache (`stream_cache='off'`, a full disk) every read decodes. `close`
+  (or dropping the reader) frees the cache."""
 
   def __init__(self, images: FileImages):
     self.images = images
@@ -403,7 +403,7 @@ class CachedReads:
     return len(self.images)
 
   def __getitem__(self, indices) -> np.ndarray:
-    idx = np.arange(len(self))[indices] if isinstance(indices, slice) else np.asarray(indices, np.int64).reshape(-1)
+    idx = np.asarray(indices, np.int64).reshape(-1)
     if self.cache is None:
       return self.images.decode(idx)
     out, missing = self.cache.read(idx)

@@ -40,6 +40,11 @@ class ImageSource(Protocol):
     """uint8 (len(reads(s)), H, W, C) images of `reads(s)` for each step s in [first, last), in order."""
     ...
 
+  def cached_reads(self):
+    """An object whose `[indices]` gives uint8 (len(indices), H, W, C) images, for images read again and again
+    (held-out images at every evaluation): each read at most once from its file while the object lives."""
+    ...
+
 
 def fingerprint(images: np.ndarray | ImageSource, labels: np.ndarray) -> str:
   """The training data's identity (checkpoints of another data set are never resumed). A source is known by
@@ -155,8 +160,8 @@ class HeldOutImages:
 
   In memory they are padded (the last image repeated, label -1) and put on the devices once; a streamed source
   is read chunk by chunk at every pass instead, so evaluating it never holds more than one chunk in memory --
-  through the source's `cached_reads()` where it has one (`FileImages`: each file decoded at the first pass
-  only, read back from local disk at the next). Iterating yields (images, labels or None) on the mesh.
+  through the source's `cached_reads()` (`FileImages`: each file decoded at the first pass only, read back
+  from local disk at the next). Iterating yields (images, labels or None) on the mesh.
   """
 
   def __init__(self, images, mesh: Mesh, chunk: int, labels: np.ndarray | None = None):
@@ -170,9 +175,7 @@ class HeldOutImages:
     if labels is not None:
       self._labels = np.concatenate([np.asarray(labels, np.int32), np.full(total - self.n, -1, np.int32)])
     self._sharding = mesh_lib.batch_sharding(mesh)
-    self._source = None
-    if isinstance(images, ImageSource):
-      self._source = images.cached_reads() if hasattr(images, "cached_reads") else images
+    self._source = images.cached_reads() if isinstance(images, ImageSource) else None
     self._placed = None
     if self._source is None:
       images = np.asarray(images)
