@@ -153,6 +153,7 @@ def test_project_rows_have_numbers_and_memory(smoke_run):
   for r in b.values():
     assert not r.get("error"), r
     assert 0 < r["steps_s"] < r["job_wall_s"]
+    assert r["dtype"] == "float32"  # 'auto' on the CPU; the row names the dtype it ran
   assert b["cold cache"]["final_loss"] == pytest.approx(b["warm cache"]["final_loss"], rel=1e-6)
 
 
@@ -163,6 +164,13 @@ def test_missing_baselines_are_skipped_with_one_line(smoke_run, smoke_calls):
   assert not [r for r in c["rows"] if r["impl"].startswith("imblearn")]
   assert [r for r in c["rows"] if r["impl"].startswith("sklearn")]  # scikit-learn is on the GPU image
   assert all(r["median_s"] > 0 for r in c["rows"] if r["impl"].startswith("deepsmote"))
+  # The tile sweep (smoke: 64 and 32x128 at n = 1,000) picks the fastest, which the sizes from there on use;
+  # from --once-from on, one timed resample call and no k-NN row.
+  sweep = {r["tiles"]: r["median_s"] for r in c["rows"] if r["op"] == "knn_tiles"}
+  assert set(sweep) == {"64", "32x128"} and c["settings"]["tiles_from_sweep_n"] == min(sweep, key=sweep.get)
+  large = [r for r in c["rows"] if r["impl"].startswith("deepsmote") and r["n"] == 1000 and r["op"] != "knn_tiles"]
+  assert [r["op"] for r in large] == ["resample"] and large[0]["timed"] == "one call, compile included"
+  assert large[0]["tiles"] == c["settings"]["tiles_from_sweep_n"]
   d = _part(smoke_calls, "d")["rows"]
   assert [r for r in d if r["impl"].startswith("jax")] and all(r["img_per_s"] > 0 for r in d)
 
