@@ -132,6 +132,20 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
   assert after["data"] == before["data"] and after["autoencoder_reference"] == before["autoencoder_reference"]
   for n in ("generate_reference", "classifiers", "report"):
     assert after[n] != before[n], n
+  # The baselines read only the data stage: kept; DeepSMOTE read the regenerated set: retrained.
+  done = json.loads((work / "classifiers" / stage.DONE).read_text())
+  assert done["runs"] == 5 and done["kept_from_earlier"] == 4
+  retrained = json.loads((work / "classifiers" / "deepsmote_reference_seed0" / pipeline.RUN_RECORD).read_text())
+  assert retrained["made"]["generate_reference"] == stage.made_id(work / "generate_reference")
+  # One method fewer: the classifiers stage reruns (its list changed) and keeps every remaining run.
+  fewer = config.copy_and_resolve_references()
+  fewer.pipeline.methods = tuple(m for m in config.pipeline.methods if m != "class_weights")
+  run_pipeline(fewer, work, progress=False)
+  done = json.loads((work / "classifiers" / stage.DONE).read_text())
+  assert done["runs"] == 4 and done["kept_from_earlier"] == 4
+  assert "class_weights_seed0" not in json.loads((work / "classifiers" / "runs.json").read_text())
+  run_pipeline(config, work, progress=False)  # back: its folder is still there, with its record: kept
+  assert json.loads((work / "classifiers" / stage.DONE).read_text())["kept_from_earlier"] == 5
   _changed_settings_redo_from_the_first_changed_stage(config, work)
   _killed_runs_continue_and_end_equal(config, work, tmp_path)
 
@@ -204,6 +218,47 @@ def _killed_runs_continue_and_end_equal(config, work, tmp_path):
   done = json.loads((work / "classifiers" / stage.DONE).read_text())
   assert done["runs"] == 5 and done["kept_from_earlier"] == 4
   assert json.loads((work / "report" / "report.json").read_text())["runs"] == report_before
+
+
+def test_a_classifier_run_record_holds_only_what_the_run_reads(tmp_path):
+  for name in ("data", "generate_reference", "generate_paper"):
+    stage.run_stage(tmp_path / name, lambda d, r: {}, {"settings": {}})
+  stage_record = {
+    "settings": {
+      "classifier": {"epochs": 2},
+      "generate": {"k_neighbors": 5},
+      "model": {"preset": "micro_16"},
+      "train": {"epochs": 2},
+      "pipeline.anomaly_window": 0,
+      "pipeline.methods": ["none", "anomaly_ae", "deepsmote"],
+      "pipeline.penalties": ["reference", "paper"],
+      "pipeline.seeds": [0],
+      "pipeline.positive_class": "NG",
+    },
+    "upstream": {"data": "d1", "generate_reference": "g1", "generate_paper": "g2"},
+  }
+  rec = {m: pipeline.run_record(stage_record, m, 0, tmp_path) for m in ("none", "anomaly_ae", "deepsmote_reference")}
+  assert set(rec["none"]["settings"]) == {"classifier", "generate", "pipeline.positive_class"}
+  assert set(rec["anomaly_ae"]["settings"]) == set(rec["none"]["settings"]) | {
+    "model",
+    "train",
+    "pipeline.anomaly_window",
+  }
+  assert rec["none"]["upstream"] == {"data": "d1"} and set(rec["none"]["made"]) == {"data"}
+  assert rec["deepsmote_reference"]["upstream"] == {"data": "d1", "generate_reference": "g1"}
+  # Other lists of methods, seeds and penalties: the same records.
+  other = json.loads(json.dumps(stage_record))
+  other["settings"].update({"pipeline.methods": ["deepsmote"], "pipeline.seeds": [0, 1, 2]})
+  other["settings"]["pipeline.penalties"] = ["reference"]
+  del other["upstream"]["generate_paper"]
+  assert pipeline.run_record(other, "deepsmote_reference", 0, tmp_path) == rec["deepsmote_reference"]
+  assert pipeline.run_record(other, "deepsmote_reference", 1, tmp_path) != rec["deepsmote_reference"]
+  # A setting a run reads, or a rerun of a stage it reads (same record, new id): another record.
+  other["settings"]["classifier"] = {"epochs": 3}
+  assert pipeline.run_record(other, "none", 0, tmp_path) != rec["none"]
+  stage.run_stage(tmp_path / "generate_reference", lambda d, r: {}, {"settings": {}})
+  assert pipeline.run_record(stage_record, "deepsmote_reference", 0, tmp_path) != rec["deepsmote_reference"]
+  assert pipeline.run_record(stage_record, "none", 0, tmp_path) == rec["none"]
 
 
 def test_bad_inputs_fail_with_clear_messages(tmp_path):

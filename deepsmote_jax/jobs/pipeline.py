@@ -7,7 +7,9 @@ training split scarce in NG), `autoencoder_<penalty>` (train + export), `generat
 predict validation and test),
 `report` (metrics, recall-first thresholds, tables, figures). A rerun reuses a finished stage only while its
 settings and inputs are unchanged; from the first stage that changed or never finished, everything is
-redone (an unfinished autoencoder continues from its checkpoints, finished classifier runs are kept).
+redone (an unfinished autoencoder continues from its checkpoints; a classifier run is kept while its own
+record -- the settings and inputs it reads, `run_record` -- is unchanged, so adding a seed or a method trains
+only the new runs).
 
 Methods compared: `none`, `class_weights`, `random_oversampling`, `smote_pixels` (SMOTE on flattened pixels),
 `anomaly_ae` (the one-class baseline: an encoder/decoder trained on OK images only, scored by reconstruction
@@ -87,21 +89,56 @@ def _generate(config, work: pathlib.Path, penalty: str, out: pathlib.Path, resum
   return {"counts": summary.get("counts_after")}
 
 
+RUN_RECORD = "record.json"  # a classifier run's own record, written after its run.json
+_RUN_LISTS = ("pipeline.methods", "pipeline.seeds", "pipeline.penalties")  # which runs exist, not what one is
+_ONE_CLASS_SETTINGS = ("model", "train", "pipeline.anomaly_window")  # read by one-class runs only
+
+
+def run_record(stage_record: dict, method: str, seed: int, work: pathlib.Path) -> dict:
+  """One classifier run's record: what of the classifiers stage's record that run reads -- not the lists of
+  methods, seeds and penalties, the autoencoder settings only for a one-class run, the generate stage of its
+  own penalty only -- and the ids of the finished stages it reads (`stage.made_id`: a rerun of one, even with
+  the same record, retrains the runs that read it). Adding a seed, a method or a penalty keeps every finished
+  run whose record is unchanged."""
+  one_class = method in anomaly.METHODS
+  reads = {"data"} | ({f"generate_{method.split('_', 1)[1]}"} if method.startswith("deepsmote_") else set())
+  rec = {
+    "method": method,
+    "seed": int(seed),
+    "settings": {
+      k: v
+      for k, v in stage_record["settings"].items()
+      if k not in _RUN_LISTS and (one_class or k not in _ONE_CLASS_SETTINGS)
+    },
+    "upstream": {u: d for u, d in stage_record["upstream"].items() if u in reads},
+    "made": {u: stage.made_id(work / u) for u in sorted(reads)},
+  }
+  if "inputs" in stage_record:
+    rec["inputs"] = stage_record["inputs"]
+  return rec
+
+
 def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path, resume: bool) -> dict:
-  """Every method x seed; on resume, runs that finished (their run.json written last) are kept."""
+  """Every method x seed. The folder is kept from earlier runs of the stage (`keeps_parts`): a run that
+  finished (run.json, then its record) with the record it would have now is kept, any other retrained."""
+  del resume  # always resumed: each run is checked against its own record instead
+  stage_record = stage.read_record(out, stage.STARTED)
   runs, kept = {}, 0
   for method in method_names(config):
     for seed in config.pipeline.seeds:
       name = f"{method}_seed{seed}"
-      finished = out / name / RUN_INFO
-      if resume and finished.is_file():
-        runs[name], kept = json.loads(finished.read_text()), kept + 1
-        stage.log(f"classifier run {name}: finished earlier, kept")
+      rec = run_record(stage_record, method, int(seed), work) if stage_record is not None else None
+      finished = (out / name / RUN_INFO).is_file() and stage.read_json(out / name / RUN_RECORD) == rec
+      if rec is not None and distributed.from_primary(int(finished)):
+        runs[name], kept = json.loads((out / name / RUN_INFO).read_text()), kept + 1
+        stage.log(f"classifier run {name}: finished earlier with the same settings and inputs, kept")
         continue
       if (out / name).exists():
         shutil.rmtree(out / name)
       train = anomaly.train_one if method in anomaly.METHODS else train_one
       runs[name] = train(config, work, method, int(seed), out / name, progress=progress)
+      if rec is not None:
+        files.atomic_write_json(out / name / RUN_RECORD, rec)
   files.atomic_write_json(out / "runs.json", runs)
   return {"runs": len(runs), "kept_from_earlier": kept}
 
@@ -141,13 +178,13 @@ def stages(config, work: pathlib.Path, *, progress: bool = True, image_set: Imag
       settings=(
         "classifier",
         "generate",
-        *(("model", "train") if set(config.pipeline.methods) & set(anomaly.METHODS) else ()),
+        *(("model", "train", "pipeline.anomaly_window") if set(config.pipeline.methods) & set(anomaly.METHODS) else ()),
         "pipeline.methods",
         "pipeline.penalties",
         "pipeline.seeds",
         "pipeline.positive_class",
       ),
-      resumable=True,
+      keeps_parts=True,
     )
   )
   names = [s.name for s in out]
@@ -199,16 +236,10 @@ def records(config, plan: list[Stage], image_set: ImageSet | None = None) -> dic
 
 def validate_config(config, *, image_set: ImageSet | None = None) -> None:
   """Every section checked before the first stage runs; each error names `config.<section>.<key>`."""
-  tiled = prepare_data.tile_settings(config).mode != "none"
+  prepare_data.tile_settings(config)  # checked: a bad config.data.patches is a one-line error
   unknown = [m for m in config.pipeline.methods if m not in METHODS]
   if unknown:
     raise ValueError(f"config.pipeline.methods has unknown method(s) {unknown}; known: {list(METHODS)}")
-  one_class = [m for m in config.pipeline.methods if m in anomaly.METHODS]
-  if tiled and one_class:
-    raise ValueError(
-      f"config.pipeline.methods: {one_class} scores whole images and is not available with "
-      f"config.data.patches.mode={config.data.patches.mode!r} yet; remove it from the methods"
-    )
   if not config.pipeline.seeds:
     raise ValueError("config.pipeline.seeds is empty")
   bad = [p for p in config.pipeline.penalties if p not in PENALTIES]
@@ -216,9 +247,12 @@ def validate_config(config, *, image_set: ImageSet | None = None) -> None:
     raise ValueError(f"config.pipeline.penalties has unknown penalty {bad}; known: {list(PENALTIES)}")
   evaluation.threshold_settings(config.pipeline)  # target recall, threshold rule, bootstrap
   try:
-    model_spec(config)
+    spec = model_spec(config)
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from None
+  window = config.pipeline.anomaly_window
+  if not isinstance(window, int) or not 0 <= window <= spec.image_size:
+    raise ValueError(f"config.pipeline.anomaly_window={window!r}: pixels in [0, {spec.image_size}] (the model's size)")
   for p in config.pipeline.penalties:
     config_lib.to_dataclass(AETrainConfig, config.train, "train", penalty=p)
   config_lib.to_dataclass(ClassifierTrainConfig, config.classifier, "classifier", ignore=MODEL_KEYS)
@@ -253,12 +287,14 @@ def _plan_runs(plan: list[Stage], recs: dict[str, dict], work: pathlib.Path) -> 
       stage.log(f"stage {s.name}: done earlier with the same settings and inputs, reused")
       continue
     if done is not None:
-      stage.log(f"stage {s.name}: redone, its settings or inputs changed: {describe_changes(done, recs[s.name])}")
+      kept = "; its parts with unchanged settings and inputs are kept" if s.keeps_parts else ""
+      stage.log(f"stage {s.name}: redone, its settings or inputs changed: {describe_changes(done, recs[s.name])}{kept}")
       return i, False
     started = stage.read_record(folder, stage.STARTED) if folder.is_dir() else None
     resume = s.resumable and started == recs[s.name]
     if folder.is_dir():
-      stage.log(f"stage {s.name}: unfinished earlier; " + ("continuing it" if resume else "starting it over"))
+      how = "continuing it" if resume else "keeping its unchanged parts" if s.keeps_parts else "starting it over"
+      stage.log(f"stage {s.name}: unfinished earlier; {how}")
     return i, resume
   return len(plan), False
 
@@ -290,6 +326,7 @@ def run_pipeline(
         raise ValueError(f"stage {only!r} needs the finished stage(s) {missing} in {work}; run the pipeline first")
       started = stage.read_record(work / only, stage.STARTED) if not stage.is_done(work / only) else None
       todo, resume = [plan[i]], bool(distributed.from_primary(plan[i].resumable and started == recs[only]))
+      resume = resume or plan[i].keeps_parts
       for later in plan[i + 1 :]:  # built on the old outputs: no longer valid
         (work / later.name / stage.DONE).unlink(missing_ok=True)
     else:
@@ -297,7 +334,7 @@ def run_pipeline(
       first, resume = (int(v) for v in distributed.from_primary(_plan_runs(plan, recs, work)))
       todo = plan[first:]
     for k, s in enumerate(todo):
-      stage.run_stage(work / s.name, s.run, recs[s.name], resume=resume and k == 0)
+      stage.run_stage(work / s.name, s.run, recs[s.name], resume=(resume and k == 0) or s.keeps_parts)
     distributed.barrier("pipeline: end")  # process 0 has written the last DONE.json
     return json.loads((work / "report" / "summary.json").read_text()) if stage.is_done(work / "report") else {}
 

@@ -4,9 +4,12 @@ Each stage's record holds the config settings it reads, a fingerprint of its own
 the image files) and the digests of the records of the stages it reads. `STARTED.json` is written when a
 stage starts and `DONE.json` (record, wall time, info) last and atomically, so:
 * a folder without DONE.json is unfinished (killed, failed): a resumable stage whose STARTED record still
-  matches continues from what it saved (checkpoints, finished runs); any other is redone from scratch;
+  matches continues from what it saved (checkpoints); any other is redone from scratch;
 * a finished stage is reused only while its record equals the current one; otherwise it and every stage
-  after it are redone, and the differences are said.
+  after it are redone, and the differences are said;
+* a stage made of independent parts (the classifier runs, `keeps_parts`) is never cleared: each part has its
+  own record, with the ids of the finished stages it read (new at each run of a stage), and a part is kept
+  only while that record is unchanged: never across a rerun of a stage it reads.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import pathlib
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +36,9 @@ class Stage:
   """`run(out_dir, resume) -> info` fills `<workdir>/<name>`.
 
   `inputs`: the stages whose folders it reads; `settings`: the config keys (sections or dotted keys) its
-  result depends on; `resumable`: it can continue an unfinished folder (resume=True) instead of restarting.
+  result depends on; `resumable`: it can continue an unfinished folder (resume=True) instead of restarting;
+  `keeps_parts`: its folder is never cleared (always resume=True): it checks each part it made earlier against
+  that part's own record and redoes only the parts that changed.
   """
 
   name: str
@@ -40,6 +46,7 @@ class Stage:
   inputs: tuple[str, ...] = ()
   settings: tuple[str, ...] = ()
   resumable: bool = False
+  keeps_parts: bool = False
 
 
 def log(msg: str) -> None:
@@ -64,9 +71,22 @@ def is_done(folder: pathlib.Path) -> bool:
 
 def read_record(folder: pathlib.Path, marker: str = DONE) -> dict | None:
   """The record a marker holds (None if absent or unreadable)."""
+  marked = read_json(folder / marker)
+  return marked.get("record") if isinstance(marked, dict) else None
+
+
+def made_id(folder: pathlib.Path) -> str | None:
+  """The id a finished stage's DONE.json holds: new each time the stage is run, kept while it is reused (None
+  for a folder not finished, or finished before ids were written)."""
+  done = read_json(folder / DONE)
+  return done.get("id") if isinstance(done, dict) else None
+
+
+def read_json(path: pathlib.Path):
+  """A JSON file's content, None if absent or unreadable (a file cut short by a kill reads as absent)."""
   try:
-    return json.loads((folder / marker).read_text()).get("record")
-  except (OSError, ValueError, AttributeError):
+    return json.loads(pathlib.Path(path).read_text())
+  except (OSError, ValueError):
     return None
 
 
@@ -97,6 +117,7 @@ def run_stage(
   wall = time.perf_counter() - t0
   distributed.barrier(f"stage {out.name}: end")
   if primary:
-    files.atomic_write_json(out / DONE, {"stage": out.name, "wall_s": wall, "record": record, **info})
+    done = {"stage": out.name, "id": uuid.uuid4().hex, "wall_s": wall, "record": record, **info}
+    files.atomic_write_json(out / DONE, done)
   log(f"stage {out.name}: done in {wall:.1f} s")
   return info
