@@ -14,7 +14,9 @@ VARIANTS = [
   for path in sorted(CONFIGS.glob("*.py"))
   if not path.name.startswith("_")
   for arg in (
-    [None, "blowhole", "crack", "blowhole:local", "crack:local"] if path.stem == "magnetic_tile" else [None, "local"]
+    [None, "blowhole", "crack", "blowhole:local", "crack:local", "crack:crops", "blowhole:crops:local"]
+    if path.stem == "magnetic_tile"
+    else [None, "local"]
   )
 ]
 
@@ -45,6 +47,11 @@ def test_derived_configs_keep_the_default_jobs_settings():
     assert c.train.steps_per_call == base.train.steps_per_call == 8
   with pytest.raises(ValueError, match="choose the defect class"):
     get_config("magnetic_tile", "free")
+  with pytest.raises(ValueError, match=r"unknown variant\(s\) \['crop'\]"):
+    get_config("magnetic_tile", "blowhole:crop")
+  crops = get_config("magnetic_tile", "blowhole:crops")
+  assert (crops.data.patches.mode, crops.data.patches.stride, crops.classifier.epochs) == ("defect_crops", 32, 20)
+  assert crops.data.patches.mask_root.endswith("magnetic_tile/masks") and crops.workdir.endswith("blowhole_crops")
 
 
 def test_the_checkouts_configs_folder_is_the_packaged_one():

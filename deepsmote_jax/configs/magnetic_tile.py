@@ -6,7 +6,12 @@ split (about 12 % / 6 % of OK), grouped by the tile id in `expN_num_ID` (one til
 splits). About 15 minutes on 2 CPU cores with 3 seeds.
   python scripts/run_pipeline.py --config configs/magnetic_tile.py:blowhole --workdir runs/magnetic_tile_blowhole
   python scripts/run_pipeline.py --config configs/magnetic_tile.py:crack --workdir runs/magnetic_tile_crack
-Add `:local` (e.g. `blowhole:local`) for a one-minute smoke run of the same path.
+`:crops` (e.g. `blowhole:crops`) sees each defect at its own scale, as `reports/magnetic_tile_blowhole_crops_*`
+did: training on 64 px crops centred on each masked defect (and 8 random tiles of each free image), every
+image scored by its worst 64 px tile at native resolution, tiles every 32 px so that a defect on one tile's
+border is whole in another (validation AUC 0.96 -> 0.99 on blowholes), the classifier trained 20 epochs (its
+validation AP still rose at 6). Hours on 2 CPU cores with every method and 3 seeds.
+Add `:local` (e.g. `blowhole:local`, `blowhole:crops:local`) for a one-minute smoke run of the same path.
 """
 
 import pathlib
@@ -15,12 +20,16 @@ import runpy
 from deepsmote_jax import config_lib
 
 DEFECTS = ("blowhole", "crack")
+VARIANTS = ("crops", "local")
 
 
 def get_config(arg: str | None = None):
-  defect, _, variant = (arg or "blowhole").partition(":")
+  defect, *variants = (arg or "blowhole").split(":")
   if defect not in DEFECTS:
     raise ValueError(f"configs/magnetic_tile.py:{arg}: choose the defect class among {DEFECTS}")
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    raise ValueError(f"configs/magnetic_tile.py:{arg}: unknown variant(s) {sorted(unknown)}; known: {VARIANTS}")
   # configs/default.py's small CPU job (tiny_64, small_cnn, the same rates and methods), on this data.
   c = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))["get_config"]()
   c.train.epochs = 30
@@ -35,6 +44,15 @@ def get_config(arg: str | None = None):
   c.pipeline.seeds = (0, 1, 2)
   c.pipeline.positive_class = defect
   c.workdir = f"runs/magnetic_tile_{defect}"
-  if variant == "local":
+  if "crops" in variants:
+    c.data.patches.mode = "defect_crops"
+    c.data.patches.mask_root = "../shared/data/magnetic_tile/masks"
+    c.data.patches.stride = 32
+    c.data.patches.ok_tiles_per_image = 8
+    c.data.patches.min_std = 2.0  # flat background tiles carry nothing
+    c.train.epochs = 10
+    c.classifier.epochs = 20
+    c.workdir += "_crops"
+  if "local" in variants:
     config_lib.make_local(c)
   return c
