@@ -1,5 +1,6 @@
 """The one-class baseline practitioners reach for when defects are rare: an encoder/decoder trained on OK images
-only, an image's anomaly score being its eval-mode reconstruction error.
+only, an image's anomaly score being its eval-mode reconstruction error -- the largest mean squared error of any
+`config.pipeline.anomaly_window`-sized square window (0: the whole image's mean), so a small defect counts.
 
 The scores become the same `predictions.npz` the classifiers write, so every table, threshold and interval of
 the report applies unchanged. P(NG) = sigmoid((log e - log q) / s), with q the `OK_QUANTILE` quantile of the
