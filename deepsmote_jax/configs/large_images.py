@@ -16,6 +16,10 @@ seed: a second seed adds about a third of the time. Methods: `none` (pure MIL), 
 `deepsmote` (synthetic NG tiles from the key tiles of NG parts, see deepsmote_jax/jobs/tiled.py).
 `random_oversampling` and `class_weights` work too; random oversampling draws every NG part about as often
 as all OK tiles together, each draw scoring all its tiles: minutes per epoch at this size.
+Overlapping tiles (`--config.data.patches.stride=32`, half a tile) keep a defect that straddles a tile border
+whole in some tile: on magnetic_tile's defect crops the same exported models scored validation images with
+ROC AUC 0.96 -> 0.99 (blowholes) and 0.89 -> 0.98 (cracks) at stride 32 instead of 64, at about 3x the tiles
+to score (here 4x: outside this config's 20-minute budget).
 """
 
 import pathlib
