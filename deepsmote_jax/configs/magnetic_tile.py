@@ -10,7 +10,8 @@ splits). About 15 minutes on 2 CPU cores with 3 seeds.
 did: training on 64 px crops centred on each masked defect (and 8 random tiles of each free image), every
 image scored by its worst 64 px tile at native resolution, tiles every 32 px so that a defect on one tile's
 border is whole in another (the same exported models on validation: ROC AUC 0.96 -> 0.99 on blowholes, 0.89 ->
-0.98 on cracks), the classifier trained 20 epochs (its validation AP still rose at 6). Hours on 2 CPU cores with every method and 3 seeds.
+0.98 on cracks), the classifier trained 20 epochs (its validation AP still rose at 6). Hours on 2 CPU cores
+with every method and 3 seeds.
 Add `:local` (e.g. `blowhole:local`, `blowhole:crops:local`) for a one-minute smoke run of the same path.
 """
 

@@ -124,8 +124,8 @@ def _classifiers(config, work: pathlib.Path, progress: bool, out: pathlib.Path, 
   del resume  # always resumed: each run is checked against its own record instead
   stage_record = stage.read_record(out, stage.STARTED)
   runs, kept = {}, 0
-  for method in method_names(config):
-    for seed in config.pipeline.seeds:
+  for seed in config.pipeline.seeds:  # seed-major: after the first seed every method has a result
+    for method in method_names(config):
       name = f"{method}_seed{seed}"
       rec = run_record(stage_record, method, int(seed), work) if stage_record is not None else None
       finished = (out / name / RUN_INFO).is_file() and stage.read_json(out / name / RUN_RECORD) == rec
