@@ -175,6 +175,9 @@ def evaluate(
       result["threshold"], flagged = _recall_first_threshold(
         result, y, s, val, p, dict(rule, target_recall=target_recall), notes
       )
+      result["threshold_rules"] = rule_operating_points(
+        val[0], val[1], y, s, p, positive_class, dict(rule, target_recall=target_recall)
+      )
   if len(class_names) > 2:
     _add_one_vs_rest(result, y, s, notes)
   if bootstrap:
@@ -366,6 +369,31 @@ def validation_threshold(
       "recall at a usable overkill (more validation NG, or a lower target_recall / threshold_confidence)"
     )
   return tinfo, notes
+
+
+def rule_operating_points(
+  val_true, val_scores, y_true, scores, p: int, positive_class: str, settings: dict
+) -> dict[str, dict[str, float]]:
+  """Every threshold rule of `metrics.THRESHOLD_RULES`, each chosen on validation with `settings`' target,
+  confidence and margin, and what it did: {rule: {threshold, val_recall, val_overkill, test_recall,
+  test_overkill}} (NaN where a rule has no threshold). The trade-off a line engineer picks from, beside the
+  report's configured rule."""
+  y, s = np.asarray(y_true), np.asarray(scores)
+  kind = score_scale(np.asarray(val_scores), s)
+  test_scores, actual = decision_scores(s, p, kind), (y == p)
+  out = {}
+  for rule in M.THRESHOLD_RULES:
+    tinfo, _ = validation_threshold(val_true, val_scores, p, positive_class, {**settings, "rule": rule}, kind)
+    value = tinfo["value_score"]
+    flagged = test_scores >= value if not math.isnan(value) else np.zeros(len(y), bool)
+    out[rule] = {
+      "threshold": value,
+      "val_recall": tinfo["val_recall"],
+      "val_overkill": tinfo["val_overkill"],
+      "test_recall": float(flagged[actual].mean()) if actual.any() and not math.isnan(value) else math.nan,
+      "test_overkill": float(flagged[~actual].mean()) if (~actual).any() and not math.isnan(value) else math.nan,
+    }
+  return out
 
 
 def _recall_first_threshold(result: dict, y, s, val, p: int, settings: dict, notes: list) -> tuple[dict, Any]:

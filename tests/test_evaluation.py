@@ -296,6 +296,32 @@ def test_threshold_rule_is_recorded_beside_the_argmax_decision(tmp_path):
     assert text in md, text
 
 
+def test_every_threshold_rule_is_applied_beside_the_configured_one():
+  y, s = _binary_set(20, 200, 40)
+  vy, vs = _few_ng_validation(21)
+  res = E.evaluate(y, s, NAMES, val_true=vy, val_scores=vs, threshold_rule="min_ng", bootstrap=0)
+  rules = res["threshold_rules"]
+  assert list(rules) == list(M.THRESHOLD_RULES)
+  # The configured rule's row is the result's threshold, with the same test decisions.
+  t = res["threshold"]
+  assert rules["min_ng"]["threshold"] == t["value_score"] and rules["min_ng"]["val_overkill"] == t["val_overkill"]
+  assert rules["min_ng"]["test_recall"] == pytest.approx(t["test"]["recall"])
+  assert rules["min_ng"]["test_overkill"] == pytest.approx(t["test"]["overkill_rate"])
+  # Each rule's test numbers recomputed from its threshold on the test logits.
+  test_logit, v_logit = M.positive_logit(s, 1), M.positive_logit(vs, 1)
+  for rule, row in rules.items():
+    flagged = test_logit >= row["threshold"]
+    assert row["test_recall"] == pytest.approx(flagged[y == 1].mean()), rule
+    assert row["test_overkill"] == pytest.approx(flagged[y == 0].mean()), rule
+    assert row["val_recall"] == pytest.approx(np.mean(v_logit[vy == 1] >= row["threshold"])), rule
+  # The three are ordered as their promises: tolerance (8 NG, 98 % at 95 %) <= lowest NG <= the 98 % quantile.
+  assert rules["tolerance"]["threshold"] <= rules["min_ng"]["threshold"] <= rules["val_quantile"]["threshold"]
+  assert rules["min_ng"]["threshold"] == pytest.approx(v_logit[vy == 1].min())
+  # No validation NG: no threshold, NaN rows.
+  none = E.evaluate(y, s, NAMES, val_true=np.zeros(10, int), val_scores=np.tile([0.9, 0.1], (10, 1)), bootstrap=0)
+  assert all(math.isnan(r["test_recall"]) for r in none["threshold_rules"].values())
+
+
 def test_bootstrap_intervals_in_the_result_are_seeded_and_consistent():
   y, s = _binary_set(22, 150, 30)
   vy, vs = _few_ng_validation(23)

@@ -48,6 +48,19 @@ def _results() -> dict:
   return {m: {s: _run(*q, seed=10 * i + s) for s in (0, 1, 2)} for i, (m, q) in enumerate(quality.items())}
 
 
+def test_rule_table_lists_every_rule_per_method_with_the_spread_over_seeds():
+  def result(test_recall):
+    rows = {"val_overkill": 0.2, "test_recall": test_recall, "test_overkill": 0.1}
+    return {"threshold_rules": {"tolerance": {**rows, "test_overkill": 0.9}, "min_ng": rows}}
+
+  md = report.rule_table({"none": [result(0.5), result(1.0)], "deepsmote_reference": [result(0.75)]}, "NG", "OK")
+  assert "## Operating points of every threshold rule" in md
+  assert "| none | tolerance | 20.0 ± 0.0 | 75.0 ± 35.4 | 90.0 ± 0.0 |" in md
+  assert "| none | min_ng | 20.0 ± 0.0 | 75.0 ± 35.4 | 10.0 ± 0.0 |" in md
+  assert "| deepsmote_reference | min_ng | 20.0 | 75.0 | 10.0 |" in md
+  assert report.rule_table({"none": [{"threshold_rules": None}]}, "NG", "OK") == []  # no validation threshold
+
+
 def test_paired_table_picks_the_best_baseline_and_pairs_by_seed():
   runs = _results()
   out = report.seed_intervals(runs, n_resamples=300, seed=0)
@@ -167,6 +180,9 @@ def test_report_files_and_headline_counts_agree_with_predictions(tiny_run):
   assert [h for h in headings if h.startswith("# ")] == [headings[0]]
   assert all(h.split(" ", 1)[0] in ("#", "##", "###") for h in headings)
   assert headings[1].startswith("## Headline") and "## Appendix" in headings
+  assert headings[2] == "## Operating points of every threshold rule"
+  saved_rules = json.loads((out / "report.json").read_text())["runs"]["none_seed0"]["threshold_rules"]
+  assert set(saved_rules) == {"tolerance", "min_ng", "val_quantile"}
   appendix = md.index("## Appendix")
   assert md.index("Table 1 layout") > appendix and md.index("### Stage wall times") > appendix
   saved = json.loads((out / "report.json").read_text())["runs"]

@@ -296,6 +296,32 @@ def headline_table(results: dict[str, list[dict]], positive: str | None) -> list
   return md
 
 
+def rule_table(results: dict[str, list[dict]], positive: str, negative: str) -> list[str]:
+  """Every threshold rule side by side (`evaluation.rule_operating_points`): what each, chosen on validation,
+  did on the test set, so the recall / overkill trade-off is on the page whichever rule the config names."""
+  if not any(r.get("threshold_rules") for rs in results.values() for r in rs):
+    return []
+  md = [
+    "",
+    "## Operating points of every threshold rule",
+    "",
+    f"Each rule's threshold chosen on the validation split, applied to the test set (mean ± std over seeds, %). "
+    f"`tolerance`: normal tolerance bound on the validation {positive} logits (recall >= target with the stated "
+    f"confidence if they are normal); `min_ng`: the lowest validation {positive} score (distribution-free: a new "
+    f"{positive} falls below it with probability 1/(n+1)); `val_quantile`: the highest threshold meeting the "
+    "target recall on validation (no guarantee).",
+    "",
+    f"| Method | Rule | Validation overkill | Test {positive} recall | Test overkill ({negative} flagged) |",
+    "|---|---|---:|---:|---:|",
+  ]
+  for method, rs in results.items():
+    rules = [r["threshold_rules"] for r in rs if r.get("threshold_rules")]
+    for rule in rules[0] if rules else ():
+      cells = [_mean_std([r[rule][k] for r in rules]) for k in ("val_overkill", "test_recall", "test_overkill")]
+      md.append(f"| {method} | {rule} | " + " | ".join(cells) + " |")
+  return md
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report sections
 
@@ -522,6 +548,7 @@ def _markdown(config, work: pathlib.Path, results: dict, parts: dict) -> str:
     "log-likelihood).",
     "",
     *headline_table(results, pos),
+    *(rule_table(results, pos, neg) if pos else []),
     *interval_tables(parts["intervals"]),
     *galleries_md(parts["galleries"]),
     *curves_md(parts["curves"], work, {g["run"] for g in parts["galleries"].values()}),
